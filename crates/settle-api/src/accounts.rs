@@ -1,0 +1,121 @@
+//! `/v1/accounts`: open accounts, read balances (now or as of an instant),
+//! list accounts and an account's entries.
+
+use crate::auth::require;
+use crate::body::JsonBody;
+use crate::commands::{Submission, submit};
+use crate::error::ApiError;
+use crate::observe::RequestId;
+use crate::pagination::{page, parse_query};
+use crate::render::{self, balances_json};
+use crate::state::AppState;
+use crate::wire::{self, CreateAccountRequest};
+use axum::extract::{Path, RawQuery, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use serde::Deserialize;
+use settle_core::clock::Timestamp;
+use settle_core::ids::{AccountId, EntryId};
+use settle_core::limits::{MAX_EXTERNAL_ID_CHARS, MAX_TEXT_CHARS};
+use settle_core::tenancy::{Principal, Scope};
+use settle_store::engine::Command;
+use settle_store::records::NewAccount;
+
+pub async fn create(
+    State(state): State<AppState>,
+    principal: Principal,
+    Extension(request_id): Extension<RequestId>,
+    headers: HeaderMap,
+    body: JsonBody<CreateAccountRequest>,
+) -> Result<Response, ApiError> {
+    require(&principal, Scope::LedgerWrite)?;
+    let req = body.value;
+    let name = wire::text("name", Some(req.name), MAX_TEXT_CHARS)?.unwrap_or_default();
+    let new = NewAccount {
+        name,
+        currency: wire::currency("currency", &req.currency)?,
+        normal_balance: req.normal_balance.into(),
+        min_available_balance: req.min_available_balance,
+        external_id: wire::text("external_id", req.external_id, MAX_EXTERNAL_ID_CHARS)?,
+        metadata: wire::metadata_of("metadata", req.metadata)?,
+    };
+    submit(
+        &state,
+        Submission {
+            principal: &principal,
+            request_id: &request_id,
+            headers: &headers,
+            path: "/v1/accounts",
+            canonical_body: &body.canonical,
+            command: Command::CreateAccount(new),
+            render: render::render_created,
+        },
+    )
+    .await
+}
+
+pub fn account_id(text: &str) -> Result<AccountId, ApiError> {
+    AccountId::parse(text).ok_or_else(|| ApiError::not_found("account"))
+}
+
+pub async fn get(State(state): State<AppState>, principal: Principal, Path(id): Path<String>) -> Result<Response, ApiError> {
+    require(&principal, Scope::LedgerRead)?;
+    let id = account_id(&id)?;
+    let account = state.store.get_account(principal.tenant, id, state.clock.now()).await?.ok_or_else(|| ApiError::not_found("account"))?;
+    Ok(Json(render::account(&account)?).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListParams {
+    limit: Option<String>,
+    starting_after: Option<String>,
+    ending_before: Option<String>,
+}
+
+pub async fn list(State(state): State<AppState>, principal: Principal, RawQuery(query): RawQuery) -> Result<Response, ApiError> {
+    require(&principal, Scope::LedgerRead)?;
+    let params: ListParams = parse_query(query.as_deref())?;
+    let page = page(params.limit.as_deref(), params.starting_after, params.ending_before, |id| AccountId::parse(id).is_some())?;
+    let result = state.store.list_accounts(principal.tenant, page, state.clock.now()).await?;
+    let data = result.items.iter().map(render::account).collect::<Result<Vec<_>, _>>()?;
+    Ok(Json(render::list(data, result.has_more)).into_response())
+}
+
+pub async fn entries(State(state): State<AppState>, principal: Principal, Path(id): Path<String>, RawQuery(query): RawQuery) -> Result<Response, ApiError> {
+    require(&principal, Scope::LedgerRead)?;
+    let id = account_id(&id)?;
+    let params: ListParams = parse_query(query.as_deref())?;
+    let page = page(params.limit.as_deref(), params.starting_after, params.ending_before, |id| EntryId::parse(id).is_some())?;
+    let result = state.store.list_entries(principal.tenant, id, page, state.clock.now()).await?.ok_or_else(|| ApiError::not_found("account"))?;
+    Ok(Json(render::list(result.items.iter().map(render::entry_row).collect(), result.has_more)).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BalanceParams {
+    as_of: Option<String>,
+}
+
+pub async fn balances(State(state): State<AppState>, principal: Principal, Path(id): Path<String>, RawQuery(query): RawQuery) -> Result<Response, ApiError> {
+    require(&principal, Scope::LedgerRead)?;
+    let id = account_id(&id)?;
+    let params: BalanceParams = parse_query(query.as_deref())?;
+    let now = state.clock.now();
+    let at = match params.as_of {
+        None => now,
+        Some(text) => Timestamp::parse_rfc3339(&text).ok_or_else(|| ApiError::invalid("as_of", "as_of must be an RFC 3339 timestamp"))?,
+    };
+    let (account, counters) = state.store.balances_as_of(principal.tenant, id, at.min(now)).await?.ok_or_else(|| ApiError::not_found("account"))?;
+    let (balances, totals) = balances_json(&counters, account.state.normal_balance)?;
+    Ok(Json(serde_json::json!({
+        "object": "account_balances",
+        "account_id": account.state.id.as_str(),
+        "currency": account.state.currency.code(),
+        "as_of": at.to_rfc3339(),
+        "balances": balances,
+        "totals": totals,
+    }))
+    .into_response())
+}

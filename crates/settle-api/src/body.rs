@@ -1,0 +1,83 @@
+//! Request bodies: size-limited, UTF-8, strict JSON (unknown fields and
+//! wrong types are refused with the exact `param` at fault).
+
+use crate::error::{ApiError, ErrorType};
+use axum::extract::{FromRequest, Request};
+use axum::http::StatusCode;
+use serde::de::DeserializeOwned;
+use settle_core::limits::MAX_BODY_BYTES;
+
+/// A JSON body of at most `LIMIT` bytes, plus its canonical form for
+/// idempotency fingerprints (computed only when the request carries an
+/// `Idempotency-Key`: it costs a second pass over the body).
+pub struct JsonBody<T, const LIMIT: usize = MAX_BODY_BYTES> {
+    pub value: T,
+    /// The body re-serialized with sorted keys and no whitespace; empty
+    /// when the request has no `Idempotency-Key`.
+    pub canonical: Vec<u8>,
+}
+
+/// An oversized body up to this size is read and discarded before the 413
+/// goes out, so that ordinary clients read the error instead of a reset
+/// connection; anything larger is cut off.
+const MAX_DRAIN_BYTES: usize = 32 * 1024 * 1024;
+
+async fn drain(body: axum::body::Body) {
+    use http_body_util::BodyExt;
+    let mut body = body;
+    let mut seen = 0usize;
+    while let Some(Ok(frame)) = body.frame().await {
+        seen += frame.data_ref().map_or(0, |d| d.len());
+        if seen > MAX_DRAIN_BYTES {
+            break;
+        }
+    }
+}
+
+fn too_large(limit: usize) -> ApiError {
+    ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, ErrorType::InvalidRequestError, "request_too_large", format!("request bodies are limited to {limit} bytes"))
+}
+
+impl<T: DeserializeOwned, S: Send + Sync, const LIMIT: usize> FromRequest<S> for JsonBody<T, LIMIT> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, _state: &S) -> Result<Self, ApiError> {
+        let wants_canonical = req.headers().contains_key(crate::idempotency::HEADER);
+        let declared = req.headers().get(axum::http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
+        if declared.is_some_and(|n| n > LIMIT) {
+            if declared.is_some_and(|n| n <= MAX_DRAIN_BYTES) {
+                drain(req.into_body()).await;
+            }
+            return Err(too_large(LIMIT));
+        }
+        let bytes = axum::body::to_bytes(req.into_body(), LIMIT).await.map_err(|_| too_large(LIMIT))?;
+        let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) { b"{}" } else { &bytes };
+        let text = std::str::from_utf8(bytes).map_err(|_| ApiError::invalid("body", "the request body is not valid UTF-8"))?;
+        if !text.trim_start().starts_with('{') {
+            return Err(ApiError::invalid("body", "the request body must be a JSON object"));
+        }
+        let field_error = |path: String, message: String| ApiError::invalid(if path == "." { String::from("body") } else { path }, message);
+        if !wants_canonical {
+            let mut de = serde_json::Deserializer::from_str(text);
+            let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+                let path = e.path().to_string();
+                let inner = e.into_inner();
+                if inner.is_syntax() || inner.is_eof() {
+                    ApiError::invalid("body", format!("the request body is not valid JSON: {inner}"))
+                } else {
+                    field_error(path, inner.to_string())
+                }
+            })?;
+            de.end().map_err(|e| ApiError::invalid("body", format!("the request body is not valid JSON: {e}")))?;
+            return Ok(JsonBody { value, canonical: Vec::new() });
+        }
+        let generic: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| ApiError::invalid("body", format!("the request body is not valid JSON: {e}")))?;
+        let canonical = serde_json::to_vec(&generic).map_err(|e| ApiError::internal(&e))?;
+        let value = serde_path_to_error::deserialize(generic).map_err(|e| {
+            let path = e.path().to_string();
+            field_error(path, e.into_inner().to_string())
+        })?;
+        Ok(JsonBody { value, canonical })
+    }
+}

@@ -1,0 +1,67 @@
+//! Settle's HTTP API: axum routers, extractors, the error envelope and
+//! idempotency. Handlers are thin: parse, call the store or the engine,
+//! render. No SQL lives here.
+
+pub mod accounts;
+pub mod auth;
+pub mod body;
+pub mod commands;
+pub mod error;
+pub mod idempotency;
+pub mod observe;
+pub mod pagination;
+pub mod render;
+pub mod state;
+pub mod transactions;
+pub mod wire;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use error::{ApiError, ErrorType};
+pub use state::AppState;
+
+async fn healthz() -> Response {
+    axum::Json(serde_json::json!({"status": "ok"})).into_response()
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    match state.store.ready().await {
+        Ok(()) => axum::Json(serde_json::json!({"status": "ready", "database": state.store.backend_name()})).into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "not ready");
+            (StatusCode::SERVICE_UNAVAILABLE, axum::Json(serde_json::json!({"status": "unavailable"}))).into_response()
+        }
+    }
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, ErrorType::InvalidRequestError, "not_found", "no such endpoint")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, ErrorType::InvalidRequestError, "method_not_allowed", "this endpoint does not accept that method")
+}
+
+/// The whole API.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/v1/accounts", post(accounts::create).get(accounts::list))
+        .route("/v1/accounts/{id}", get(accounts::get))
+        .route("/v1/accounts/{id}/balances", get(accounts::balances))
+        .route("/v1/accounts/{id}/entries", get(accounts::entries))
+        .route("/v1/transactions", post(transactions::create).get(transactions::list))
+        .route("/v1/transactions/batch", post(transactions::batch))
+        .route("/v1/transactions/{id}", get(transactions::get))
+        .route("/v1/transactions/{id}/post", post(transactions::post))
+        .route("/v1/transactions/{id}/void", post(transactions::void))
+        .route("/v1/transactions/{id}/reverse", post(transactions::reverse))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn(observe::request_layer))
+        .with_state(state)
+}

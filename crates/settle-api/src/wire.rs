@@ -1,0 +1,182 @@
+//! Request shapes and their conversion into domain types, once, at the
+//! boundary. Each refusal names the exact parameter at fault.
+
+use crate::error::{ApiError, ErrorType};
+use axum::http::StatusCode;
+use serde::Deserialize;
+use settle_core::clock::Timestamp;
+use settle_core::ids::AccountId;
+use settle_core::ledger::{Direction, EntryDraft, TransactionDraft, TransactionStatus};
+use settle_core::limits::{MAX_EXTERNAL_ID_CHARS, MAX_TEXT_CHARS};
+use settle_core::metadata::{self, Metadata};
+use settle_core::money::{Amount, Currency};
+use std::collections::BTreeMap;
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+pub enum DirectionRequest {
+    Debit,
+    Credit,
+}
+
+impl From<DirectionRequest> for Direction {
+    fn from(d: DirectionRequest) -> Direction {
+        match d {
+            DirectionRequest::Debit => Direction::Debit,
+            DirectionRequest::Credit => Direction::Credit,
+        }
+    }
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+pub enum NewStatusRequest {
+    Pending,
+    Posted,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateAccountRequest {
+    pub name: String,
+    pub currency: String,
+    pub normal_balance: DirectionRequest,
+    #[serde(default)]
+    pub min_available_balance: Option<i64>,
+    #[serde(default)]
+    pub external_id: Option<String>,
+    #[serde(default)]
+    pub metadata: Option<Metadata>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EntryRequest {
+    pub account_id: String,
+    pub direction: DirectionRequest,
+    pub amount: i64,
+    #[serde(default)]
+    pub currency: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTransactionRequest {
+    pub entries: Vec<EntryRequest>,
+    #[serde(default)]
+    pub status: Option<NewStatusRequest>,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub external_id: Option<String>,
+    #[serde(default)]
+    pub effective_at: Option<String>,
+    #[serde(default)]
+    pub expires_at: Option<String>,
+    #[serde(default)]
+    pub expected_versions: Option<BTreeMap<String, i64>>,
+    #[serde(default)]
+    pub metadata: Option<Metadata>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchRequest {
+    pub atomic: bool,
+    pub transactions: Vec<CreateTransactionRequest>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostRequest {
+    #[serde(default)]
+    pub entries: Option<Vec<EntryRequest>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmptyRequest {}
+
+pub fn text(param: &str, value: Option<String>, max_chars: usize) -> Result<Option<String>, ApiError> {
+    match value {
+        Some(v) if v.is_empty() || v.chars().count() > max_chars => Err(ApiError::invalid(param, format!("{param} must be 1 to {max_chars} characters"))),
+        other => Ok(other),
+    }
+}
+
+pub fn metadata_of(param: &str, value: Option<Metadata>) -> Result<Metadata, ApiError> {
+    let m = value.unwrap_or_default();
+    metadata::validate(&m).map_err(|e| ApiError::invalid(param, e.to_string()))?;
+    Ok(m)
+}
+
+pub fn currency(param: &str, code: &str) -> Result<Currency, ApiError> {
+    Currency::parse(code).ok_or_else(|| ApiError::invalid(param, format!("{code:?} is not an ISO 4217 currency code (upper case, e.g. USD)")))
+}
+
+fn timestamp(param: &str, value: Option<String>) -> Result<Option<Timestamp>, ApiError> {
+    value
+        .map(|v| {
+            Timestamp::parse_rfc3339(&v).ok_or_else(|| {
+                ApiError::invalid(param, format!("{param} must be an RFC 3339 timestamp between 1900 and 9999 with at most microsecond precision"))
+            })
+        })
+        .transpose()
+}
+
+/// An account id inside a body: a malformed one is as unknown as a missing one.
+pub fn body_account_id(param: &str, text: &str) -> Result<AccountId, ApiError> {
+    AccountId::parse(text).ok_or_else(|| {
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, ErrorType::LedgerError, "account_not_found", format!("no account {text}")).with_param(param)
+    })
+}
+
+pub fn entries(prefix: &str, entries: Vec<EntryRequest>) -> Result<Vec<EntryDraft>, ApiError> {
+    entries
+        .into_iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let param = |field: &str| format!("{prefix}[{i}].{field}");
+            let amount = Amount::new(e.amount).ok_or_else(|| ApiError::invalid(param("amount"), "amount must be a positive integer in minor units"))?;
+            let currency = e.currency.as_deref().map(|c| currency(&param("currency"), c)).transpose()?;
+            Ok(EntryDraft { account_id: body_account_id(&param("account_id"), &e.account_id)?, direction: e.direction.into(), amount, currency })
+        })
+        .collect()
+}
+
+/// Converts one create-transaction request; `prefix` locates it inside a batch.
+pub fn transaction_draft(prefix: &str, req: CreateTransactionRequest, now: Timestamp) -> Result<TransactionDraft, ApiError> {
+    let p = |field: &str| format!("{prefix}{field}");
+    let status = match req.status {
+        None | Some(NewStatusRequest::Posted) => TransactionStatus::Posted,
+        Some(NewStatusRequest::Pending) => TransactionStatus::Pending,
+    };
+    let expires_at = timestamp(&p("expires_at"), req.expires_at)?;
+    if expires_at.is_some_and(|at| at <= now) {
+        return Err(ApiError::invalid(p("expires_at"), "expires_at must be in the future"));
+    }
+    let mut expected_versions = BTreeMap::new();
+    for (id, version) in req.expected_versions.unwrap_or_default() {
+        let account = body_account_id(&p("expected_versions"), &id)?;
+        expected_versions.insert(account, version);
+    }
+    let draft = TransactionDraft {
+        entries: entries(&p("entries"), req.entries)?,
+        status,
+        description: text(&p("description"), req.description, MAX_TEXT_CHARS)?,
+        external_id: text(&p("external_id"), req.external_id, MAX_EXTERNAL_ID_CHARS)?,
+        effective_at: timestamp(&p("effective_at"), req.effective_at)?,
+        expires_at,
+        expected_versions,
+        metadata: metadata_of(&p("metadata"), req.metadata)?,
+    };
+    draft.validate().map_err(|e| {
+        let field = match e {
+            settle_core::ledger::DraftError::ExpiryOnPosted => "expires_at",
+            settle_core::ledger::DraftError::VoidedOnCreate => "status",
+            settle_core::ledger::DraftError::TooFewEntries | settle_core::ledger::DraftError::TooManyEntries => "entries",
+        };
+        ApiError::invalid(p(field), e.to_string())
+    })?;
+    Ok(draft)
+}

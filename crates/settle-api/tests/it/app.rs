@@ -1,0 +1,474 @@
+//! `TestApp`: the real router over a real store, served on 127.0.0.1:0 and
+//! called with reqwest exactly as a client would call it.
+//!
+//! Each test is written once with [`ledger_test!`] and runs on SQLite always
+//! and on PostgreSQL when `SETTLE_TEST_POSTGRES_URL` is set; every PostgreSQL
+//! run gets a fresh database of its own, dropped when the test ends.
+//!
+//! Time comes from a [`ManualClock`] shared by the engine and the handlers,
+//! so tests move time instead of sleeping. Rules that hold for every
+//! response (a `Request-Id`, the error envelope, never a 5xx) are asserted
+//! here, in [`Api::send`], so every test checks them on every call.
+
+use reqwest::Method;
+use reqwest::header::HeaderMap;
+use serde_json::{Value, json};
+use settle_api::AppState;
+use settle_api::auth::hash_secret;
+use settle_core::clock::{Clock, ManualClock, SystemClock, Timestamp};
+use settle_core::ids::IdGenerator;
+use settle_core::tenancy::{Environment, Scope};
+use settle_store::Store;
+use settle_store::engine::EngineConfig;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The variable that names the PostgreSQL server for the PostgreSQL runs.
+pub const POSTGRES_URL_VAR: &str = "SETTLE_TEST_POSTGRES_URL";
+
+/// How often the test engine looks for expired holds. Short, so that an
+/// expiry test waits milliseconds for the sweep after moving the clock.
+const SWEEP_INTERVAL: Duration = Duration::from_millis(25);
+
+/// How long a test polls for background work before it fails.
+pub const POLL_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Per-request timeout: a hung server fails the test instead of hanging it.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Defines one test per backend from one body: `mod NAME { fn sqlite; fn postgres }`.
+///
+/// The body sees the started app under the name given in parentheses.
+/// Attributes (for example `#[ignore = "bug: …"]`) apply to both runs.
+macro_rules! ledger_test {
+    ($(#[$attr:meta])* async fn $name:ident($app:ident) $body:block) => {
+        mod $name {
+            #[allow(unused_imports, reason = "each generated module sees what its parent imports")]
+            use super::*;
+
+            $(#[$attr])*
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                let $app = $crate::app::TestApp::start($crate::app::Backend::Sqlite).await;
+                $body
+            }
+
+            $(#[$attr])*
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                let Some($app) = $crate::app::TestApp::start_postgres_if_configured().await else {
+                    return;
+                };
+                $body
+            }
+        }
+    };
+}
+pub(crate) use ledger_test;
+
+/// A fresh PostgreSQL database `settle_api_t_<random>`, created through the
+/// server's `postgres` database and dropped `WITH (FORCE)` on drop.
+pub struct PgDatabase {
+    pub url: String,
+    admin_url: String,
+    name: String,
+}
+
+impl PgDatabase {
+    async fn create(base_url: &str) -> PgDatabase {
+        let (root, query) = match base_url.split_once('?') {
+            Some((root, query)) => (root, format!("?{query}")),
+            None => (base_url, String::new()),
+        };
+        let server = match root.rsplit_once('/') {
+            Some((server, _database)) if server.contains("//") && !server.ends_with('/') => server,
+            _ => root.trim_end_matches('/'),
+        };
+        let admin_url = format!("{server}/postgres{query}");
+        // A ULID body is 26 lower-case alphanumerics: a valid bare identifier.
+        let suffix = IdGenerator::default().transaction().as_str().trim_start_matches("ltx_").to_owned();
+        let name = format!("settle_api_t_{suffix}");
+        let (client, connection) = tokio_postgres::connect(&admin_url, tokio_postgres::NoTls)
+            .await
+            .unwrap_or_else(|e| panic!("{POSTGRES_URL_VAR} is set but {admin_url} is unreachable: {e}"));
+        tokio::spawn(connection);
+        client.batch_execute(&format!("CREATE DATABASE {name}")).await.expect("creating the test database");
+        PgDatabase { url: format!("{server}/{name}{query}"), admin_url, name }
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        let (admin_url, name) = (self.admin_url.clone(), self.name.clone());
+        // Drop runs inside the test's runtime, which cannot be blocked on:
+        // drop the database from a thread with a runtime of its own.
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime to drop the test database");
+            runtime.block_on(async move {
+                let (client, connection) = tokio_postgres::connect(&admin_url, tokio_postgres::NoTls).await.expect("connecting to drop the test database");
+                tokio::spawn(connection);
+                client.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await.expect("dropping the test database");
+            });
+        })
+        .join();
+        if dropped.is_err() && !std::thread::panicking() {
+            panic!("could not drop test database {}", self.name);
+        }
+    }
+}
+
+/// One answer from the server.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: HeaderMap,
+    /// The body as JSON (`Value::Null` when it is not JSON).
+    pub body: Value,
+    pub bytes: Vec<u8>,
+}
+
+impl Reply {
+    /// `error.code`, or "" on a success.
+    pub fn code(&self) -> &str {
+        self.body["error"]["code"].as_str().unwrap_or("")
+    }
+
+    /// `error.param` (None when null or absent).
+    pub fn param(&self) -> Option<&str> {
+        self.body["error"]["param"].as_str()
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The `id` of the returned object.
+    #[track_caller]
+    pub fn id(&self) -> String {
+        self.body["id"].as_str().unwrap_or_else(|| panic!("no id in {} {}", self.status, self.body)).to_owned()
+    }
+
+    /// Asserts the status, showing the body when it differs.
+    #[track_caller]
+    pub fn expect_status(&self, status: u16) -> &Reply {
+        assert_eq!(self.status, status, "unexpected status; body: {}", self.body);
+        self
+    }
+
+    /// Asserts an error status and code, showing the body when they differ.
+    #[track_caller]
+    pub fn expect_error(&self, status: u16, code: &str) -> &Reply {
+        assert_eq!((self.status, self.code()), (status, code), "unexpected answer; body: {}", self.body);
+        self
+    }
+
+    /// The error body without its `request_id`, to compare two errors' shapes.
+    pub fn error_without_request_id(&self) -> Value {
+        let mut body = self.body.clone();
+        if let Some(error) = body.get_mut("error").and_then(Value::as_object_mut) {
+            error.remove("request_id");
+        }
+        body
+    }
+}
+
+/// Balances as `GET /v1/accounts/{id}` shows them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Balances {
+    pub posted: i64,
+    pub pending: i64,
+    pub available: i64,
+}
+
+impl Balances {
+    pub fn of(body: &Value) -> Balances {
+        let field = |name: &str| body["balances"][name].as_i64().unwrap_or_else(|| panic!("no balances.{name} in {body}"));
+        Balances { posted: field("posted"), pending: field("pending"), available: field("available") }
+    }
+}
+
+/// A client bound to one server and one API key. Cheap to clone.
+#[derive(Clone)]
+pub struct Api {
+    pub url: String,
+    pub key: Option<String>,
+    http: reqwest::Client,
+}
+
+impl Api {
+    /// The same server with another key (`None`: no `Authorization` header).
+    pub fn with_key(&self, key: Option<&str>) -> Api {
+        Api { url: self.url.clone(), key: key.map(str::to_owned), http: self.http.clone() }
+    }
+
+    /// A request to `path` carrying this client's key.
+    pub fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        let builder = self.http.request(method, format!("{}{path}", self.url));
+        match &self.key {
+            Some(key) => builder.bearer_auth(key),
+            None => builder,
+        }
+    }
+
+    /// Sends and checks what every response must satisfy: a `Request-Id`;
+    /// never a 5xx; on an error, the envelope with exactly `type`, `code`,
+    /// `message`, `param` and `request_id`, which names this request (or,
+    /// on an idempotent replay, the request that first produced it).
+    #[track_caller]
+    pub fn send(&self, request: reqwest::RequestBuilder) -> impl Future<Output = Reply> + Send + 'static {
+        let caller = std::panic::Location::caller();
+        async move {
+            let response = request.send().await.unwrap_or_else(|e| panic!("request failed at {caller}: {e}"));
+            let status = response.status().as_u16();
+            let headers = response.headers().clone();
+            let bytes = response.bytes().await.unwrap_or_else(|e| panic!("reading body failed at {caller}: {e}")).to_vec();
+            let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            let reply = Reply { status, headers, body, bytes };
+            check_universal_rules(&reply, caller);
+            reply
+        }
+    }
+
+    #[track_caller]
+    pub fn get(&self, path: &str) -> impl Future<Output = Reply> + Send + 'static {
+        self.send(self.request(Method::GET, path))
+    }
+
+    #[track_caller]
+    pub fn post(&self, path: &str, body: &Value) -> impl Future<Output = Reply> + Send + 'static {
+        self.send(self.request(Method::POST, path).json(body))
+    }
+
+    /// POST with an `Idempotency-Key`.
+    #[track_caller]
+    pub fn post_idempotent(&self, path: &str, key: &str, body: &Value) -> impl Future<Output = Reply> + Send + 'static {
+        self.send(self.request(Method::POST, path).header("Idempotency-Key", key).json(body))
+    }
+
+    /// POST of raw bytes declared as JSON.
+    #[track_caller]
+    pub fn post_raw(&self, path: &str, bytes: Vec<u8>) -> impl Future<Output = Reply> + Send + 'static {
+        self.send(self.request(Method::POST, path).header("content-type", "application/json").body(bytes))
+    }
+
+    /// Opens a USD account and returns its id.
+    pub async fn account(&self, normal_balance: &str, min_available_balance: Option<i64>) -> String {
+        self.account_with(json!({"name": "test", "currency": "USD", "normal_balance": normal_balance, "min_available_balance": min_available_balance})).await
+    }
+
+    /// Opens an account from a full request body and returns its id.
+    pub async fn account_with(&self, body: Value) -> String {
+        let reply = self.post("/v1/accounts", &body).await;
+        reply.expect_status(201);
+        reply.id()
+    }
+
+    /// `GET /v1/accounts/{id}`, which must answer 200.
+    pub async fn account_json(&self, id: &str) -> Value {
+        let reply = self.get(&format!("/v1/accounts/{id}")).await;
+        reply.expect_status(200);
+        reply.body
+    }
+
+    pub async fn balances(&self, id: &str) -> Balances {
+        Balances::of(&self.account_json(id).await)
+    }
+
+    pub async fn version(&self, id: &str) -> i64 {
+        let body = self.account_json(id).await;
+        body["version"].as_i64().unwrap_or_else(|| panic!("no version in {body}"))
+    }
+
+    /// `POST /v1/transactions` moving `amount` from `from` (debit) to `to` (credit).
+    pub async fn transfer(&self, from: &str, to: &str, amount: i64) -> Reply {
+        self.post("/v1/transactions", &transfer_body(from, to, amount)).await
+    }
+
+    /// A transfer that must succeed; returns the transaction id.
+    pub async fn transfer_ok(&self, from: &str, to: &str, amount: i64) -> String {
+        let reply = self.transfer(from, to, amount).await;
+        reply.expect_status(201);
+        reply.id()
+    }
+
+    /// A hold (pending transaction) that must succeed; returns its id.
+    pub async fn hold_ok(&self, from: &str, to: &str, amount: i64) -> String {
+        let mut body = transfer_body(from, to, amount);
+        body["status"] = json!("pending");
+        let reply = self.post("/v1/transactions", &body).await;
+        reply.expect_status(201);
+        assert_eq!(reply.body["status"], "pending", "{}", reply.body);
+        reply.id()
+    }
+
+    /// Every item of a list endpoint, following `starting_after` to the end.
+    pub async fn list_all(&self, path: &str) -> Vec<Value> {
+        let separator = if path.contains('?') { '&' } else { '?' };
+        let mut items: Vec<Value> = Vec::new();
+        let mut after: Option<String> = None;
+        for _ in 0..10_000 {
+            let page_path = match &after {
+                None => format!("{path}{separator}limit=100"),
+                Some(id) => format!("{path}{separator}limit=100&starting_after={id}"),
+            };
+            let reply = self.get(&page_path).await;
+            reply.expect_status(200);
+            let data = reply.body["data"].as_array().unwrap_or_else(|| panic!("no data in {}", reply.body)).clone();
+            after = data.last().and_then(|last| last["id"].as_str()).map(str::to_owned);
+            items.extend(data);
+            if reply.body["has_more"] != json!(true) {
+                return items;
+            }
+        }
+        panic!("list {path} did not end");
+    }
+}
+
+#[track_caller]
+fn check_universal_rules(reply: &Reply, caller: &std::panic::Location<'_>) {
+    let request_id = reply.header("request-id").unwrap_or_else(|| panic!("no Request-Id on a {} answer (call at {caller})", reply.status));
+    assert!(request_id.starts_with("req_") && request_id.len() > 4, "odd Request-Id {request_id:?} (call at {caller})");
+    assert!(reply.status < 500, "a {} is always a bug (call at {caller}); body: {}", reply.status, String::from_utf8_lossy(&reply.bytes));
+    if reply.status < 400 {
+        return;
+    }
+    let error = reply.body["error"]
+        .as_object()
+        .unwrap_or_else(|| panic!("a {} without the error envelope (call at {caller}): {:?}", reply.status, String::from_utf8_lossy(&reply.bytes)));
+    let mut fields: Vec<&str> = error.keys().map(String::as_str).collect();
+    fields.sort_unstable();
+    assert_eq!(fields, ["code", "message", "param", "request_id", "type"], "error fields (call at {caller}): {}", reply.body);
+    assert_eq!(reply.body.as_object().map(serde_json::Map::len), Some(1), "nothing beside `error` (call at {caller}): {}", reply.body);
+    for field in ["type", "code", "message"] {
+        assert!(error[field].as_str().is_some_and(|s| !s.is_empty()), "error.{field} must be a non-empty string (call at {caller}): {}", reply.body);
+    }
+    assert!(error["param"].is_null() || error["param"].is_string(), "error.param must be a string or null (call at {caller}): {}", reply.body);
+    let replayed = reply.header("idempotent-replayed") == Some("true");
+    if replayed {
+        assert!(error["request_id"].as_str().is_some_and(|id| id.starts_with("req_")), "replayed error names its first request: {}", reply.body);
+    } else {
+        assert_eq!(error["request_id"].as_str(), Some(request_id), "error.request_id names this request (call at {caller})");
+    }
+}
+
+/// A two-entry transfer body.
+pub fn transfer_body(from: &str, to: &str, amount: i64) -> Value {
+    json!({"entries": [
+        {"account_id": from, "direction": "debit", "amount": amount},
+        {"account_id": to, "direction": "credit", "amount": amount},
+    ]})
+}
+
+/// Polls `check` until it returns `Some`, failing after [`POLL_DEADLINE`].
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + POLL_DEADLINE;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out after {POLL_DEADLINE:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// A running server over a fresh store. Stops (and drops its database) on drop.
+pub struct TestApp {
+    /// Organization "acme", sandbox, every scope.
+    pub api: Api,
+    /// The clock the engine and the handlers read.
+    pub clock: ManualClock,
+    pub store: Store,
+    server: tokio::task::JoinHandle<()>,
+    // Dropped after the server task is aborted (fields drop in this order).
+    _dir: tempfile::TempDir,
+    _database: Option<PgDatabase>,
+}
+
+impl std::ops::Deref for TestApp {
+    type Target = Api;
+
+    fn deref(&self) -> &Api {
+        &self.api
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+impl TestApp {
+    /// The PostgreSQL run, or `None` (the test passes vacuously) when
+    /// `SETTLE_TEST_POSTGRES_URL` is not set.
+    pub async fn start_postgres_if_configured() -> Option<TestApp> {
+        if std::env::var(POSTGRES_URL_VAR).is_err() {
+            eprintln!("skipped: {POSTGRES_URL_VAR} is not set");
+            return None;
+        }
+        Some(TestApp::start(Backend::Postgres).await)
+    }
+
+    pub async fn start(backend: Backend) -> TestApp {
+        let dir = tempfile::tempdir().expect("a temporary data dir");
+        let database = match backend {
+            Backend::Sqlite => None,
+            Backend::Postgres => {
+                let base = std::env::var(POSTGRES_URL_VAR).unwrap_or_else(|_| panic!("{POSTGRES_URL_VAR} is required for the PostgreSQL run"));
+                Some(PgDatabase::create(&base).await)
+            }
+        };
+        let store = Store::open(database.as_ref().map(|d| d.url.as_str()), dir.path()).await.expect("opening the store");
+        store.migrate().await.expect("migrating the store");
+        // Whole seconds, so that instants the tests compute print simply.
+        let start = SystemClock.now().micros() / 1_000_000 * 1_000_000;
+        let clock = ManualClock::new(Timestamp::from_micros(start));
+        let shared: Arc<dyn Clock> = Arc::new(clock.clone());
+        let config = EngineConfig { sweep_interval: SWEEP_INTERVAL, ..EngineConfig::default() };
+        let (engine, _engine_task) = store.start_engine(Arc::clone(&shared), Arc::new(IdGenerator::default()), config).await.expect("starting the engine");
+        let router = settle_api::router(AppState::new(store.clone(), engine, shared));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("binding a port");
+        let address = listener.local_addr().expect("the bound address");
+        let server = tokio::spawn(async move {
+            axum::serve(listener, router).await.expect("serving");
+        });
+        let http = reqwest::Client::builder().timeout(REQUEST_TIMEOUT).build().expect("an HTTP client");
+        let mut app = TestApp { api: Api { url: format!("http://{address}"), key: None, http }, clock, store, server, _dir: dir, _database: database };
+        let key = app.key("acme", Environment::Sandbox, &Scope::ALL).await;
+        app.api.key = Some(key);
+        app
+    }
+
+    /// Creates an API key (and its organization when new); returns the secret.
+    pub async fn key(&self, org: &str, environment: Environment, scopes: &[Scope]) -> String {
+        let ids = IdGenerator::default();
+        let random = |ids: &IdGenerator| ids.transaction().as_str().trim_start_matches("ltx_").to_owned();
+        let secret = format!("sk_{}_{}{}", environment.as_str(), random(&ids), random(&ids));
+        self.store
+            .create_api_key(org, environment, &ids.api_key(), &ids.org(), &hash_secret(&secret), scopes, self.clock.now())
+            .await
+            .expect("creating an API key");
+        secret
+    }
+
+    /// A client for a new key of `org` (sandbox, every scope).
+    pub async fn client_for(&self, org: &str) -> Api {
+        let key = self.key(org, Environment::Sandbox, &Scope::ALL).await;
+        self.api.with_key(Some(&key))
+    }
+
+    /// Now, as the server sees it.
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+}

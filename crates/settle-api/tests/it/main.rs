@@ -1,0 +1,17 @@
+//! HTTP integration tests of the ledger API: the real router over a real
+//! store (SQLite always, PostgreSQL when `SETTLE_TEST_POSTGRES_URL` is set),
+//! served on a free port and called with reqwest like a client would.
+//!
+//! Each test is named for the behaviour it proves and asserts exact statuses,
+//! codes and amounts. Nothing sleeps to wait for work: time is a manual
+//! clock, and background work (the expiry sweep) is polled with a deadline.
+
+#![expect(clippy::unwrap_used, reason = "test code: a panic is the failure report")]
+
+mod accounts;
+mod app;
+mod batches;
+mod holds;
+mod idempotency;
+mod tenancy;
+mod transactions;

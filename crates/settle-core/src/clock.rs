@@ -1,0 +1,118 @@
+//! Time: an injected clock, and timestamps as integer microseconds (UTC).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use time::format_description::well_known::Rfc3339;
+use time::{OffsetDateTime, UtcOffset};
+
+/// Microseconds since the Unix epoch, UTC. Microseconds because the API
+/// promises them and both SQLite and PostgreSQL store them exactly.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timestamp(i64);
+
+/// Earliest instant the API accepts (1900-01-01T00:00:00Z).
+const MIN_MICROS: i64 = -2_208_988_800_000_000;
+/// Latest instant the API accepts (9999-12-31T23:59:59.999999Z).
+const MAX_MICROS: i64 = 253_402_300_799_999_999;
+
+impl Timestamp {
+    pub const fn from_micros(micros: i64) -> Timestamp {
+        Timestamp(micros)
+    }
+
+    pub fn micros(self) -> i64 {
+        self.0
+    }
+
+    /// Parses RFC 3339 (any offset) into UTC, rejecting instants outside
+    /// years 1900..=9999 and sub-microsecond precision that would be lost.
+    pub fn parse_rfc3339(text: &str) -> Option<Timestamp> {
+        let dt = OffsetDateTime::parse(text, &Rfc3339).ok()?;
+        let nanos = dt.unix_timestamp_nanos();
+        if nanos % 1000 != 0 {
+            return None;
+        }
+        let micros = i64::try_from(nanos / 1000).ok()?;
+        (MIN_MICROS..=MAX_MICROS).contains(&micros).then_some(Timestamp(micros))
+    }
+
+    /// RFC 3339 in UTC with exactly six fractional digits, so that strings sort like instants.
+    pub fn to_rfc3339(self) -> String {
+        let nanos = i128::from(self.0) * 1000;
+        match OffsetDateTime::from_unix_timestamp_nanos(nanos) {
+            Ok(dt) => {
+                let dt = dt.to_offset(UtcOffset::UTC);
+                format!(
+                    "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
+                    dt.year(),
+                    u8::from(dt.month()),
+                    dt.day(),
+                    dt.hour(),
+                    dt.minute(),
+                    dt.second(),
+                    dt.microsecond()
+                )
+            }
+            Err(_) => String::from("invalid-timestamp"),
+        }
+    }
+
+    pub fn plus_secs(self, secs: i64) -> Timestamp {
+        Timestamp(self.0.saturating_add(secs.saturating_mul(1_000_000)))
+    }
+}
+
+/// Where "now" comes from. Tests and sandbox test clocks move time by hand.
+pub trait Clock: Send + Sync + 'static {
+    fn now(&self) -> Timestamp;
+}
+
+/// The wall clock.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Timestamp {
+        let nanos = OffsetDateTime::now_utc().unix_timestamp_nanos();
+        Timestamp(i64::try_from(nanos / 1000).unwrap_or(i64::MAX))
+    }
+}
+
+/// A clock that only moves when told to.
+#[derive(Clone, Debug, Default)]
+pub struct ManualClock(Arc<AtomicI64>);
+
+impl ManualClock {
+    pub fn new(start: Timestamp) -> ManualClock {
+        ManualClock(Arc::new(AtomicI64::new(start.micros())))
+    }
+
+    pub fn advance_secs(&self, secs: i64) {
+        self.0.fetch_add(secs.saturating_mul(1_000_000), Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> Timestamp {
+        Timestamp(self.0.load(Ordering::SeqCst))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_round_trip_through_rfc3339_with_microseconds() {
+        let t = Timestamp::parse_rfc3339("2026-11-25T10:11:12.345678+01:00");
+        assert_eq!(t.map(Timestamp::to_rfc3339).as_deref(), Some("2026-11-25T09:11:12.345678Z"));
+        assert_eq!(Timestamp::parse_rfc3339("2000-01-01T00:00:00Z").map(Timestamp::micros), Some(946_684_800_000_000));
+    }
+
+    #[test]
+    fn out_of_range_and_too_precise_instants_are_refused() {
+        assert!(Timestamp::parse_rfc3339("1800-01-01T00:00:00Z").is_none());
+        assert!(Timestamp::parse_rfc3339("2026-01-01T00:00:00.0000001Z").is_none());
+        assert!(Timestamp::parse_rfc3339("yesterday").is_none());
+    }
+}

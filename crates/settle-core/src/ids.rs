@@ -1,0 +1,198 @@
+//! Prefixed, time-sortable, unguessable identifiers (`acct_…`, `ltx_…`).
+//!
+//! Inside each id is a ULID: 48 bits of milliseconds then 80 random bits,
+//! written in lower-case Crockford base32, so ids sort by creation time
+//! (which keyset pagination relies on) and cannot be enumerated.
+
+use std::fmt;
+use std::sync::Mutex;
+
+const ULID_CHARS: usize = 26;
+const CROCKFORD: &[u8; 32] = b"0123456789abcdefghjkmnpqrstvwxyz";
+
+fn is_ulid_body(body: &str) -> bool {
+    body.len() == ULID_CHARS && body.bytes().all(|b| CROCKFORD.contains(&b)) && body.as_bytes()[0] <= b'7'
+}
+
+macro_rules! prefixed_id {
+    ($(#[$doc:meta])* $name:ident, $prefix:literal) => {
+        $(#[$doc])*
+        #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(String);
+
+        impl $name {
+            pub const PREFIX: &'static str = $prefix;
+
+            /// Accepts only a well-formed id of this kind; anything else is "not found" to callers.
+            pub fn parse(text: &str) -> Option<$name> {
+                let body = text.strip_prefix($prefix)?;
+                is_ulid_body(body).then(|| $name(text.to_owned()))
+            }
+
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+
+            /// Wraps a value read back from our own database.
+            pub fn from_trusted(text: String) -> $name {
+                $name(text)
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
+prefixed_id!(
+    /// A ledger account.
+    AccountId, "acct_");
+prefixed_id!(
+    /// A ledger transaction.
+    TransactionId, "ltx_");
+prefixed_id!(
+    /// An organization (tenant root).
+    OrgId, "org_");
+prefixed_id!(
+    /// An API key (not its secret).
+    ApiKeyId, "key_");
+
+/// One leg of a transaction. Its id is the transaction's ULID followed by
+/// the entry's two-digit position, so an entry sorts with its transaction and
+/// the entries of one transaction are one contiguous key range.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EntryId(String);
+
+impl EntryId {
+    pub const PREFIX: &'static str = "ent_";
+
+    /// The id of the entry at `position` (0-based, < 100) of a transaction.
+    pub fn for_transaction(transaction: &TransactionId, position: usize, posted_leg: bool) -> EntryId {
+        let body = &transaction.as_str()[TransactionId::PREFIX.len()..];
+        // Pending legs are numbered 00..99, posted legs p0..p99 so both can coexist.
+        let leg = if posted_leg { "p" } else { "h" };
+        EntryId(format!("{}{}{}{:02}", Self::PREFIX, body, leg, position))
+    }
+
+    pub fn parse(text: &str) -> Option<EntryId> {
+        let body = text.strip_prefix(Self::PREFIX)?;
+        if body.len() != ULID_CHARS + 3 || !body.is_ascii() {
+            return None;
+        }
+        let (ulid, rest) = body.split_at(ULID_CHARS);
+        let (leg, pos) = rest.split_at(1);
+        (is_ulid_body(ulid) && (leg == "h" || leg == "p") && pos.bytes().all(|b| b.is_ascii_digit())).then(|| EntryId(text.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn from_trusted(text: String) -> EntryId {
+        EntryId(text)
+    }
+
+    /// The first and one-past-last possible entry ids of a transaction: a key range.
+    pub fn range_of(transaction: &TransactionId) -> (String, String) {
+        let body = &transaction.as_str()[TransactionId::PREFIX.len()..];
+        (format!("{}{}", Self::PREFIX, body), format!("{}{}~", Self::PREFIX, body))
+    }
+}
+
+impl fmt::Display for EntryId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for EntryId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Makes new ids. Monotonic within a process: two ids made in the same
+/// millisecond still sort in creation order.
+pub struct IdGenerator {
+    inner: Mutex<ulid::Generator>,
+}
+
+impl Default for IdGenerator {
+    fn default() -> Self {
+        IdGenerator { inner: Mutex::new(ulid::Generator::new()) }
+    }
+}
+
+impl IdGenerator {
+    fn next_body(&self) -> String {
+        let mut generator = match self.inner.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        // The generator only fails when 2^80 ids are made in one millisecond;
+        // a fresh random ULID is then still unique with overwhelming odds.
+        let ulid = generator.generate().unwrap_or_else(|_| ulid::Ulid::new());
+        ulid.to_string().to_ascii_lowercase()
+    }
+
+    pub fn account(&self) -> AccountId {
+        AccountId(format!("{}{}", AccountId::PREFIX, self.next_body()))
+    }
+
+    pub fn transaction(&self) -> TransactionId {
+        TransactionId(format!("{}{}", TransactionId::PREFIX, self.next_body()))
+    }
+
+    pub fn org(&self) -> OrgId {
+        OrgId(format!("{}{}", OrgId::PREFIX, self.next_body()))
+    }
+
+    pub fn api_key(&self) -> ApiKeyId {
+        ApiKeyId(format!("{}{}", ApiKeyId::PREFIX, self.next_body()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_prefixed_and_sort_in_creation_order() {
+        let ids = IdGenerator::default();
+        let made: Vec<TransactionId> = (0..1000).map(|_| ids.transaction()).collect();
+        assert!(made.windows(2).all(|w| w[0] < w[1]));
+        assert!(made[0].as_str().starts_with("ltx_"));
+        assert_eq!(TransactionId::parse(made[0].as_str()).as_ref(), Some(&made[0]));
+    }
+
+    #[test]
+    fn malformed_ids_do_not_parse() {
+        assert!(AccountId::parse("acct_doesnotexist").is_none());
+        assert!(AccountId::parse("ltx_01arz3ndektsv4rrffq69g5fav").is_none());
+        assert!(AccountId::parse("acct_01ARZ3NDEKTSV4RRFFQ69G5FAV").is_none());
+        assert!(AccountId::parse("acct_01arz3ndektsv4rrffq69g5fav").is_some());
+    }
+
+    #[test]
+    fn entry_ids_sort_inside_their_transaction_range() {
+        let ids = IdGenerator::default();
+        let tx = ids.transaction();
+        let (lo, hi) = EntryId::range_of(&tx);
+        for (pos, posted) in [(0, false), (99, false), (0, true), (42, true)] {
+            let e = EntryId::for_transaction(&tx, pos, posted);
+            assert!(lo.as_str() <= e.as_str() && e.as_str() < hi.as_str());
+            assert_eq!(EntryId::parse(e.as_str()).as_ref(), Some(&e));
+        }
+        let next = ids.transaction();
+        assert!(EntryId::for_transaction(&next, 0, false).as_str() > hi.as_str());
+    }
+}

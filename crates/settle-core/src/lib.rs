@@ -1,0 +1,14 @@
+//! Settle's domain core: the types and rules that decide what may happen to money.
+//!
+//! Nothing here does I/O, spawns tasks or knows about HTTP or SQL. The engine
+//! (in `settle-store`) loads state, asks this crate what a command does, and
+//! writes the effects it returns.
+
+pub mod chain;
+pub mod clock;
+pub mod ids;
+pub mod ledger;
+pub mod limits;
+pub mod metadata;
+pub mod money;
+pub mod tenancy;

@@ -1,0 +1,82 @@
+//! Tenancy: every resource belongs to one organization and one environment,
+//! and a credential sees exactly one such pair.
+
+use crate::ids::{ApiKeyId, OrgId};
+use std::fmt;
+
+/// `sandbox` behaves like `live` except that rails are simulated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Environment {
+    Sandbox,
+    Live,
+}
+
+impl Environment {
+    pub fn parse(text: &str) -> Option<Environment> {
+        match text {
+            "sandbox" => Some(Environment::Sandbox),
+            "live" => Some(Environment::Live),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Environment::Sandbox => "sandbox",
+            Environment::Live => "live",
+        }
+    }
+}
+
+/// The storage key of an (organization, environment) pair. Ledger rows carry
+/// this small integer rather than two strings, which keeps indexes narrow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TenantId(pub i64);
+
+/// What an API key may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Scope {
+    LedgerRead,
+    LedgerWrite,
+}
+
+impl Scope {
+    pub const ALL: [Scope; 2] = [Scope::LedgerRead, Scope::LedgerWrite];
+
+    pub fn parse(text: &str) -> Option<Scope> {
+        match text {
+            "ledger:read" => Some(Scope::LedgerRead),
+            "ledger:write" => Some(Scope::LedgerWrite),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::LedgerRead => "ledger:read",
+            Scope::LedgerWrite => "ledger:write",
+        }
+    }
+}
+
+impl fmt::Display for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Who is calling: resolved from an API key once per request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Principal {
+    pub key_id: ApiKeyId,
+    pub org_id: OrgId,
+    pub environment: Environment,
+    pub tenant: TenantId,
+    pub scopes: Vec<Scope>,
+}
+
+impl Principal {
+    pub fn has_scope(&self, scope: Scope) -> bool {
+        self.scopes.contains(&scope)
+    }
+}

@@ -1,0 +1,716 @@
+//! The single write path: a task that takes commands from a bounded channel,
+//! applies a batch of them to an in-memory view of the rows they touch,
+//! writes all effects in one database transaction, commits once (one fsync)
+//! and only then answers every caller.
+//!
+//! A command that breaks a rule fails alone: the core refuses it before it
+//! changes the view, so its effects never reach the batch. A database error
+//! while writing (a concurrent server inserting the same key, a deadlock)
+//! retries the batch; if it still fails, the batch is split and each command
+//! runs in its own transaction, so only the culprit fails.
+
+use crate::error::StoreError;
+use crate::records::{AccountRecord, IdempotencyRecord, NewAccount, StoredResponse};
+use serde::Serialize;
+use settle_core::chain::{self, Hash};
+use settle_core::clock::{Clock, Timestamp};
+use settle_core::ids::{AccountId, IdGenerator, TransactionId};
+use settle_core::ledger::{self, AccountState, AccountView, Counters, EntryDraft, LedgerError, Transaction, TransactionDraft, VoidReason};
+use settle_core::tenancy::TenantId;
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+/// Commands waiting for the engine; senders wait (backpressure) when full.
+pub const QUEUE_CAPACITY: usize = 16_384;
+/// Commands taken into one database transaction.
+pub const MAX_BATCH_COMMANDS: usize = 4_096;
+/// Ledger transactions (batch items count one each) in one database transaction.
+pub const MAX_BATCH_ITEMS: usize = 16_384;
+/// Expired holds voided per engine batch.
+pub const MAX_EXPIRIES_PER_BATCH: usize = 1_000;
+/// Times a batch is retried after a conflict with a concurrent writer.
+const MAX_CONFLICT_RETRIES: usize = 8;
+
+/// A state change the engine can make.
+#[derive(Clone, Debug)]
+pub enum Command {
+    CreateAccount(NewAccount),
+    CreateTransaction(Box<TransactionDraft>),
+    CreateBatch { atomic: bool, items: Vec<TransactionDraft> },
+    PostTransaction { id: TransactionId, entries: Option<Vec<EntryDraft>> },
+    VoidTransaction { id: TransactionId },
+    ReverseTransaction { id: TransactionId },
+}
+
+impl Command {
+    fn item_count(&self) -> usize {
+        match self {
+            Command::CreateBatch { items, .. } => items.len().max(1),
+            _ => 1,
+        }
+    }
+}
+
+/// What a successful command produced.
+#[derive(Clone, Debug)]
+pub enum Outcome {
+    Account(Box<AccountRecord>),
+    Transaction(Box<Transaction>),
+    /// The new reversing transaction (its `reverses` names the original).
+    Reversal(Box<Transaction>),
+    Batch(Vec<Result<Transaction, CommandError>>),
+}
+
+/// Why a command was refused. Every variant is a stable API error.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    #[error("no transaction {0}")]
+    TransactionNotFound(TransactionId),
+    #[error("external_id is already used by {existing}")]
+    DuplicateExternalId { existing: String },
+    #[error("not applied because another item of this atomic batch failed")]
+    BatchAborted,
+    #[error("the ledger database is unavailable; nothing was written")]
+    Unavailable,
+}
+
+/// Turns a result into the exact HTTP response stored for an idempotency key.
+/// Supplied by the API layer so that the engine knows nothing about HTTP.
+pub type Renderer = fn(&Result<Outcome, CommandError>, &str) -> StoredResponse;
+
+/// The idempotency key of a request, to be recorded with its effect.
+#[derive(Clone, Debug)]
+pub struct IdempotencyClaim {
+    pub key: String,
+    pub fingerprint: String,
+    pub request_id: String,
+    pub render: Renderer,
+}
+
+/// The engine's answer to one command.
+#[derive(Debug)]
+pub enum Reply {
+    /// The command ran (or was refused by a rule) and this was committed.
+    Done { result: Result<Outcome, CommandError>, stored: Option<StoredResponse> },
+    /// The idempotency key was already used by the same request.
+    Replay(StoredResponse),
+    /// The idempotency key was already used by a different request.
+    KeyReused,
+}
+
+struct Envelope {
+    tenant: TenantId,
+    command: Command,
+    idempotency: Option<IdempotencyClaim>,
+    reply: oneshot::Sender<Reply>,
+}
+
+/// The engine stopped (shutdown) or is not taking commands.
+#[derive(Debug, thiserror::Error)]
+#[error("the ledger engine is not running")]
+pub struct EngineStopped;
+
+/// Where callers send commands. Cheap to clone.
+#[derive(Clone)]
+pub struct EngineHandle {
+    sender: mpsc::Sender<Envelope>,
+}
+
+impl EngineHandle {
+    /// Sends a command and waits until its effect is durable (or refused).
+    pub async fn submit(&self, tenant: TenantId, command: Command, idempotency: Option<IdempotencyClaim>) -> Result<Reply, EngineStopped> {
+        let (reply, answer) = oneshot::channel();
+        self.sender.send(Envelope { tenant, command, idempotency, reply }).await.map_err(|_| EngineStopped)?;
+        answer.await.map_err(|_| EngineStopped)
+    }
+
+    /// Commands waiting to be taken into a batch.
+    pub fn queue_depth(&self) -> usize {
+        self.sender.max_capacity() - self.sender.capacity()
+    }
+}
+
+/// Everything one batch writes, in one database transaction.
+#[derive(Debug, Default)]
+pub struct BatchEffects {
+    pub new_accounts: Vec<AccountRecord>,
+    /// Accounts whose counters or version changed (not the new ones).
+    pub account_updates: Vec<AccountState>,
+    pub new_transactions: Vec<Transaction>,
+    /// Existing transactions with a new status or link; `new_entries` are the legs added.
+    pub transaction_updates: Vec<TransactionUpdate>,
+    pub idempotency: Vec<IdempotencyRecord>,
+    /// One log record per command that changed something, in order.
+    pub log: Vec<Vec<u8>>,
+}
+
+#[derive(Debug)]
+pub struct TransactionUpdate {
+    pub transaction: Transaction,
+    /// How many of `transaction.entries` were already stored.
+    pub stored_entries: usize,
+}
+
+/// A database a batch can be written to. Implementations lock what they load
+/// (PostgreSQL: `FOR UPDATE`, transactions then accounts, each in id order)
+/// so that several servers can share one database without lost updates.
+pub trait WriteBackend: Send {
+    fn begin(&mut self) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Pending transactions whose expiry has passed, locked for voiding.
+    fn due_expiries(&mut self, now: Timestamp, limit: usize) -> impl Future<Output = Result<Vec<TransactionId>, StoreError>> + Send;
+    fn load_transactions(&mut self, ids: &[TransactionId]) -> impl Future<Output = Result<Vec<Transaction>, StoreError>> + Send;
+    fn load_accounts(&mut self, ids: &[AccountId]) -> impl Future<Output = Result<Vec<AccountState>, StoreError>> + Send;
+    /// Existing transaction ids by (tenant, external_id).
+    fn find_transaction_external_ids(
+        &mut self,
+        keys: &[(TenantId, String)],
+    ) -> impl Future<Output = Result<HashMap<(TenantId, String), String>, StoreError>> + Send;
+    /// Existing account ids by (tenant, external_id).
+    fn find_account_external_ids(
+        &mut self,
+        keys: &[(TenantId, String)],
+    ) -> impl Future<Output = Result<HashMap<(TenantId, String), String>, StoreError>> + Send;
+    fn find_idempotency(
+        &mut self,
+        keys: &[(TenantId, String)],
+    ) -> impl Future<Output = Result<HashMap<(TenantId, String), IdempotencyRecord>, StoreError>> + Send;
+    /// The last log record's sequence number and hash (locked until commit).
+    fn log_head(&mut self) -> impl Future<Output = Result<(i64, Hash), StoreError>> + Send;
+    /// Writes every effect; `log` is already chained: (seq, content, prev, hash).
+    fn write(&mut self, effects: &BatchEffects, log: &[(i64, Hash, Hash)], now: Timestamp) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn commit(&mut self) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn rollback(&mut self) -> impl Future<Output = ()> + Send;
+    /// Deletes idempotency records created before `before`, outside any batch.
+    fn purge_idempotency(&mut self, before: Timestamp) -> impl Future<Output = Result<u64, StoreError>> + Send;
+}
+
+/// Engine settings.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// How often an idle engine looks for expired holds.
+    pub sweep_interval: Duration,
+    /// How long idempotency records are kept.
+    pub idempotency_retention: Duration,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig { sweep_interval: Duration::from_millis(200), idempotency_retention: Duration::from_secs(24 * 3600) }
+    }
+}
+
+/// Creates the channel; the caller runs [`run`] with the receiver.
+pub fn channel() -> (EngineHandle, EngineReceiver) {
+    let (sender, receiver) = mpsc::channel(QUEUE_CAPACITY);
+    (EngineHandle { sender }, EngineReceiver(receiver))
+}
+
+/// The engine's end of the channel.
+pub struct EngineReceiver(mpsc::Receiver<Envelope>);
+
+/// Runs the engine until every [`EngineHandle`] is dropped, then finishes
+/// the commands already queued and returns.
+pub async fn run<B: WriteBackend>(mut backend: B, receiver: EngineReceiver, clock: Arc<dyn Clock>, ids: Arc<IdGenerator>, config: EngineConfig) {
+    let mut receiver = receiver.0;
+    let mut last_purge = std::time::Instant::now();
+    loop {
+        let first = match tokio::time::timeout(config.sweep_interval, receiver.recv()).await {
+            Ok(Some(envelope)) => Some(envelope),
+            Ok(None) => break,
+            Err(_) => None,
+        };
+        let mut batch: Vec<Envelope> = Vec::new();
+        let mut items = 0;
+        if let Some(envelope) = first {
+            items += envelope.command.item_count();
+            batch.push(envelope);
+        }
+        while batch.len() < MAX_BATCH_COMMANDS && items < MAX_BATCH_ITEMS {
+            match receiver.try_recv() {
+                Ok(envelope) => {
+                    items += envelope.command.item_count();
+                    batch.push(envelope);
+                }
+                Err(_) => break,
+            }
+        }
+        process(&mut backend, batch, clock.as_ref(), &ids).await;
+        if last_purge.elapsed() > Duration::from_secs(60) {
+            last_purge = std::time::Instant::now();
+            let retention = i64::try_from(config.idempotency_retention.as_secs()).unwrap_or(i64::MAX);
+            match backend.purge_idempotency(clock.now().plus_secs(-retention)).await {
+                Ok(n) if n > 0 => tracing::info!(purged = n, "expired idempotency records removed"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "idempotency purge failed"),
+            }
+        }
+    }
+    tracing::info!("ledger engine drained and stopped");
+}
+
+async fn process<B: WriteBackend>(backend: &mut B, batch: Vec<Envelope>, clock: &dyn Clock, ids: &IdGenerator) {
+    let mut attempt = 0;
+    loop {
+        let now = clock.now();
+        let outcome = apply_batch(backend, &batch, now, ids).await;
+        match outcome {
+            Ok(replies) => {
+                for (envelope, reply) in batch.into_iter().zip(replies) {
+                    // A caller that went away (client disconnected) needs no answer.
+                    let _ = envelope.reply.send(reply);
+                }
+                return;
+            }
+            Err(error) => {
+                backend.rollback().await;
+                attempt += 1;
+                let retry = matches!(error, StoreError::Conflict(_)) && attempt <= MAX_CONFLICT_RETRIES;
+                if retry {
+                    tracing::debug!(%error, attempt, "batch conflicted with a concurrent writer; retrying");
+                    tokio::time::sleep(Duration::from_millis(attempt as u64 * 2)).await;
+                    continue;
+                }
+                if batch.len() > 1 {
+                    tracing::warn!(%error, commands = batch.len(), "batch failed; retrying each command alone");
+                    for envelope in batch {
+                        Box::pin(process(backend, vec![envelope], clock, ids)).await;
+                    }
+                    return;
+                }
+                tracing::error!(%error, "ledger write failed");
+                for envelope in batch {
+                    let _ = envelope.reply.send(Reply::Done { result: Err(CommandError::Unavailable), stored: None });
+                }
+                return;
+            }
+        }
+    }
+}
+
+/// A transaction the batch has loaded or created.
+struct Slot {
+    transaction: Transaction,
+    /// Entries already stored; `None` for a transaction created in this batch.
+    stored_entries: Option<usize>,
+    changed: bool,
+}
+
+/// The in-memory state one batch works on.
+struct BatchState<'a> {
+    now: Timestamp,
+    ids: &'a IdGenerator,
+    view: AccountView,
+    transactions: HashMap<TransactionId, Slot>,
+    transaction_external_ids: HashMap<(TenantId, String), String>,
+    account_external_ids: HashMap<(TenantId, String), String>,
+    idempotency: HashMap<(TenantId, String), IdempotencyRecord>,
+    new_accounts: Vec<AccountRecord>,
+    new_idempotency: Vec<IdempotencyRecord>,
+    /// Ids of transactions created in this batch, in order.
+    created_order: Vec<TransactionId>,
+    log: Vec<Vec<u8>>,
+}
+
+async fn apply_batch<B: WriteBackend>(backend: &mut B, batch: &[Envelope], now: Timestamp, ids: &IdGenerator) -> Result<Vec<Reply>, StoreError> {
+    backend.begin().await?;
+    // Lock order: transactions (by id), then accounts (by id), then the log head.
+    let due = backend.due_expiries(now, MAX_EXPIRIES_PER_BATCH).await?;
+    if batch.is_empty() && due.is_empty() {
+        backend.rollback().await;
+        return Ok(Vec::new());
+    }
+    let mut wanted_transactions: BTreeSet<TransactionId> = due.iter().cloned().collect();
+    let mut wanted_accounts: BTreeSet<AccountId> = BTreeSet::new();
+    let mut transaction_ext: Vec<(TenantId, String)> = Vec::new();
+    let mut account_ext: Vec<(TenantId, String)> = Vec::new();
+    let mut idem_keys: Vec<(TenantId, String)> = Vec::new();
+    for envelope in batch {
+        if let Some(claim) = &envelope.idempotency {
+            idem_keys.push((envelope.tenant, claim.key.clone()));
+        }
+        match &envelope.command {
+            Command::CreateAccount(new) => {
+                if let Some(ext) = &new.external_id {
+                    account_ext.push((envelope.tenant, ext.clone()));
+                }
+            }
+            Command::CreateTransaction(draft) => note_draft(draft, envelope.tenant, &mut wanted_accounts, &mut transaction_ext),
+            Command::CreateBatch { items, .. } => {
+                for draft in items {
+                    note_draft(draft, envelope.tenant, &mut wanted_accounts, &mut transaction_ext);
+                }
+            }
+            Command::PostTransaction { id, entries } => {
+                wanted_transactions.insert(id.clone());
+                for e in entries.iter().flatten() {
+                    wanted_accounts.insert(e.account_id.clone());
+                }
+            }
+            Command::VoidTransaction { id } | Command::ReverseTransaction { id } => {
+                wanted_transactions.insert(id.clone());
+            }
+        }
+    }
+    let wanted_transactions: Vec<TransactionId> = wanted_transactions.into_iter().collect();
+    let loaded = backend.load_transactions(&wanted_transactions).await?;
+    for t in &loaded {
+        for e in &t.entries {
+            wanted_accounts.insert(e.account_id.clone());
+        }
+    }
+    let wanted_accounts: Vec<AccountId> = wanted_accounts.into_iter().collect();
+    let accounts = backend.load_accounts(&wanted_accounts).await?;
+    let mut state = BatchState {
+        now,
+        ids,
+        view: accounts.into_iter().map(|a| (a.id.clone(), a)).collect(),
+        transactions: loaded
+            .into_iter()
+            .map(|t| {
+                let stored = t.entries.len();
+                (t.id.clone(), Slot { transaction: t, stored_entries: Some(stored), changed: false })
+            })
+            .collect(),
+        transaction_external_ids: if transaction_ext.is_empty() { HashMap::new() } else { backend.find_transaction_external_ids(&transaction_ext).await? },
+        account_external_ids: if account_ext.is_empty() { HashMap::new() } else { backend.find_account_external_ids(&account_ext).await? },
+        idempotency: if idem_keys.is_empty() { HashMap::new() } else { backend.find_idempotency(&idem_keys).await? },
+        new_accounts: Vec::new(),
+        new_idempotency: Vec::new(),
+        created_order: Vec::new(),
+        log: Vec::new(),
+    };
+    let loaded_versions: HashMap<AccountId, i64> = state.view.iter().map(|(id, a)| (id.clone(), a.version)).collect();
+
+    let mut sweep_log = LogWriter::default();
+    for id in &due {
+        state.expire(id, &mut sweep_log);
+    }
+    if let Some(content) = sweep_log.finish() {
+        state.log.push(content);
+    }
+
+    let mut replies = Vec::with_capacity(batch.len());
+    for envelope in batch {
+        replies.push(state.execute(envelope));
+    }
+
+    let mut effects = BatchEffects { log: std::mem::take(&mut state.log), ..BatchEffects::default() };
+    let new_account_ids: HashSet<AccountId> = state.new_accounts.iter().map(|a| a.state.id.clone()).collect();
+    for (id, account) in &state.view {
+        if new_account_ids.contains(id) {
+            continue;
+        }
+        if loaded_versions.get(id).is_some_and(|v| *v != account.version) {
+            effects.account_updates.push(account.clone());
+        }
+    }
+    effects.account_updates.sort_by(|a, b| a.id.cmp(&b.id));
+    for mut record in std::mem::take(&mut state.new_accounts) {
+        if let Some(current) = state.view.get(&record.state.id) {
+            record.state = current.clone();
+        }
+        effects.new_accounts.push(record);
+    }
+    for id in &state.created_order {
+        if let Some(slot) = state.transactions.remove(id) {
+            effects.new_transactions.push(slot.transaction);
+        }
+    }
+    for (_, slot) in state.transactions.drain() {
+        if let (true, Some(stored)) = (slot.changed, slot.stored_entries) {
+            effects.transaction_updates.push(TransactionUpdate { transaction: slot.transaction, stored_entries: stored });
+        }
+    }
+    effects.transaction_updates.sort_by(|a, b| a.transaction.id.cmp(&b.transaction.id));
+    effects.idempotency = state.new_idempotency;
+
+    let mut chained = Vec::with_capacity(effects.log.len());
+    if !effects.log.is_empty() {
+        let (mut seq, mut prev) = backend.log_head().await?;
+        for content in &effects.log {
+            seq += 1;
+            let hash = chain::link(&prev, seq, content);
+            chained.push((seq, prev, hash));
+            prev = hash;
+        }
+    }
+    backend.write(&effects, &chained, now).await?;
+    backend.commit().await?;
+    Ok(replies)
+}
+
+fn note_draft(draft: &TransactionDraft, tenant: TenantId, accounts: &mut BTreeSet<AccountId>, ext: &mut Vec<(TenantId, String)>) {
+    for e in &draft.entries {
+        accounts.insert(e.account_id.clone());
+    }
+    for id in draft.expected_versions.keys() {
+        accounts.insert(id.clone());
+    }
+    if let Some(x) = &draft.external_id {
+        ext.push((tenant, x.clone()));
+    }
+}
+
+impl BatchState<'_> {
+    fn execute(&mut self, envelope: &Envelope) -> Reply {
+        let tenant = envelope.tenant;
+        if let Some(claim) = &envelope.idempotency
+            && let Some(existing) = self.idempotency.get(&(tenant, claim.key.clone()))
+        {
+            return if existing.fingerprint == claim.fingerprint { Reply::Replay(existing.response.clone()) } else { Reply::KeyReused };
+        }
+        let mut log = LogWriter::default();
+        let result = match &envelope.command {
+            Command::CreateAccount(new) => self.create_account(tenant, new, &mut log),
+            Command::CreateTransaction(draft) => self.create_transaction(tenant, draft, &mut log).map(|t| Outcome::Transaction(Box::new(t))),
+            Command::CreateBatch { atomic, items } => Ok(Outcome::Batch(self.create_batch(tenant, *atomic, items, &mut log))),
+            Command::PostTransaction { id, entries } => self
+                .change_transaction(tenant, id, |view, t, now| ledger::post(view, t, entries.as_deref(), now), &mut log)
+                .map(|t| Outcome::Transaction(Box::new(t))),
+            Command::VoidTransaction { id } => self
+                .change_transaction(tenant, id, |view, t, now| ledger::void(view, t, VoidReason::Requested, now), &mut log)
+                .map(|t| Outcome::Transaction(Box::new(t))),
+            Command::ReverseTransaction { id } => self.reverse(tenant, id, &mut log).map(|t| Outcome::Reversal(Box::new(t))),
+        };
+        if let Some(content) = log.finish() {
+            self.log.push(content);
+        }
+        match &envelope.idempotency {
+            Some(claim) => {
+                let response = (claim.render)(&result, &claim.request_id);
+                let record = IdempotencyRecord {
+                    tenant,
+                    key: claim.key.clone(),
+                    fingerprint: claim.fingerprint.clone(),
+                    response: response.clone(),
+                    created_at: self.now,
+                };
+                self.idempotency.insert((tenant, claim.key.clone()), record.clone());
+                self.new_idempotency.push(record);
+                Reply::Done { result, stored: Some(response) }
+            }
+            None => Reply::Done { result, stored: None },
+        }
+    }
+
+    fn create_account(&mut self, tenant: TenantId, new: &NewAccount, log: &mut LogWriter) -> Result<Outcome, CommandError> {
+        if let Some(ext) = &new.external_id
+            && let Some(existing) = self.account_external_ids.get(&(tenant, ext.clone()))
+        {
+            return Err(CommandError::DuplicateExternalId { existing: existing.clone() });
+        }
+        let state = AccountState {
+            id: self.ids.account(),
+            tenant,
+            currency: new.currency,
+            normal_balance: new.normal_balance,
+            min_available_balance: new.min_available_balance,
+            counters: Counters::default(),
+            version: 0,
+        };
+        let record = AccountRecord {
+            state: state.clone(),
+            name: new.name.clone(),
+            external_id: new.external_id.clone(),
+            metadata: new.metadata.clone(),
+            created_at: self.now,
+        };
+        if let Some(ext) = &new.external_id {
+            self.account_external_ids.insert((tenant, ext.clone()), state.id.to_string());
+        }
+        log.push(&LogFragment::AccountCreated {
+            id: state.id.as_str(),
+            tenant: tenant.0,
+            currency: state.currency.code(),
+            normal_balance: state.normal_balance.as_str(),
+            min_available_balance: state.min_available_balance,
+        });
+        self.view.insert(state.id.clone(), state);
+        self.new_accounts.push(record.clone());
+        Ok(Outcome::Account(Box::new(record)))
+    }
+
+    fn create_transaction(&mut self, tenant: TenantId, draft: &TransactionDraft, log: &mut LogWriter) -> Result<Transaction, CommandError> {
+        if let Some(ext) = &draft.external_id
+            && let Some(existing) = self.transaction_external_ids.get(&(tenant, ext.clone()))
+        {
+            return Err(CommandError::DuplicateExternalId { existing: existing.clone() });
+        }
+        let id = self.ids.transaction();
+        let transaction = ledger::create(&mut self.view, tenant, id, draft, self.now)?;
+        if let Some(ext) = &draft.external_id {
+            self.transaction_external_ids.insert((tenant, ext.clone()), transaction.id.to_string());
+        }
+        log.push(&LogFragment::created(&transaction));
+        self.created_order.push(transaction.id.clone());
+        self.transactions.insert(transaction.id.clone(), Slot { transaction: transaction.clone(), stored_entries: None, changed: true });
+        Ok(transaction)
+    }
+
+    fn create_batch(&mut self, tenant: TenantId, atomic: bool, items: &[TransactionDraft], log: &mut LogWriter) -> Vec<Result<Transaction, CommandError>> {
+        if !atomic {
+            return items.iter().map(|draft| self.create_transaction(tenant, draft, log)).collect();
+        }
+        let view_before = self.view.clone();
+        let created_before = self.created_order.len();
+        let mut item_log = LogWriter::default();
+        let mut results = Vec::with_capacity(items.len());
+        let mut failed = false;
+        for draft in items {
+            if failed {
+                results.push(Err(CommandError::BatchAborted));
+                continue;
+            }
+            let result = self.create_transaction(tenant, draft, &mut item_log);
+            failed = result.is_err();
+            results.push(result);
+        }
+        if !failed {
+            log.extend(item_log);
+            return results;
+        }
+        // All or none: undo the items that succeeded.
+        self.view = view_before;
+        for id in self.created_order.drain(created_before..) {
+            if let Some(slot) = self.transactions.remove(&id)
+                && let Some(ext) = &slot.transaction.external_id
+            {
+                self.transaction_external_ids.remove(&(tenant, ext.clone()));
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| match r {
+                Ok(_) => Err(CommandError::BatchAborted),
+                Err(e) => Err(e),
+            })
+            .collect()
+    }
+
+    fn change_transaction(
+        &mut self,
+        tenant: TenantId,
+        id: &TransactionId,
+        change: impl FnOnce(&mut AccountView, &mut Transaction, Timestamp) -> Result<(), LedgerError>,
+        log: &mut LogWriter,
+    ) -> Result<Transaction, CommandError> {
+        let slot = match self.transactions.get_mut(id) {
+            Some(slot) if slot.transaction.tenant == tenant => slot,
+            _ => return Err(CommandError::TransactionNotFound(id.clone())),
+        };
+        let mut working = slot.transaction.clone();
+        let entries_before = working.entries.len();
+        change(&mut self.view, &mut working, self.now)?;
+        log.push(&LogFragment::changed(&working, entries_before));
+        slot.transaction = working.clone();
+        slot.changed = true;
+        Ok(working)
+    }
+
+    fn reverse(&mut self, tenant: TenantId, id: &TransactionId, log: &mut LogWriter) -> Result<Transaction, CommandError> {
+        let new_id = self.ids.transaction();
+        let slot = match self.transactions.get_mut(id) {
+            Some(slot) if slot.transaction.tenant == tenant => slot,
+            _ => return Err(CommandError::TransactionNotFound(id.clone())),
+        };
+        let mut original = slot.transaction.clone();
+        let reversal = ledger::reverse(&mut self.view, &mut original, new_id, self.now)?;
+        log.push(&LogFragment::created(&reversal));
+        log.push(&LogFragment::changed(&original, original.entries.len()));
+        slot.transaction = original;
+        slot.changed = true;
+        self.created_order.push(reversal.id.clone());
+        self.transactions.insert(reversal.id.clone(), Slot { transaction: reversal.clone(), stored_entries: None, changed: true });
+        Ok(reversal)
+    }
+
+    fn expire(&mut self, id: &TransactionId, log: &mut LogWriter) {
+        let Some(slot) = self.transactions.get_mut(id) else {
+            return;
+        };
+        let mut working = slot.transaction.clone();
+        match ledger::void(&mut self.view, &mut working, VoidReason::Expired, self.now) {
+            Ok(()) => {
+                log.push(&LogFragment::changed(&working, working.entries.len()));
+                slot.transaction = working;
+                slot.changed = true;
+            }
+            Err(error) => {
+                tracing::error!(transaction = %id, %error, "could not void an expired hold")
+            }
+        }
+    }
+}
+
+/// One change in the ledger log. The log holds enough to rebuild every
+/// entry and every transaction status, which `settle audit verify` does.
+#[derive(Serialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum LogFragment<'a> {
+    AccountCreated { id: &'a str, tenant: i64, currency: &'a str, normal_balance: &'a str, min_available_balance: Option<i64> },
+    TransactionCreated { id: &'a str, tenant: i64, status: &'a str, entries: Vec<LogEntry<'a>> },
+    TransactionChanged { id: &'a str, status: &'a str, reversed_by: Option<&'a str>, entries: Vec<LogEntry<'a>> },
+}
+
+/// One leg, as logged: (id, account, direction, amount, currency, leg).
+pub type LogEntry<'a> = (&'a str, &'a str, &'a str, i64, &'a str, &'a str);
+
+impl<'a> LogFragment<'a> {
+    fn created(t: &'a Transaction) -> LogFragment<'a> {
+        LogFragment::TransactionCreated { id: t.id.as_str(), tenant: t.tenant.0, status: t.status.as_str(), entries: log_entries(&t.entries) }
+    }
+
+    fn changed(t: &'a Transaction, entries_before: usize) -> LogFragment<'a> {
+        LogFragment::TransactionChanged {
+            id: t.id.as_str(),
+            status: t.status.as_str(),
+            reversed_by: t.reversed_by.as_ref().map(TransactionId::as_str),
+            entries: log_entries(t.entries.get(entries_before..).unwrap_or(&[])),
+        }
+    }
+}
+
+fn log_entries(entries: &[ledger::Entry]) -> Vec<LogEntry<'_>> {
+    entries.iter().map(|e| (e.id.as_str(), e.account_id.as_str(), e.direction.as_str(), e.amount, e.currency.code(), e.leg.as_str())).collect()
+}
+
+/// Accumulates one command's fragments as a JSON array.
+#[derive(Default)]
+struct LogWriter {
+    buffer: Vec<u8>,
+}
+
+impl LogWriter {
+    fn push(&mut self, fragment: &LogFragment<'_>) {
+        self.buffer.push(if self.buffer.is_empty() { b'[' } else { b',' });
+        // Serializing plain strings and integers into a Vec cannot fail.
+        if serde_json::to_writer(&mut self.buffer, fragment).is_err() {
+            tracing::error!("ledger log fragment failed to serialize");
+        }
+    }
+
+    fn extend(&mut self, other: LogWriter) {
+        if other.buffer.is_empty() {
+            return;
+        }
+        if self.buffer.is_empty() {
+            self.buffer = other.buffer;
+        } else {
+            self.buffer.push(b',');
+            self.buffer.extend_from_slice(&other.buffer[1..]);
+        }
+    }
+
+    fn finish(mut self) -> Option<Vec<u8>> {
+        if self.buffer.is_empty() {
+            return None;
+        }
+        self.buffer.push(b']');
+        Some(self.buffer)
+    }
+}

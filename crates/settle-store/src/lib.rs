@@ -1,0 +1,15 @@
+//! Settle's storage: SQLite and PostgreSQL behind one set of operations,
+//! migrations per backend, and the group-commit engine that is the only
+//! writer of ledger state.
+
+pub mod audit;
+pub mod engine;
+pub mod error;
+pub mod postgres;
+pub mod records;
+pub mod rows;
+pub mod sqlite;
+pub mod store;
+
+pub use error::StoreError;
+pub use store::Store;

@@ -1,0 +1,793 @@
+//! SQLite backend: one write connection owned by the engine (on its own
+//! thread), a small pool of read connections. WAL with `synchronous=FULL`,
+//! so an acknowledged write survives a power cut.
+
+use crate::engine::{BatchEffects, WriteBackend};
+use crate::error::StoreError;
+use crate::records::{AccountRecord, ApiKeyRecord, Cursor, EntryRow, IdempotencyRecord, LogRecord, Page, PageRequest, StoredResponse};
+use crate::rows::{self, AccountRow, AsOfRow, EntryRowData, KeyFilter, KeyRow, TransactionRow, scopes_text};
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use settle_core::chain::{GENESIS, Hash};
+use settle_core::clock::Timestamp;
+use settle_core::ids::{AccountId, ApiKeyId, EntryId, OrgId, TransactionId};
+use settle_core::ledger::{AccountState, Counters, Entry, Transaction, TransactionStatus};
+use settle_core::tenancy::{Environment, Scope, TenantId};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/sqlite/0001_ledger.sql"))];
+/// Read connections kept open; more are opened on demand and dropped after.
+const READ_POOL_SIZE: usize = 8;
+/// How often the background checkpointer copies the WAL into the database.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(250);
+/// How long a connection waits for another process's write lock.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn open(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL;
+         PRAGMA synchronous = FULL;
+         PRAGMA foreign_keys = ON;
+         PRAGMA cache_size = -65536;
+         PRAGMA temp_store = MEMORY;",
+    )?;
+    Ok(conn)
+}
+
+/// Applies pending migrations; safe to run from several processes at once.
+pub fn migrate(path: &Path) -> Result<(), StoreError> {
+    let mut conn = open(path)?;
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    tx.execute_batch("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)")?;
+    for (version, sql) in MIGRATIONS {
+        let done: Option<i64> = tx.query_row("SELECT version FROM schema_migrations WHERE version = ?1", [version], |r| r.get(0)).optional()?;
+        if done.is_none() {
+            tx.execute_batch(sql)?;
+            tx.execute("INSERT INTO schema_migrations (version, applied_at) VALUES (?1, strftime('%s','now'))", [version])?;
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+/// Reads and operator writes on a SQLite database.
+#[derive(Clone)]
+pub struct SqliteStore {
+    path: PathBuf,
+    readers: Arc<Mutex<Vec<Connection>>>,
+}
+
+impl SqliteStore {
+    pub fn new(path: PathBuf) -> SqliteStore {
+        SqliteStore { path, readers: Arc::new(Mutex::new(Vec::new())) }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The engine's write side, on its own connection. It never checkpoints
+    /// (see [`SqliteStore::start_checkpointer`]), so commits stay short.
+    pub fn writer(&self) -> Result<SqliteWriter, StoreError> {
+        let conn = open(&self.path)?;
+        conn.execute_batch("PRAGMA wal_autocheckpoint = 0;")?;
+        Ok(SqliteWriter { conn, in_transaction: false })
+    }
+
+    /// Copies the WAL into the database file from a thread of its own, so
+    /// the engine's commits never pay for it.
+    pub fn start_checkpointer(&self) -> Result<Checkpointer, StoreError> {
+        let conn = open(&self.path)?;
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        std::thread::Builder::new()
+            .name(String::from("settle-checkpoint"))
+            .spawn(move || {
+                while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::thread::sleep(CHECKPOINT_INTERVAL);
+                    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                        tracing::warn!(error = %e, "WAL checkpoint failed");
+                    }
+                }
+                // A last full checkpoint leaves a small WAL behind on a clean stop.
+                let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+            })
+            .map_err(|e| StoreError::Other(e.to_string()))?;
+        Ok(Checkpointer { stop })
+    }
+
+    /// Runs `f` on a pooled read connection, off the async runtime.
+    pub async fn read<T: Send + 'static>(&self, f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static) -> Result<T, StoreError> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.read_blocking(f)).await.map_err(|e| StoreError::Other(e.to_string()))?
+    }
+
+    pub fn read_blocking<T>(&self, f: impl FnOnce(&Connection) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        let pooled = self.readers.lock().map(|mut pool| pool.pop()).unwrap_or(None);
+        let conn = match pooled {
+            Some(c) => c,
+            None => open(&self.path)?,
+        };
+        let result = f(&conn);
+        if let Ok(mut pool) = self.readers.lock()
+            && pool.len() < READ_POOL_SIZE
+        {
+            pool.push(conn);
+        }
+        result
+    }
+
+    /// Runs `f` in an immediate write transaction (operator commands: keys, orgs).
+    pub fn write_blocking<T>(&self, f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        let mut conn = open(&self.path)?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let value = f(&tx)?;
+        tx.commit()?;
+        Ok(value)
+    }
+}
+
+// ---- row readers -------------------------------------------------------
+
+const ACCOUNT_COLUMNS: &str = "id, tenant_id, name, currency, normal_balance, min_available_balance, external_id, metadata, created_at, posted_debits, posted_credits, pending_debits, pending_credits, version";
+const TRANSACTION_COLUMNS: &str =
+    "id, tenant_id, status, description, external_id, effective_at, expires_at, created_at, posted_at, voided_at, void_reason, reverses, reversed_by, metadata";
+const ENTRY_COLUMNS: &str = "id, transaction_id, account_id, direction, amount, currency, leg, effective_at, created_at";
+
+fn account_row(r: &Row<'_>) -> rusqlite::Result<AccountRow> {
+    Ok(AccountRow {
+        id: r.get(0)?,
+        tenant_id: r.get(1)?,
+        name: r.get(2)?,
+        currency: r.get(3)?,
+        normal_balance: r.get(4)?,
+        min_available_balance: r.get(5)?,
+        external_id: r.get(6)?,
+        metadata: r.get(7)?,
+        created_at: r.get(8)?,
+        posted_debits: r.get(9)?,
+        posted_credits: r.get(10)?,
+        pending_debits: r.get(11)?,
+        pending_credits: r.get(12)?,
+        version: r.get(13)?,
+    })
+}
+
+fn transaction_row(r: &Row<'_>) -> rusqlite::Result<TransactionRow> {
+    Ok(TransactionRow {
+        id: r.get(0)?,
+        tenant_id: r.get(1)?,
+        status: r.get(2)?,
+        description: r.get(3)?,
+        external_id: r.get(4)?,
+        effective_at: r.get(5)?,
+        expires_at: r.get(6)?,
+        created_at: r.get(7)?,
+        posted_at: r.get(8)?,
+        voided_at: r.get(9)?,
+        void_reason: r.get(10)?,
+        reverses: r.get(11)?,
+        reversed_by: r.get(12)?,
+        metadata: r.get(13)?,
+    })
+}
+
+fn entry_row(r: &Row<'_>) -> rusqlite::Result<EntryRowData> {
+    Ok(EntryRowData {
+        id: r.get(0)?,
+        transaction_id: r.get(1)?,
+        account_id: r.get(2)?,
+        direction: r.get(3)?,
+        amount: r.get(4)?,
+        currency: r.get(5)?,
+        leg: r.get(6)?,
+        effective_at: r.get(7)?,
+        created_at: r.get(8)?,
+    })
+}
+
+fn entries_of(conn: &Connection, id: &TransactionId) -> Result<Vec<Entry>, StoreError> {
+    let (lo, hi) = EntryId::range_of(id);
+    let mut stmt = conn.prepare_cached(&format!("SELECT {ENTRY_COLUMNS} FROM entries WHERE id > ?1 AND id < ?2 ORDER BY id"))?;
+    let rows = stmt.query_map(params![lo, hi], entry_row)?;
+    rows.map(|r| r.map_err(StoreError::from).and_then(EntryRowData::into_entry)).collect()
+}
+
+fn transaction_by_id(conn: &Connection, id: &str) -> Result<Option<Transaction>, StoreError> {
+    let mut stmt = conn.prepare_cached(&format!("SELECT {TRANSACTION_COLUMNS} FROM transactions WHERE id = ?1"))?;
+    let Some(row) = stmt.query_row([id], transaction_row).optional()? else {
+        return Ok(None);
+    };
+    let entries = entries_of(conn, &TransactionId::from_trusted(row.id.clone()))?;
+    Ok(Some(row.into_transaction(entries)?))
+}
+
+/// Ids of holds that have expired but not yet been voided by the engine.
+fn expired_unswept(conn: &Connection, now: Timestamp) -> Result<Vec<TransactionId>, StoreError> {
+    let mut stmt = conn.prepare_cached("SELECT id FROM transactions WHERE status = 'pending' AND expires_at IS NOT NULL AND expires_at <= ?1")?;
+    let rows = stmt.query_map([now.micros()], |r| r.get::<_, String>(0))?;
+    rows.map(|r| r.map(TransactionId::from_trusted).map_err(StoreError::from)).collect()
+}
+
+/// Removes expired holds from an account's pending counters, as readers must see it.
+fn without_expired_holds(conn: &Connection, mut record: AccountRecord, expired: &[TransactionId]) -> Result<AccountRecord, StoreError> {
+    for id in expired {
+        for e in entries_of(conn, id)? {
+            if e.account_id == record.state.id && e.leg == settle_core::ledger::Leg::Pending {
+                let c = &mut record.state.counters;
+                match e.direction {
+                    settle_core::ledger::Direction::Debit => c.pending_debits = c.pending_debits.saturating_sub(e.amount),
+                    settle_core::ledger::Direction::Credit => c.pending_credits = c.pending_credits.saturating_sub(e.amount),
+                }
+            }
+        }
+    }
+    Ok(record)
+}
+
+impl SqliteStore {
+    pub async fn ready(&self) -> Result<(), StoreError> {
+        self.read(|c| {
+            let v: i64 = c.query_row("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", [], |r| r.get(0))?;
+            if v < MIGRATIONS.len() as i64 { Err(StoreError::Unavailable(String::from("migrations not applied"))) } else { Ok(()) }
+        })
+        .await
+    }
+
+    pub async fn get_account(&self, tenant: TenantId, id: AccountId, now: Timestamp) -> Result<Option<AccountRecord>, StoreError> {
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(&format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = ?1 AND tenant_id = ?2"))?;
+            let Some(row) = stmt.query_row(params![id.as_str(), tenant.0], account_row).optional()? else {
+                return Ok(None);
+            };
+            let expired = expired_unswept(c, now)?;
+            Ok(Some(without_expired_holds(c, row.into_record()?, &expired)?))
+        })
+        .await
+    }
+
+    pub async fn list_accounts(&self, tenant: TenantId, page: PageRequest, now: Timestamp) -> Result<Page<AccountRecord>, StoreError> {
+        self.read(move |c| {
+            let (descending, bound) = scan_start(&page.cursor, false);
+            let (cmp, order) = if descending { ("<", "DESC") } else { (">", "ASC") };
+            let sql = format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE tenant_id = ?1 AND id {cmp} ?2 ORDER BY id {order} LIMIT ?3");
+            let mut stmt = c.prepare_cached(&sql)?;
+            let rows: Vec<AccountRow> = stmt.query_map(params![tenant.0, bound, page.limit + 1], account_row)?.collect::<Result<_, _>>()?;
+            let expired = expired_unswept(c, now)?;
+            let records = rows.into_iter().map(|r| r.into_record().and_then(|rec| without_expired_holds(c, rec, &expired))).collect::<Result<Vec<_>, _>>()?;
+            Ok(Page::from_rows(records, &page))
+        })
+        .await
+    }
+
+    pub async fn get_transaction(&self, tenant: TenantId, id: TransactionId, now: Timestamp) -> Result<Option<Transaction>, StoreError> {
+        self.read(move |c| Ok(transaction_by_id(c, id.as_str())?.filter(|t| t.tenant == tenant).map(|t| t.as_seen_at(now)))).await
+    }
+
+    pub async fn list_transactions(
+        &self,
+        tenant: TenantId,
+        account: Option<AccountId>,
+        status: Option<TransactionStatus>,
+        page: PageRequest,
+        now: Timestamp,
+    ) -> Result<Page<Transaction>, StoreError> {
+        self.read(move |c| {
+            let want = page.limit as usize + 1;
+            let mut found: Vec<Transaction> = Vec::new();
+            let (descending, bound) = scan_start(&page.cursor, account.is_some());
+            let mut last_tx: Option<String> = None;
+            let mut visit = |tx_id: &str| -> Result<bool, StoreError> {
+                // Entries of one transaction are adjacent in an account's index.
+                if last_tx.as_deref() == Some(tx_id) {
+                    return Ok(true);
+                }
+                last_tx = Some(tx_id.to_owned());
+                if let Some(t) = transaction_by_id(c, tx_id)? {
+                    let t = t.as_seen_at(now);
+                    if status.is_none_or(|s| t.status == s) {
+                        found.push(t);
+                    }
+                }
+                Ok(found.len() < want)
+            };
+            match &account {
+                None => scan(c, "transactions", "id", "tenant_id", &tenant.0, descending, bound, &mut visit)?,
+                Some(account) => {
+                    let owner: Option<i64> = c.query_row("SELECT tenant_id FROM accounts WHERE id = ?1", [account.as_str()], |r| r.get(0)).optional()?;
+                    if owner != Some(tenant.0) {
+                        return Ok(Page { items: Vec::new(), has_more: false });
+                    }
+                    scan(c, "entries", "transaction_id", "account_id", &account.as_str(), descending, bound, &mut visit)?
+                }
+            }
+            Ok(Page::from_rows(found, &page))
+        })
+        .await
+    }
+
+    pub async fn list_entries(&self, tenant: TenantId, account: AccountId, page: PageRequest, now: Timestamp) -> Result<Option<Page<EntryRow>>, StoreError> {
+        self.read(move |c| {
+            let owner: Option<i64> = c.query_row("SELECT tenant_id FROM accounts WHERE id = ?1", [account.as_str()], |r| r.get(0)).optional()?;
+            if owner != Some(tenant.0) {
+                return Ok(None);
+            }
+            let (cmp, order, bound) = match &page.cursor {
+                Cursor::Start => ("e.id < ?2", "DESC", String::from("~")),
+                Cursor::After(id) => ("e.id < ?2", "DESC", id.clone()),
+                Cursor::Before(id) => ("e.id > ?2", "ASC", id.clone()),
+            };
+            let sql = format!(
+                "SELECT e.id, e.transaction_id, e.account_id, e.direction, e.amount, e.currency, e.leg, e.effective_at, e.created_at, t.status, t.expires_at
+                 FROM entries e JOIN transactions t ON t.id = e.transaction_id
+                 WHERE e.account_id = ?1 AND {cmp} ORDER BY e.id {order} LIMIT ?3"
+            );
+            let mut stmt = c.prepare_cached(&sql)?;
+            let rows = stmt
+                .query_map(params![account.as_str(), bound, page.limit + 1], |r| Ok((entry_row(r)?, r.get::<_, String>(9)?, r.get::<_, Option<i64>>(10)?)))?;
+            let mut items = Vec::new();
+            for row in rows {
+                let (entry, status, expires_at) = row?;
+                let mut status = TransactionStatus::parse(&status).ok_or_else(|| StoreError::Corrupt(format!("status {status:?}")))?;
+                if status == TransactionStatus::Pending && expires_at.is_some_and(|at| at <= now.micros()) {
+                    status = TransactionStatus::Voided;
+                }
+                items.push(EntryRow { entry: entry.into_entry()?, transaction_status: status });
+            }
+            Ok(Some(Page::from_rows(items, &page)))
+        })
+        .await
+    }
+
+    /// Balances at an instant of effective time, folded from entries.
+    pub async fn balances_as_of(&self, tenant: TenantId, account: AccountId, at: Timestamp) -> Result<Option<(AccountRecord, Counters)>, StoreError> {
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(&format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = ?1 AND tenant_id = ?2"))?;
+            let Some(row) = stmt.query_row(params![account.as_str(), tenant.0], account_row).optional()? else { return Ok(None) };
+            let record = row.into_record()?;
+            let mut stmt = c.prepare_cached(
+                "SELECT e.leg, e.direction, e.amount, e.effective_at, t.status, t.posted_at, t.voided_at, t.expires_at
+                 FROM entries e JOIN transactions t ON t.id = e.transaction_id WHERE e.account_id = ?1 AND e.effective_at <= ?2",
+            )?;
+            let rows = stmt.query_map(params![account.as_str(), at.micros()], |r| {
+                Ok(AsOfRow { leg: r.get(0)?, direction: r.get(1)?, amount: r.get(2)?, posted_at: r.get(5)?, voided_at: r.get(6)?, expires_at: r.get(7)? })
+            })?;
+            let mut counters = Counters::default();
+            for row in rows {
+                row?.fold_into(&mut counters, at)?;
+            }
+            Ok(Some((record, counters)))
+        })
+        .await
+    }
+}
+
+/// Where a keyset walk starts: newest first from the top or below a cursor,
+/// oldest first above a cursor. Cursors over an account's entries name
+/// transactions, so they are turned into entry-id bounds.
+fn scan_start(cursor: &Cursor, over_entries: bool) -> (bool, String) {
+    let to_entry = |id: &str, upper: bool| match TransactionId::parse(id) {
+        Some(t) if over_entries => {
+            let (lo, hi) = EntryId::range_of(&t);
+            if upper { hi } else { lo }
+        }
+        _ => id.to_owned(),
+    };
+    match cursor {
+        // Every id starts with a lower-case letter, so all sort below "~".
+        Cursor::Start => (true, String::from("~")),
+        Cursor::After(id) => (true, to_entry(id, false)),
+        Cursor::Before(id) => (false, to_entry(id, true)),
+    }
+}
+
+/// Walks `table` by `id` within `owner_column = owner` in chunks, calling
+/// `visit` with each row's `value_column` until it returns false.
+#[expect(clippy::too_many_arguments, reason = "one private walker shared by two list queries")]
+fn scan(
+    c: &Connection,
+    table: &str,
+    value_column: &str,
+    owner_column: &str,
+    owner: &dyn rusqlite::ToSql,
+    descending: bool,
+    mut bound: String,
+    visit: &mut dyn FnMut(&str) -> Result<bool, StoreError>,
+) -> Result<(), StoreError> {
+    const CHUNK: usize = 256;
+    let (cmp, order) = if descending { ("<", "DESC") } else { (">", "ASC") };
+    let sql = format!("SELECT id, {value_column} FROM {table} WHERE {owner_column} = ?1 AND id {cmp} ?2 ORDER BY id {order} LIMIT {CHUNK}");
+    let mut stmt = c.prepare_cached(&sql)?;
+    loop {
+        let rows: Vec<(String, String)> = stmt.query_map(params![owner, bound], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
+        for (_, value) in &rows {
+            if !visit(value)? {
+                return Ok(());
+            }
+        }
+        match rows.last() {
+            Some((id, _)) if rows.len() == CHUNK => bound = id.clone(),
+            _ => return Ok(()),
+        }
+    }
+}
+
+// ---- operator side: organizations, keys, audit reads --------------------
+
+impl SqliteStore {
+    /// Finds or creates the organization `name` and its tenant for `environment`.
+    pub fn ensure_tenant(
+        tx: &rusqlite::Transaction<'_>,
+        org_id_if_new: &OrgId,
+        name: &str,
+        environment: Environment,
+        now: Timestamp,
+    ) -> Result<(OrgId, TenantId), StoreError> {
+        tx.execute(
+            "INSERT INTO organizations (id, name, created_at) VALUES (?1, ?2, ?3) ON CONFLICT (name) DO NOTHING",
+            params![org_id_if_new.as_str(), name, now.micros()],
+        )?;
+        let org: String = tx.query_row("SELECT id FROM organizations WHERE name = ?1", [name], |r| r.get(0))?;
+        tx.execute(
+            "INSERT INTO tenants (org_id, environment) VALUES (?1, ?2) ON CONFLICT (org_id, environment) DO NOTHING",
+            params![org, environment.as_str()],
+        )?;
+        let tenant: i64 = tx.query_row("SELECT id FROM tenants WHERE org_id = ?1 AND environment = ?2", params![org, environment.as_str()], |r| r.get(0))?;
+        Ok((OrgId::from_trusted(org), TenantId(tenant)))
+    }
+
+    pub fn insert_api_key(
+        tx: &rusqlite::Transaction<'_>,
+        id: &ApiKeyId,
+        tenant: TenantId,
+        secret_hash: &str,
+        scopes: &[Scope],
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        tx.execute(
+            "INSERT INTO api_keys (id, tenant_id, secret_hash, scopes, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![id.as_str(), tenant.0, secret_hash, scopes_text(scopes), now.micros()],
+        )?;
+        Ok(())
+    }
+
+    pub fn count_organizations(&self) -> Result<i64, StoreError> {
+        self.read_blocking(|c| Ok(c.query_row("SELECT COUNT(*) FROM organizations", [], |r| r.get(0))?))
+    }
+
+    pub fn api_keys(&self, filter: KeyFilter<'_>) -> Result<Vec<ApiKeyRecord>, StoreError> {
+        self.read_blocking(|c| {
+            let (clause, value) = match filter {
+                KeyFilter::All => ("1 = 1 OR ?1 IS NULL", None),
+                KeyFilter::SecretHash(h) => ("k.secret_hash = ?1", Some(h)),
+                KeyFilter::Id(id) => ("k.id = ?1", Some(id)),
+            };
+            let sql = format!(
+                "SELECT k.id, o.id, o.name, t.environment, t.id, k.scopes, k.created_at, k.revoked_at
+                 FROM api_keys k JOIN tenants t ON t.id = k.tenant_id JOIN organizations o ON o.id = t.org_id
+                 WHERE {clause} ORDER BY k.id"
+            );
+            let mut stmt = c.prepare_cached(&sql)?;
+            let rows = stmt.query_map([value], |r| {
+                Ok(KeyRow {
+                    id: r.get(0)?,
+                    org_id: r.get(1)?,
+                    org_name: r.get(2)?,
+                    environment: r.get(3)?,
+                    tenant: r.get(4)?,
+                    scopes: r.get(5)?,
+                    created_at: r.get(6)?,
+                    revoked_at: r.get(7)?,
+                })
+            })?;
+            rows.map(|r| r.map_err(StoreError::from).and_then(KeyRow::into_record)).collect()
+        })
+    }
+
+    pub fn revoke_api_key(&self, id: &ApiKeyId, now: Timestamp) -> Result<bool, StoreError> {
+        self.write_blocking(|tx| {
+            Ok(tx.execute("UPDATE api_keys SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL", params![id.as_str(), now.micros()])? > 0)
+        })
+    }
+
+    pub fn find_idempotency_blocking(&self, tenant: TenantId, key: &str) -> Result<Option<IdempotencyRecord>, StoreError> {
+        self.read_blocking(|c| find_idempotency(c, tenant, key))
+    }
+
+    /// Log records with `seq > after`, at most `limit`, in order.
+    pub fn log_records(&self, after: i64, limit: i64) -> Result<Vec<LogRecord>, StoreError> {
+        self.read_blocking(|c| {
+            let mut stmt = c.prepare_cached("SELECT seq, content, prev_hash, hash FROM ledger_log WHERE seq > ?1 ORDER BY seq LIMIT ?2")?;
+            let rows =
+                stmt.query_map(params![after, limit], |r| Ok(LogRecord { seq: r.get(0)?, content: r.get(1)?, prev_hash: r.get(2)?, hash: r.get(3)? }))?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+    }
+
+    /// Up to `limit` entry rows with ids above `after`, in id order, each with
+    /// its transaction's stored status (audits walk the whole table this way).
+    pub fn entries_chunk(&self, after: &str, limit: i64) -> Result<Vec<(Entry, TransactionStatus)>, StoreError> {
+        self.read_blocking(|c| {
+            let sql = format!(
+                "SELECT e.{}, t.status FROM entries e JOIN transactions t ON t.id = e.transaction_id WHERE e.id > ?1 ORDER BY e.id LIMIT ?2",
+                ENTRY_COLUMNS.replace(", ", ", e.")
+            );
+            let mut stmt = c.prepare_cached(&sql)?;
+            let mut rows = stmt.query(params![after, limit])?;
+            let mut out = Vec::new();
+            while let Some(r) = rows.next()? {
+                let status: String = r.get(9)?;
+                let status = TransactionStatus::parse(&status).ok_or_else(|| StoreError::Corrupt(format!("status {status:?}")))?;
+                out.push((entry_row(r)?.into_entry()?, status));
+            }
+            Ok(out)
+        })
+    }
+
+    /// Creates (or finds) the organization and its tenant, then a key for it.
+    #[expect(clippy::too_many_arguments, reason = "mirrors the PostgreSQL store's operator call")]
+    pub fn create_api_key(
+        &self,
+        org_name: &str,
+        environment: Environment,
+        key_id: &ApiKeyId,
+        org_id_if_new: &OrgId,
+        secret_hash: &str,
+        scopes: &[Scope],
+        now: Timestamp,
+    ) -> Result<ApiKeyRecord, StoreError> {
+        self.write_blocking(|tx| {
+            let (_, tenant) = Self::ensure_tenant(tx, org_id_if_new, org_name, environment, now)?;
+            Self::insert_api_key(tx, key_id, tenant, secret_hash, scopes, now)
+        })?;
+        self.api_keys(KeyFilter::Id(key_id.as_str()))?.into_iter().next().ok_or_else(|| StoreError::Other(String::from("created key not found")))
+    }
+
+    /// Every account's stored state, for audits.
+    pub fn all_account_states(&self) -> Result<Vec<AccountState>, StoreError> {
+        self.read_blocking(|c| {
+            let mut stmt = c.prepare(&format!("SELECT {ACCOUNT_COLUMNS} FROM accounts ORDER BY id"))?;
+            let rows = stmt.query_map([], account_row)?;
+            rows.map(|r| r.map_err(StoreError::from).and_then(|row| row.into_record().map(|rec| rec.state))).collect()
+        })
+    }
+}
+
+fn find_idempotency(c: &Connection, tenant: TenantId, key: &str) -> Result<Option<IdempotencyRecord>, StoreError> {
+    let mut stmt = c.prepare_cached("SELECT fingerprint, status, body, created_at FROM idempotency_keys WHERE tenant_id = ?1 AND key = ?2")?;
+    let row = stmt
+        .query_row(params![tenant.0, key], |r| {
+            Ok(IdempotencyRecord {
+                tenant,
+                key: key.to_owned(),
+                fingerprint: r.get(0)?,
+                response: StoredResponse { status: r.get(1)?, body: r.get(2)? },
+                created_at: Timestamp::from_micros(r.get(3)?),
+            })
+        })
+        .optional()?;
+    Ok(row)
+}
+
+// ---- write side: the engine's connection --------------------------------
+
+/// Stops the checkpoint thread when told.
+pub struct Checkpointer {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Checkpointer {
+    pub fn stop(&self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// The engine's connection. Lives on the engine's own thread.
+pub struct SqliteWriter {
+    conn: Connection,
+    in_transaction: bool,
+}
+
+impl WriteBackend for SqliteWriter {
+    async fn begin(&mut self) -> Result<(), StoreError> {
+        self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        self.in_transaction = true;
+        Ok(())
+    }
+
+    async fn due_expiries(&mut self, now: Timestamp, limit: usize) -> Result<Vec<TransactionId>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT id FROM transactions WHERE status = 'pending' AND expires_at IS NOT NULL AND expires_at <= ?1 ORDER BY id LIMIT ?2")?;
+        let rows = stmt.query_map(params![now.micros(), limit as i64], |r| r.get::<_, String>(0))?;
+        rows.map(|r| r.map(TransactionId::from_trusted).map_err(StoreError::from)).collect()
+    }
+
+    async fn load_transactions(&mut self, ids: &[TransactionId]) -> Result<Vec<Transaction>, StoreError> {
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(t) = transaction_by_id(&self.conn, id.as_str())? {
+                out.push(t);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn load_accounts(&mut self, ids: &[AccountId]) -> Result<Vec<AccountState>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(&format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = ?1"))?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(row) = stmt.query_row([id.as_str()], account_row).optional()? {
+                out.push(row.into_record()?.state);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn find_transaction_external_ids(&mut self, keys: &[(TenantId, String)]) -> Result<HashMap<(TenantId, String), String>, StoreError> {
+        find_external_ids(&self.conn, "transactions", keys)
+    }
+
+    async fn find_account_external_ids(&mut self, keys: &[(TenantId, String)]) -> Result<HashMap<(TenantId, String), String>, StoreError> {
+        find_external_ids(&self.conn, "accounts", keys)
+    }
+
+    async fn find_idempotency(&mut self, keys: &[(TenantId, String)]) -> Result<HashMap<(TenantId, String), IdempotencyRecord>, StoreError> {
+        let mut out = HashMap::new();
+        for (tenant, key) in keys {
+            if let Some(record) = find_idempotency(&self.conn, *tenant, key)? {
+                out.insert((*tenant, key.clone()), record);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn log_head(&mut self) -> Result<(i64, Hash), StoreError> {
+        let head: Option<(i64, Vec<u8>)> =
+            self.conn.query_row("SELECT seq, hash FROM ledger_log ORDER BY seq DESC LIMIT 1", [], |r| Ok((r.get(0)?, r.get(1)?))).optional()?;
+        match head {
+            None => Ok((0, GENESIS)),
+            Some((seq, hash)) => Ok((seq, hash.try_into().map_err(|_| StoreError::Corrupt(String::from("log hash length")))?)),
+        }
+    }
+
+    async fn write(&mut self, effects: &BatchEffects, log: &[(i64, Hash, Hash)], now: Timestamp) -> Result<(), StoreError> {
+        let c = &self.conn;
+        {
+            let mut stmt =
+                c.prepare_cached(&format!("INSERT INTO accounts ({ACCOUNT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"))?;
+            for a in &effects.new_accounts {
+                let s = &a.state;
+                stmt.execute(params![
+                    s.id.as_str(),
+                    s.tenant.0,
+                    a.name,
+                    s.currency.code(),
+                    s.normal_balance.as_str(),
+                    s.min_available_balance,
+                    a.external_id,
+                    rows::metadata_json(&a.metadata),
+                    a.created_at.micros(),
+                    s.counters.posted_debits,
+                    s.counters.posted_credits,
+                    s.counters.pending_debits,
+                    s.counters.pending_credits,
+                    s.version
+                ])?;
+            }
+        }
+        {
+            let mut stmt = c.prepare_cached(
+                "UPDATE accounts SET posted_debits = ?2, posted_credits = ?3, pending_debits = ?4, pending_credits = ?5, version = ?6 WHERE id = ?1",
+            )?;
+            for s in &effects.account_updates {
+                let k = &s.counters;
+                stmt.execute(params![s.id.as_str(), k.posted_debits, k.posted_credits, k.pending_debits, k.pending_credits, s.version])?;
+            }
+        }
+        {
+            let mut tx_stmt = c.prepare_cached(&format!(
+                "INSERT INTO transactions ({TRANSACTION_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
+            ))?;
+            let mut entry_stmt = c.prepare_cached(&format!("INSERT INTO entries ({ENTRY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"))?;
+            for t in &effects.new_transactions {
+                tx_stmt.execute(params![
+                    t.id.as_str(),
+                    t.tenant.0,
+                    t.status.as_str(),
+                    t.description,
+                    t.external_id,
+                    t.effective_at.micros(),
+                    t.expires_at.map(Timestamp::micros),
+                    t.created_at.micros(),
+                    t.posted_at.map(Timestamp::micros),
+                    t.voided_at.map(Timestamp::micros),
+                    t.void_reason.map(|r| r.as_str()),
+                    t.reverses.as_ref().map(TransactionId::as_str),
+                    t.reversed_by.as_ref().map(TransactionId::as_str),
+                    rows::metadata_json(&t.metadata)
+                ])?;
+                insert_entries(&mut entry_stmt, &t.entries)?;
+            }
+            let mut update =
+                c.prepare_cached("UPDATE transactions SET status = ?2, posted_at = ?3, voided_at = ?4, void_reason = ?5, reversed_by = ?6 WHERE id = ?1")?;
+            for u in &effects.transaction_updates {
+                let t = &u.transaction;
+                update.execute(params![
+                    t.id.as_str(),
+                    t.status.as_str(),
+                    t.posted_at.map(Timestamp::micros),
+                    t.voided_at.map(Timestamp::micros),
+                    t.void_reason.map(|r| r.as_str()),
+                    t.reversed_by.as_ref().map(TransactionId::as_str)
+                ])?;
+                insert_entries(&mut entry_stmt, t.entries.get(u.stored_entries..).unwrap_or(&[]))?;
+            }
+        }
+        {
+            let mut stmt =
+                c.prepare_cached("INSERT INTO idempotency_keys (tenant_id, key, fingerprint, status, body, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?;
+            for r in &effects.idempotency {
+                stmt.execute(params![r.tenant.0, r.key, r.fingerprint, r.response.status, r.response.body, r.created_at.micros()])?;
+            }
+        }
+        {
+            let mut stmt = c.prepare_cached("INSERT INTO ledger_log (seq, content, prev_hash, hash, created_at) VALUES (?1, ?2, ?3, ?4, ?5)")?;
+            for (content, (seq, prev, hash)) in effects.log.iter().zip(log) {
+                stmt.execute(params![seq, content, &prev[..], &hash[..], now.micros()])?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn commit(&mut self) -> Result<(), StoreError> {
+        self.conn.execute_batch("COMMIT")?;
+        self.in_transaction = false;
+        Ok(())
+    }
+
+    async fn rollback(&mut self) {
+        if self.in_transaction {
+            if let Err(e) = self.conn.execute_batch("ROLLBACK") {
+                tracing::error!(error = %e, "rollback failed");
+            }
+            self.in_transaction = false;
+        }
+    }
+
+    async fn purge_idempotency(&mut self, before: Timestamp) -> Result<u64, StoreError> {
+        Ok(self.conn.execute("DELETE FROM idempotency_keys WHERE created_at < ?1", [before.micros()])? as u64)
+    }
+}
+
+fn insert_entries(stmt: &mut rusqlite::CachedStatement<'_>, entries: &[Entry]) -> Result<(), StoreError> {
+    for e in entries {
+        stmt.execute(params![
+            e.id.as_str(),
+            e.transaction_id.as_str(),
+            e.account_id.as_str(),
+            e.direction.as_str(),
+            e.amount,
+            e.currency.code(),
+            e.leg.as_str(),
+            e.effective_at.micros(),
+            e.created_at.micros()
+        ])?;
+    }
+    Ok(())
+}
+
+fn find_external_ids(c: &Connection, table: &str, keys: &[(TenantId, String)]) -> Result<HashMap<(TenantId, String), String>, StoreError> {
+    let mut stmt = c.prepare_cached(&format!("SELECT id FROM {table} WHERE tenant_id = ?1 AND external_id = ?2"))?;
+    let mut out = HashMap::new();
+    for (tenant, ext) in keys {
+        if let Some(id) = stmt.query_row(params![tenant.0, ext], |r| r.get::<_, String>(0)).optional()? {
+            out.insert((*tenant, ext.clone()), id);
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,240 @@
+//! One store, two backends. Callers hold a [`Store`] and never know which
+//! database is underneath; every operation exists on both.
+
+use crate::engine::{self, EngineConfig, EngineHandle};
+use crate::error::StoreError;
+use crate::postgres::PgStore;
+use crate::records::{AccountRecord, ApiKeyRecord, EntryRow, IdempotencyRecord, LogRecord, Page, PageRequest};
+use crate::rows::KeyFilter;
+use crate::sqlite::{self, SqliteStore};
+use settle_core::clock::{Clock, Timestamp};
+use settle_core::ids::{AccountId, ApiKeyId, IdGenerator, OrgId, TransactionId};
+use settle_core::ledger::{AccountState, Counters, Entry, Transaction, TransactionStatus};
+use settle_core::tenancy::{Environment, Scope, TenantId};
+use std::path::Path;
+use std::sync::Arc;
+
+/// The SQLite file used when no database URL is given.
+pub const SQLITE_FILE: &str = "settle.sqlite3";
+
+#[derive(Clone)]
+pub enum Store {
+    Sqlite(SqliteStore),
+    Postgres(PgStore),
+}
+
+/// Resolves when the engine has drained its queue and stopped.
+pub struct EngineTask(tokio::sync::oneshot::Receiver<()>);
+
+impl EngineTask {
+    pub async fn finished(self) {
+        let _ = self.0.await;
+    }
+}
+
+impl Store {
+    /// Opens the database named by `database_url` (`postgres://…`,
+    /// `sqlite://PATH`), or the SQLite file in `data_dir` when there is none.
+    pub async fn open(database_url: Option<&str>, data_dir: &Path) -> Result<Store, StoreError> {
+        match database_url {
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => Ok(Store::Postgres(PgStore::connect(url).await?)),
+            Some(url) => {
+                let path = url.strip_prefix("sqlite://").ok_or_else(|| {
+                    StoreError::Other(format!("unsupported database URL scheme (want postgres:// or sqlite://): {}", url.split(':').next().unwrap_or("")))
+                })?;
+                Ok(Store::Sqlite(SqliteStore::new(path.into())))
+            }
+            None => {
+                std::fs::create_dir_all(data_dir).map_err(|e| StoreError::Unavailable(format!("cannot create data dir: {e}")))?;
+                Ok(Store::Sqlite(SqliteStore::new(data_dir.join(SQLITE_FILE))))
+            }
+        }
+    }
+
+    pub fn backend_name(&self) -> &'static str {
+        match self {
+            Store::Sqlite(_) => "sqlite",
+            Store::Postgres(_) => "postgres",
+        }
+    }
+
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(s) => {
+                let path = s.path().to_owned();
+                tokio::task::spawn_blocking(move || sqlite::migrate(&path)).await.map_err(|e| StoreError::Other(e.to_string()))?
+            }
+            Store::Postgres(p) => p.migrate().await,
+        }
+    }
+
+    /// Starts the engine: on SQLite on its own thread (its connection blocks),
+    /// on PostgreSQL as a task.
+    pub async fn start_engine(&self, clock: Arc<dyn Clock>, ids: Arc<IdGenerator>, config: EngineConfig) -> Result<(EngineHandle, EngineTask), StoreError> {
+        let (handle, receiver) = engine::channel();
+        let (done, finished) = tokio::sync::oneshot::channel();
+        match self {
+            Store::Sqlite(s) => {
+                let writer = s.writer()?;
+                let checkpointer = s.start_checkpointer()?;
+                let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().map_err(|e| StoreError::Other(e.to_string()))?;
+                std::thread::Builder::new()
+                    .name(String::from("settle-engine"))
+                    .spawn(move || {
+                        runtime.block_on(engine::run(writer, receiver, clock, ids, config));
+                        checkpointer.stop();
+                        let _ = done.send(());
+                    })
+                    .map_err(|e| StoreError::Other(e.to_string()))?;
+            }
+            Store::Postgres(p) => {
+                let writer = p.writer().await?;
+                tokio::spawn(async move {
+                    engine::run(writer, receiver, clock, ids, config).await;
+                    let _ = done.send(());
+                });
+            }
+        }
+        Ok((handle, EngineTask(finished)))
+    }
+
+    pub async fn ready(&self) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(s) => s.ready().await,
+            Store::Postgres(p) => p.ready().await,
+        }
+    }
+
+    pub async fn get_account(&self, tenant: TenantId, id: AccountId, now: Timestamp) -> Result<Option<AccountRecord>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.get_account(tenant, id, now).await,
+            Store::Postgres(p) => p.get_account(tenant, id, now).await,
+        }
+    }
+
+    pub async fn list_accounts(&self, tenant: TenantId, page: PageRequest, now: Timestamp) -> Result<Page<AccountRecord>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.list_accounts(tenant, page, now).await,
+            Store::Postgres(p) => p.list_accounts(tenant, page, now).await,
+        }
+    }
+
+    pub async fn get_transaction(&self, tenant: TenantId, id: TransactionId, now: Timestamp) -> Result<Option<Transaction>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.get_transaction(tenant, id, now).await,
+            Store::Postgres(p) => p.get_transaction(tenant, id, now).await,
+        }
+    }
+
+    pub async fn list_transactions(
+        &self,
+        tenant: TenantId,
+        account: Option<AccountId>,
+        status: Option<TransactionStatus>,
+        page: PageRequest,
+        now: Timestamp,
+    ) -> Result<Page<Transaction>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.list_transactions(tenant, account, status, page, now).await,
+            Store::Postgres(p) => p.list_transactions(tenant, account, status, page, now).await,
+        }
+    }
+
+    /// `None` when the account is not the tenant's.
+    pub async fn list_entries(&self, tenant: TenantId, account: AccountId, page: PageRequest, now: Timestamp) -> Result<Option<Page<EntryRow>>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.list_entries(tenant, account, page, now).await,
+            Store::Postgres(p) => p.list_entries(tenant, account, page, now).await,
+        }
+    }
+
+    pub async fn balances_as_of(&self, tenant: TenantId, account: AccountId, at: Timestamp) -> Result<Option<(AccountRecord, Counters)>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.balances_as_of(tenant, account, at).await,
+            Store::Postgres(p) => p.balances_as_of(tenant, account, at).await,
+        }
+    }
+
+    pub async fn find_idempotency(&self, tenant: TenantId, key: String) -> Result<Option<IdempotencyRecord>, StoreError> {
+        match self {
+            Store::Sqlite(s) => {
+                let s = s.clone();
+                tokio::task::spawn_blocking(move || s.find_idempotency_blocking(tenant, &key)).await.map_err(|e| StoreError::Other(e.to_string()))?
+            }
+            Store::Postgres(p) => p.find_idempotency(tenant, &key).await,
+        }
+    }
+
+    /// The key whose secret hashes to `secret_hash`, revoked or not.
+    pub async fn find_api_key(&self, secret_hash: String) -> Result<Option<ApiKeyRecord>, StoreError> {
+        match self {
+            Store::Sqlite(s) => {
+                let s = s.clone();
+                tokio::task::spawn_blocking(move || s.api_keys(KeyFilter::SecretHash(&secret_hash)))
+                    .await
+                    .map_err(|e| StoreError::Other(e.to_string()))?
+                    .map(|v| v.into_iter().next())
+            }
+            Store::Postgres(p) => Ok(p.api_keys(KeyFilter::SecretHash(&secret_hash)).await?.into_iter().next()),
+        }
+    }
+
+    pub async fn list_api_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.api_keys(KeyFilter::All),
+            Store::Postgres(p) => p.api_keys(KeyFilter::All).await,
+        }
+    }
+
+    #[expect(clippy::too_many_arguments, reason = "one operator call with every field of a new key")]
+    pub async fn create_api_key(
+        &self,
+        org_name: &str,
+        environment: Environment,
+        key_id: &ApiKeyId,
+        org_id_if_new: &OrgId,
+        secret_hash: &str,
+        scopes: &[Scope],
+        now: Timestamp,
+    ) -> Result<ApiKeyRecord, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.create_api_key(org_name, environment, key_id, org_id_if_new, secret_hash, scopes, now),
+            Store::Postgres(p) => p.create_api_key(org_name, environment, key_id, org_id_if_new, secret_hash, scopes, now).await,
+        }
+    }
+
+    pub async fn revoke_api_key(&self, id: &ApiKeyId, now: Timestamp) -> Result<bool, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.revoke_api_key(id, now),
+            Store::Postgres(p) => p.revoke_api_key(id, now).await,
+        }
+    }
+
+    pub async fn count_organizations(&self) -> Result<i64, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.count_organizations(),
+            Store::Postgres(p) => p.count_organizations().await,
+        }
+    }
+
+    pub async fn log_records(&self, after: i64, limit: i64) -> Result<Vec<LogRecord>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.log_records(after, limit),
+            Store::Postgres(p) => p.log_records(after, limit).await,
+        }
+    }
+
+    pub async fn entries_chunk(&self, after: &str, limit: i64) -> Result<Vec<(Entry, TransactionStatus)>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.entries_chunk(after, limit),
+            Store::Postgres(p) => p.entries_chunk(after, limit).await,
+        }
+    }
+
+    pub async fn all_account_states(&self) -> Result<Vec<AccountState>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.all_account_states(),
+            Store::Postgres(p) => p.all_account_states().await,
+        }
+    }
+}

@@ -1,0 +1,261 @@
+//! `settle bench`: measures transfers per second and latency over HTTP, the
+//! way a client sees them. Without `--url` it starts its own server on a
+//! temporary data dir (SQLite, or `--database-url`) and stops it afterwards.
+
+use anyhow::{Context, bail};
+use clap::Args;
+use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::{Rng, SeedableRng};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+#[derive(Args, Clone, Debug)]
+pub struct BenchArgs {
+    /// A running server to load; without it, bench starts its own.
+    #[arg(long)]
+    pub url: Option<String>,
+    /// API key for `--url` (a sandbox key with ledger:write).
+    #[arg(long, env = "SETTLE_API_KEY")]
+    pub api_key: Option<String>,
+    /// Database for the server bench starts (default: SQLite in a temporary dir).
+    #[arg(long)]
+    pub database_url: Option<String>,
+    /// Accounts that transfers move money between.
+    #[arg(long, default_value_t = 1_000)]
+    pub accounts: usize,
+    /// Transfers to make.
+    #[arg(long, default_value_t = 100_000)]
+    pub transfers: usize,
+    /// Transfers per request: 1 uses POST /v1/transactions, more uses /v1/transactions/batch.
+    #[arg(long, default_value_t = 1)]
+    pub batch_size: usize,
+    /// Requests in flight at once.
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    /// Share of transfers (0.0–1.0) that touch one hot account.
+    #[arg(long, default_value_t = 0.0)]
+    pub hot_accounts: f64,
+}
+
+/// A server started by bench, killed when dropped.
+struct OwnServer {
+    child: tokio::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+async fn start_server(database_url: Option<&str>) -> anyhow::Result<(OwnServer, String, String)> {
+    let exe = std::env::current_exe().context("finding the settle binary")?;
+    let dir = tempfile::Builder::new().prefix("settle-bench-").tempdir().context("creating a temporary data dir")?;
+    let port = free_port()?;
+    let url = format!("http://127.0.0.1:{port}");
+    let mut db_args: Vec<String> = vec![String::from("--data-dir"), dir.path().display().to_string()];
+    if let Some(db) = database_url {
+        db_args.push(String::from("--database-url"));
+        db_args.push(db.to_owned());
+    }
+    let key_out = tokio::process::Command::new(&exe)
+        .args(["keys", "create", "--org", "bench", "--environment", "sandbox", "--json"])
+        .args(&db_args)
+        .output()
+        .await
+        .context("running settle keys create")?;
+    if !key_out.status.success() {
+        bail!("settle keys create failed: {}", String::from_utf8_lossy(&key_out.stderr));
+    }
+    let key: serde_json::Value = serde_json::from_slice(key_out.stdout.trim_ascii()).context("parsing the bench key")?;
+    let secret = key["secret"].as_str().context("no secret in the key output")?.to_owned();
+    let log = std::fs::File::create(dir.path().join("server.log")).context("creating the server log")?;
+    let child = tokio::process::Command::new(&exe)
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .args(&db_args)
+        .env("SETTLE_LOG", "warn")
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting settle serve")?;
+    let server = OwnServer { child, _dir: dir };
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if client.get(format!("{url}/readyz")).send().await.is_ok_and(|r| r.status().is_success()) {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("the bench server did not become ready within 60 s");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok((server, url, secret))
+}
+
+fn progress(len: usize, what: &str) -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(Some(len as u64), indicatif::ProgressDrawTarget::stderr());
+    let template = format!("{what} {{bar:40}} {{pos}}/{{len}} {{per_sec}} eta {{eta}}");
+    if let Ok(style) = ProgressStyle::with_template(&template) {
+        bar.set_style(style);
+    }
+    bar
+}
+
+async fn create_accounts(client: &reqwest::Client, url: &str, key: &str, count: usize, concurrency: usize) -> anyhow::Result<Vec<String>> {
+    let bar = progress(count, "accounts ");
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency.clamp(1, 64) {
+        let (client, url, key, next, bar) = (client.clone(), url.to_owned(), key.to_owned(), Arc::clone(&next), bar.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut made = Vec::new();
+            while next.fetch_add(1, Ordering::Relaxed) < count {
+                let body = serde_json::json!({"name": "bench", "currency": "USD", "normal_balance": "credit"});
+                let response = client.post(format!("{url}/v1/accounts")).bearer_auth(&key).json(&body).send().await?;
+                if response.status() != reqwest::StatusCode::CREATED {
+                    bail!("creating an account answered {}", response.status());
+                }
+                let value: serde_json::Value = response.json().await?;
+                made.push(value["id"].as_str().unwrap_or_default().to_owned());
+                bar.inc(1);
+            }
+            Ok::<_, anyhow::Error>(made)
+        }));
+    }
+    let mut ids = Vec::with_capacity(count);
+    for task in tasks {
+        ids.extend(task.await??);
+    }
+    bar.finish_and_clear();
+    Ok(ids)
+}
+
+fn transfer_json(out: &mut String, accounts: &[String], hot_share: f64, rng: &mut impl Rng) {
+    let n = accounts.len();
+    let mut from = rng.random_range(0..n);
+    let mut to = rng.random_range(0..n);
+    if hot_share > 0.0 && rng.random_bool(hot_share.clamp(0.0, 1.0)) {
+        if rng.random_bool(0.5) { from = 0 } else { to = 0 }
+    }
+    if from == to {
+        to = (to + 1) % n;
+    }
+    let amount = rng.random_range(1..=10_000);
+    out.push_str(&format!(
+        r#"{{"entries":[{{"account_id":"{}","direction":"debit","amount":{amount}}},{{"account_id":"{}","direction":"credit","amount":{amount}}}]}}"#,
+        accounts[from], accounts[to]
+    ));
+}
+
+/// The `failed` count of a batch result, found in its first bytes.
+fn failed_count(body: &[u8]) -> Option<u64> {
+    let head = std::str::from_utf8(&body[..body.len().min(200)]).ok()?;
+    let rest = &head[head.find("\"failed\":")? + 9..];
+    rest[..rest.find(|c: char| !c.is_ascii_digit())?].parse().ok()
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    if args.accounts < 2 || args.transfers == 0 || args.batch_size == 0 || args.concurrency == 0 {
+        bail!("--accounts must be at least 2; --transfers, --batch-size and --concurrency at least 1");
+    }
+    if args.batch_size > settle_core::limits::MAX_BATCH_TRANSACTIONS {
+        bail!("--batch-size may be at most {}", settle_core::limits::MAX_BATCH_TRANSACTIONS);
+    }
+    let (_server, url, key) = match (&args.url, &args.api_key) {
+        (Some(url), Some(key)) => (None, url.trim_end_matches('/').to_owned(), key.clone()),
+        (Some(_), None) => bail!("--url needs --api-key (or SETTLE_API_KEY)"),
+        (None, _) => {
+            let (server, url, key) = start_server(args.database_url.as_deref()).await?;
+            (Some(server), url, key)
+        }
+    };
+    let client = reqwest::Client::builder().pool_max_idle_per_host(args.concurrency).timeout(Duration::from_secs(60)).build()?;
+    let accounts = Arc::new(create_accounts(&client, &url, &key, args.accounts, args.concurrency).await?);
+
+    let requests = args.transfers.div_ceil(args.batch_size);
+    let bar = progress(args.transfers, "transfers");
+    let next = Arc::new(AtomicUsize::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..args.concurrency {
+        let (client, url, key, next, errors, bar, accounts) =
+            (client.clone(), url.clone(), key.clone(), Arc::clone(&next), Arc::clone(&errors), bar.clone(), Arc::clone(&accounts));
+        let (batch_size, transfers, hot) = (args.batch_size, args.transfers, args.hot_accounts);
+        tasks.push(tokio::spawn(async move {
+            let mut histogram = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
+            let mut rng = rand::rngs::SmallRng::from_rng(&mut rand::rng());
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= requests {
+                    break;
+                }
+                let count = batch_size.min(transfers - i * batch_size);
+                let mut body = String::with_capacity(count * 200 + 64);
+                let path = if batch_size == 1 {
+                    transfer_json(&mut body, &accounts, hot, &mut rng);
+                    "/v1/transactions"
+                } else {
+                    body.push_str(r#"{"atomic":false,"transactions":["#);
+                    for j in 0..count {
+                        if j > 0 {
+                            body.push(',');
+                        }
+                        transfer_json(&mut body, &accounts, hot, &mut rng);
+                    }
+                    body.push_str("]}");
+                    "/v1/transactions/batch"
+                };
+                let sent = Instant::now();
+                let result = client.post(format!("{url}{path}")).bearer_auth(&key).header("content-type", "application/json").body(body).send().await;
+                let failed = match result {
+                    Ok(response) if batch_size == 1 => {
+                        let ok = response.status() == reqwest::StatusCode::CREATED;
+                        let _ = response.bytes().await;
+                        u64::from(!ok)
+                    }
+                    Ok(response) if response.status().is_success() => {
+                        // The summary leads the body: read it without parsing every result.
+                        let body = response.bytes().await.unwrap_or_default();
+                        failed_count(&body).unwrap_or(count as u64)
+                    }
+                    Ok(_) | Err(_) => count as u64,
+                };
+                histogram.saturating_record(sent.elapsed().as_micros() as u64);
+                errors.fetch_add(failed, Ordering::Relaxed);
+                bar.inc(count as u64);
+            }
+            Ok::<_, anyhow::Error>(histogram)
+        }));
+    }
+    let mut histogram = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
+    for task in tasks {
+        histogram.add(task.await??)?;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    bar.finish_and_clear();
+    let ms = |q: f64| (histogram.value_at_quantile(q) as f64 / 1000.0 * 100.0).round() / 100.0;
+    let report = serde_json::json!({
+        "transfers": args.transfers,
+        "seconds": (seconds * 1000.0).round() / 1000.0,
+        "transfers_per_sec": (args.transfers as f64 / seconds).round(),
+        "p50_ms": ms(0.50),
+        "p99_ms": ms(0.99),
+        "errors": errors.load(Ordering::Relaxed),
+        "requests": requests,
+        "batch_size": args.batch_size,
+        "concurrency": args.concurrency,
+        "accounts": args.accounts,
+        "hot_accounts": args.hot_accounts,
+    });
+    println!("{report}");
+    if let Some(mut server) = _server {
+        let _ = server.child.start_kill();
+        let _ = server.child.wait().await;
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,130 @@
+//! `settle keys`: create, list and revoke API keys. Secrets are shown once
+//! and stored only as a SHA-256 hash.
+
+use crate::DatabaseArgs;
+use anyhow::{Context, bail};
+use clap::Subcommand;
+use rand::Rng;
+use rand::distr::Alphanumeric;
+use settle_core::clock::{Clock, SystemClock};
+use settle_core::ids::{ApiKeyId, IdGenerator};
+use settle_core::tenancy::{Environment, Scope};
+use settle_store::Store;
+use settle_store::records::ApiKeyRecord;
+use std::process::ExitCode;
+
+/// Random characters in a secret: 32 alphanumerics carry about 190 bits.
+const SECRET_CHARS: usize = 32;
+
+#[derive(Subcommand)]
+pub enum KeysCommand {
+    /// Create a key (and the organization, if new). Prints the secret once.
+    Create {
+        #[arg(long)]
+        org: String,
+        #[arg(long, value_parser = ["sandbox", "live"])]
+        environment: String,
+        /// Repeatable; default: every scope.
+        #[arg(long = "scope")]
+        scopes: Vec<String>,
+        /// Print one JSON object (id, secret, org, environment, scopes).
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        db: DatabaseArgs,
+    },
+    /// List keys (never their secrets).
+    List {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        db: DatabaseArgs,
+    },
+    /// Revoke a key; it stops working within a second on every server.
+    Revoke {
+        id: String,
+        #[command(flatten)]
+        db: DatabaseArgs,
+    },
+}
+
+/// A new secret: `sk_<environment>_` and random alphanumerics.
+pub fn new_secret(environment: Environment) -> String {
+    let random: String = rand::rng().sample_iter(&Alphanumeric).take(SECRET_CHARS).map(char::from).collect();
+    format!("sk_{}_{random}", environment.as_str())
+}
+
+/// Creates a key and returns it with its secret.
+pub async fn create_key(store: &Store, org: &str, environment: Environment, scopes: &[Scope]) -> anyhow::Result<(ApiKeyRecord, String)> {
+    let ids = IdGenerator::default();
+    let secret = new_secret(environment);
+    let hash = settle_api::auth::hash_secret(&secret);
+    let record = store.create_api_key(org, environment, &ids.api_key(), &ids.org(), &hash, scopes, SystemClock.now()).await.context("creating the key")?;
+    Ok((record, secret))
+}
+
+fn key_json(k: &ApiKeyRecord) -> serde_json::Value {
+    serde_json::json!({
+        "id": k.id.as_str(),
+        "org": k.org_name,
+        "org_id": k.org_id.as_str(),
+        "environment": k.environment.as_str(),
+        "scopes": k.scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
+        "created_at": k.created_at.to_rfc3339(),
+        "revoked_at": k.revoked_at.map(|t| t.to_rfc3339()),
+    })
+}
+
+pub async fn run(command: KeysCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        KeysCommand::Create { org, environment, scopes, json, db } => {
+            let environment = Environment::parse(&environment).context("environment must be sandbox or live")?;
+            if org.trim().is_empty() || org.chars().count() > 100 {
+                bail!("--org must be 1 to 100 characters");
+            }
+            let scopes: Vec<Scope> = if scopes.is_empty() {
+                Scope::ALL.to_vec()
+            } else {
+                scopes
+                    .iter()
+                    .map(|s| Scope::parse(s).with_context(|| format!("unknown scope {s:?}; known: ledger:read, ledger:write")))
+                    .collect::<anyhow::Result<_>>()?
+            };
+            let store = db.open().await?;
+            let (record, secret) = create_key(&store, &org, environment, &scopes).await?;
+            if json {
+                let mut value = key_json(&record);
+                value["secret"] = serde_json::Value::String(secret);
+                println!("{value}");
+            } else {
+                println!("created {} for {} ({})", record.id, record.org_name, record.environment.as_str());
+                println!("secret (shown only now): {secret}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        KeysCommand::List { json, db } => {
+            let store = db.open().await?;
+            for k in store.list_api_keys().await? {
+                if json {
+                    println!("{}", key_json(&k));
+                } else {
+                    let scopes: Vec<&str> = k.scopes.iter().map(|s| s.as_str()).collect();
+                    let state = if k.revoked_at.is_some() { "revoked" } else { "active" };
+                    println!("{}\t{}\t{}\t{}\t{}", k.id, k.org_name, k.environment.as_str(), scopes.join(","), state);
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        KeysCommand::Revoke { id, db } => {
+            let id = ApiKeyId::parse(&id).context("not an API key id (key_…)")?;
+            let store = db.open().await?;
+            if store.revoke_api_key(&id, SystemClock.now()).await? {
+                println!("revoked {id}");
+                Ok(ExitCode::SUCCESS)
+            } else {
+                eprintln!("no active key {id}");
+                Ok(ExitCode::FAILURE)
+            }
+        }
+    }
+}

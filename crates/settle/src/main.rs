@@ -1,0 +1,124 @@
+//! `settle`: the server and its operator commands. Every subcommand that
+//! touches the database takes the same `--data-dir` / `--database-url`
+//! flags (and environment variables), so it always finds the server's data.
+
+mod bench;
+mod keys;
+mod serve;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use settle_store::Store;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "settle", version, about = "Settle: a self-hostable double-entry ledger and payments core")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Where the data lives; shared by every subcommand.
+#[derive(Args, Clone, Debug)]
+pub struct DatabaseArgs {
+    /// Directory for the SQLite database and the sandbox key file.
+    #[arg(long, env = "SETTLE_DATA_DIR", default_value = "./settle-data")]
+    pub data_dir: PathBuf,
+    /// `postgres://…` selects PostgreSQL; default: a SQLite file in the data dir.
+    #[arg(long, env = "SETTLE_DATABASE_URL")]
+    pub database_url: Option<String>,
+}
+
+impl DatabaseArgs {
+    pub async fn open(&self) -> anyhow::Result<Store> {
+        let store = Store::open(self.database_url.as_deref(), &self.data_dir).await.context("opening the database")?;
+        store.migrate().await.context("applying migrations")?;
+        Ok(store)
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the API server.
+    Serve(serve::ServeArgs),
+    /// Apply database migrations and exit.
+    Migrate {
+        #[command(flatten)]
+        db: DatabaseArgs,
+    },
+    /// Manage API keys.
+    Keys {
+        #[command(subcommand)]
+        command: keys::KeysCommand,
+    },
+    /// Check the tamper-evident ledger log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+    /// Measure transfers per second over HTTP.
+    Bench(bench::BenchArgs),
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Recompute the hash chain and check entries and balances against it; exit 1 on the first discrepancy.
+    Verify {
+        #[command(flatten)]
+        db: DatabaseArgs,
+    },
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SETTLE_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().json().flatten_event(true).with_current_span(false).with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("settle: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => {
+                init_logging();
+                serve::run(args).await
+            }
+            Command::Migrate { db } => {
+                db.open().await?;
+                println!("migrations applied");
+                Ok(ExitCode::SUCCESS)
+            }
+            Command::Keys { command } => keys::run(command).await,
+            Command::Audit { command: AuditCommand::Verify { db } } => audit_verify(db).await,
+            Command::Bench(args) => bench::run(args).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("settle: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn audit_verify(db: DatabaseArgs) -> anyhow::Result<ExitCode> {
+    let store = db.open().await?;
+    match settle_store::audit::verify(&store).await.context("reading the ledger")? {
+        Ok(report) => {
+            println!("ok: {} log records, {} entries, {} accounts verified", report.log_records, report.entries, report.accounts);
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(failure) => {
+            println!("FAILED: {failure}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}

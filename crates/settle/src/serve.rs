@@ -1,0 +1,90 @@
+//! `settle serve`: migrations, first-start sandbox key, the engine, the API,
+//! and a graceful stop on SIGINT/SIGTERM (stop accepting, finish in-flight
+//! requests, drain the engine, exit 0).
+
+use crate::DatabaseArgs;
+use anyhow::Context;
+use clap::Args;
+use settle_core::clock::{Clock, SystemClock};
+use settle_core::ids::IdGenerator;
+use settle_core::tenancy::{Environment, Scope};
+use settle_store::Store;
+use settle_store::engine::EngineConfig;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Args, Clone, Debug)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "SETTLE_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// How long idempotency records are kept, in hours (at least 24 is recommended).
+    #[arg(long, env = "SETTLE_IDEMPOTENCY_RETENTION_HOURS", default_value_t = 24)]
+    pub idempotency_retention_hours: u64,
+    #[command(flatten)]
+    pub db: DatabaseArgs,
+}
+
+/// Name of the file that receives the first sandbox key's secret.
+pub const SANDBOX_KEY_FILE: &str = "sandbox.key";
+
+async fn bootstrap(store: &Store, data_dir: &Path) -> anyhow::Result<()> {
+    if store.count_organizations().await? > 0 {
+        return Ok(());
+    }
+    let (record, secret) = crate::keys::create_key(store, "default", Environment::Sandbox, &Scope::ALL).await?;
+    std::fs::create_dir_all(data_dir).context("creating the data dir")?;
+    let path = data_dir.join(SANDBOX_KEY_FILE);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(&path).with_context(|| format!("creating {}", path.display()))?;
+    writeln!(file, "{secret}").context("writing the sandbox key")?;
+    tracing::info!(key_id = %record.id, path = %path.display(), "created organization \"default\" with a sandbox API key; its secret is in this file");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let interrupt = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutdown requested: no new connections; finishing in-flight requests");
+}
+
+pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let store = args.db.open().await?;
+    tracing::info!(backend = store.backend_name(), "migrations applied");
+    bootstrap(&store, &args.db.data_dir).await?;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let config = EngineConfig { idempotency_retention: Duration::from_secs(args.idempotency_retention_hours.saturating_mul(3600)), ..EngineConfig::default() };
+    let (engine, engine_task) = store.start_engine(Arc::clone(&clock), Arc::new(IdGenerator::default()), config).await.context("starting the ledger engine")?;
+    let app = settle_api::router(settle_api::AppState::new(store, engine, clock));
+    let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
+    tracing::info!(listen = %listener.local_addr().unwrap_or(args.listen), "settle is serving");
+    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await.context("serving")?;
+    // The router (and with it every engine handle) is gone: the engine
+    // finishes what is queued and stops.
+    engine_task.finished().await;
+    tracing::info!("stopped cleanly");
+    Ok(ExitCode::SUCCESS)
+}

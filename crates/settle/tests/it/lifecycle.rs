@@ -1,0 +1,86 @@
+//! First start, keys, shutdown.
+
+use crate::harness::{Api, Server, cli, db_args};
+use std::time::{Duration, Instant};
+
+#[tokio::test]
+async fn first_start_writes_a_private_sandbox_key_that_never_appears_in_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path(), None).await;
+    let key_file = dir.path().join("sandbox.key");
+    let secret = std::fs::read_to_string(&key_file).unwrap().trim().to_owned();
+    assert!(secret.starts_with("sk_sandbox_") && secret.len() >= "sk_sandbox_".len() + 22, "weak secret shape");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+    let api = Api::new(&server.url, &secret);
+    let a = api.account("credit", Some(0)).await;
+    assert_eq!(api.posted(&a).await, 0);
+    assert!(server.terminate().success(), "SIGTERM must exit 0");
+    let log = server.log_text();
+    assert!(log.contains("sandbox.key"), "the log names the key file");
+    assert!(!log.contains(&secret), "the secret leaked into the log");
+    for line in log.lines().filter(|l| l.starts_with('{')) {
+        serde_json::from_str::<serde_json::Value>(line).expect("every log line is JSON");
+    }
+}
+
+#[tokio::test]
+async fn a_second_start_keeps_the_first_key_and_creates_no_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path(), None).await;
+    let first = std::fs::read_to_string(dir.path().join("sandbox.key")).unwrap();
+    server.terminate();
+    server.restart().await;
+    assert_eq!(std::fs::read_to_string(dir.path().join("sandbox.key")).unwrap(), first);
+    let out = cli(&[vec![String::from("keys"), String::from("list")], db_args(dir.path(), None)].concat());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 1);
+}
+
+#[tokio::test]
+async fn a_revoked_key_stops_working_within_a_second_and_scopes_are_enforced() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), None).await;
+    let (id, secret) = server.key("acme", &[]);
+    let (_, read_only) = server.key("acme", &["ledger:read"]);
+    let api = Api::new(&server.url, &secret);
+    let a = api.account("credit", None).await;
+    let ro = Api::new(&server.url, &read_only);
+    assert_eq!(ro.get(&format!("/v1/accounts/{a}")).await.0, 200);
+    let (status, body) = ro.post("/v1/accounts", serde_json::json!({"name": "x", "currency": "USD", "normal_balance": "debit"})).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (403, Some("insufficient_scope")));
+
+    let out = cli(&[vec![String::from("keys"), String::from("revoke"), id.clone()], db_args(dir.path(), None)].concat());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let revoked_at = Instant::now();
+    loop {
+        let (status, body) = api.get(&format!("/v1/accounts/{a}")).await;
+        if status == 401 {
+            assert_eq!(body["error"]["code"], "invalid_api_key");
+            break;
+        }
+        assert!(revoked_at.elapsed() < Duration::from_millis(1000), "revoked key still accepted after a second");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let listed = cli(&[vec![String::from("keys"), String::from("list"), String::from("--json")], db_args(dir.path(), None)].concat());
+    let text = String::from_utf8_lossy(&listed.stdout);
+    assert!(!text.contains(&secret), "keys list must never print secrets");
+    assert!(text.lines().any(|l| l.contains(&id) && l.contains("revoked_at\":\"")));
+}
+
+#[tokio::test]
+async fn operator_commands_refuse_bad_input_with_a_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = db_args(dir.path(), None);
+    let bad_scope =
+        cli(&[vec!["keys", "create", "--org", "x", "--environment", "sandbox", "--scope", "root"].into_iter().map(String::from).collect(), base.clone()]
+            .concat());
+    assert!(!bad_scope.status.success());
+    assert!(String::from_utf8_lossy(&bad_scope.stderr).contains("unknown scope"));
+    let bad_env = cli(&[vec!["keys", "create", "--org", "x", "--environment", "prod"].into_iter().map(String::from).collect(), base.clone()].concat());
+    assert!(!bad_env.status.success());
+    let bad_revoke = cli(&[vec![String::from("keys"), String::from("revoke"), String::from("nope")], base].concat());
+    assert!(!bad_revoke.status.success());
+}
