@@ -57,27 +57,26 @@ impl<T: DeserializeOwned, S: Send + Sync, const LIMIT: usize> FromRequest<S> for
             return Err(ApiError::invalid("body", "the request body must be a JSON object"));
         }
         let field_error = |path: String, message: String| ApiError::invalid(if path == "." { String::from("body") } else { path }, message);
+        // The typed parse is the strict one (duplicate fields, trailing data,
+        // unknown fields): it runs whether or not the request is keyed.
+        let mut de = serde_json::Deserializer::from_str(text);
+        let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            if inner.is_syntax() || inner.is_eof() {
+                ApiError::invalid("body", format!("the request body is not valid JSON: {inner}"))
+            } else {
+                field_error(path, inner.to_string())
+            }
+        })?;
+        de.end().map_err(|e| ApiError::invalid("body", format!("the request body is not valid JSON: {e}")))?;
         if !wants_canonical {
-            let mut de = serde_json::Deserializer::from_str(text);
-            let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-                let path = e.path().to_string();
-                let inner = e.into_inner();
-                if inner.is_syntax() || inner.is_eof() {
-                    ApiError::invalid("body", format!("the request body is not valid JSON: {inner}"))
-                } else {
-                    field_error(path, inner.to_string())
-                }
-            })?;
-            de.end().map_err(|e| ApiError::invalid("body", format!("the request body is not valid JSON: {e}")))?;
             return Ok(JsonBody { value, canonical: Vec::new() });
         }
+        // Key order and whitespace do not change a request's fingerprint.
         let generic: serde_json::Value =
             serde_json::from_str(text).map_err(|e| ApiError::invalid("body", format!("the request body is not valid JSON: {e}")))?;
         let canonical = serde_json::to_vec(&generic).map_err(|e| ApiError::internal(&e))?;
-        let value = serde_path_to_error::deserialize(generic).map_err(|e| {
-            let path = e.path().to_string();
-            field_error(path, e.into_inner().to_string())
-        })?;
         Ok(JsonBody { value, canonical })
     }
 }

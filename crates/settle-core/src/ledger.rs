@@ -586,7 +586,9 @@ pub fn post(view: &mut AccountView, transaction: &mut Transaction, entries: Opti
     let mut deltas = release_deltas(transaction);
     deltas.extend(deltas_for(&posting, Leg::Posted, DeltaOp::Add));
     apply(view, transaction.tenant, &deltas, &BTreeMap::new())?;
-    let posted = make_entries(&transaction.id, &posting, Leg::Posted, view, transaction.effective_at, now)?;
+    // The captured money moves now: the posted legs take effect when the hold
+    // ends, so no instant counts the same money as both held and posted.
+    let posted = make_entries(&transaction.id, &posting, Leg::Posted, view, transaction.effective_at.max(now), now)?;
     transaction.entries.extend(posted);
     transaction.status = TransactionStatus::Posted;
     transaction.posted_at = Some(now);

@@ -180,7 +180,6 @@ ledger_test! {
 }
 
 ledger_test! {
-    #[ignore = "bug: balances as_of an instant between a hold and its capture count the held money twice (posted legs carry the hold's effective_at while the pending legs still count until posted_at)"]
     async fn balances_as_of_between_a_hold_and_its_capture_count_the_money_once(app) {
         let source = app.account("debit", None).await;
         let wallet = app.account("credit", Some(0)).await;

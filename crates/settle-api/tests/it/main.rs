@@ -13,5 +13,7 @@ mod app;
 mod batches;
 mod holds;
 mod idempotency;
+mod invariants;
+mod races;
 mod tenancy;
 mod transactions;
