@@ -7,10 +7,11 @@ use crate::commands::{Submission, submit};
 use crate::error::ApiError;
 use crate::observe::RequestId;
 use crate::pagination::{page, parse_query};
+use crate::path::IdPath;
 use crate::render::{self, balances_json};
 use crate::state::AppState;
 use crate::wire::{self, CreateAccountRequest};
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
@@ -59,7 +60,7 @@ pub fn account_id(text: &str) -> Result<AccountId, ApiError> {
     AccountId::parse(text).ok_or_else(|| ApiError::not_found("account"))
 }
 
-pub async fn get(State(state): State<AppState>, principal: Principal, Path(id): Path<String>) -> Result<Response, ApiError> {
+pub async fn get(State(state): State<AppState>, principal: Principal, IdPath(id): IdPath) -> Result<Response, ApiError> {
     require(&principal, Scope::LedgerRead)?;
     let id = account_id(&id)?;
     let account = state.store.get_account(principal.tenant, id, state.clock.now()).await?.ok_or_else(|| ApiError::not_found("account"))?;
@@ -83,7 +84,7 @@ pub async fn list(State(state): State<AppState>, principal: Principal, RawQuery(
     Ok(Json(render::list(data, result.has_more)).into_response())
 }
 
-pub async fn entries(State(state): State<AppState>, principal: Principal, Path(id): Path<String>, RawQuery(query): RawQuery) -> Result<Response, ApiError> {
+pub async fn entries(State(state): State<AppState>, principal: Principal, IdPath(id): IdPath, RawQuery(query): RawQuery) -> Result<Response, ApiError> {
     require(&principal, Scope::LedgerRead)?;
     let id = account_id(&id)?;
     let params: ListParams = parse_query(query.as_deref())?;
@@ -98,7 +99,7 @@ struct BalanceParams {
     as_of: Option<String>,
 }
 
-pub async fn balances(State(state): State<AppState>, principal: Principal, Path(id): Path<String>, RawQuery(query): RawQuery) -> Result<Response, ApiError> {
+pub async fn balances(State(state): State<AppState>, principal: Principal, IdPath(id): IdPath, RawQuery(query): RawQuery) -> Result<Response, ApiError> {
     require(&principal, Scope::LedgerRead)?;
     let id = account_id(&id)?;
     let params: BalanceParams = parse_query(query.as_deref())?;
@@ -107,7 +108,9 @@ pub async fn balances(State(state): State<AppState>, principal: Principal, Path(
         None => now,
         Some(text) => Timestamp::parse_rfc3339(&text).ok_or_else(|| ApiError::invalid("as_of", "as_of must be an RFC 3339 timestamp"))?,
     };
-    let (account, counters) = state.store.balances_as_of(principal.tenant, id, at.min(now)).await?.ok_or_else(|| ApiError::not_found("account"))?;
+    // The future is not known yet: a later instant answers as of now, and says so.
+    let at = at.min(now);
+    let (account, counters) = state.store.balances_as_of(principal.tenant, id, at).await?.ok_or_else(|| ApiError::not_found("account"))?;
     let (balances, totals) = balances_json(&counters, account.state.normal_balance)?;
     Ok(Json(serde_json::json!({
         "object": "account_balances",

@@ -134,6 +134,7 @@ impl From<&CommandError> for ApiError {
                 LedgerError::TransactionNotPosted(_) => (StatusCode::CONFLICT, ConflictError, "transaction_not_posted", None),
                 LedgerError::AlreadyReversed { .. } => (StatusCode::CONFLICT, ConflictError, "transaction_already_reversed", None),
                 LedgerError::AmountExceedsHold { .. } => (StatusCode::UNPROCESSABLE_ENTITY, Rule, "amount_exceeds_hold", Some("entries")),
+                LedgerError::ExpiryNotInFuture => (StatusCode::BAD_REQUEST, InvalidRequestError, "invalid_request", Some("expires_at")),
                 LedgerError::Invariant(_) => return ApiError::internal(e),
             },
             CommandError::TransactionNotFound(_) => return ApiError::not_found("transaction"),

@@ -10,6 +10,7 @@ pub mod error;
 pub mod idempotency;
 pub mod observe;
 pub mod pagination;
+pub mod path;
 pub mod render;
 pub mod state;
 pub mod transactions;

@@ -7,10 +7,11 @@ use crate::commands::{Submission, submit};
 use crate::error::ApiError;
 use crate::observe::RequestId;
 use crate::pagination::{page, parse_query};
+use crate::path::IdPath;
 use crate::render;
 use crate::state::AppState;
 use crate::wire::{self, BatchRequest, CreateTransactionRequest, EmptyRequest, PostRequest};
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
@@ -33,7 +34,7 @@ pub async fn create(
     body: JsonBody<CreateTransactionRequest>,
 ) -> Result<Response, ApiError> {
     require(&principal, Scope::LedgerWrite)?;
-    let draft = wire::transaction_draft("", body.value, state.clock.now())?;
+    let draft = wire::transaction_draft("", body.value)?;
     let command = Command::CreateTransaction(Box::new(draft));
     submit(
         &state,
@@ -62,13 +63,8 @@ pub async fn batch(
     if req.transactions.is_empty() || req.transactions.len() > MAX_BATCH_TRANSACTIONS {
         return Err(ApiError::invalid("transactions", format!("a batch holds 1 to {MAX_BATCH_TRANSACTIONS} transactions")));
     }
-    let now = state.clock.now();
-    let items = req
-        .transactions
-        .into_iter()
-        .enumerate()
-        .map(|(i, t)| wire::transaction_draft(&format!("transactions[{i}]."), t, now))
-        .collect::<Result<Vec<_>, _>>()?;
+    let items =
+        req.transactions.into_iter().enumerate().map(|(i, t)| wire::transaction_draft(&format!("transactions[{i}]."), t)).collect::<Result<Vec<_>, _>>()?;
     let command = Command::CreateBatch { atomic: req.atomic, items };
     submit(
         &state,
@@ -90,7 +86,7 @@ pub async fn post(
     principal: Principal,
     Extension(request_id): Extension<RequestId>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    IdPath(id): IdPath,
     body: JsonBody<PostRequest>,
 ) -> Result<Response, ApiError> {
     require(&principal, Scope::LedgerWrite)?;
@@ -125,7 +121,7 @@ pub async fn void(
     principal: Principal,
     Extension(request_id): Extension<RequestId>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    IdPath(id): IdPath,
     body: JsonBody<EmptyRequest>,
 ) -> Result<Response, ApiError> {
     require(&principal, Scope::LedgerWrite)?;
@@ -152,7 +148,7 @@ pub async fn reverse(
     principal: Principal,
     Extension(request_id): Extension<RequestId>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    IdPath(id): IdPath,
     body: JsonBody<EmptyRequest>,
 ) -> Result<Response, ApiError> {
     require(&principal, Scope::LedgerWrite)?;
@@ -174,7 +170,7 @@ pub async fn reverse(
     .await
 }
 
-pub async fn get(State(state): State<AppState>, principal: Principal, Path(id): Path<String>) -> Result<Response, ApiError> {
+pub async fn get(State(state): State<AppState>, principal: Principal, IdPath(id): IdPath) -> Result<Response, ApiError> {
     require(&principal, Scope::LedgerRead)?;
     let id = transaction_id(&id)?;
     let t = state.store.get_transaction(principal.tenant, id, state.clock.now()).await?.ok_or_else(|| ApiError::not_found("transaction"))?;

@@ -145,16 +145,13 @@ pub fn entries(prefix: &str, entries: Vec<EntryRequest>) -> Result<Vec<EntryDraf
 }
 
 /// Converts one create-transaction request; `prefix` locates it inside a batch.
-pub fn transaction_draft(prefix: &str, req: CreateTransactionRequest, now: Timestamp) -> Result<TransactionDraft, ApiError> {
+pub fn transaction_draft(prefix: &str, req: CreateTransactionRequest) -> Result<TransactionDraft, ApiError> {
     let p = |field: &str| format!("{prefix}{field}");
     let status = match req.status {
         None | Some(NewStatusRequest::Posted) => TransactionStatus::Posted,
         Some(NewStatusRequest::Pending) => TransactionStatus::Pending,
     };
     let expires_at = timestamp(&p("expires_at"), req.expires_at)?;
-    if expires_at.is_some_and(|at| at <= now) {
-        return Err(ApiError::invalid(p("expires_at"), "expires_at must be in the future"));
-    }
     let mut expected_versions = BTreeMap::new();
     for (id, version) in req.expected_versions.unwrap_or_default() {
         let account = body_account_id(&p("expected_versions"), &id)?;

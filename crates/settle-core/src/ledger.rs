@@ -186,6 +186,9 @@ pub enum LedgerError {
     AlreadyReversed { transaction: TransactionId, reversal: TransactionId },
     #[error("posting {account_id} {direction:?} exceeds what the hold reserved for it")]
     AmountExceedsHold { account_id: AccountId, direction: Direction },
+    /// Checked by the engine, after an idempotent replay had its chance.
+    #[error("expires_at must be in the future")]
+    ExpiryNotInFuture,
     #[error("ledger invariant broken for account {0}: a release exceeds its pending counter")]
     Invariant(AccountId),
 }
@@ -531,6 +534,9 @@ fn make_entries(
 
 /// Creates a transaction: checks every rule against `view` and updates it.
 pub fn create(view: &mut AccountView, tenant: TenantId, id: TransactionId, draft: &TransactionDraft, now: Timestamp) -> Result<Transaction, LedgerError> {
+    if draft.expires_at.is_some_and(|at| at <= now) {
+        return Err(LedgerError::ExpiryNotInFuture);
+    }
     let leg = if draft.status == TransactionStatus::Pending { Leg::Pending } else { Leg::Posted };
     apply(view, tenant, &deltas_for(&draft.entries, leg, DeltaOp::Add), &draft.expected_versions)?;
     let effective_at = draft.effective_at.unwrap_or(now);

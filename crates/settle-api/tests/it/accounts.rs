@@ -261,3 +261,21 @@ ledger_test! {
         assert_eq!(app.balances(&wallet).await, Balances { posted: 640, pending: 440, available: 440 });
     }
 }
+
+ledger_test! {
+    async fn a_future_as_of_answers_as_of_now_and_says_so(app) {
+        let wallet = app.account("credit", None).await;
+        let later = app.now().plus_secs(3600).to_rfc3339();
+        let reply = app.get(&format!("/v1/accounts/{wallet}/balances?as_of={later}")).await;
+        reply.expect_status(200);
+        assert_eq!(reply.body["as_of"], app.now().to_rfc3339().as_str());
+    }
+}
+
+ledger_test! {
+    async fn a_path_id_that_is_not_utf8_is_not_found_in_the_envelope(app) {
+        app.get("/v1/accounts/%FF").await.expect_error(404, "not_found");
+        app.get("/v1/transactions/%FF%FE").await.expect_error(404, "not_found");
+        app.post("/v1/transactions/%FF/void", &json!({})).await.expect_error(404, "not_found");
+    }
+}

@@ -234,3 +234,19 @@ ledger_test! {
         assert_eq!(app.balances(&wallet).await, Balances { posted: 1000, pending: 1000, available: 1000 });
     }
 }
+
+ledger_test! {
+    async fn a_keyed_hold_retried_after_it_expired_replays_its_first_answer(app) {
+        let (wallet, merchant) = wallet_and_merchant(&app).await;
+        let mut body = transfer_body(&wallet, &merchant, 10);
+        body["status"] = json!("pending");
+        body["expires_at"] = json!(app.now().plus_secs(60).to_rfc3339());
+        let first = app.post_idempotent("/v1/transactions", "hold-1", &body).await;
+        first.expect_status(201);
+        app.clock.advance_secs(120);
+        let retry = app.post_idempotent("/v1/transactions", "hold-1", &body).await;
+        assert_eq!((retry.status, retry.header("idempotent-replayed")), (201, Some("true")), "{}", retry.body);
+        assert_eq!(retry.bytes, first.bytes);
+        assert_eq!(app.list_all("/v1/transactions").await.len(), 2, "the funding transfer and the one hold");
+    }
+}
