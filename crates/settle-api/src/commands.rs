@@ -50,6 +50,7 @@ pub async fn submit(state: &AppState, s: Submission<'_>) -> Result<Response, Api
     let reply = state.engine.submit(tenant, s.command, claim).await.map_err(|_| ApiError::unavailable())?;
     match reply {
         Reply::Done { result: Err(CommandError::Unavailable), .. } => Err(ApiError::unavailable()),
+        Reply::Done { result: Err(CommandError::OutcomeUnknown), .. } => Err(ApiError::outcome_unknown()),
         Reply::Done { stored: Some(stored), .. } => Ok(respond(stored, false)),
         Reply::Done { result, stored: None } => Ok(respond((s.render)(&result, &s.request_id.0), false)),
         Reply::Replay(stored) => Ok(respond(stored, true)),

@@ -59,6 +59,17 @@ impl ApiError {
         )
     }
 
+    /// The database failed mid-commit: the change may have been written. A
+    /// retry with the same Idempotency-Key answers what actually happened.
+    pub fn outcome_unknown() -> ApiError {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorType::ApiError,
+            "service_unavailable",
+            "the ledger database failed while committing, so this change may or may not have been written; retry with the same Idempotency-Key to learn which",
+        )
+    }
+
     pub fn unavailable() -> ApiError {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -141,6 +152,7 @@ impl From<&CommandError> for ApiError {
             CommandError::DuplicateExternalId { .. } => (StatusCode::CONFLICT, ConflictError, "duplicate_external_id", Some("external_id")),
             CommandError::BatchAborted => (StatusCode::CONFLICT, ConflictError, "batch_aborted", None),
             CommandError::Unavailable => return ApiError::unavailable(),
+            CommandError::OutcomeUnknown => return ApiError::outcome_unknown(),
         };
         let error = ApiError::new(status, kind, code, msg);
         match param {

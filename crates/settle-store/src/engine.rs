@@ -77,6 +77,8 @@ pub enum CommandError {
     BatchAborted,
     #[error("the ledger database is unavailable; nothing was written")]
     Unavailable,
+    #[error("the ledger database failed while committing; the change may or may not have been written")]
+    OutcomeUnknown,
 }
 
 /// Turns a result into the exact HTTP response stored for an idempotency key.
@@ -266,6 +268,14 @@ async fn process<B: WriteBackend>(backend: &mut B, batch: Vec<Envelope>, clock: 
                 }
                 return;
             }
+            Err(StoreError::OutcomeUnknown(cause)) => {
+                backend.rollback().await;
+                tracing::error!(error = %cause, commands = batch.len(), "commit outcome unknown; callers must retry with their idempotency keys");
+                for envelope in batch {
+                    let _ = envelope.reply.send(Reply::Done { result: Err(CommandError::OutcomeUnknown), stored: None });
+                }
+                return;
+            }
             Err(error) => {
                 backend.rollback().await;
                 attempt += 1;
@@ -440,7 +450,10 @@ async fn apply_batch<B: WriteBackend>(backend: &mut B, batch: &[Envelope], now: 
         }
     }
     backend.write(&effects, &chained, now).await?;
-    backend.commit().await?;
+    backend.commit().await.map_err(|e| match e {
+        StoreError::Unavailable(cause) => StoreError::OutcomeUnknown(cause),
+        other => other,
+    })?;
     Ok(replies)
 }
 

@@ -9,6 +9,10 @@ pub enum StoreError {
     Conflict(String),
     #[error("database unavailable: {0}")]
     Unavailable(String),
+    /// COMMIT failed in a way that does not say whether it took effect (the
+    /// connection dropped mid-commit): never retried, or a write could land twice.
+    #[error("commit outcome unknown: {0}")]
+    OutcomeUnknown(String),
     #[error("stored data is malformed: {0}")]
     Corrupt(String),
     #[error("database error: {0}")]

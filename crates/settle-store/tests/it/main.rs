@@ -8,6 +8,7 @@
 
 mod harness;
 
+mod commit;
 mod concurrency;
 mod idempotency;
 mod ledger;
