@@ -5,6 +5,7 @@
 pub mod audit;
 pub mod engine;
 pub mod error;
+pub mod history;
 pub mod postgres;
 pub mod records;
 pub mod rows;

@@ -253,3 +253,17 @@ pub fn without_expired_holds(mut record: AccountRecord, expired_hold_entries: &[
     }
     record
 }
+
+/// Adds entry `e` of transaction `t` to `counters` if it counted at `at`
+/// (the caller has already kept only entries effective by then).
+pub fn fold_as_of(t: &settle_core::ledger::Transaction, e: &Entry, counters: &mut Counters, at: Timestamp) -> Result<(), StoreError> {
+    AsOfRow {
+        leg: e.leg.as_str().to_owned(),
+        direction: e.direction.as_str().to_owned(),
+        amount: e.amount,
+        posted_at: t.posted_at.map(Timestamp::micros),
+        voided_at: t.voided_at.map(Timestamp::micros),
+        expires_at: t.expires_at.map(Timestamp::micros),
+    }
+    .fold_into(counters, at)
+}

@@ -4,8 +4,9 @@
 
 use crate::engine::{BatchEffects, WriteBackend};
 use crate::error::StoreError;
+use crate::history::{self, Head, History};
 use crate::records::{AccountRecord, ApiKeyRecord, Cursor, EntryRow, IdempotencyRecord, LogRecord, Page, PageRequest, StoredResponse};
-use crate::rows::{self, AccountRow, AsOfRow, EntryRowData, KeyFilter, KeyRow, TransactionRow, scopes_text};
+use crate::rows::{self, AccountRow, EntryRowData, KeyFilter, KeyRow, TransactionRow, scopes_text};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use settle_core::chain::{GENESIS, Hash};
 use settle_core::clock::Timestamp;
@@ -75,7 +76,7 @@ impl SqliteStore {
     pub fn writer(&self) -> Result<SqliteWriter, StoreError> {
         let conn = open(&self.path)?;
         conn.execute_batch("PRAGMA wal_autocheckpoint = 0;")?;
-        Ok(SqliteWriter { conn, in_transaction: false })
+        Ok(SqliteWriter { conn, in_transaction: false, heads: HashMap::new() })
     }
 
     /// Copies the WAL into the database file from a thread of its own, so
@@ -252,7 +253,7 @@ impl SqliteStore {
 
     pub async fn list_accounts(&self, tenant: TenantId, page: PageRequest, now: Timestamp) -> Result<Page<AccountRecord>, StoreError> {
         self.read(move |c| {
-            let (descending, bound) = scan_start(&page.cursor, false);
+            let (descending, bound) = scan_start(&page.cursor);
             let (cmp, order) = if descending { ("<", "DESC") } else { (">", "ASC") };
             let sql = format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE tenant_id = ?1 AND id {cmp} ?2 ORDER BY id {order} LIMIT ?3");
             let mut stmt = c.prepare_cached(&sql)?;
@@ -279,30 +280,29 @@ impl SqliteStore {
         self.read(move |c| {
             let want = page.limit as usize + 1;
             let mut found: Vec<Transaction> = Vec::new();
-            let (descending, bound) = scan_start(&page.cursor, account.is_some());
-            let mut last_tx: Option<String> = None;
             let mut visit = |tx_id: &str| -> Result<bool, StoreError> {
-                // Entries of one transaction are adjacent in an account's index.
-                if last_tx.as_deref() == Some(tx_id) {
-                    return Ok(true);
-                }
-                last_tx = Some(tx_id.to_owned());
                 if let Some(t) = transaction_by_id(c, tx_id)? {
                     let t = t.as_seen_at(now);
-                    if status.is_none_or(|s| t.status == s) {
+                    if t.tenant == tenant && status.is_none_or(|s| t.status == s) {
                         found.push(t);
                     }
                 }
                 Ok(found.len() < want)
             };
             match &account {
-                None => scan(c, "transactions", "id", "tenant_id", &tenant.0, descending, bound, &mut visit)?,
+                None => {
+                    let (descending, bound) = scan_start(&page.cursor);
+                    scan(c, "transactions", "id", "tenant_id", &tenant.0, descending, bound, &mut visit)?
+                }
                 Some(account) => {
-                    let owner: Option<i64> = c.query_row("SELECT tenant_id FROM accounts WHERE id = ?1", [account.as_str()], |r| r.get(0)).optional()?;
-                    if owner != Some(tenant.0) {
+                    let Some(history) = History::of(c, account.as_str(), tenant.0)? else {
                         return Ok(Page { items: Vec::new(), has_more: false });
+                    };
+                    match &page.cursor {
+                        Cursor::Start => history.walk_back(&mut visit)?,
+                        Cursor::After(id) => history.older_than(id, &mut visit)?,
+                        Cursor::Before(id) => history.newer_than(id, &mut visit)?,
                     }
-                    scan(c, "entries", "transaction_id", "account_id", &account.as_str(), descending, bound, &mut visit)?
                 }
             }
             Ok(Page::from_rows(found, &page))
@@ -312,31 +312,40 @@ impl SqliteStore {
 
     pub async fn list_entries(&self, tenant: TenantId, account: AccountId, page: PageRequest, now: Timestamp) -> Result<Option<Page<EntryRow>>, StoreError> {
         self.read(move |c| {
-            let owner: Option<i64> = c.query_row("SELECT tenant_id FROM accounts WHERE id = ?1", [account.as_str()], |r| r.get(0)).optional()?;
-            if owner != Some(tenant.0) {
+            let Some(history) = History::of(c, account.as_str(), tenant.0)? else {
                 return Ok(None);
-            }
-            let (cmp, order, bound) = match &page.cursor {
-                Cursor::Start => ("e.id < ?2", "DESC", String::from("~")),
-                Cursor::After(id) => ("e.id < ?2", "DESC", id.clone()),
-                Cursor::Before(id) => ("e.id > ?2", "ASC", id.clone()),
             };
-            let sql = format!(
-                "SELECT e.id, e.transaction_id, e.account_id, e.direction, e.amount, e.currency, e.leg, e.effective_at, e.created_at, t.status, t.expires_at
-                 FROM entries e JOIN transactions t ON t.id = e.transaction_id
-                 WHERE e.account_id = ?1 AND {cmp} ORDER BY e.id {order} LIMIT ?3"
-            );
-            let mut stmt = c.prepare_cached(&sql)?;
-            let rows = stmt
-                .query_map(params![account.as_str(), bound, page.limit + 1], |r| Ok((entry_row(r)?, r.get::<_, String>(9)?, r.get::<_, Option<i64>>(10)?)))?;
-            let mut items = Vec::new();
-            for row in rows {
-                let (entry, status, expires_at) = row?;
-                let mut status = TransactionStatus::parse(&status).ok_or_else(|| StoreError::Corrupt(format!("status {status:?}")))?;
-                if status == TransactionStatus::Pending && expires_at.is_some_and(|at| at <= now.micros()) {
-                    status = TransactionStatus::Voided;
+            let want = page.limit as usize + 1;
+            let mut items: Vec<EntryRow> = Vec::new();
+            // Entries of one transaction on this account, in list order, that pass `keep`.
+            let mut take = |tx_id: &str, keep: &dyn Fn(&str) -> bool, newest_first: bool| -> Result<bool, StoreError> {
+                if let Some(t) = transaction_by_id(c, tx_id)? {
+                    let t = t.as_seen_at(now);
+                    let mut legs: Vec<&Entry> = t.entries.iter().filter(|e| e.account_id == account && keep(e.id.as_str())).collect();
+                    legs.sort_by(|a, b| if newest_first { b.id.as_str().cmp(a.id.as_str()) } else { a.id.as_str().cmp(b.id.as_str()) });
+                    for e in legs {
+                        if items.len() < want {
+                            items.push(EntryRow { entry: e.clone(), transaction_status: t.status });
+                        }
+                    }
                 }
-                items.push(EntryRow { entry: entry.into_entry()?, transaction_status: status });
+                Ok(items.len() < want)
+            };
+            match &page.cursor {
+                Cursor::Start => history.walk_back(&mut |id| take(id, &|_| true, true))?,
+                Cursor::After(entry) => {
+                    let tx = entry_transaction(entry);
+                    // The rest of the cursor's own transaction first, then older ones.
+                    if take(&tx, &|id| id < entry.as_str(), true)? {
+                        history.older_than(&tx, &mut |id| take(id, &|_| true, true))?;
+                    }
+                }
+                Cursor::Before(entry) => {
+                    let tx = entry_transaction(entry);
+                    if take(&tx, &|id| id > entry.as_str(), false)? {
+                        history.newer_than(&tx, &mut |id| take(id, &|_| true, false))?;
+                    }
+                }
             }
             Ok(Some(Page::from_rows(items, &page)))
         })
@@ -349,17 +358,16 @@ impl SqliteStore {
             let mut stmt = c.prepare_cached(&format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = ?1 AND tenant_id = ?2"))?;
             let Some(row) = stmt.query_row(params![account.as_str(), tenant.0], account_row).optional()? else { return Ok(None) };
             let record = row.into_record()?;
-            let mut stmt = c.prepare_cached(
-                "SELECT e.leg, e.direction, e.amount, e.effective_at, t.status, t.posted_at, t.voided_at, t.expires_at
-                 FROM entries e JOIN transactions t ON t.id = e.transaction_id WHERE e.account_id = ?1 AND e.effective_at <= ?2",
-            )?;
-            let rows = stmt.query_map(params![account.as_str(), at.micros()], |r| {
-                Ok(AsOfRow { leg: r.get(0)?, direction: r.get(1)?, amount: r.get(2)?, posted_at: r.get(5)?, voided_at: r.get(6)?, expires_at: r.get(7)? })
-            })?;
+            let Some(history) = History::of(c, account.as_str(), tenant.0)? else { return Ok(None) };
             let mut counters = Counters::default();
-            for row in rows {
-                row?.fold_into(&mut counters, at)?;
-            }
+            history.walk_back(&mut |tx_id| {
+                if let Some(t) = transaction_by_id(c, tx_id)? {
+                    for e in t.entries.iter().filter(|e| e.account_id == account && e.effective_at <= at) {
+                        rows::fold_as_of(&t, e, &mut counters, at)?;
+                    }
+                }
+                Ok(true)
+            })?;
             Ok(Some((record, counters)))
         })
         .await
@@ -367,22 +375,20 @@ impl SqliteStore {
 }
 
 /// Where a keyset walk starts: newest first from the top or below a cursor,
-/// oldest first above a cursor. Cursors over an account's entries name
-/// transactions, so they are turned into entry-id bounds.
-fn scan_start(cursor: &Cursor, over_entries: bool) -> (bool, String) {
-    let to_entry = |id: &str, upper: bool| match TransactionId::parse(id) {
-        Some(t) if over_entries => {
-            let (lo, hi) = EntryId::range_of(&t);
-            if upper { hi } else { lo }
-        }
-        _ => id.to_owned(),
-    };
+/// oldest first above a cursor.
+fn scan_start(cursor: &Cursor) -> (bool, String) {
     match cursor {
         // Every id starts with a lower-case letter, so all sort below "~".
         Cursor::Start => (true, String::from("~")),
-        Cursor::After(id) => (true, to_entry(id, false)),
-        Cursor::Before(id) => (false, to_entry(id, true)),
+        Cursor::After(id) => (true, id.clone()),
+        Cursor::Before(id) => (false, id.clone()),
     }
+}
+
+/// The transaction an entry id belongs to (`ent_<ulid>…` → `ltx_<ulid>`).
+fn entry_transaction(entry: &str) -> String {
+    let body = entry.strip_prefix(EntryId::PREFIX).unwrap_or(entry);
+    format!("{}{}", TransactionId::PREFIX, body.get(..26).unwrap_or(body))
 }
 
 /// Walks `table` by `id` within `owner_column = owner` in chunks, calling
@@ -590,12 +596,15 @@ impl Checkpointer {
 pub struct SqliteWriter {
     conn: Connection,
     in_transaction: bool,
+    /// History heads of the accounts this batch loaded or created.
+    heads: HashMap<String, Head>,
 }
 
 impl WriteBackend for SqliteWriter {
     async fn begin(&mut self) -> Result<(), StoreError> {
         self.conn.execute_batch("BEGIN IMMEDIATE")?;
         self.in_transaction = true;
+        self.heads.clear();
         Ok(())
     }
 
@@ -618,10 +627,12 @@ impl WriteBackend for SqliteWriter {
     }
 
     async fn load_accounts(&mut self, ids: &[AccountId]) -> Result<Vec<AccountState>, StoreError> {
-        let mut stmt = self.conn.prepare_cached(&format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = ?1"))?;
+        let mut stmt = self.conn.prepare_cached(&format!("SELECT {ACCOUNT_COLUMNS}, head_transaction_id, history_length FROM accounts WHERE id = ?1"))?;
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
-            if let Some(row) = stmt.query_row([id.as_str()], account_row).optional()? {
+            let row = stmt.query_row([id.as_str()], |r| Ok((account_row(r)?, Head { transaction: r.get(14)?, length: r.get(15)? }))).optional()?;
+            if let Some((row, head)) = row {
+                self.heads.insert(row.id.clone(), head);
                 out.push(row.into_record()?.state);
             }
         }
@@ -656,12 +667,28 @@ impl WriteBackend for SqliteWriter {
     }
 
     async fn write(&mut self, effects: &BatchEffects, log: &[(i64, Hash, Hash)], now: Timestamp) -> Result<(), StoreError> {
+        for a in &effects.new_accounts {
+            self.heads.insert(a.state.id.as_str().to_owned(), Head::default());
+        }
+        // Chain each new transaction into the history of every account it touches.
+        let mut checkpoints = Vec::new();
+        let mut chains = Vec::with_capacity(effects.new_transactions.len());
+        for t in &effects.new_transactions {
+            let links = history::append(&mut self.heads, t.id.as_str(), t.entries.iter().map(|e| e.account_id.as_str()), &mut checkpoints)?;
+            chains.push(history::links_json(&links)?);
+        }
+        let mut heads_written = std::collections::HashSet::new();
         let c = &self.conn;
+        let heads = &self.heads;
+        let head_of = |id: &str| heads.get(id).cloned().unwrap_or_default();
         {
-            let mut stmt =
-                c.prepare_cached(&format!("INSERT INTO accounts ({ACCOUNT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"))?;
+            let mut stmt = c.prepare_cached(&format!(
+                "INSERT INTO accounts ({ACCOUNT_COLUMNS}, head_transaction_id, history_length) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
+            ))?;
             for a in &effects.new_accounts {
                 let s = &a.state;
+                let head = head_of(s.id.as_str());
+                heads_written.insert(s.id.as_str());
                 stmt.execute(params![
                     s.id.as_str(),
                     s.tenant.0,
@@ -676,25 +703,53 @@ impl WriteBackend for SqliteWriter {
                     s.counters.posted_credits,
                     s.counters.pending_debits,
                     s.counters.pending_credits,
-                    s.version
+                    s.version,
+                    head.transaction,
+                    head.length
                 ])?;
             }
         }
         {
             let mut stmt = c.prepare_cached(
-                "UPDATE accounts SET posted_debits = ?2, posted_credits = ?3, pending_debits = ?4, pending_credits = ?5, version = ?6 WHERE id = ?1",
+                "UPDATE accounts SET posted_debits = ?2, posted_credits = ?3, pending_debits = ?4, pending_credits = ?5, version = ?6,
+                 head_transaction_id = ?7, history_length = ?8 WHERE id = ?1",
             )?;
             for s in &effects.account_updates {
                 let k = &s.counters;
-                stmt.execute(params![s.id.as_str(), k.posted_debits, k.posted_credits, k.pending_debits, k.pending_credits, s.version])?;
+                let head = head_of(s.id.as_str());
+                heads_written.insert(s.id.as_str());
+                stmt.execute(params![
+                    s.id.as_str(),
+                    k.posted_debits,
+                    k.posted_credits,
+                    k.pending_debits,
+                    k.pending_credits,
+                    s.version,
+                    head.transaction,
+                    head.length
+                ])?;
+            }
+            // A head can only move with its account's counters, but never leave one behind.
+            let mut stmt = c.prepare_cached("UPDATE accounts SET head_transaction_id = ?2, history_length = ?3 WHERE id = ?1")?;
+            for t in &effects.new_transactions {
+                for e in &t.entries {
+                    if heads_written.insert(e.account_id.as_str()) {
+                        let head = head_of(e.account_id.as_str());
+                        stmt.execute(params![e.account_id.as_str(), head.transaction, head.length])?;
+                    }
+                }
+            }
+            let mut stmt = c.prepare_cached("INSERT INTO account_checkpoints (account_id, seq, transaction_id) VALUES (?1, ?2, ?3)")?;
+            for (account, seq, transaction) in &checkpoints {
+                stmt.execute(params![account, seq, transaction])?;
             }
         }
         {
             let mut tx_stmt = c.prepare_cached(&format!(
-                "INSERT INTO transactions ({TRANSACTION_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
+                "INSERT INTO transactions ({TRANSACTION_COLUMNS}, chain) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
             ))?;
             let mut entry_stmt = c.prepare_cached(&format!("INSERT INTO entries ({ENTRY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"))?;
-            for t in &effects.new_transactions {
+            for (t, chain) in effects.new_transactions.iter().zip(&chains) {
                 tx_stmt.execute(params![
                     t.id.as_str(),
                     t.tenant.0,
@@ -709,7 +764,8 @@ impl WriteBackend for SqliteWriter {
                     t.void_reason.map(|r| r.as_str()),
                     t.reverses.as_ref().map(TransactionId::as_str),
                     t.reversed_by.as_ref().map(TransactionId::as_str),
-                    rows::metadata_json(&t.metadata)
+                    rows::metadata_json(&t.metadata),
+                    chain
                 ])?;
                 insert_entries(&mut entry_stmt, &t.entries)?;
             }

@@ -35,7 +35,11 @@ CREATE TABLE accounts (
     posted_credits INTEGER NOT NULL CHECK (posted_credits >= 0),
     pending_debits INTEGER NOT NULL CHECK (pending_debits >= 0),
     pending_credits INTEGER NOT NULL CHECK (pending_credits >= 0),
-    version INTEGER NOT NULL
+    version INTEGER NOT NULL,
+    -- The newest transaction touching this account and how many there are
+    -- (see history.rs: an account's history is a chain, not an index).
+    head_transaction_id TEXT,
+    history_length INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
 CREATE INDEX accounts_by_tenant ON accounts (tenant_id, id);
 CREATE UNIQUE INDEX accounts_external_id ON accounts (tenant_id, external_id) WHERE external_id IS NOT NULL;
@@ -54,14 +58,17 @@ CREATE TABLE transactions (
     void_reason TEXT,
     reverses TEXT,
     reversed_by TEXT,
-    metadata TEXT NOT NULL
+    metadata TEXT NOT NULL,
+    -- For each account touched: {"acct_…": {"prev": "ltx_…" | null, "seq": n}}.
+    chain TEXT NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX transactions_by_tenant ON transactions (tenant_id, id);
 CREATE UNIQUE INDEX transactions_external_id ON transactions (tenant_id, external_id) WHERE external_id IS NOT NULL;
 CREATE INDEX transactions_expiring ON transactions (expires_at) WHERE status = 'pending' AND expires_at IS NOT NULL;
 
 -- Entry ids begin with their transaction's id, so a transaction's entries
--- are one key range of the primary key and need no index of their own.
+-- are one key range of the primary key and need no index of their own; an
+-- account's entries are found through its history chain.
 CREATE TABLE entries (
     id TEXT PRIMARY KEY,
     transaction_id TEXT NOT NULL,
@@ -73,7 +80,15 @@ CREATE TABLE entries (
     effective_at INTEGER NOT NULL,
     created_at INTEGER NOT NULL
 ) WITHOUT ROWID;
-CREATE INDEX entries_by_account ON entries (account_id, id);
+
+-- Every 64th position of an account's history, so that walking towards
+-- newer transactions (a previous page) costs a bounded number of steps.
+CREATE TABLE account_checkpoints (
+    account_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    transaction_id TEXT NOT NULL,
+    PRIMARY KEY (account_id, seq)
+) WITHOUT ROWID;
 
 CREATE TABLE idempotency_keys (
     tenant_id INTEGER NOT NULL,

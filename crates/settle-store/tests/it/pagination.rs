@@ -13,6 +13,7 @@ on_both_backends!(
     tenant_transactions_come_newest_first_in_pages_without_repeats,
     account_transactions_come_newest_first_in_pages_each_once,
     account_entries_come_newest_first_in_pages_without_repeats,
+    long_histories_page_both_ways_and_accept_a_cursor_from_elsewhere,
 );
 
 const ITEMS: usize = 23;
@@ -140,5 +141,95 @@ async fn account_entries_come_newest_first_in_pages_without_repeats(l: TestLedge
         &created,
     )
     .await;
+    l.finish().await;
+}
+
+/// 300 transactions on one account (past several history checkpoints): small
+/// pages forward and backward list every one exactly once, and a cursor
+/// naming another account's transaction positions by id.
+async fn long_histories_page_both_ways_and_accept_a_cursor_from_elsewhere(l: TestLedger) {
+    let (funding, wallet) = l.funded_wallet(1_000_000).await;
+    let other = l.open_account("other", Direction::Credit, None).await;
+    let mut mine: Vec<String> =
+        vec![l.store.list_transactions(l.tenant, Some(wallet.clone()), None, crate::harness::first_page(1), l.now()).await.unwrap().items[0].id.to_string()];
+    let mut foreign = Vec::new();
+    for round in 0..3 {
+        let mut items = Vec::new();
+        for i in 0..100 {
+            let to = if i % 10 == 9 { &other } else { &wallet };
+            items.push(crate::harness::draft(
+                vec![crate::harness::leg(&funding, Direction::Debit, round * 100 + i + 1), crate::harness::leg(to, Direction::Credit, round * 100 + i + 1)],
+                settle_core::ledger::TransactionStatus::Posted,
+            ));
+        }
+        let Ok(Outcome::Batch(results)) = l.submit(Command::CreateBatch { atomic: true, items }).await else { panic!("batch failed") };
+        for (i, r) in results.into_iter().enumerate() {
+            let id = r.unwrap().id.to_string();
+            if i % 10 == 9 { foreign.push(id) } else { mine.push(id) }
+        }
+    }
+    mine.reverse();
+    let list = |cursor: Cursor| {
+        let (store, wallet, tenant, now) = (l.store.clone(), wallet.clone(), l.tenant, l.now());
+        async move { store.list_transactions(tenant, Some(wallet), None, PageRequest { limit: 7, cursor }, now).await.unwrap() }
+    };
+    let mut forward = Vec::new();
+    let mut cursor = Cursor::Start;
+    loop {
+        let page = list(cursor).await;
+        forward.extend(page.items.iter().map(|t| t.id.to_string()));
+        match page.items.last() {
+            Some(last) if page.has_more => cursor = Cursor::After(last.id.to_string()),
+            _ => break,
+        }
+    }
+    assert_eq!(forward, mine, "forward: every transaction once, newest first");
+    let mut backward: Vec<String> = Vec::new();
+    let mut cursor = Cursor::Before(mine[mine.len() - 1].clone());
+    loop {
+        let page = list(cursor).await;
+        let mut ids: Vec<String> = page.items.iter().map(|t| t.id.to_string()).collect();
+        ids.extend(backward);
+        backward = ids;
+        match page.items.first() {
+            Some(first) if page.has_more => cursor = Cursor::Before(first.id.to_string()),
+            _ => break,
+        }
+    }
+    backward.push(mine[mine.len() - 1].clone());
+    assert_eq!(backward, mine, "backward: every transaction once, newest first");
+
+    // A cursor from another account's list: the page starts next to it by id.
+    let pivot = &foreign[15];
+    let older: Vec<String> = list(Cursor::After(pivot.clone())).await.items.iter().map(|t| t.id.to_string()).collect();
+    let expected_older: Vec<String> = mine.iter().filter(|id| id.as_str() < pivot.as_str()).take(7).cloned().collect();
+    assert_eq!(older, expected_older);
+    let newer: Vec<String> = list(Cursor::Before(pivot.clone())).await.items.iter().map(|t| t.id.to_string()).collect();
+    let mut expected_newer: Vec<String> = mine.iter().filter(|id| id.as_str() > pivot.as_str()).rev().take(7).cloned().collect();
+    expected_newer.reverse();
+    assert_eq!(newer, expected_newer);
+
+    // Entries page backward across checkpoints too.
+    let entries = |cursor: Cursor| {
+        let (store, wallet, tenant, now) = (l.store.clone(), wallet.clone(), l.tenant, l.now());
+        async move { store.list_entries(tenant, wallet, PageRequest { limit: 9, cursor }, now).await.unwrap().unwrap() }
+    };
+    let all = l.store.entries_chunk("", 10_000).await.unwrap();
+    let mut expected: Vec<String> = all.iter().filter(|(e, _)| e.account_id == wallet).map(|(e, _)| e.id.to_string()).collect();
+    expected.reverse();
+    let mut seen: Vec<String> = Vec::new();
+    let mut cursor = Cursor::Before(expected[expected.len() - 1].clone());
+    loop {
+        let page = entries(cursor).await;
+        let mut ids: Vec<String> = page.items.iter().map(|e| e.entry.id.to_string()).collect();
+        ids.extend(seen);
+        seen = ids;
+        match page.items.first() {
+            Some(first) if page.has_more => cursor = Cursor::Before(first.entry.id.to_string()),
+            _ => break,
+        }
+    }
+    seen.push(expected[expected.len() - 1].clone());
+    assert_eq!(seen, expected);
     l.finish().await;
 }

@@ -1,0 +1,188 @@
+//! An account's history on SQLite: a chain through its transactions instead
+//! of an index on `entries (account_id, …)`.
+//!
+//! Why: with WAL and `synchronous=FULL`, a commit costs about one page write
+//! per page it dirtied, and an account-keyed index dirties one leaf page per
+//! account a batch touches. The chain only appends: each transaction stores,
+//! for every account it touches, the previous transaction of that account
+//! and its position (`seq`, from 1) in the account's history; the account row
+//! holds the newest one (`head_transaction_id`, `history_length`), and every
+//! [`CHECKPOINT_EVERY`]-th position is recorded in `account_checkpoints` so a
+//! walk towards newer transactions also costs a bounded number of steps.
+//!
+//! Chain order is creation order, which is id order (ids are monotonic), so
+//! lists read the same as a walk of an id index would.
+
+use crate::error::StoreError;
+use rusqlite::{Connection, OptionalExtension, params};
+use std::collections::{BTreeMap, HashMap};
+
+/// Every how many positions an account's history records a checkpoint.
+pub const CHECKPOINT_EVERY: i64 = 64;
+
+/// Where one transaction sits in one account's history.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Link {
+    /// The account's previous transaction, if any.
+    pub prev: Option<String>,
+    /// 1-based position in the account's history.
+    pub seq: i64,
+}
+
+/// An account's newest transaction and how many it has.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Head {
+    pub transaction: Option<String>,
+    pub length: i64,
+}
+
+/// Links of one transaction, by account id, as stored in `transactions.chain`.
+pub type Links = BTreeMap<String, Link>;
+
+pub fn links_json(links: &Links) -> Result<String, StoreError> {
+    serde_json::to_string(links).map_err(|e| StoreError::Other(e.to_string()))
+}
+
+fn parse_links(text: &str) -> Result<Links, StoreError> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("transaction chain: {e}")))
+}
+
+/// Extends the heads in `heads` with a new transaction touching `accounts`
+/// (each once), returning its links and the checkpoints it reaches.
+pub fn append<'a>(
+    heads: &mut HashMap<String, Head>,
+    transaction: &str,
+    accounts: impl Iterator<Item = &'a str>,
+    checkpoints: &mut Vec<(String, i64, String)>,
+) -> Result<Links, StoreError> {
+    let mut links = Links::new();
+    for account in accounts {
+        if links.contains_key(account) {
+            continue;
+        }
+        let head = heads.get_mut(account).ok_or_else(|| StoreError::Other(format!("history head of {account} was not loaded")))?;
+        let seq = head.length.checked_add(1).ok_or_else(|| StoreError::Corrupt(String::from("history length overflow")))?;
+        links.insert(account.to_owned(), Link { prev: head.transaction.replace(transaction.to_owned()), seq });
+        head.length = seq;
+        if seq % CHECKPOINT_EVERY == 0 {
+            checkpoints.push((account.to_owned(), seq, transaction.to_owned()));
+        }
+    }
+    Ok(links)
+}
+
+/// Reads an account's history.
+pub struct History<'c> {
+    conn: &'c Connection,
+    account: &'c str,
+    head: Head,
+}
+
+impl<'c> History<'c> {
+    /// The history of `account` if it belongs to `tenant`.
+    pub fn of(conn: &'c Connection, account: &'c str, tenant: i64) -> Result<Option<History<'c>>, StoreError> {
+        let mut stmt = conn.prepare_cached("SELECT head_transaction_id, history_length FROM accounts WHERE id = ?1 AND tenant_id = ?2")?;
+        let head = stmt.query_row(params![account, tenant], |r| Ok(Head { transaction: r.get(0)?, length: r.get(1)? })).optional()?;
+        Ok(head.map(|head| History { conn, account, head }))
+    }
+
+    /// This account's link in `transaction`, or `None` if it does not touch the account.
+    fn link(&self, transaction: &str) -> Result<Option<Link>, StoreError> {
+        let mut stmt = self.conn.prepare_cached("SELECT chain FROM transactions WHERE id = ?1")?;
+        let Some(text) = stmt.query_row([transaction], |r| r.get::<_, String>(0)).optional()? else { return Ok(None) };
+        Ok(parse_links(&text)?.remove(self.account))
+    }
+
+    /// Calls `visit` with transaction ids, newest first, until it returns false.
+    pub fn walk_back(&self, visit: &mut dyn FnMut(&str) -> Result<bool, StoreError>) -> Result<(), StoreError> {
+        self.walk_from(self.head.transaction.clone(), visit)
+    }
+
+    /// Like [`History::walk_back`], starting at `from` (inclusive; `None`: nothing).
+    fn walk_from(&self, from: Option<String>, visit: &mut dyn FnMut(&str) -> Result<bool, StoreError>) -> Result<(), StoreError> {
+        let mut next = from;
+        while let Some(id) = next {
+            let link = self.link(&id)?.ok_or_else(|| StoreError::Corrupt(format!("{id} is in the history of {} but has no link to it", self.account)))?;
+            if !visit(&id)? {
+                return Ok(());
+            }
+            next = link.prev;
+        }
+        Ok(())
+    }
+
+    /// Where to resume after a cursor transaction: the transaction itself
+    /// with its position when it is in this history, else the newest
+    /// transaction older than it (found by walking: ids sort like the chain).
+    fn locate(&self, cursor: &str) -> Result<Located, StoreError> {
+        if let Some(link) = self.link(cursor)? {
+            return Ok(Located::Member(link));
+        }
+        let mut found = None;
+        self.walk_back(&mut |id| {
+            if id < cursor {
+                found = Some(id.to_owned());
+                return Ok(false);
+            }
+            Ok(true)
+        })?;
+        Ok(Located::Before(found))
+    }
+
+    /// Transaction ids older than `cursor`, newest first, to `visit`.
+    pub fn older_than(&self, cursor: &str, visit: &mut dyn FnMut(&str) -> Result<bool, StoreError>) -> Result<(), StoreError> {
+        match self.locate(cursor)? {
+            Located::Member(link) => self.walk_from(link.prev, visit),
+            Located::Before(start) => self.walk_from(start, visit),
+        }
+    }
+
+    /// Transaction ids newer than `cursor`, oldest first, to `visit`. Reads
+    /// at most [`CHECKPOINT_EVERY`] more transactions than it visits.
+    pub fn newer_than(&self, cursor: &str, visit: &mut dyn FnMut(&str) -> Result<bool, StoreError>) -> Result<(), StoreError> {
+        let mut after = match self.locate(cursor)? {
+            Located::Member(link) => link.seq,
+            // Not in this history: the newer ones start right above the newest older one.
+            Located::Before(None) => 0,
+            Located::Before(Some(id)) => self.link(&id)?.map_or(0, |l| l.seq),
+        };
+        let mut stride = 16;
+        while after < self.head.length {
+            // The nearest checkpoint at or above the window's top, else the head.
+            let (top_seq, top) = self.at_or_above(after + stride)?;
+            let mut window = Vec::new();
+            let mut seq = top_seq;
+            self.walk_from(Some(top), &mut |id| {
+                if seq <= after {
+                    return Ok(false);
+                }
+                window.push(id.to_owned());
+                seq -= 1;
+                Ok(true)
+            })?;
+            for id in window.iter().rev() {
+                if !visit(id)? {
+                    return Ok(());
+                }
+            }
+            after = top_seq;
+            stride = stride.saturating_mul(2);
+        }
+        Ok(())
+    }
+
+    fn at_or_above(&self, seq: i64) -> Result<(i64, String), StoreError> {
+        let mut stmt =
+            self.conn.prepare_cached("SELECT seq, transaction_id FROM account_checkpoints WHERE account_id = ?1 AND seq >= ?2 ORDER BY seq LIMIT 1")?;
+        if let Some(found) = stmt.query_row(params![self.account, seq], |r| Ok((r.get(0)?, r.get(1)?))).optional()? {
+            return Ok(found);
+        }
+        let head = self.head.transaction.clone().ok_or_else(|| StoreError::Corrupt(format!("account {} has history but no head", self.account)))?;
+        Ok((self.head.length, head))
+    }
+}
+
+enum Located {
+    Member(Link),
+    Before(Option<String>),
+}
