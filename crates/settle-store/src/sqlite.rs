@@ -76,7 +76,7 @@ impl SqliteStore {
     pub fn writer(&self) -> Result<SqliteWriter, StoreError> {
         let conn = open(&self.path)?;
         conn.execute_batch("PRAGMA wal_autocheckpoint = 0;")?;
-        Ok(SqliteWriter { conn, in_transaction: false, heads: HashMap::new() })
+        Ok(SqliteWriter { conn, in_transaction: false, heads: HashMap::new(), cache: HashMap::new(), written: Vec::new(), data_version: None })
     }
 
     /// Copies the WAL into the database file from a thread of its own, so
@@ -598,13 +598,30 @@ pub struct SqliteWriter {
     in_transaction: bool,
     /// History heads of the accounts this batch loaded or created.
     heads: HashMap<String, Head>,
+    /// Accounts as last committed, so a batch need not read them again. Valid
+    /// while no other connection has committed (`PRAGMA data_version`): this
+    /// writer is the only one that changes accounts, but another process
+    /// opened on the same file would be noticed and the cache dropped.
+    cache: HashMap<String, (AccountState, Head)>,
+    /// What this batch wrote, for the cache once COMMIT succeeds.
+    written: Vec<(AccountState, Head)>,
+    data_version: Option<i64>,
 }
+
+/// Past this many cached accounts the cache starts over (about 250 MB).
+const ACCOUNT_CACHE_LIMIT: usize = 1 << 20;
 
 impl WriteBackend for SqliteWriter {
     async fn begin(&mut self) -> Result<(), StoreError> {
         self.conn.execute_batch("BEGIN IMMEDIATE")?;
         self.in_transaction = true;
         self.heads.clear();
+        self.written.clear();
+        let version: i64 = self.conn.query_row("PRAGMA data_version", [], |r| r.get(0))?;
+        if self.data_version != Some(version) {
+            self.cache.clear();
+            self.data_version = Some(version);
+        }
         Ok(())
     }
 
@@ -630,10 +647,17 @@ impl WriteBackend for SqliteWriter {
         let mut stmt = self.conn.prepare_cached(&format!("SELECT {ACCOUNT_COLUMNS}, head_transaction_id, history_length FROM accounts WHERE id = ?1"))?;
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
+            if let Some((state, head)) = self.cache.get(id.as_str()) {
+                self.heads.insert(id.as_str().to_owned(), head.clone());
+                out.push(state.clone());
+                continue;
+            }
             let row = stmt.query_row([id.as_str()], |r| Ok((account_row(r)?, Head { transaction: r.get(14)?, length: r.get(15)? }))).optional()?;
             if let Some((row, head)) = row {
-                self.heads.insert(row.id.clone(), head);
-                out.push(row.into_record()?.state);
+                let state = row.into_record()?.state;
+                self.heads.insert(id.as_str().to_owned(), head.clone());
+                self.cache.insert(id.as_str().to_owned(), (state.clone(), head));
+                out.push(state);
             }
         }
         Ok(out)
@@ -689,6 +713,7 @@ impl WriteBackend for SqliteWriter {
                 let s = &a.state;
                 let head = head_of(s.id.as_str());
                 heads_written.insert(s.id.as_str());
+                self.written.push((s.clone(), head.clone()));
                 stmt.execute(params![
                     s.id.as_str(),
                     s.tenant.0,
@@ -718,6 +743,7 @@ impl WriteBackend for SqliteWriter {
                 let k = &s.counters;
                 let head = head_of(s.id.as_str());
                 heads_written.insert(s.id.as_str());
+                self.written.push((s.clone(), head.clone()));
                 stmt.execute(params![
                     s.id.as_str(),
                     k.posted_debits,
@@ -734,6 +760,7 @@ impl WriteBackend for SqliteWriter {
             for t in &effects.new_transactions {
                 for e in &t.entries {
                     if heads_written.insert(e.account_id.as_str()) {
+                        self.cache.remove(e.account_id.as_str());
                         let head = head_of(e.account_id.as_str());
                         stmt.execute(params![e.account_id.as_str(), head.transaction, head.length])?;
                     }
@@ -801,12 +828,22 @@ impl WriteBackend for SqliteWriter {
     }
 
     async fn commit(&mut self) -> Result<(), StoreError> {
-        self.conn.execute_batch("COMMIT")?;
+        if let Err(e) = self.conn.execute_batch("COMMIT") {
+            self.cache.clear();
+            return Err(e.into());
+        }
         self.in_transaction = false;
+        if self.cache.len() + self.written.len() > ACCOUNT_CACHE_LIMIT {
+            self.cache.clear();
+        }
+        for (state, head) in self.written.drain(..) {
+            self.cache.insert(state.id.as_str().to_owned(), (state, head));
+        }
         Ok(())
     }
 
     async fn rollback(&mut self) {
+        self.written.clear();
         if self.in_transaction {
             if let Err(e) = self.conn.execute_batch("ROLLBACK") {
                 tracing::error!(error = %e, "rollback failed");

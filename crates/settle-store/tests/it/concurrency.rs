@@ -70,6 +70,11 @@ mod sqlite {
     async fn migrations_started_together_all_succeed() {
         super::migrations_started_together_all_succeed(crate::harness::Database::sqlite()).await;
     }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_engines_on_one_database_see_each_others_writes() {
+        super::two_engines_on_one_database_see_each_others_writes(crate::harness::TestLedger::sqlite().await).await;
+    }
 }
 
 mod postgres {
@@ -90,4 +95,44 @@ mod postgres {
         };
         super::two_engines_racing_for_one_account_never_overdraw_it(ledger).await;
     }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_engines_on_one_database_see_each_others_writes() {
+        let Some(ledger) = crate::harness::TestLedger::postgres().await else {
+            eprintln!("skipped: SETTLE_TEST_POSTGRES_URL is not set");
+            return;
+        };
+        super::two_engines_on_one_database_see_each_others_writes(ledger).await;
+    }
+}
+
+/// Two engines on one database (two servers, or a second process opened on
+/// the same SQLite file): each sees what the other committed, so neither can
+/// spend money the other already spent.
+async fn two_engines_on_one_database_see_each_others_writes(l: TestLedger) {
+    let (_funding, wallet) = l.funded_wallet(100).await;
+    let merchant = l.open_account("merchant", Direction::Credit, None).await;
+    // The first engine has now read (and may remember) the wallet.
+    l.transfer(&wallet, &merchant, 10).await.unwrap();
+    let (second, receiver) = settle_store::engine::channel();
+    let clock: std::sync::Arc<dyn settle_core::clock::Clock> = std::sync::Arc::new(l.clock.clone());
+    let ids = std::sync::Arc::new(settle_core::ids::IdGenerator::default());
+    let task = match &l.store {
+        settle_store::Store::Sqlite(s) => {
+            tokio::spawn(settle_store::engine::run(s.writer().unwrap(), receiver, clock, ids, settle_store::engine::EngineConfig::default()))
+        }
+        settle_store::Store::Postgres(p) => {
+            tokio::spawn(settle_store::engine::run(p.writer().await.unwrap(), receiver, clock, ids, settle_store::engine::EngineConfig::default()))
+        }
+    };
+    let spend = |amount| draft(vec![leg(&wallet, Direction::Debit, amount), leg(&merchant, Direction::Credit, amount)], TransactionStatus::Posted);
+    let reply = second.submit(l.tenant, Command::CreateTransaction(Box::new(spend(80))), None).await.unwrap();
+    assert!(matches!(reply, settle_store::engine::Reply::Done { result: Ok(_), .. }), "{reply:?}");
+    drop(second);
+    task.await.unwrap();
+    let refused = l.transfer(&wallet, &merchant, 50).await;
+    assert!(matches!(refused, Err(CommandError::Ledger(LedgerError::InsufficientFunds(_)))), "the first engine saw the second's spend: {refused:?}");
+    l.transfer(&wallet, &merchant, 10).await.unwrap();
+    assert_eq!(l.balances(&wallet).await.available, 0);
+    l.finish().await;
 }
