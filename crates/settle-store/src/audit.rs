@@ -8,7 +8,7 @@ use crate::error::StoreError;
 use serde::Deserialize;
 use settle_core::chain::{self, GENESIS, Hash};
 use settle_core::ledger::{Counters, TransactionStatus};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 const CHUNK: i64 = 1_000;
 
@@ -29,6 +29,8 @@ pub enum AuditFailure {
     Entry { entry: String, reason: String },
     #[error("account {account}: stored counters {stored:?} differ from its entries {expected:?}")]
     CounterDrift { account: String, stored: Counters, expected: Counters },
+    #[error("account {account}: its history chain {reason}")]
+    HistoryDrift { account: String, reason: String },
 }
 
 type LoggedEntry = (String, String, String, i64, String, String);
@@ -86,6 +88,8 @@ pub async fn verify(store: &Store) -> Result<Result<AuditReport, AuditFailure>, 
     }
 
     let mut folded: HashMap<String, Counters> = HashMap::new();
+    // account -> the transactions its entries belong to, for the history check.
+    let mut touched: HashMap<String, BTreeSet<String>> = HashMap::new();
     let mut after = String::new();
     loop {
         let chunk = store.entries_chunk(&after, CHUNK).await?;
@@ -109,6 +113,7 @@ pub async fn verify(store: &Store) -> Result<Result<AuditReport, AuditFailure>, 
             if statuses.get(&tx).map(String::as_str) != Some(status.as_str()) {
                 return mismatch("its transaction's status differs from the ledger log");
             }
+            touched.entry(account.clone()).or_default().insert(tx.clone());
             let live = e.leg == settle_core::ledger::Leg::Posted || status == TransactionStatus::Pending;
             if live {
                 let c = folded.entry(account).or_default();
@@ -132,6 +137,20 @@ pub async fn verify(store: &Store) -> Result<Result<AuditReport, AuditFailure>, 
             return Ok(Err(AuditFailure::CounterDrift { account: account.id.to_string(), stored: account.counters, expected }));
         }
         report.accounts += 1;
+    }
+    for walked in store.account_histories().await?.unwrap_or_default() {
+        let drift = |reason: String| Ok(Err(AuditFailure::HistoryDrift { account: walked.account.clone(), reason }));
+        if let Some(reason) = &walked.broken {
+            return drift(format!("is broken: {reason}"));
+        }
+        // Newest first is descending id order: what the entries say, reversed.
+        let expected: Vec<String> = touched.remove(&walked.account).unwrap_or_default().into_iter().rev().collect();
+        if walked.transactions != expected {
+            return drift(format!("lists {} transactions, its entries belong to {}", walked.transactions.len(), expected.len()));
+        }
+        if usize::try_from(walked.length).ok() != Some(expected.len()) {
+            return drift(format!("has stored length {}, its entries belong to {} transactions", walked.length, expected.len()));
+        }
     }
     Ok(Ok(report))
 }

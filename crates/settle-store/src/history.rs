@@ -71,6 +71,48 @@ pub fn append<'a>(
     Ok(links)
 }
 
+/// An account's history as walked from its head, for the audit.
+#[derive(Debug)]
+pub struct Walked {
+    pub account: String,
+    /// `history_length` as stored on the account.
+    pub length: i64,
+    /// Transaction ids newest first, as far as the walk got.
+    pub transactions: Vec<String>,
+    /// Why the walk stopped early, if it did.
+    pub broken: Option<String>,
+}
+
+/// Walks every account's history from its head.
+pub fn walk_all(conn: &Connection) -> Result<Vec<Walked>, StoreError> {
+    let mut stmt = conn.prepare("SELECT id, tenant_id FROM accounts ORDER BY id")?;
+    let accounts: Vec<(String, i64)> = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
+    let mut out = Vec::with_capacity(accounts.len());
+    for (account, tenant) in &accounts {
+        let Some(history) = History::of(conn, account, *tenant)? else { continue };
+        let mut transactions = Vec::new();
+        // A chain that loops would never end: no walk is longer than the stored length.
+        let limit = usize::try_from(history.head.length).unwrap_or(0);
+        let mut too_long = false;
+        let walked = history.walk_back(&mut |id| {
+            if transactions.len() == limit {
+                too_long = true;
+                return Ok(false);
+            }
+            transactions.push(id.to_owned());
+            Ok(true)
+        });
+        let broken = match walked {
+            Err(StoreError::Corrupt(reason)) => Some(reason),
+            Err(e) => return Err(e),
+            Ok(()) if too_long => Some(format!("the chain is longer than its stored length {limit}")),
+            Ok(()) => None,
+        };
+        out.push(Walked { account: account.clone(), length: history.head.length, transactions, broken });
+    }
+    Ok(out)
+}
+
 /// Reads an account's history.
 pub struct History<'c> {
     conn: &'c Connection,

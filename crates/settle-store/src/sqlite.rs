@@ -554,6 +554,10 @@ impl SqliteStore {
     }
 
     /// Every account's stored state, for audits.
+    pub fn account_histories(&self) -> Result<Vec<history::Walked>, StoreError> {
+        self.read_blocking(history::walk_all)
+    }
+
     pub fn all_account_states(&self) -> Result<Vec<AccountState>, StoreError> {
         self.read_blocking(|c| {
             let mut stmt = c.prepare(&format!("SELECT {ACCOUNT_COLUMNS} FROM accounts ORDER BY id"))?;

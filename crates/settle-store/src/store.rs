@@ -237,4 +237,14 @@ impl Store {
             Store::Postgres(p) => p.all_account_states().await,
         }
     }
+
+    /// Each account's history as its chain gives it (SQLite), newest first,
+    /// for the audit to compare with the entries; `None` where histories are
+    /// an index (PostgreSQL), which cannot drift from the rows it indexes.
+    pub async fn account_histories(&self) -> Result<Option<Vec<crate::history::Walked>>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.account_histories().map(Some),
+            Store::Postgres(_) => Ok(None),
+        }
+    }
 }

@@ -105,6 +105,22 @@ async fn audit_verify_names_the_first_tampered_entry_and_a_drifted_counter() {
     assert!(String::from_utf8_lossy(&drifted.stdout).contains(&b), "must name the drifted account");
 
     db.execute("UPDATE accounts SET posted_credits = posted_credits - 1 WHERE id = ?1", [&b]).unwrap();
+    // The history chain is derived data too: a broken link is found and named.
+    let middle: String = db.query_row("SELECT transaction_id FROM entries WHERE amount = 200 LIMIT 1", [], |r| r.get(0)).unwrap();
+    let chain: String = db.query_row("SELECT chain FROM transactions WHERE id = ?1", [&middle], |r| r.get(0)).unwrap();
+    db.execute("UPDATE transactions SET chain = '{}' WHERE id = ?1", [&middle]).unwrap();
+    let unlinked = verify();
+    assert_eq!(unlinked.status.code(), Some(1));
+    let out = String::from_utf8_lossy(&unlinked.stdout);
+    assert!(out.contains("history chain") && (out.contains(&a) || out.contains(&b)), "{out}");
+    db.execute("UPDATE transactions SET chain = ?2 WHERE id = ?1", [&middle, &chain]).unwrap();
+    db.execute("UPDATE accounts SET history_length = history_length + 1 WHERE id = ?1", [&a]).unwrap();
+    let miscounted = verify();
+    assert_eq!(miscounted.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&miscounted.stdout).contains(&a), "{}", String::from_utf8_lossy(&miscounted.stdout));
+    db.execute("UPDATE accounts SET history_length = history_length - 1 WHERE id = ?1", [&a]).unwrap();
+    assert!(verify().status.success(), "clean again");
+
     db.execute_batch("DROP TRIGGER ledger_log_no_update").unwrap();
     db.execute("UPDATE ledger_log SET content = CAST(replace(CAST(content AS TEXT), '300', '301') AS BLOB) WHERE seq = (SELECT MAX(seq) FROM ledger_log)", [])
         .unwrap();
