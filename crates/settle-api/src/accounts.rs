@@ -1,7 +1,7 @@
 //! `/v1/accounts`: open accounts, read balances (now or as of an instant),
 //! list accounts and an account's entries.
 
-use crate::auth::require;
+use crate::auth::{Writer, require};
 use crate::body::JsonBody;
 use crate::commands::{Submission, submit};
 use crate::error::ApiError;
@@ -25,12 +25,11 @@ use settle_store::records::NewAccount;
 
 pub async fn create(
     State(state): State<AppState>,
-    principal: Principal,
+    Writer(principal): Writer,
     Extension(request_id): Extension<RequestId>,
     headers: HeaderMap,
     body: JsonBody<CreateAccountRequest>,
 ) -> Result<Response, ApiError> {
-    require(&principal, Scope::LedgerWrite)?;
     let req = body.value;
     let name = wire::text("name", Some(req.name), MAX_TEXT_CHARS)?.unwrap_or_default();
     let new = NewAccount {

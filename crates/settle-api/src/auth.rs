@@ -89,3 +89,17 @@ pub fn require(principal: &Principal, scope: Scope) -> Result<(), ApiError> {
         Err(ApiError::new(StatusCode::FORBIDDEN, ErrorType::PermissionError, "insufficient_scope", format!("this API key lacks the {scope} scope")))
     }
 }
+
+/// A principal that may write to the ledger. Taken before the body, so a key
+/// without `ledger:write` is refused (403) whatever the body holds.
+pub struct Writer(pub Principal);
+
+impl FromRequestParts<AppState> for Writer {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Writer, ApiError> {
+        let principal = Principal::from_request_parts(parts, state).await?;
+        require(&principal, Scope::LedgerWrite)?;
+        Ok(Writer(principal))
+    }
+}

@@ -1,7 +1,7 @@
 //! `/v1/transactions`: create (one or a batch), post or void a hold, reverse,
 //! read and list.
 
-use crate::auth::require;
+use crate::auth::{Writer, require};
 use crate::body::JsonBody;
 use crate::commands::{Submission, submit};
 use crate::error::ApiError;
@@ -28,12 +28,11 @@ fn transaction_id(text: &str) -> Result<TransactionId, ApiError> {
 
 pub async fn create(
     State(state): State<AppState>,
-    principal: Principal,
+    Writer(principal): Writer,
     Extension(request_id): Extension<RequestId>,
     headers: HeaderMap,
     body: JsonBody<CreateTransactionRequest>,
 ) -> Result<Response, ApiError> {
-    require(&principal, Scope::LedgerWrite)?;
     let draft = wire::transaction_draft("", body.value)?;
     let command = Command::CreateTransaction(Box::new(draft));
     submit(
@@ -53,12 +52,11 @@ pub async fn create(
 
 pub async fn batch(
     State(state): State<AppState>,
-    principal: Principal,
+    Writer(principal): Writer,
     Extension(request_id): Extension<RequestId>,
     headers: HeaderMap,
     body: JsonBody<BatchRequest, MAX_BATCH_BODY_BYTES>,
 ) -> Result<Response, ApiError> {
-    require(&principal, Scope::LedgerWrite)?;
     let req = body.value;
     if req.transactions.is_empty() || req.transactions.len() > MAX_BATCH_TRANSACTIONS {
         return Err(ApiError::invalid("transactions", format!("a batch holds 1 to {MAX_BATCH_TRANSACTIONS} transactions")));
@@ -83,13 +81,12 @@ pub async fn batch(
 
 pub async fn post(
     State(state): State<AppState>,
-    principal: Principal,
+    Writer(principal): Writer,
     Extension(request_id): Extension<RequestId>,
     headers: HeaderMap,
     IdPath(id): IdPath,
     body: JsonBody<PostRequest>,
 ) -> Result<Response, ApiError> {
-    require(&principal, Scope::LedgerWrite)?;
     let tid = transaction_id(&id)?;
     let entries = match body.value.entries {
         None => None,
@@ -118,13 +115,12 @@ pub async fn post(
 
 pub async fn void(
     State(state): State<AppState>,
-    principal: Principal,
+    Writer(principal): Writer,
     Extension(request_id): Extension<RequestId>,
     headers: HeaderMap,
     IdPath(id): IdPath,
     body: JsonBody<EmptyRequest>,
 ) -> Result<Response, ApiError> {
-    require(&principal, Scope::LedgerWrite)?;
     let tid = transaction_id(&id)?;
     let path = format!("/v1/transactions/{id}/void");
     let command = Command::VoidTransaction { id: tid };
@@ -145,13 +141,12 @@ pub async fn void(
 
 pub async fn reverse(
     State(state): State<AppState>,
-    principal: Principal,
+    Writer(principal): Writer,
     Extension(request_id): Extension<RequestId>,
     headers: HeaderMap,
     IdPath(id): IdPath,
     body: JsonBody<EmptyRequest>,
 ) -> Result<Response, ApiError> {
-    require(&principal, Scope::LedgerWrite)?;
     let tid = transaction_id(&id)?;
     let path = format!("/v1/transactions/{id}/reverse");
     let command = Command::ReverseTransaction { id: tid };

@@ -66,6 +66,9 @@ ledger_test! {
         reader.post("/v1/accounts", &json!({"name": "x", "currency": "USD", "normal_balance": "debit"})).await.expect_error(403, "insufficient_scope");
         assert!(app.list_all("/v1/accounts").await.is_empty());
         reader.get("/v1/accounts").await.expect_status(200);
+        // The scope is checked before the body: a bad body changes nothing about the answer.
+        reader.post_raw("/v1/transactions", b"{not json".to_vec()).await.expect_error(403, "insufficient_scope");
+        reader.post("/v1/transactions/ltx_01kaaaaaaaaaaaaaaaaaaaaaaa/void", &json!({"unknown": 1})).await.expect_error(403, "insufficient_scope");
 
         let write_key = app.key("acme", Environment::Sandbox, &[Scope::LedgerWrite]).await;
         let writer = app.api.with_key(Some(&write_key));
