@@ -143,9 +143,11 @@ pub async fn verify(store: &Store) -> Result<Result<AuditReport, AuditFailure>, 
         if let Some(reason) = &walked.broken {
             return drift(format!("is broken: {reason}"));
         }
-        // Newest first is descending id order: what the entries say, reversed.
-        let expected: Vec<String> = touched.remove(&walked.account).unwrap_or_default().into_iter().rev().collect();
-        if walked.transactions != expected {
+        // The same transactions as the entries name (chain order is creation
+        // order, which need not be id order if a clock ever went back).
+        let expected = touched.remove(&walked.account).unwrap_or_default();
+        let listed: BTreeSet<String> = walked.transactions.iter().cloned().collect();
+        if listed != expected || listed.len() != walked.transactions.len() {
             return drift(format!("lists {} transactions, its entries belong to {}", walked.transactions.len(), expected.len()));
         }
         if usize::try_from(walked.length).ok() != Some(expected.len()) {

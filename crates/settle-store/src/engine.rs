@@ -450,9 +450,11 @@ async fn apply_batch<B: WriteBackend>(backend: &mut B, batch: &[Envelope], now: 
         }
     }
     backend.write(&effects, &chained, now).await?;
+    // Only a conflict says for sure that nothing was committed; after any other
+    // failure of COMMIT the change may be there, so it must not run again.
     backend.commit().await.map_err(|e| match e {
-        StoreError::Unavailable(cause) => StoreError::OutcomeUnknown(cause),
-        other => other,
+        StoreError::Conflict(cause) => StoreError::Conflict(cause),
+        other => StoreError::OutcomeUnknown(other.to_string()),
     })?;
     Ok(replies)
 }

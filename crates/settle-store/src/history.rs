@@ -93,21 +93,37 @@ pub fn walk_all(conn: &Connection) -> Result<Vec<Walked>, StoreError> {
         let mut transactions = Vec::new();
         // A chain that loops would never end: no walk is longer than the stored length.
         let limit = usize::try_from(history.head.length).unwrap_or(0);
-        let mut too_long = false;
-        let walked = history.walk_back(&mut |id| {
+        let mut problem: Option<String> = None;
+        let mut expected_seq = history.head.length;
+        let mut checkpoints: Vec<(i64, String)> = Vec::new();
+        let walked = history.walk_links(history.head.transaction.clone(), &mut |id, link| {
             if transactions.len() == limit {
-                too_long = true;
+                problem = Some(format!("is longer than its stored length {limit}"));
                 return Ok(false);
             }
+            if link.seq != expected_seq {
+                problem = Some(format!("gives {id} position {} where {expected_seq} was due", link.seq));
+                return Ok(false);
+            }
+            if link.seq % CHECKPOINT_EVERY == 0 {
+                checkpoints.push((link.seq, id.to_owned()));
+            }
+            expected_seq -= 1;
             transactions.push(id.to_owned());
             Ok(true)
         });
-        let broken = match walked {
+        let mut broken = match walked {
             Err(StoreError::Corrupt(reason)) => Some(reason),
             Err(e) => return Err(e),
-            Ok(()) if too_long => Some(format!("the chain is longer than its stored length {limit}")),
-            Ok(()) => None,
+            Ok(()) => problem,
         };
+        if broken.is_none() {
+            let mut stmt = conn.prepare_cached("SELECT seq, transaction_id FROM account_checkpoints WHERE account_id = ?1 ORDER BY seq DESC")?;
+            let stored: Vec<(i64, String)> = stmt.query_map([account], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
+            if stored != checkpoints {
+                broken = Some(String::from("has checkpoints that differ from its links"));
+            }
+        }
         out.push(Walked { account: account.clone(), length: history.head.length, transactions, broken });
     }
     Ok(out)
@@ -142,10 +158,15 @@ impl<'c> History<'c> {
 
     /// Like [`History::walk_back`], starting at `from` (inclusive; `None`: nothing).
     fn walk_from(&self, from: Option<String>, visit: &mut dyn FnMut(&str) -> Result<bool, StoreError>) -> Result<(), StoreError> {
+        self.walk_links(from, &mut |id, _| visit(id))
+    }
+
+    /// Like [`History::walk_from`], also showing each transaction's link.
+    fn walk_links(&self, from: Option<String>, visit: &mut dyn FnMut(&str, &Link) -> Result<bool, StoreError>) -> Result<(), StoreError> {
         let mut next = from;
         while let Some(id) = next {
             let link = self.link(&id)?.ok_or_else(|| StoreError::Corrupt(format!("{id} is in the history of {} but has no link to it", self.account)))?;
-            if !visit(&id)? {
+            if !visit(&id, &link)? {
                 return Ok(());
             }
             next = link.prev;
@@ -160,8 +181,17 @@ impl<'c> History<'c> {
         if let Some(link) = self.link(cursor)? {
             return Ok(Located::Member(link));
         }
+        // Not in this history: position by id. The newest checkpoint older than
+        // the cursor bounds the walk to the checkpoint stride above it.
+        let mut stmt =
+            self.conn.prepare_cached("SELECT seq FROM account_checkpoints WHERE account_id = ?1 AND transaction_id < ?2 ORDER BY seq DESC LIMIT 1")?;
+        let below: i64 = stmt.query_row(params![self.account, cursor], |r| r.get(0)).optional()?.unwrap_or(0);
+        let (_, top) = match self.head.transaction {
+            None => return Ok(Located::Before(None)),
+            Some(_) => self.at_or_above(below + CHECKPOINT_EVERY)?,
+        };
         let mut found = None;
-        self.walk_back(&mut |id| {
+        self.walk_from(Some(top), &mut |id| {
             if id < cursor {
                 found = Some(id.to_owned());
                 return Ok(false);

@@ -113,7 +113,13 @@ impl SqliteStore {
             Some(c) => c,
             None => open(&self.path)?,
         };
-        let result = f(&conn);
+        // One read transaction: every statement of `f` sees the same snapshot,
+        // so a commit landing mid-read can never show half of a change.
+        let result = conn.unchecked_transaction().map_err(StoreError::from).and_then(|tx| {
+            let value = f(&tx)?;
+            tx.commit()?;
+            Ok(value)
+        });
         if let Ok(mut pool) = self.readers.lock()
             && pool.len() < READ_POOL_SIZE
         {

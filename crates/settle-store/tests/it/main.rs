@@ -10,6 +10,7 @@ mod harness;
 
 mod commit;
 mod concurrency;
+mod history;
 mod idempotency;
 mod ledger;
 mod log;
