@@ -10,8 +10,9 @@
 //! [`CHECKPOINT_EVERY`]-th position is recorded in `account_checkpoints` so a
 //! walk towards newer transactions also costs a bounded number of steps.
 //!
-//! Chain order is creation order, which is id order (ids are monotonic), so
-//! lists read the same as a walk of an id index would.
+//! Chain order is creation order, which is id order while the clock does not
+//! go back (ids are time-ordered ULIDs), so lists read the same as a walk of
+//! an id index would. A cursor from outside the history is positioned by id.
 
 use crate::error::StoreError;
 use rusqlite::{Connection, OptionalExtension, params};
