@@ -206,7 +206,11 @@ impl PgStore {
         let want = page.limit as usize + 1;
         let (descending, mut bound) = page.cursor.keyset_start(account.is_some());
         let account_id = account.as_ref().map(AccountId::as_str);
+        let pending = status == Some(TransactionStatus::Pending);
         let walk_sql = match (account_id.is_some(), descending) {
+            // Open holds have an index of their own (`transactions_pending`).
+            (false, true) if pending => "SELECT id, id FROM transactions WHERE tenant_id = $1 AND status = 'pending' AND id < $2 ORDER BY id DESC LIMIT $3",
+            (false, false) if pending => "SELECT id, id FROM transactions WHERE tenant_id = $1 AND status = 'pending' AND id > $2 ORDER BY id ASC LIMIT $3",
             (false, true) => "SELECT id, id FROM transactions WHERE tenant_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3",
             (false, false) => "SELECT id, id FROM transactions WHERE tenant_id = $1 AND id > $2 ORDER BY id ASC LIMIT $3",
             (true, true) => "SELECT id, transaction_id FROM entries WHERE account_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3",

@@ -298,7 +298,9 @@ impl SqliteStore {
             match &account {
                 None => {
                     let (descending, bound) = scan_start(&page.cursor);
-                    scan(c, "transactions", "id", "tenant_id", &tenant.0, descending, bound, &mut visit)?
+                    // Open holds have an index of their own (`transactions_pending`).
+                    let table = if status == Some(TransactionStatus::Pending) { PENDING_TRANSACTIONS } else { "transactions" };
+                    scan(c, table, "id", "tenant_id", &tenant.0, descending, bound, &mut visit)?
                 }
                 Some(account) => {
                     let Some(history) = History::of(c, account.as_str(), tenant.0)? else {
@@ -379,6 +381,9 @@ impl SqliteStore {
         .await
     }
 }
+
+/// The pending transactions, as a table expression that `transactions_pending` serves.
+const PENDING_TRANSACTIONS: &str = "(SELECT id, tenant_id FROM transactions WHERE status = 'pending')";
 
 /// Where a keyset walk starts: newest first from the top or below a cursor,
 /// oldest first above a cursor.

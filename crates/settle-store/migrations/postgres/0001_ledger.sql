@@ -66,6 +66,8 @@ CREATE TABLE transactions (
 CREATE INDEX transactions_by_tenant ON transactions (tenant_id, id);
 CREATE UNIQUE INDEX transactions_external_id ON transactions (tenant_id, external_id) WHERE external_id IS NOT NULL;
 CREATE INDEX transactions_expiring ON transactions (expires_at) WHERE status = 'pending' AND expires_at IS NOT NULL;
+-- Open holds of a tenant, newest first, without walking its posted transactions.
+CREATE INDEX transactions_pending ON transactions (tenant_id, id) WHERE status = 'pending';
 
 -- Entry ids begin with their transaction's id, so a transaction's entries
 -- are one key range of the primary key and need no index of their own.

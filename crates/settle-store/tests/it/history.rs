@@ -45,3 +45,29 @@ async fn the_audit_finds_a_wrong_position_or_checkpoint_in_a_history() {
     db.execute("UPDATE transactions SET chain = ?2 WHERE id = ?1", [&right, &chain]).unwrap();
     l.finish().await;
 }
+
+/// Listing a tenant's open holds reads the `transactions_pending` index, not
+/// every transaction: the plan says so, and the list is right.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_holds_are_listed_from_their_own_index() {
+    let l = TestLedger::sqlite().await;
+    let (funding, wallet) = l.funded_wallet(1_000_000).await;
+    let items = (1..=50).map(|i| draft(vec![leg(&funding, Direction::Debit, i), leg(&wallet, Direction::Credit, i)], TransactionStatus::Posted)).collect();
+    let Ok(Outcome::Batch(_)) = l.submit(Command::CreateBatch { atomic: true, items }).await else { panic!("batch failed") };
+    let hold = l.create(crate::harness::hold(&wallet, &funding, 5)).await.unwrap();
+    let page = l.store.list_transactions(l.tenant, None, Some(TransactionStatus::Pending), crate::harness::first_page(10), l.now()).await.unwrap();
+    assert_eq!(page.items.iter().map(|t| t.id.clone()).collect::<Vec<_>>(), std::slice::from_ref(&hold.id));
+    assert!(!page.has_more);
+
+    let Database::Sqlite { url, .. } = &l.database else { unreachable!("a SQLite ledger") };
+    let db = rusqlite::Connection::open(url.trim_start_matches("sqlite://")).unwrap();
+    let plan: Vec<String> = db
+        .prepare("EXPLAIN QUERY PLAN SELECT id, id FROM (SELECT id, tenant_id FROM transactions WHERE status = 'pending') WHERE tenant_id = ?1 AND id < ?2 ORDER BY id DESC LIMIT 256")
+        .unwrap()
+        .query_map(rusqlite::params![l.tenant.0, "~"], |r| r.get::<_, String>(3))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert!(plan.iter().any(|step| step.contains("transactions_pending")), "{plan:?}");
+    l.finish().await;
+}
