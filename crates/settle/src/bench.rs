@@ -3,8 +3,13 @@
 //! temporary data dir (SQLite, or `--database-url`) and stops it afterwards.
 
 use anyhow::{Context, bail};
+use bytes::Bytes;
 use clap::Args;
 use hdrhistogram::Histogram;
+use http_body_util::{BodyExt, Full};
+use hyper::StatusCode;
+use hyper::client::conn::http1::SendRequest;
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST, HeaderValue};
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::{Rng, SeedableRng};
 use std::process::ExitCode;
@@ -105,6 +110,68 @@ fn progress(len: usize, what: &str) -> ProgressBar {
     bar
 }
 
+/// Where the measured requests go. The load generator shares the machine
+/// with the server it measures, so it drives hyper's HTTP/1.1 connection
+/// directly (one keep-alive connection per client, headers built once)
+/// instead of a general-purpose client: in profiles reqwest cost the bench
+/// about as much CPU as the server's whole HTTP layer.
+#[derive(Clone)]
+struct Target {
+    addr: String,
+    host: HeaderValue,
+    auth: HeaderValue,
+}
+
+type Lane = Option<SendRequest<Full<Bytes>>>;
+
+impl Target {
+    fn new(url: &str, key: &str) -> anyhow::Result<Target> {
+        let parsed = reqwest::Url::parse(url).context("parsing --url")?;
+        if parsed.scheme() != "http" {
+            bail!("bench loads plain http:// servers; run it next to the server it measures");
+        }
+        let host = parsed.host_str().context("--url has no host")?;
+        let port = parsed.port_or_known_default().unwrap_or(80);
+        let addr = format!("{host}:{port}");
+        let mut auth = HeaderValue::from_str(&format!("Bearer {key}")).context("the API key is not a valid header value")?;
+        auth.set_sensitive(true);
+        Ok(Target { host: HeaderValue::from_str(&addr).context("--url host")?, addr, auth })
+    }
+
+    async fn connect(&self) -> anyhow::Result<SendRequest<Full<Bytes>>> {
+        let stream = tokio::net::TcpStream::connect(&self.addr).await.with_context(|| format!("connecting to {}", self.addr))?;
+        stream.set_nodelay(true)?;
+        let (sender, connection) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+        tokio::spawn(connection);
+        Ok(sender)
+    }
+
+    /// POSTs `body` on this client's connection, opening a new one if the last closed.
+    async fn post(&self, lane: &mut Lane, path: &'static str, body: String) -> anyhow::Result<(StatusCode, Bytes)> {
+        if lane.as_ref().is_none_or(SendRequest::is_closed) {
+            *lane = Some(self.connect().await?);
+        }
+        let sender = lane.as_mut().context("no connection")?;
+        let request = hyper::Request::post(path)
+            .header(HOST, self.host.clone())
+            .header(AUTHORIZATION, self.auth.clone())
+            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+            .body(Full::new(Bytes::from(body)))?;
+        let sent = async {
+            sender.ready().await?;
+            let response = sender.send_request(request).await?;
+            let status = response.status();
+            let body = response.into_body().collect().await?.to_bytes();
+            Ok::<_, hyper::Error>((status, body))
+        }
+        .await;
+        if sent.is_err() {
+            *lane = None;
+        }
+        Ok(sent?)
+    }
+}
+
 /// Clients that open the accounts before the measured run.
 const SETUP_CONCURRENCY: usize = 64;
 
@@ -180,6 +247,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let client = reqwest::Client::builder().pool_max_idle_per_host(args.concurrency).timeout(Duration::from_secs(60)).build()?;
     let accounts = Arc::new(create_accounts(&client, &url, &key, args.accounts).await?);
 
+    let target = Target::new(&url, &key)?;
     let requests = args.transfers.div_ceil(args.batch_size);
     let bar = progress(args.transfers, "transfers");
     let next = Arc::new(AtomicUsize::new(0));
@@ -187,12 +255,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..args.concurrency {
-        let (client, url, key, next, errors, bar, accounts) =
-            (client.clone(), url.clone(), key.clone(), Arc::clone(&next), Arc::clone(&errors), bar.clone(), Arc::clone(&accounts));
+        let (target, next, errors, bar, accounts) = (target.clone(), Arc::clone(&next), Arc::clone(&errors), bar.clone(), Arc::clone(&accounts));
         let (batch_size, transfers, hot) = (args.batch_size, args.transfers, args.hot_accounts);
         tasks.push(tokio::spawn(async move {
             let mut histogram = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
             let mut rng = rand::rngs::SmallRng::from_rng(&mut rand::rng());
+            let mut lane: Lane = None;
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 if i >= requests {
@@ -215,18 +283,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
                     "/v1/transactions/batch"
                 };
                 let sent = Instant::now();
-                let result = client.post(format!("{url}{path}")).bearer_auth(&key).header("content-type", "application/json").body(body).send().await;
-                let failed = match result {
-                    Ok(response) if batch_size == 1 => {
-                        let ok = response.status() == reqwest::StatusCode::CREATED;
-                        let _ = response.bytes().await;
-                        u64::from(!ok)
-                    }
-                    Ok(response) if response.status().is_success() => {
-                        // The summary leads the body: read it without parsing every result.
-                        let body = response.bytes().await.unwrap_or_default();
-                        failed_count(&body).unwrap_or(count as u64)
-                    }
+                let failed = match target.post(&mut lane, path, body).await {
+                    Ok((status, _)) if batch_size == 1 => u64::from(status != StatusCode::CREATED),
+                    // The summary leads the body: read it without parsing every result.
+                    Ok((status, body)) if status.is_success() => failed_count(&body).unwrap_or(count as u64),
                     Ok(_) | Err(_) => count as u64,
                 };
                 histogram.saturating_record(sent.elapsed().as_micros() as u64);
