@@ -236,7 +236,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     if args.batch_size > settle_core::limits::MAX_BATCH_TRANSACTIONS {
         bail!("--batch-size may be at most {}", settle_core::limits::MAX_BATCH_TRANSACTIONS);
     }
-    let (_server, url, key) = match (&args.url, &args.api_key) {
+    let (own_server, url, key) = match (&args.url, &args.api_key) {
         (Some(url), Some(key)) => (None, url.trim_end_matches('/').to_owned(), key.clone()),
         (Some(_), None) => bail!("--url needs --api-key (or SETTLE_API_KEY)"),
         (None, _) => {
@@ -244,10 +244,25 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             (Some(server), url, key)
         }
     };
-    let client = reqwest::Client::builder().pool_max_idle_per_host(args.concurrency).timeout(Duration::from_secs(60)).build()?;
-    let accounts = Arc::new(create_accounts(&client, &url, &key, args.accounts).await?);
+    // Stop the server bench started however the run ends, Ctrl-C included:
+    // an interrupted bench must not leave a server behind.
+    let outcome = tokio::select! {
+        outcome = measure(&args, &url, &key) => outcome,
+        () = crate::serve::shutdown_requested() => Err(anyhow::anyhow!("interrupted")),
+    };
+    if let Some(mut server) = own_server {
+        let _ = server.child.start_kill();
+        let _ = server.child.wait().await;
+    }
+    outcome.map(|()| ExitCode::SUCCESS)
+}
 
-    let target = Target::new(&url, &key)?;
+/// Opens the accounts, then runs and reports the measured load.
+async fn measure(args: &BenchArgs, url: &str, key: &str) -> anyhow::Result<()> {
+    let client = reqwest::Client::builder().pool_max_idle_per_host(args.concurrency).timeout(Duration::from_secs(60)).build()?;
+    let accounts = Arc::new(create_accounts(&client, url, key, args.accounts).await?);
+
+    let target = Target::new(url, key)?;
     let requests = args.transfers.div_ceil(args.batch_size);
     let bar = progress(args.transfers, "transfers");
     let next = Arc::new(AtomicUsize::new(0));
@@ -317,9 +332,5 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         "hot_accounts": args.hot_accounts,
     });
     println!("{report}");
-    if let Some(mut server) = _server {
-        let _ = server.child.start_kill();
-        let _ = server.child.wait().await;
-    }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }

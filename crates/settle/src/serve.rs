@@ -50,6 +50,12 @@ async fn bootstrap(store: &Store, data_dir: &Path) -> anyhow::Result<()> {
 }
 
 async fn shutdown_signal() {
+    shutdown_requested().await;
+    tracing::info!("shutdown requested: no new connections; finishing in-flight requests");
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+pub(crate) async fn shutdown_requested() {
     let interrupt = async {
         let _ = tokio::signal::ctrl_c().await;
     };
@@ -68,7 +74,6 @@ async fn shutdown_signal() {
         () = interrupt => {},
         () = terminate => {},
     }
-    tracing::info!("shutdown requested: no new connections; finishing in-flight requests");
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
