@@ -22,7 +22,13 @@ use settle_core::limits::{MAX_EXTERNAL_ID_CHARS, MAX_TEXT_CHARS};
 use settle_core::tenancy::{Principal, Scope};
 use settle_store::engine::Command;
 use settle_store::records::NewAccount;
+use utoipa::IntoParams;
 
+/// Opens an account. Its currency and normal side never change.
+#[utoipa::path(post, path = "/v1/accounts", tag = "Accounts", operation_id = "create_account",
+    params(crate::openapi::IdempotencyKey),
+    request_body = CreateAccountRequest,
+    responses((status = 201, description = "The new account.", body = render::AccountJson)))]
 pub async fn create(
     State(state): State<AppState>,
     Writer(principal): Writer,
@@ -59,6 +65,10 @@ pub fn account_id(text: &str) -> Result<AccountId, ApiError> {
     AccountId::parse(text).ok_or_else(|| ApiError::not_found("account"))
 }
 
+/// One account with its current balances.
+#[utoipa::path(get, path = "/v1/accounts/{id}", tag = "Accounts", operation_id = "get_account",
+    params(("id" = String, Path, description = "An account id (`acct_…`).")),
+    responses((status = 200, description = "The account.", body = render::AccountJson)))]
 pub async fn get(State(state): State<AppState>, principal: Principal, IdPath(id): IdPath) -> Result<Response, ApiError> {
     require(&principal, Scope::LedgerRead)?;
     let id = account_id(&id)?;
@@ -66,14 +76,24 @@ pub async fn get(State(state): State<AppState>, principal: Principal, IdPath(id)
     Ok(Json(render::account(&account)?).into_response())
 }
 
-#[derive(Deserialize)]
+/// Cursor pagination, oldest first.
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-struct ListParams {
+#[into_params(parameter_in = Query)]
+pub struct ListParams {
+    /// Objects per page, 1 to 100 (default 10).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 100)]
     limit: Option<String>,
+    /// An id from the previous page: the page after it.
     starting_after: Option<String>,
+    /// An id from the next page: the page before it.
     ending_before: Option<String>,
 }
 
+/// The organization's accounts in this environment, oldest first.
+#[utoipa::path(get, path = "/v1/accounts", tag = "Accounts", operation_id = "list_accounts",
+    params(ListParams),
+    responses((status = 200, description = "A page of accounts.", body = render::ListJson<render::AccountJson>)))]
 pub async fn list(State(state): State<AppState>, principal: Principal, RawQuery(query): RawQuery) -> Result<Response, ApiError> {
     require(&principal, Scope::LedgerRead)?;
     let params: ListParams = parse_query(query.as_deref())?;
@@ -83,6 +103,10 @@ pub async fn list(State(state): State<AppState>, principal: Principal, RawQuery(
     Ok(Json(render::list(data, result.has_more)).into_response())
 }
 
+/// The entries that touch an account, oldest first.
+#[utoipa::path(get, path = "/v1/accounts/{id}/entries", tag = "Accounts", operation_id = "list_account_entries",
+    params(("id" = String, Path, description = "An account id (`acct_…`)."), ListParams),
+    responses((status = 200, description = "A page of entries.", body = render::ListJson<render::EntryJson>)))]
 pub async fn entries(State(state): State<AppState>, principal: Principal, IdPath(id): IdPath, RawQuery(query): RawQuery) -> Result<Response, ApiError> {
     require(&principal, Scope::LedgerRead)?;
     let id = account_id(&id)?;
@@ -92,12 +116,19 @@ pub async fn entries(State(state): State<AppState>, principal: Principal, IdPath
     Ok(Json(render::list(result.items.iter().map(render::entry_row).collect(), result.has_more)).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-struct BalanceParams {
+#[into_params(parameter_in = Query)]
+pub struct BalanceParams {
+    /// RFC 3339: the balances as of this instant (default now).
+    #[param(format = DateTime)]
     as_of: Option<String>,
 }
 
+/// An account's balances now, or as of a past instant (by effective time).
+#[utoipa::path(get, path = "/v1/accounts/{id}/balances", tag = "Accounts", operation_id = "get_account_balances",
+    params(("id" = String, Path, description = "An account id (`acct_…`)."), BalanceParams),
+    responses((status = 200, description = "The balances.", body = render::AccountBalancesJson)))]
 pub async fn balances(State(state): State<AppState>, principal: Principal, IdPath(id): IdPath, RawQuery(query): RawQuery) -> Result<Response, ApiError> {
     require(&principal, Scope::LedgerRead)?;
     let id = account_id(&id)?;
@@ -111,13 +142,13 @@ pub async fn balances(State(state): State<AppState>, principal: Principal, IdPat
     let at = at.min(now);
     let (account, counters) = state.store.balances_as_of(principal.tenant, id, at).await?.ok_or_else(|| ApiError::not_found("account"))?;
     let (balances, totals) = balances_json(&counters, account.state.normal_balance)?;
-    Ok(Json(serde_json::json!({
-        "object": "account_balances",
-        "account_id": account.state.id.as_str(),
-        "currency": account.state.currency.code(),
-        "as_of": at.to_rfc3339(),
-        "balances": balances,
-        "totals": totals,
-    }))
+    Ok(Json(render::AccountBalancesJson {
+        object: "account_balances",
+        account_id: account.state.id.as_str(),
+        currency: account.state.currency.code(),
+        as_of: at.to_rfc3339(),
+        balances,
+        totals,
+    })
     .into_response())
 }

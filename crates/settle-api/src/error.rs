@@ -7,9 +7,10 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use settle_core::ledger::LedgerError;
 use settle_store::engine::CommandError;
+use utoipa::ToSchema;
 
 /// The `type` field: the family of the error, for clients that branch coarsely.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorType {
     InvalidRequestError,
@@ -80,20 +81,9 @@ impl ApiError {
     }
 
     pub fn body(&self, request_id: &str) -> Vec<u8> {
-        #[derive(Serialize)]
-        struct Envelope<'a> {
-            error: Body<'a>,
-        }
-        #[derive(Serialize)]
-        struct Body<'a> {
-            #[serde(rename = "type")]
-            kind: ErrorType,
-            code: &'a str,
-            message: &'a str,
-            param: Option<&'a str>,
-            request_id: &'a str,
-        }
-        let envelope = Envelope { error: Body { kind: self.kind, code: self.code, message: &self.message, param: self.param.as_deref(), request_id } };
+        let envelope = ErrorEnvelope {
+            error: ErrorBody { kind: self.kind, code: self.code, message: &self.message, param: self.param.as_deref(), request_id: Some(request_id) },
+        };
         serde_json::to_vec(&envelope).unwrap_or_else(|_| b"{\"error\":{\"type\":\"api_error\",\"code\":\"internal_error\"}}".to_vec())
     }
 
@@ -101,6 +91,33 @@ impl ApiError {
     pub fn item_json(&self) -> serde_json::Value {
         serde_json::json!({ "type": self.kind, "code": self.code, "message": self.message, "param": self.param })
     }
+}
+
+/// Every error response: `{"error": {...}}`.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorEnvelope<'a> {
+    pub error: ErrorBody<'a>,
+}
+
+/// What went wrong, for programs (`type`, `code`, `param`) and for people (`message`).
+#[derive(Serialize, ToSchema)]
+#[schema(as = Error)]
+pub struct ErrorBody<'a> {
+    #[serde(rename = "type")]
+    pub kind: ErrorType,
+    /// Stable, machine-readable; branch on this.
+    #[schema(value_type = String, example = "insufficient_funds")]
+    pub code: &'a str,
+    /// For people; may change wording between releases.
+    #[schema(value_type = String)]
+    pub message: &'a str,
+    /// The request field or header at fault, when one is.
+    #[schema(value_type = Option<String>, example = "entries[0].amount")]
+    pub param: Option<&'a str>,
+    /// The `Request-Id` of the response (absent on items inside a batch result).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub request_id: Option<&'a str>,
 }
 
 /// Carried on an error response until the request-id layer writes the body,
@@ -158,6 +175,126 @@ impl From<&CommandError> for ApiError {
         match param {
             Some(p) => error.with_param(p),
             None => error,
+        }
+    }
+}
+
+/// One stable error code: what a client can branch on.
+pub struct ErrorCode {
+    pub code: &'static str,
+    pub status: u16,
+    pub kind: ErrorType,
+    /// When it is answered, for the API reference.
+    pub when: &'static str,
+}
+
+/// Every code the API answers. The API document lists, per operation, the
+/// codes it can answer from this table; a test keeps the table and the
+/// mapping above in step.
+pub const ERROR_CODES: &[ErrorCode] = &[
+    ErrorCode {
+        code: "invalid_request",
+        status: 400,
+        kind: ErrorType::InvalidRequestError,
+        when: "a parameter, header or body field is missing, malformed or out of range; `param` names it",
+    },
+    ErrorCode {
+        code: "invalid_api_key",
+        status: 401,
+        kind: ErrorType::AuthenticationError,
+        when: "no API key, a malformed Authorization header, or an unknown or revoked key",
+    },
+    ErrorCode { code: "insufficient_scope", status: 403, kind: ErrorType::PermissionError, when: "the key lacks the scope this operation needs" },
+    ErrorCode {
+        code: "not_found",
+        status: 404,
+        kind: ErrorType::InvalidRequestError,
+        when: "no such object in this organization and environment (or no such endpoint)",
+    },
+    ErrorCode { code: "method_not_allowed", status: 405, kind: ErrorType::InvalidRequestError, when: "the endpoint exists but not with this method" },
+    ErrorCode {
+        code: "idempotency_key_in_use",
+        status: 409,
+        kind: ErrorType::IdempotencyError,
+        when: "a request with this Idempotency-Key is still running; retry shortly",
+    },
+    ErrorCode { code: "version_conflict", status: 409, kind: ErrorType::ConflictError, when: "an account is not at the version `expected_versions` names" },
+    ErrorCode {
+        code: "duplicate_external_id",
+        status: 409,
+        kind: ErrorType::ConflictError,
+        when: "the `external_id` is taken; the message names the existing object",
+    },
+    ErrorCode { code: "transaction_not_pending", status: 409, kind: ErrorType::ConflictError, when: "only a pending transaction can be posted or voided" },
+    ErrorCode { code: "transaction_not_posted", status: 409, kind: ErrorType::ConflictError, when: "only a posted transaction can be reversed" },
+    ErrorCode { code: "transaction_already_reversed", status: 409, kind: ErrorType::ConflictError, when: "the transaction has a reversal already" },
+    ErrorCode {
+        code: "batch_aborted",
+        status: 409,
+        kind: ErrorType::ConflictError,
+        when: "inside an atomic batch: another item failed, so this one was not applied",
+    },
+    ErrorCode { code: "request_too_large", status: 413, kind: ErrorType::InvalidRequestError, when: "the body is over the limit (1 MiB; 8 MiB for batches)" },
+    ErrorCode { code: "idempotency_key_reused", status: 422, kind: ErrorType::IdempotencyError, when: "the Idempotency-Key was used with a different request" },
+    ErrorCode { code: "unbalanced_transaction", status: 422, kind: ErrorType::LedgerError, when: "debits and credits differ in some currency" },
+    ErrorCode { code: "currency_mismatch", status: 422, kind: ErrorType::LedgerError, when: "an entry's currency is not its account's" },
+    ErrorCode {
+        code: "insufficient_funds",
+        status: 422,
+        kind: ErrorType::LedgerError,
+        when: "the transaction would take an account below its `min_available_balance`",
+    },
+    ErrorCode { code: "account_not_found", status: 422, kind: ErrorType::LedgerError, when: "an account id inside the body names no account" },
+    ErrorCode { code: "balance_overflow", status: 422, kind: ErrorType::LedgerError, when: "a balance would leave the 64-bit range" },
+    ErrorCode { code: "amount_exceeds_hold", status: 422, kind: ErrorType::LedgerError, when: "posting more than the pending entry holds" },
+    ErrorCode { code: "internal_error", status: 500, kind: ErrorType::ApiError, when: "a fault of ours; nothing is said about its cause" },
+    ErrorCode {
+        code: "service_unavailable",
+        status: 503,
+        kind: ErrorType::ApiError,
+        when: "the database is unreachable, or a commit's outcome is unknown; retry with the same Idempotency-Key",
+    },
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use settle_core::ids::{AccountId, TransactionId};
+
+    fn listed(error: &ApiError) -> bool {
+        ERROR_CODES.iter().any(|c| c.code == error.code && c.status == error.status.as_u16() && c.kind == error.kind)
+    }
+
+    #[test]
+    fn every_command_error_maps_to_a_listed_code() {
+        let account = AccountId::parse("acct_01jdx3q5g3n3n5v8y2w4h6k9m1");
+        let txn = TransactionId::parse("ltx_01jdx3r0ab5c7d9e1f3g5h7j9k");
+        let (Some(account), Some(txn), Some(usd)) = (account, txn, settle_core::money::Currency::parse("USD")) else { panic!("examples must parse") };
+        let errors = [
+            CommandError::Ledger(LedgerError::CurrencyMismatch { account: account.clone(), entry: usd, account_currency: usd }),
+            CommandError::Ledger(LedgerError::Unbalanced { currency: usd, debits: 1, credits: 2 }),
+            CommandError::Ledger(LedgerError::VersionConflict { account: account.clone(), expected: 1, actual: 2 }),
+            CommandError::Ledger(LedgerError::AlreadyReversed { transaction: txn.clone(), reversal: txn.clone() }),
+            CommandError::Ledger(LedgerError::AmountExceedsHold { account_id: account.clone(), direction: settle_core::ledger::Direction::Debit }),
+            CommandError::DuplicateExternalId { existing: String::from("acct_x") },
+            CommandError::Ledger(LedgerError::AccountNotFound(account.clone())),
+            CommandError::Ledger(LedgerError::InsufficientFunds(account.clone())),
+            CommandError::Ledger(LedgerError::BalanceOverflow(account.clone())),
+            CommandError::Ledger(LedgerError::VersionForUntouchedAccount(account.clone())),
+            CommandError::Ledger(LedgerError::TransactionNotPending(txn.clone())),
+            CommandError::Ledger(LedgerError::TransactionNotPosted(txn.clone())),
+            CommandError::Ledger(LedgerError::ExpiryNotInFuture),
+            CommandError::TransactionNotFound(txn),
+            CommandError::BatchAborted,
+            CommandError::Unavailable,
+            CommandError::OutcomeUnknown,
+        ];
+        for e in &errors {
+            let api = ApiError::from(e);
+            assert!(listed(&api), "{} ({}) is not in ERROR_CODES", api.code, api.status);
+        }
+        for e in [ApiError::unavailable(), ApiError::outcome_unknown(), ApiError::not_found("x"), ApiError::invalid("p", "m")] {
+            assert!(listed(&e), "{} is not in ERROR_CODES", e.code);
         }
     }
 }

@@ -9,6 +9,7 @@ pub mod commands;
 pub mod error;
 pub mod idempotency;
 pub mod observe;
+pub mod openapi;
 pub mod pagination;
 pub mod path;
 pub mod render;
@@ -51,6 +52,8 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/v1/openapi.json", get(openapi::serve_document))
+        .route("/docs", get(openapi::serve_reference))
         .route("/v1/accounts", post(accounts::create).get(accounts::list))
         .route("/v1/accounts/{id}", get(accounts::get))
         .route("/v1/accounts/{id}/balances", get(accounts::balances))

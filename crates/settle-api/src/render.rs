@@ -8,15 +8,23 @@ use settle_core::ledger::{Balances, Counters, Entry, EntryStatus, Transaction, T
 use settle_core::metadata::Metadata;
 use settle_store::engine::{CommandError, Outcome};
 use settle_store::records::{AccountRecord, EntryRow, StoredResponse};
+use utoipa::ToSchema;
 
-#[derive(Serialize)]
+/// Balances in minor units, signed by the account's normal side.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Balances)]
 pub struct BalancesJson {
+    /// Sum of posted entries.
     pub posted: i64,
+    /// Posted plus every pending entry.
     pub pending: i64,
+    /// Posted minus pending entries that take money away: what can be spent.
     pub available: i64,
 }
 
-#[derive(Serialize)]
+/// Raw sums of debits and credits, in minor units.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Totals)]
 pub struct TotalsJson {
     pub posted_debits: i64,
     pub posted_credits: i64,
@@ -37,19 +45,30 @@ pub fn balances_json(counters: &Counters, normal: settle_core::ledger::NormalBal
     ))
 }
 
-#[derive(Serialize)]
+/// A ledger account.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Account)]
 pub struct AccountJson<'a> {
+    #[schema(value_type = String, example = "account")]
     object: &'static str,
+    #[schema(value_type = String, example = "acct_01jdx3q5g3n3n5v8y2w4h6k9m1")]
     id: &'a str,
+    #[schema(value_type = String)]
     name: &'a str,
+    #[schema(value_type = String, example = "USD")]
     currency: &'a str,
+    #[schema(value_type = String, example = "credit")]
     normal_balance: &'static str,
     min_available_balance: Option<i64>,
     balances: BalancesJson,
     totals: TotalsJson,
+    /// Increases by one with every change of the account's balances.
     version: i64,
+    #[schema(value_type = Option<String>)]
     external_id: Option<&'a str>,
+    #[schema(value_type = BTreeMap<String, String>)]
     metadata: &'a Metadata,
+    #[schema(format = DateTime)]
     created_at: String,
 }
 
@@ -71,17 +90,29 @@ pub fn account(a: &AccountRecord) -> Result<AccountJson<'_>, ApiError> {
     })
 }
 
-#[derive(Serialize)]
+/// One leg of a transaction, as it affects one account.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Entry)]
 pub struct EntryJson<'a> {
+    #[schema(value_type = String, example = "entry")]
     object: &'static str,
+    #[schema(value_type = String)]
     id: &'a str,
+    #[schema(value_type = String)]
     transaction_id: &'a str,
+    #[schema(value_type = String)]
     account_id: &'a str,
+    #[schema(value_type = String, example = "debit")]
     direction: &'static str,
     amount: i64,
+    #[schema(value_type = String, example = "USD")]
     currency: &'a str,
+    /// `pending`, `posted` or `voided`.
+    #[schema(value_type = String, example = "posted")]
     status: &'static str,
+    #[schema(format = DateTime)]
     effective_at: String,
+    #[schema(format = DateTime)]
     created_at: String,
 }
 
@@ -104,22 +135,42 @@ pub fn entry_row(row: &EntryRow) -> EntryJson<'_> {
     entry(&row.entry, row.transaction_status)
 }
 
-#[derive(Serialize)]
+/// A balanced set of entries.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Transaction)]
 pub struct TransactionJson<'a> {
+    #[schema(value_type = String, example = "transaction")]
     object: &'static str,
+    #[schema(value_type = String, example = "ltx_01jdx3r0ab5c7d9e1f3g5h7j9k")]
     id: &'a str,
+    /// `pending`, `posted` or `voided`.
+    #[schema(value_type = String, example = "posted")]
     status: &'static str,
     entries: Vec<EntryJson<'a>>,
+    #[schema(value_type = Option<String>)]
     description: Option<&'a str>,
+    #[schema(value_type = Option<String>)]
     external_id: Option<&'a str>,
+    #[schema(format = DateTime)]
     effective_at: String,
+    #[schema(format = DateTime)]
     expires_at: Option<String>,
+    #[schema(format = DateTime)]
     posted_at: Option<String>,
+    #[schema(format = DateTime)]
     voided_at: Option<String>,
+    /// `requested` or `expired`.
+    #[schema(value_type = Option<String>)]
     void_reason: Option<&'static str>,
+    /// The transaction this one reverses.
+    #[schema(value_type = Option<String>)]
     reverses: Option<&'a str>,
+    /// The reversal of this transaction.
+    #[schema(value_type = Option<String>)]
     reversed_by: Option<&'a str>,
+    #[schema(value_type = BTreeMap<String, String>)]
     metadata: &'a Metadata,
+    #[schema(format = DateTime)]
     created_at: String,
 }
 
@@ -143,8 +194,10 @@ pub fn transaction(t: &Transaction) -> TransactionJson<'_> {
     }
 }
 
-#[derive(Serialize)]
+/// A page of objects, oldest first; `has_more` says whether another page follows.
+#[derive(Serialize, ToSchema)]
 pub struct ListJson<T: Serialize> {
+    #[schema(value_type = String, example = "list")]
     object: &'static str,
     data: Vec<T>,
     has_more: bool,
@@ -162,22 +215,46 @@ fn error_response(error: &ApiError, request_id: &str) -> StoredResponse {
     StoredResponse { status: error.status.as_u16(), body: error.body(request_id) }
 }
 
-#[derive(Serialize)]
-struct BatchItemJson<'a> {
+/// The outcome of one transaction of a batch, in request order.
+#[derive(Serialize, ToSchema)]
+#[schema(as = BatchItem)]
+pub struct BatchItemJson<'a> {
     index: usize,
+    /// The status the transaction alone would have answered.
     status: u16,
     #[serde(skip_serializing_if = "Option::is_none")]
     transaction: Option<TransactionJson<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<crate::error::ErrorBody>)]
     error: Option<serde_json::Value>,
 }
 
-#[derive(Serialize)]
-struct BatchJson<'a> {
+/// What a batch did, item by item.
+#[derive(Serialize, ToSchema)]
+#[schema(as = BatchResult)]
+pub struct BatchJson<'a> {
+    #[schema(value_type = String, example = "batch_result")]
     object: &'static str,
     succeeded: usize,
     failed: usize,
     results: Vec<BatchItemJson<'a>>,
+}
+
+/// An account's balances now, or as of an instant.
+#[derive(Serialize, ToSchema)]
+#[schema(as = AccountBalances)]
+pub struct AccountBalancesJson<'a> {
+    #[schema(value_type = String, example = "account_balances")]
+    pub object: &'static str,
+    #[schema(value_type = String)]
+    pub account_id: &'a str,
+    #[schema(value_type = String, example = "USD")]
+    pub currency: &'a str,
+    /// The instant the balances are for (a future `as_of` answers as of now).
+    #[schema(format = DateTime)]
+    pub as_of: String,
+    pub balances: BalancesJson,
+    pub totals: TotalsJson,
 }
 
 fn outcome_bytes(outcome: &Outcome, success: StatusCode) -> Result<(StatusCode, Vec<u8>), ApiError> {

@@ -21,11 +21,17 @@ use settle_core::ledger::TransactionStatus;
 use settle_core::limits::{MAX_BATCH_BODY_BYTES, MAX_BATCH_TRANSACTIONS};
 use settle_core::tenancy::{Principal, Scope};
 use settle_store::engine::Command;
+use utoipa::IntoParams;
 
 fn transaction_id(text: &str) -> Result<TransactionId, ApiError> {
     TransactionId::parse(text).ok_or_else(|| ApiError::not_found("transaction"))
 }
 
+/// Moves money: a balanced set of entries, posted now or held as pending.
+#[utoipa::path(post, path = "/v1/transactions", tag = "Transactions", operation_id = "create_transaction",
+    params(crate::openapi::IdempotencyKey),
+    request_body = CreateTransactionRequest,
+    responses((status = 201, description = "The new transaction.", body = render::TransactionJson)))]
 pub async fn create(
     State(state): State<AppState>,
     Writer(principal): Writer,
@@ -50,6 +56,11 @@ pub async fn create(
     .await
 }
 
+/// Up to 1000 transactions in one request and one commit; `atomic` chooses all-or-nothing.
+#[utoipa::path(post, path = "/v1/transactions/batch", tag = "Transactions", operation_id = "create_transaction_batch",
+    params(crate::openapi::IdempotencyKey),
+    request_body = BatchRequest,
+    responses((status = 200, description = "Each transaction's outcome, in request order.", body = render::BatchJson)))]
 pub async fn batch(
     State(state): State<AppState>,
     Writer(principal): Writer,
@@ -79,6 +90,11 @@ pub async fn batch(
     .await
 }
 
+/// Posts a pending transaction (a hold), in full or for less; what is not posted is released.
+#[utoipa::path(post, path = "/v1/transactions/{id}/post", tag = "Transactions", operation_id = "post_transaction",
+    params(("id" = String, Path, description = "A transaction id (`ltx_…`)."), crate::openapi::IdempotencyKey),
+    request_body = PostRequest,
+    responses((status = 200, description = "The posted transaction.", body = render::TransactionJson)))]
 pub async fn post(
     State(state): State<AppState>,
     Writer(principal): Writer,
@@ -113,6 +129,11 @@ pub async fn post(
     .await
 }
 
+/// Voids a pending transaction: the hold is released.
+#[utoipa::path(post, path = "/v1/transactions/{id}/void", tag = "Transactions", operation_id = "void_transaction",
+    params(("id" = String, Path, description = "A transaction id (`ltx_…`)."), crate::openapi::IdempotencyKey),
+    request_body(content = EmptyRequest, description = "No fields.", content_type = "application/json"),
+    responses((status = 200, description = "The voided transaction.", body = render::TransactionJson)))]
 pub async fn void(
     State(state): State<AppState>,
     Writer(principal): Writer,
@@ -139,6 +160,11 @@ pub async fn void(
     .await
 }
 
+/// Reverses a posted transaction with a new transaction of opposite entries.
+#[utoipa::path(post, path = "/v1/transactions/{id}/reverse", tag = "Transactions", operation_id = "reverse_transaction",
+    params(("id" = String, Path, description = "A transaction id (`ltx_…`)."), crate::openapi::IdempotencyKey),
+    request_body(content = EmptyRequest, description = "No fields.", content_type = "application/json"),
+    responses((status = 201, description = "The reversal (a new transaction).", body = render::TransactionJson)))]
 pub async fn reverse(
     State(state): State<AppState>,
     Writer(principal): Writer,
@@ -165,6 +191,10 @@ pub async fn reverse(
     .await
 }
 
+/// One transaction with its entries.
+#[utoipa::path(get, path = "/v1/transactions/{id}", tag = "Transactions", operation_id = "get_transaction",
+    params(("id" = String, Path, description = "A transaction id (`ltx_…`).")),
+    responses((status = 200, description = "The transaction.", body = render::TransactionJson)))]
 pub async fn get(State(state): State<AppState>, principal: Principal, IdPath(id): IdPath) -> Result<Response, ApiError> {
     require(&principal, Scope::LedgerRead)?;
     let id = transaction_id(&id)?;
@@ -172,16 +202,39 @@ pub async fn get(State(state): State<AppState>, principal: Principal, IdPath(id)
     Ok(Json(render::transaction(&t)).into_response())
 }
 
-#[derive(Deserialize)]
+/// Cursor pagination, oldest first, with filters.
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-struct ListParams {
+#[into_params(parameter_in = Query)]
+pub struct ListParams {
+    /// Objects per page, 1 to 100 (default 10).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 100)]
     limit: Option<String>,
+    /// An id from the previous page: the page after it.
     starting_after: Option<String>,
+    /// An id from the next page: the page before it.
     ending_before: Option<String>,
+    /// Only transactions with an entry on this account.
     account_id: Option<String>,
+    /// Only transactions in this status.
+    #[param(value_type = Option<TransactionStatusFilter>)]
     status: Option<String>,
 }
 
+/// A transaction's status, as a list filter.
+#[derive(utoipa::ToSchema)]
+#[schema(as = TransactionStatus, rename_all = "lowercase")]
+#[allow(dead_code, reason = "never built: it describes the accepted values in the API document")]
+pub enum TransactionStatusFilter {
+    Pending,
+    Posted,
+    Voided,
+}
+
+/// Transactions of this environment, oldest first.
+#[utoipa::path(get, path = "/v1/transactions", tag = "Transactions", operation_id = "list_transactions",
+    params(ListParams),
+    responses((status = 200, description = "A page of transactions.", body = render::ListJson<render::TransactionJson>)))]
 pub async fn list(State(state): State<AppState>, principal: Principal, RawQuery(query): RawQuery) -> Result<Response, ApiError> {
     require(&principal, Scope::LedgerRead)?;
     let params: ListParams = parse_query(query.as_deref())?;

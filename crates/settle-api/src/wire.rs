@@ -11,9 +11,12 @@ use settle_core::limits::{MAX_EXTERNAL_ID_CHARS, MAX_TEXT_CHARS};
 use settle_core::metadata::{self, Metadata};
 use settle_core::money::{Amount, Currency};
 use std::collections::BTreeMap;
+use utoipa::ToSchema;
 
-#[derive(Deserialize, Clone, Copy)]
+/// Which side of the account an entry lands on.
+#[derive(Deserialize, Clone, Copy, ToSchema)]
 #[serde(rename_all = "lowercase")]
+#[schema(as = Direction)]
 pub enum DirectionRequest {
     Debit,
     Credit,
@@ -28,72 +31,106 @@ impl From<DirectionRequest> for Direction {
     }
 }
 
-#[derive(Deserialize, Clone, Copy)]
+/// The status a new transaction starts in: `pending` is a hold.
+#[derive(Deserialize, Clone, Copy, ToSchema)]
 #[serde(rename_all = "lowercase")]
+#[schema(as = NewTransactionStatus)]
 pub enum NewStatusRequest {
     Pending,
     Posted,
 }
 
-#[derive(Deserialize)]
+/// Opens an account.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateAccountRequest {
+    /// 1 to 1000 characters.
+    #[schema(example = "Alice wallet", min_length = 1, max_length = 1000)]
     pub name: String,
+    /// ISO 4217 code, upper case.
+    #[schema(example = "USD", pattern = "^[A-Z]{3}$")]
     pub currency: String,
+    /// `credit` for liabilities and income (a customer's wallet), `debit` for assets and expenses.
     pub normal_balance: DirectionRequest,
+    /// The lowest available balance a transaction may leave; absent means no limit.
     #[serde(default)]
+    #[schema(example = 0)]
     pub min_available_balance: Option<i64>,
+    /// Your own id for this account, unique per organization and environment (1 to 255 characters).
     #[serde(default)]
     pub external_id: Option<String>,
+    /// Up to 50 keys of 1 to 40 characters, values of at most 500 characters.
     #[serde(default)]
+    #[schema(value_type = Option<BTreeMap<String, String>>)]
     pub metadata: Option<Metadata>,
 }
 
-#[derive(Deserialize)]
+/// One leg of a transaction.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EntryRequest {
+    #[schema(example = "acct_01jdx3q5g3n3n5v8y2w4h6k9m1")]
     pub account_id: String,
     pub direction: DirectionRequest,
+    /// Positive, in the currency's minor units (cents for USD).
+    #[schema(minimum = 1, example = 2500)]
     pub amount: i64,
+    /// Defaults to the account's currency; if given, it must match it.
     #[serde(default)]
+    #[schema(example = "USD")]
     pub currency: Option<String>,
 }
 
-#[derive(Deserialize)]
+/// A balanced set of entries: per currency, debits equal credits.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTransactionRequest {
+    /// 2 to 100 entries.
     pub entries: Vec<EntryRequest>,
+    /// `posted` (the default) moves money now; `pending` places a hold to post or void later.
     #[serde(default)]
     pub status: Option<NewStatusRequest>,
     #[serde(default)]
     pub description: Option<String>,
+    /// Your own id, unique per organization and environment.
     #[serde(default)]
     pub external_id: Option<String>,
+    /// RFC 3339; when the money moved in the real world (defaults to now).
     #[serde(default)]
+    #[schema(format = DateTime)]
     pub effective_at: Option<String>,
+    /// RFC 3339, pending only: the hold is voided at this instant unless posted first.
     #[serde(default)]
+    #[schema(format = DateTime)]
     pub expires_at: Option<String>,
+    /// Optimistic concurrency: account id to the version the transaction expects it to be at.
     #[serde(default)]
     pub expected_versions: Option<BTreeMap<String, i64>>,
     #[serde(default)]
+    #[schema(value_type = Option<BTreeMap<String, String>>)]
     pub metadata: Option<Metadata>,
 }
 
-#[derive(Deserialize)]
+/// Up to 1000 transactions in one request.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BatchRequest {
+    /// `true`: all or nothing. `false`: each transaction succeeds or fails on its own.
     pub atomic: bool,
     pub transactions: Vec<CreateTransactionRequest>,
 }
 
-#[derive(Deserialize)]
+/// Posts a pending transaction, in full or in part.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PostRequest {
+    /// The entries to post, each at most its held amount; absent posts the hold in full.
     #[serde(default)]
     pub entries: Option<Vec<EntryRequest>>,
 }
 
-#[derive(Deserialize)]
+/// No fields: send `{}` (or no body).
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EmptyRequest {}
 

@@ -65,6 +65,8 @@ enum Command {
     },
     /// Measure transfers per second over HTTP.
     Bench(bench::BenchArgs),
+    /// Print the API's OpenAPI 3.1 document (what `GET /v1/openapi.json` serves).
+    Openapi,
 }
 
 #[derive(Subcommand)]
@@ -104,6 +106,10 @@ fn main() -> ExitCode {
             Command::Keys { command } => keys::run(command).await,
             Command::Audit { command: AuditCommand::Verify { db } } => audit_verify(db).await,
             Command::Bench(args) => bench::run(args).await,
+            Command::Openapi => {
+                print!("{}", settle_api::openapi::document_json());
+                Ok(ExitCode::SUCCESS)
+            }
         }
     });
     match result {

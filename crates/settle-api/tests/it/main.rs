@@ -14,6 +14,7 @@ mod batches;
 mod holds;
 mod idempotency;
 mod invariants;
+mod openapi;
 mod races;
 mod tenancy;
 mod transactions;

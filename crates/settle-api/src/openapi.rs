@@ -1,0 +1,244 @@
+//! The API's OpenAPI 3.1 document, generated from the handlers' annotations
+//! and the wire types, plus the error codes each operation can answer (from
+//! [`ERROR_CODES`]). Served at `GET /v1/openapi.json`, committed at
+//! `docs/openapi.json`, and rendered for people at `GET /docs`.
+
+use crate::error::{ERROR_CODES, ErrorCode};
+use crate::{accounts, render, transactions, wire};
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::sync::OnceLock;
+use utoipa::openapi::example::ExampleBuilder;
+use utoipa::openapi::header::HeaderBuilder;
+use utoipa::openapi::link::LinkBuilder;
+use utoipa::openapi::path::Operation;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, ObjectBuilder, OpenApi as Document, Ref, RefOr, ResponseBuilder, Type};
+use utoipa::{IntoParams, Modify, OpenApi};
+
+/// The `Idempotency-Key` header every POST accepts.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Header)]
+pub struct IdempotencyKey {
+    /// 1 to 255 printable ASCII characters. A retry with the same key and the
+    /// same request returns the first outcome (with `Idempotent-Replayed: true`)
+    /// and changes nothing; keys are kept at least 24 hours.
+    #[param(rename = "Idempotency-Key", value_type = Option<String>, nullable = false, min_length = 1, max_length = 255, pattern = "^[\\x20-\\x7E]+$")]
+    #[serde(rename = "Idempotency-Key")]
+    pub key: Option<String>,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Settle API",
+        description = "A double-entry ledger, served over HTTP. Amounts are integers in the currency's minor units. \
+Authenticate with `Authorization: Bearer <secret>`; errors answer `{\"error\": {type, code, message, param, request_id}}` \
+and every response carries `Request-Id`. See docs/api.md for the walkthrough.",
+        license(name = "Apache-2.0", identifier = "Apache-2.0"),
+    ),
+    paths(
+        accounts::create,
+        accounts::list,
+        accounts::get,
+        accounts::balances,
+        accounts::entries,
+        transactions::create,
+        transactions::list,
+        transactions::batch,
+        transactions::get,
+        transactions::post,
+        transactions::void,
+        transactions::reverse,
+    ),
+    components(schemas(crate::error::ErrorEnvelope, crate::error::ErrorBody, wire::DirectionRequest, render::BatchItemJson, transactions::TransactionStatusFilter)),
+    tags(
+        (name = "Accounts", description = "Ledger accounts and their balances."),
+        (name = "Transactions", description = "Balanced movements of money: posted, pending (holds), voided, reversed."),
+    ),
+    modifiers(&Security, &Errors, &Links, &RequestIdHeader),
+)]
+struct ApiDoc;
+
+/// The document, built once.
+pub fn document() -> &'static Document {
+    static DOCUMENT: OnceLock<Document> = OnceLock::new();
+    DOCUMENT.get_or_init(ApiDoc::openapi)
+}
+
+/// The document as served and committed: pretty JSON with a final newline.
+pub fn document_json() -> String {
+    let mut text = document().to_pretty_json().unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
+    text.push('\n');
+    text
+}
+
+/// `GET /v1/openapi.json`: public, like the reference it describes.
+pub async fn serve_document() -> Response {
+    static BODY: OnceLock<String> = OnceLock::new();
+    let body = BODY.get_or_init(document_json).as_str();
+    ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response()
+}
+
+/// `GET /docs`: the reference for people, rendered in the browser from the
+/// document by a small script vendored in the binary (no CDN).
+pub async fn serve_reference() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8")),
+            (header::CONTENT_SECURITY_POLICY, HeaderValue::from_static("default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'unsafe-inline'")),
+        ],
+        include_str!("../assets/reference.html"),
+    )
+        .into_response()
+}
+
+struct Security;
+
+impl Modify for Security {
+    fn modify(&self, doc: &mut Document) {
+        let scheme = HttpBuilder::new()
+            .scheme(HttpAuthScheme::Bearer)
+            .description(Some("An API key secret (`sk_sandbox_…` or `sk_live_…`), created by `settle keys create`."))
+            .build();
+        if let Some(components) = doc.components.as_mut() {
+            components.add_security_scheme("api_key", SecurityScheme::Http(scheme));
+        }
+        doc.security = Some(vec![SecurityRequirement::new("api_key", Vec::<String>::new())]);
+    }
+}
+
+/// Codes every authenticated operation can answer.
+const ALWAYS: &[&str] = &["invalid_request", "invalid_api_key", "insufficient_scope", "internal_error", "service_unavailable"];
+/// Codes every write can answer on top: body limits and idempotency.
+const WRITES: &[&str] = &["request_too_large", "idempotency_key_in_use", "idempotency_key_reused"];
+
+/// The codes each operation can answer, besides [`ALWAYS`] (and [`WRITES`] for POSTs).
+fn codes_of(operation_id: &str) -> &'static [&'static str] {
+    match operation_id {
+        "create_account" => &["duplicate_external_id"],
+        "create_transaction" => &[
+            "account_not_found",
+            "currency_mismatch",
+            "unbalanced_transaction",
+            "insufficient_funds",
+            "balance_overflow",
+            "version_conflict",
+            "duplicate_external_id",
+        ],
+        "create_transaction_batch" => &[],
+        "post_transaction" => {
+            &["not_found", "transaction_not_pending", "amount_exceeds_hold", "account_not_found", "currency_mismatch", "insufficient_funds", "balance_overflow"]
+        }
+        "void_transaction" => &["not_found", "transaction_not_pending"],
+        "reverse_transaction" => &["not_found", "transaction_not_posted", "transaction_already_reversed", "insufficient_funds", "balance_overflow"],
+        "get_account" | "get_account_balances" | "list_account_entries" | "get_transaction" => &["not_found"],
+        _ => &[],
+    }
+}
+
+fn operations(doc: &mut Document) -> impl Iterator<Item = (bool, &mut Operation)> {
+    doc.paths.paths.values_mut().flat_map(|item| {
+        [(false, item.get.as_mut()), (true, item.post.as_mut()), (true, item.put.as_mut()), (true, item.delete.as_mut()), (true, item.patch.as_mut())]
+            .into_iter()
+            .filter_map(|(write, op)| op.map(|op| (write, op)))
+    })
+}
+
+/// Adds, to every operation, one response per error status it can answer,
+/// listing its codes, with an example of each.
+struct Errors;
+
+impl Modify for Errors {
+    fn modify(&self, doc: &mut Document) {
+        for (write, op) in operations(doc) {
+            let id = op.operation_id.clone().unwrap_or_default();
+            let mut by_status: BTreeMap<u16, Vec<&ErrorCode>> = BTreeMap::new();
+            let listed = ALWAYS.iter().chain(if write { WRITES } else { &[] }).chain(codes_of(&id));
+            for code in listed {
+                if let Some(c) = ERROR_CODES.iter().find(|c| c.code == *code) {
+                    let codes = by_status.entry(c.status).or_default();
+                    if !codes.iter().any(|k| k.code == c.code) {
+                        codes.push(c);
+                    }
+                }
+            }
+            for (status, codes) in by_status {
+                let description = codes.iter().map(|c| format!("`{}`: {}", c.code, c.when)).collect::<Vec<_>>().join("; ");
+                let examples = codes.iter().map(|c| {
+                    let value = serde_json::json!({"error": {"type": c.kind, "code": c.code, "message": c.when, "param": null, "request_id": "req_18f3a2c4b5d600000001"}});
+                    (c.code, ExampleBuilder::new().summary(c.code).value(Some(value)).build())
+                });
+                let content = ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorEnvelope"))).examples_from_iter(examples).build();
+                let response = ResponseBuilder::new().description(description).content("application/json", content).build();
+                op.responses.responses.insert(status.to_string(), RefOr::T(response));
+            }
+        }
+    }
+}
+
+/// Every response carries `Request-Id`.
+struct RequestIdHeader;
+
+impl Modify for RequestIdHeader {
+    fn modify(&self, doc: &mut Document) {
+        let header = HeaderBuilder::new()
+            .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
+            .description(Some("This request's id; quote it when asking for help."))
+            .build();
+        if let Some(components) = doc.components.as_mut() {
+            components.headers.insert(String::from("Request-Id"), RefOr::T(header));
+        }
+        for (_, op) in operations(doc) {
+            for response in op.responses.responses.values_mut() {
+                if let RefOr::T(r) = response {
+                    r.headers.insert(String::from("Request-Id"), RefOr::Ref(Ref::new("#/components/headers/Request-Id")));
+                }
+            }
+        }
+    }
+}
+
+/// Links from a created object to what can be done with it next, so that
+/// clients (and stateful fuzzers) can follow the API's own paths.
+struct Links;
+
+impl Modify for Links {
+    fn modify(&self, doc: &mut Document) {
+        let follow: &[(&str, &str, &[&str])] = &[
+            ("create_account", "201", &["get_account", "get_account_balances", "list_account_entries"]),
+            ("create_transaction", "201", &["get_transaction", "post_transaction", "void_transaction", "reverse_transaction"]),
+            ("reverse_transaction", "201", &["get_transaction"]),
+        ];
+        for (_, op) in operations(doc) {
+            let id = op.operation_id.clone().unwrap_or_default();
+            for (from, status, targets) in follow {
+                if id != *from {
+                    continue;
+                }
+                if let Some(RefOr::T(response)) = op.responses.responses.get_mut(*status) {
+                    for target in *targets {
+                        let link = LinkBuilder::new().operation_id(*target).parameter("id", "$response.body#/id").build();
+                        response.links.insert((*target).to_owned(), RefOr::T(link));
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_listed_code_exists() {
+        let ids =
+            ["create_account", "create_transaction", "create_transaction_batch", "post_transaction", "void_transaction", "reverse_transaction", "get_account"];
+        for code in ALWAYS.iter().chain(WRITES).chain(ids.iter().flat_map(|id| codes_of(id).iter())) {
+            assert!(ERROR_CODES.iter().any(|c| c.code == *code), "{code} is not in ERROR_CODES");
+        }
+    }
+}
