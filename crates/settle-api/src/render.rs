@@ -276,6 +276,8 @@ fn outcome_bytes(outcome: &Outcome, success: StatusCode) -> Result<(StatusCode, 
             let succeeded = items.iter().filter(|r| r.is_ok()).count();
             Ok((StatusCode::OK, json_bytes(&BatchJson { object: "batch_result", succeeded, failed: items.len() - succeeded, results })?))
         }
+        // Issued by the operator's reconciliation, never by a request.
+        Outcome::CountersRepaired { .. } => Err(ApiError::internal(&"a counter repair has no HTTP rendering")),
     }
 }
 

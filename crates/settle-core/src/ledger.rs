@@ -71,6 +71,36 @@ pub struct Balances {
 }
 
 impl Counters {
+    /// Folds one stored entry into the counters it contributes to: a posted
+    /// leg always, a pending leg only while its transaction is still pending
+    /// (a posted or voided hold no longer counts). `None` on overflow. This is
+    /// the definition the audit and the reconciliation recompute counters by.
+    pub fn add_entry(&mut self, leg: Leg, direction: Direction, amount: i64, status: TransactionStatus) -> Option<()> {
+        if leg == Leg::Pending && status != TransactionStatus::Pending {
+            return Some(());
+        }
+        let slot = match (leg, direction) {
+            (Leg::Posted, Direction::Debit) => &mut self.posted_debits,
+            (Leg::Posted, Direction::Credit) => &mut self.posted_credits,
+            (Leg::Pending, Direction::Debit) => &mut self.pending_debits,
+            (Leg::Pending, Direction::Credit) => &mut self.pending_credits,
+        };
+        *slot = slot.checked_add(amount)?;
+        Some(())
+    }
+
+    /// `self + (to - from)`, counter by counter: a correction measured against
+    /// one state, applied to a later one. `None` on overflow.
+    pub fn shifted(&self, from: &Counters, to: &Counters) -> Option<Counters> {
+        let shift = |now: i64, a: i64, b: i64| now.checked_add(b.checked_sub(a)?);
+        Some(Counters {
+            posted_debits: shift(self.posted_debits, from.posted_debits, to.posted_debits)?,
+            posted_credits: shift(self.posted_credits, from.posted_credits, to.posted_credits)?,
+            pending_debits: shift(self.pending_debits, from.pending_debits, to.pending_debits)?,
+            pending_credits: shift(self.pending_credits, from.pending_credits, to.pending_credits)?,
+        })
+    }
+
     /// The balances, or `None` when one would not fit in `i64` (which
     /// [`apply`] never lets happen to a stored account).
     pub fn balances(&self, normal: NormalBalance) -> Option<Balances> {

@@ -7,7 +7,7 @@ use crate::Store;
 use crate::error::StoreError;
 use serde::Deserialize;
 use settle_core::chain::{self, GENESIS, Hash};
-use settle_core::ledger::{Counters, TransactionStatus};
+use settle_core::ledger::Counters;
 use std::collections::{BTreeSet, HashMap};
 
 const CHUNK: i64 = 1_000;
@@ -39,11 +39,67 @@ type LoggedEntry = (String, String, String, i64, String, String);
 #[serde(tag = "op", rename_all = "snake_case")]
 enum Fragment {
     AccountCreated {},
-    TransactionCreated { id: String, status: String, entries: Vec<LoggedEntry> },
-    TransactionChanged { id: String, status: String, entries: Vec<LoggedEntry> },
+    /// A reconciliation corrected derived counters; entries are untouched.
+    CountersRepaired {},
+    TransactionCreated {
+        id: String,
+        status: String,
+        entries: Vec<LoggedEntry>,
+    },
+    TransactionChanged {
+        id: String,
+        status: String,
+        entries: Vec<LoggedEntry>,
+    },
+}
+
+/// The ledger as its log says it is: the log's chain checked, every stored
+/// entry checked against it, and the counters and history each account's
+/// entries imply.
+pub struct Folded {
+    pub log_records: i64,
+    pub entries: u64,
+    /// account id -> the counters its entries sum to.
+    pub counters: HashMap<String, Counters>,
+    /// account id -> the transactions its entries belong to.
+    pub touched: HashMap<String, BTreeSet<String>>,
 }
 
 pub async fn verify(store: &Store) -> Result<Result<AuditReport, AuditFailure>, StoreError> {
+    let folded = match fold(store).await? {
+        Ok(f) => f,
+        Err(failure) => return Ok(Err(failure)),
+    };
+    let mut report = AuditReport { log_records: folded.log_records, entries: folded.entries, accounts: 0 };
+    let (mut counters, mut touched) = (folded.counters, folded.touched);
+    for account in store.all_account_states().await? {
+        let expected = counters.remove(account.id.as_str()).unwrap_or_default();
+        if account.counters != expected {
+            return Ok(Err(AuditFailure::CounterDrift { account: account.id.to_string(), stored: account.counters, expected }));
+        }
+        report.accounts += 1;
+    }
+    for walked in store.account_histories().await?.unwrap_or_default() {
+        let drift = |reason: String| Ok(Err(AuditFailure::HistoryDrift { account: walked.account.clone(), reason }));
+        if let Some(reason) = &walked.broken {
+            return drift(format!("is broken: {reason}"));
+        }
+        // The same transactions as the entries name (chain order is creation
+        // order, which need not be id order if a clock ever went back).
+        let expected = touched.remove(&walked.account).unwrap_or_default();
+        let listed: BTreeSet<String> = walked.transactions.iter().cloned().collect();
+        if listed != expected || listed.len() != walked.transactions.len() {
+            return drift(format!("lists {} transactions, its entries belong to {}", walked.transactions.len(), expected.len()));
+        }
+        if usize::try_from(walked.length).ok() != Some(expected.len()) {
+            return drift(format!("has stored length {}, its entries belong to {} transactions", walked.length, expected.len()));
+        }
+    }
+    Ok(Ok(report))
+}
+
+/// Rebuilds the ledger from its log and checks the stored entries against it.
+pub async fn fold(store: &Store) -> Result<Result<Folded, AuditFailure>, StoreError> {
     let mut report = AuditReport::default();
     let mut prev: Hash = GENESIS;
     let mut expected_seq = 1;
@@ -72,7 +128,7 @@ pub async fn verify(store: &Store) -> Result<Result<AuditReport, AuditFailure>, 
             };
             for fragment in fragments {
                 match fragment {
-                    Fragment::AccountCreated {} => {}
+                    Fragment::AccountCreated {} | Fragment::CountersRepaired {} => {}
                     Fragment::TransactionCreated { id, status, entries: legs } | Fragment::TransactionChanged { id, status, entries: legs } => {
                         for leg in legs {
                             entries.insert(leg.0.clone(), (leg, id.clone()));
@@ -114,16 +170,8 @@ pub async fn verify(store: &Store) -> Result<Result<AuditReport, AuditFailure>, 
                 return mismatch("its transaction's status differs from the ledger log");
             }
             touched.entry(account.clone()).or_default().insert(tx.clone());
-            let live = e.leg == settle_core::ledger::Leg::Posted || status == TransactionStatus::Pending;
-            if live {
-                let c = folded.entry(account).or_default();
-                let slot = match (e.leg, e.direction) {
-                    (settle_core::ledger::Leg::Posted, settle_core::ledger::Direction::Debit) => &mut c.posted_debits,
-                    (settle_core::ledger::Leg::Posted, settle_core::ledger::Direction::Credit) => &mut c.posted_credits,
-                    (settle_core::ledger::Leg::Pending, settle_core::ledger::Direction::Debit) => &mut c.pending_debits,
-                    (settle_core::ledger::Leg::Pending, settle_core::ledger::Direction::Credit) => &mut c.pending_credits,
-                };
-                *slot = slot.saturating_add(e.amount);
+            if folded.entry(account).or_default().add_entry(e.leg, e.direction, e.amount, status).is_none() {
+                return mismatch("its account's counters overflow when its entries are summed");
             }
             report.entries += 1;
         }
@@ -131,28 +179,5 @@ pub async fn verify(store: &Store) -> Result<Result<AuditReport, AuditFailure>, 
     if let Some(id) = entries.keys().min() {
         return Ok(Err(AuditFailure::Entry { entry: id.clone(), reason: String::from("in the ledger log but missing from the entries table") }));
     }
-    for account in store.all_account_states().await? {
-        let expected = folded.remove(account.id.as_str()).unwrap_or_default();
-        if account.counters != expected {
-            return Ok(Err(AuditFailure::CounterDrift { account: account.id.to_string(), stored: account.counters, expected }));
-        }
-        report.accounts += 1;
-    }
-    for walked in store.account_histories().await?.unwrap_or_default() {
-        let drift = |reason: String| Ok(Err(AuditFailure::HistoryDrift { account: walked.account.clone(), reason }));
-        if let Some(reason) = &walked.broken {
-            return drift(format!("is broken: {reason}"));
-        }
-        // The same transactions as the entries name (chain order is creation
-        // order, which need not be id order if a clock ever went back).
-        let expected = touched.remove(&walked.account).unwrap_or_default();
-        let listed: BTreeSet<String> = walked.transactions.iter().cloned().collect();
-        if listed != expected || listed.len() != walked.transactions.len() {
-            return drift(format!("lists {} transactions, its entries belong to {}", walked.transactions.len(), expected.len()));
-        }
-        if usize::try_from(walked.length).ok() != Some(expected.len()) {
-            return drift(format!("has stored length {}, its entries belong to {} transactions", walked.length, expected.len()));
-        }
-    }
-    Ok(Ok(report))
+    Ok(Ok(Folded { log_records: report.log_records, entries: report.entries, counters: folded, touched }))
 }

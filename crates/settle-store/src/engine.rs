@@ -39,10 +39,26 @@ const MAX_CONFLICT_RETRIES: usize = 8;
 pub enum Command {
     CreateAccount(NewAccount),
     CreateTransaction(Box<TransactionDraft>),
-    CreateBatch { atomic: bool, items: Vec<TransactionDraft> },
-    PostTransaction { id: TransactionId, entries: Option<Vec<EntryDraft>> },
-    VoidTransaction { id: TransactionId },
-    ReverseTransaction { id: TransactionId },
+    CreateBatch {
+        atomic: bool,
+        items: Vec<TransactionDraft>,
+    },
+    PostTransaction {
+        id: TransactionId,
+        entries: Option<Vec<EntryDraft>>,
+    },
+    VoidTransaction {
+        id: TransactionId,
+    },
+    ReverseTransaction {
+        id: TransactionId,
+    },
+    /// Sets an account's counters to what its stored entries sum to (under
+    /// the account's lock), bumping its version and logging the correction.
+    /// Entries are never touched. Issued by `settle reconcile ledger --repair`.
+    RepairCounters {
+        account: AccountId,
+    },
 }
 
 impl Command {
@@ -62,6 +78,12 @@ pub enum Outcome {
     /// The new reversing transaction (its `reverses` names the original).
     Reversal(Box<Transaction>),
     Batch(Vec<Result<Transaction, CommandError>>),
+    /// An account's counters before and after a repair (equal: nothing to repair).
+    CountersRepaired {
+        account: AccountId,
+        before: Counters,
+        after: Counters,
+    },
 }
 
 /// Why a command was refused. Every variant is a stable API error.
@@ -187,6 +209,9 @@ pub trait WriteBackend: Send {
     fn write(&mut self, effects: &BatchEffects, log: &[(i64, Hash, Hash)], now: Timestamp) -> impl Future<Output = Result<(), StoreError>> + Send;
     fn commit(&mut self) -> impl Future<Output = Result<(), StoreError>> + Send;
     fn rollback(&mut self) -> impl Future<Output = ()> + Send;
+    /// What the stored entries of each account sum to (see
+    /// [`Counters::add_entry`]), read inside the batch's transaction.
+    fn fold_accounts(&mut self, ids: &[AccountId]) -> impl Future<Output = Result<HashMap<AccountId, Counters>, StoreError>> + Send;
     /// Deletes idempotency records created before `before`, outside any batch.
     fn purge_idempotency(&mut self, before: Timestamp) -> impl Future<Output = Result<u64, StoreError>> + Send;
 }
@@ -324,6 +349,8 @@ struct BatchState<'a> {
     /// Ids of transactions created in this batch, in order.
     created_order: Vec<TransactionId>,
     log: Vec<Vec<u8>>,
+    /// For accounts this batch repairs: (counters as loaded, what their stored entries sum to).
+    repairs: HashMap<AccountId, (Counters, Counters)>,
 }
 
 async fn apply_batch<B: WriteBackend>(backend: &mut B, batch: &[Envelope], now: Timestamp, ids: &IdGenerator) -> Result<Vec<Reply>, StoreError> {
@@ -339,6 +366,7 @@ async fn apply_batch<B: WriteBackend>(backend: &mut B, batch: &[Envelope], now: 
     let mut transaction_ext: Vec<(TenantId, String)> = Vec::new();
     let mut account_ext: Vec<(TenantId, String)> = Vec::new();
     let mut idem_keys: Vec<(TenantId, String)> = Vec::new();
+    let mut repair_accounts: Vec<AccountId> = Vec::new();
     for envelope in batch {
         if let Some(claim) = &envelope.idempotency {
             idem_keys.push((envelope.tenant, claim.key.clone()));
@@ -364,6 +392,10 @@ async fn apply_batch<B: WriteBackend>(backend: &mut B, batch: &[Envelope], now: 
             Command::VoidTransaction { id } | Command::ReverseTransaction { id } => {
                 wanted_transactions.insert(id.clone());
             }
+            Command::RepairCounters { account } => {
+                wanted_accounts.insert(account.clone());
+                repair_accounts.push(account.clone());
+            }
         }
     }
     let wanted_transactions: Vec<TransactionId> = wanted_transactions.into_iter().collect();
@@ -375,6 +407,16 @@ async fn apply_batch<B: WriteBackend>(backend: &mut B, batch: &[Envelope], now: 
     }
     let wanted_accounts: Vec<AccountId> = wanted_accounts.into_iter().collect();
     let accounts = backend.load_accounts(&wanted_accounts).await?;
+    // Summed after the accounts are locked, so no other writer can add entries in between.
+    let mut repairs = HashMap::new();
+    if !repair_accounts.is_empty() {
+        let sums = backend.fold_accounts(&repair_accounts).await?;
+        for a in &accounts {
+            if let Some(sum) = sums.get(&a.id) {
+                repairs.insert(a.id.clone(), (a.counters, *sum));
+            }
+        }
+    }
     let mut state = BatchState {
         now,
         ids,
@@ -393,6 +435,7 @@ async fn apply_batch<B: WriteBackend>(backend: &mut B, batch: &[Envelope], now: 
         new_idempotency: Vec::new(),
         created_order: Vec::new(),
         log: Vec::new(),
+        repairs,
     };
     let loaded_versions: HashMap<AccountId, i64> = state.view.iter().map(|(id, a)| (id.clone(), a.version)).collect();
 
@@ -491,6 +534,7 @@ impl BatchState<'_> {
                 .change_transaction(tenant, id, |view, t, now| ledger::void(view, t, VoidReason::Requested, now), &mut log)
                 .map(|t| Outcome::Transaction(Box::new(t))),
             Command::ReverseTransaction { id } => self.reverse(tenant, id, &mut log).map(|t| Outcome::Reversal(Box::new(t))),
+            Command::RepairCounters { account } => self.repair(tenant, account, &mut log),
         };
         if let Some(content) = log.finish() {
             self.log.push(content);
@@ -644,6 +688,28 @@ impl BatchState<'_> {
         Ok(reversal)
     }
 
+    /// Corrects an account's counters by the drift between what was stored
+    /// and what its stored entries sum to. Applied as a shift, not an
+    /// overwrite, so that changes earlier in this batch are kept.
+    fn repair(&mut self, tenant: TenantId, account: &AccountId, log: &mut LogWriter) -> Result<Outcome, CommandError> {
+        let not_found = || CommandError::Ledger(LedgerError::AccountNotFound(account.clone()));
+        let (loaded, sum) = self.repairs.get(account).copied().ok_or_else(not_found)?;
+        let state = match self.view.get_mut(account) {
+            Some(state) if state.tenant == tenant => state,
+            _ => return Err(not_found()),
+        };
+        let before = state.counters;
+        let after = before.shifted(&loaded, &sum).ok_or_else(|| CommandError::Ledger(LedgerError::BalanceOverflow(account.clone())))?;
+        if after != before {
+            state.counters = after;
+            state.version += 1;
+            // Measured once: a second repair of the same account in this batch finds no drift.
+            self.repairs.insert(account.clone(), (sum, sum));
+            log.push(&LogFragment::CountersRepaired { account: account.as_str(), before: counters_array(&before), after: counters_array(&after) });
+        }
+        Ok(Outcome::CountersRepaired { account: account.clone(), before, after })
+    }
+
     fn expire(&mut self, id: &TransactionId, log: &mut LogWriter) {
         let Some(slot) = self.transactions.get_mut(id) else {
             return;
@@ -667,9 +733,35 @@ impl BatchState<'_> {
 #[derive(Serialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum LogFragment<'a> {
-    AccountCreated { id: &'a str, tenant: i64, currency: &'a str, normal_balance: &'a str, min_available_balance: Option<i64> },
-    TransactionCreated { id: &'a str, tenant: i64, status: &'a str, entries: Vec<LogEntry<'a>> },
-    TransactionChanged { id: &'a str, status: &'a str, reversed_by: Option<&'a str>, entries: Vec<LogEntry<'a>> },
+    AccountCreated {
+        id: &'a str,
+        tenant: i64,
+        currency: &'a str,
+        normal_balance: &'a str,
+        min_available_balance: Option<i64>,
+    },
+    TransactionCreated {
+        id: &'a str,
+        tenant: i64,
+        status: &'a str,
+        entries: Vec<LogEntry<'a>>,
+    },
+    TransactionChanged {
+        id: &'a str,
+        status: &'a str,
+        reversed_by: Option<&'a str>,
+        entries: Vec<LogEntry<'a>>,
+    },
+    /// Counters as [posted_debits, posted_credits, pending_debits, pending_credits].
+    CountersRepaired {
+        account: &'a str,
+        before: [i64; 4],
+        after: [i64; 4],
+    },
+}
+
+fn counters_array(c: &Counters) -> [i64; 4] {
+    [c.posted_debits, c.posted_credits, c.pending_debits, c.pending_credits]
 }
 
 /// One leg, as logged: (id, account, direction, amount, currency, leg).

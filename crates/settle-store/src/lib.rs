@@ -7,6 +7,7 @@ pub mod engine;
 pub mod error;
 pub mod history;
 pub mod postgres;
+pub mod reconcile;
 pub mod records;
 pub mod rows;
 pub mod sqlite;

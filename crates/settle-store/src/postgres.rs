@@ -440,6 +440,19 @@ impl PgStore {
     }
 
     /// Every account's stored state, for audits.
+    /// An account's stored counters and what its entries sum to, from one snapshot.
+    pub async fn recount(&self, id: &AccountId) -> Result<Option<(Counters, Counters)>, StoreError> {
+        let mut client = self.pool.get().await?;
+        let tx = Self::snapshot(&mut client).await?;
+        let Some(row) = tx.query_opt(concat!("SELECT ", account_columns!(), " FROM accounts WHERE id = $1"), &[&id.as_str()]).await? else {
+            return Ok(None);
+        };
+        let stored = account_row(&row)?.into_record()?.state.counters;
+        let sum = sum_entries(&tx, std::slice::from_ref(id)).await?.remove(id).unwrap_or_default();
+        tx.commit().await?;
+        Ok(Some((stored, sum)))
+    }
+
     pub async fn all_account_states(&self) -> Result<Vec<AccountState>, StoreError> {
         let client = self.pool.get().await?;
         let found = client.query(concat!("SELECT ", account_columns!(), " FROM accounts ORDER BY id"), &[]).await?;
@@ -543,6 +556,24 @@ fn stored_response(status: i64, body: Vec<u8>) -> Result<StoredResponse, StoreEr
 /// The entry-id key ranges of these transactions, as two parallel arrays.
 fn entry_ranges<'a>(ids: impl Iterator<Item = &'a str>) -> (Vec<String>, Vec<String>) {
     ids.map(|id| EntryId::range_of(&TransactionId::from_trusted(id.to_owned()))).unzip()
+}
+
+/// What the stored entries of each account sum to.
+async fn sum_entries(c: &impl GenericClient, ids: &[AccountId]) -> Result<HashMap<AccountId, Counters>, StoreError> {
+    let names: Vec<&str> = ids.iter().map(AccountId::as_str).collect();
+    let stmt = c
+        .prepare_cached(
+            "SELECT e.account_id, e.leg, e.direction, e.amount, t.status FROM entries e JOIN transactions t ON t.id = e.transaction_id
+             WHERE e.account_id = ANY($1)",
+        )
+        .await?;
+    let mut sums: HashMap<AccountId, Counters> = ids.iter().map(|id| (id.clone(), Counters::default())).collect();
+    for row in c.query(&stmt, &[&names]).await? {
+        let account = AccountId::from_trusted(row.try_get(0)?);
+        let (leg, direction, amount, status): (String, String, i64, String) = (row.try_get(1)?, row.try_get(2)?, row.try_get(3)?, row.try_get(4)?);
+        rows::fold_entry(sums.entry(account).or_default(), &leg, &direction, amount, &status)?;
+    }
+    Ok(sums)
 }
 
 async fn account_owner(c: &impl GenericClient, account: &str) -> Result<Option<TenantId>, StoreError> {
@@ -798,6 +829,10 @@ impl WriteBackend for PgWriter {
                 drop(Object::take(client));
             }
         }
+    }
+
+    async fn fold_accounts(&mut self, ids: &[AccountId]) -> Result<HashMap<AccountId, Counters>, StoreError> {
+        sum_entries(self.client()?, ids).await
     }
 
     async fn purge_idempotency(&mut self, before: Timestamp) -> Result<u64, StoreError> {

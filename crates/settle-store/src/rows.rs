@@ -267,3 +267,12 @@ pub fn fold_as_of(t: &settle_core::ledger::Transaction, e: &Entry, counters: &mu
     }
     .fold_into(counters, at)
 }
+
+/// Adds one stored entry, given as its stored text columns, to `sum`.
+pub fn fold_entry(sum: &mut Counters, leg: &str, direction: &str, amount: i64, status: &str) -> Result<(), StoreError> {
+    let corrupt = |what: &str| StoreError::Corrupt(format!("stored entry has an unknown {what}"));
+    let leg = Leg::parse(leg).ok_or_else(|| corrupt("leg"))?;
+    let direction = Direction::parse(direction).ok_or_else(|| corrupt("direction"))?;
+    let status = TransactionStatus::parse(status).ok_or_else(|| corrupt("transaction status"))?;
+    sum.add_entry(leg, direction, amount, status).ok_or_else(|| StoreError::Corrupt(String::from("an account's entries overflow its counters")))
+}

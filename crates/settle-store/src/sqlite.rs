@@ -579,6 +579,17 @@ impl SqliteStore {
         self.read_blocking(history::walk_all)
     }
 
+    /// An account's stored counters and what its entries sum to, from one snapshot.
+    pub fn recount(&self, id: &AccountId) -> Result<Option<(Counters, Counters)>, StoreError> {
+        self.read_blocking(|c| {
+            let mut stmt = c.prepare_cached(&format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = ?1"))?;
+            let Some(row) = stmt.query_row([id.as_str()], account_row).optional()? else {
+                return Ok(None);
+            };
+            Ok(Some((row.into_record()?.state.counters, sum_entries(c, id)?)))
+        })
+    }
+
     pub fn all_account_states(&self) -> Result<Vec<AccountState>, StoreError> {
         self.read_blocking(|c| {
             let mut stmt = c.prepare(&format!("SELECT {ACCOUNT_COLUMNS} FROM accounts ORDER BY id"))?;
@@ -586,6 +597,22 @@ impl SqliteStore {
             rows.map(|r| r.map_err(StoreError::from).and_then(|row| row.into_record().map(|rec| rec.state))).collect()
         })
     }
+}
+
+/// What the stored entries of an account sum to. No index leads from an
+/// account to its entries here (its history is a chain), so this scans the
+/// entries: fine for the rare account a reconciliation finds drifted.
+fn sum_entries(c: &Connection, id: &AccountId) -> Result<Counters, StoreError> {
+    let mut stmt = c.prepare_cached(
+        "SELECT e.leg, e.direction, e.amount, t.status FROM entries e JOIN transactions t ON t.id = e.transaction_id WHERE e.account_id = ?1",
+    )?;
+    let mut sum = Counters::default();
+    let mut found = stmt.query([id.as_str()])?;
+    while let Some(r) = found.next()? {
+        let (leg, direction, amount, status): (String, String, i64, String) = (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?);
+        rows::fold_entry(&mut sum, &leg, &direction, amount, &status)?;
+    }
+    Ok(sum)
 }
 
 fn find_idempotency(c: &Connection, tenant: TenantId, key: &str) -> Result<Option<IdempotencyRecord>, StoreError> {
@@ -875,6 +902,10 @@ impl WriteBackend for SqliteWriter {
             }
             self.in_transaction = false;
         }
+    }
+
+    async fn fold_accounts(&mut self, ids: &[AccountId]) -> Result<HashMap<AccountId, Counters>, StoreError> {
+        ids.iter().map(|id| Ok((id.clone(), sum_entries(&self.conn, id)?))).collect()
     }
 
     async fn purge_idempotency(&mut self, before: Timestamp) -> Result<u64, StoreError> {

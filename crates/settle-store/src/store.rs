@@ -231,6 +231,18 @@ impl Store {
         }
     }
 
+    /// An account's stored counters and what its stored entries sum to, read
+    /// from one snapshot (so a concurrent write cannot fake a drift).
+    pub async fn recount(&self, id: &AccountId) -> Result<Option<(Counters, Counters)>, StoreError> {
+        match self {
+            Store::Sqlite(s) => {
+                let (s, id) = (s.clone(), id.clone());
+                tokio::task::spawn_blocking(move || s.recount(&id)).await.map_err(|e| StoreError::Other(e.to_string()))?
+            }
+            Store::Postgres(p) => p.recount(id).await,
+        }
+    }
+
     pub async fn all_account_states(&self) -> Result<Vec<AccountState>, StoreError> {
         match self {
             Store::Sqlite(s) => s.all_account_states(),

@@ -4,6 +4,7 @@
 
 mod bench;
 mod keys;
+mod reconcile;
 mod serve;
 
 use anyhow::Context;
@@ -65,6 +66,11 @@ enum Command {
     },
     /// Measure transfers per second over HTTP.
     Bench(bench::BenchArgs),
+    /// Compare derived state with its source of truth (and repair it).
+    Reconcile {
+        #[command(subcommand)]
+        command: ReconcileCommand,
+    },
     /// Print the API's OpenAPI 3.1 document (what `GET /v1/openapi.json` serves).
     Openapi,
 }
@@ -75,6 +81,23 @@ enum AuditCommand {
     Verify {
         #[command(flatten)]
         db: DatabaseArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum ReconcileCommand {
+    /// Recompute every account's counters from its entries (after checking the
+    /// entries against the hash-chained log) and report each account that
+    /// drifted; exit 1 when one did, 2 when the log or entries are broken.
+    Ledger {
+        #[command(flatten)]
+        db: DatabaseArgs,
+        /// Correct drifted counters (never entries), each in an audited engine transaction.
+        #[arg(long)]
+        repair: bool,
+        /// One JSON object on stdout instead of text.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -106,6 +129,7 @@ fn main() -> ExitCode {
             Command::Keys { command } => keys::run(command).await,
             Command::Audit { command: AuditCommand::Verify { db } } => audit_verify(db).await,
             Command::Bench(args) => bench::run(args).await,
+            Command::Reconcile { command: ReconcileCommand::Ledger { db, repair, json } } => reconcile::ledger(db, repair, json).await,
             Command::Openapi => {
                 print!("{}", settle_api::openapi::document_json());
                 Ok(ExitCode::SUCCESS)

@@ -25,6 +25,11 @@ pub struct ServeArgs {
     /// How long idempotency records are kept, in hours (at least 24 is recommended).
     #[arg(long, env = "SETTLE_IDEMPOTENCY_RETENTION_HOURS", default_value_t = 24)]
     pub idempotency_retention_hours: u64,
+    /// Every this many seconds, reconcile the ledger (what `settle reconcile
+    /// ledger` reports) and log each drifted account at error level; 0 turns
+    /// it off. Report only: repairs are an operator's decision.
+    #[arg(long, env = "SETTLE_RECONCILE_INTERVAL_SECS", default_value_t = 0)]
+    pub reconcile_interval_secs: u64,
     #[command(flatten)]
     pub db: DatabaseArgs,
 }
@@ -76,6 +81,27 @@ pub(crate) async fn shutdown_requested() {
     }
 }
 
+/// The scheduled ledger reconciliation: a scan, logged; never a repair.
+async fn reconcile_periodically(store: Store, every: Duration) {
+    let mut ticks = tokio::time::interval(every);
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        match settle_store::reconcile::scan(&store).await {
+            Ok(Ok(scan)) if scan.drifts.is_empty() => {
+                tracing::info!(accounts = scan.accounts, entries = scan.entries, "ledger reconciled: no drift");
+            }
+            Ok(Ok(scan)) => {
+                for d in &scan.drifts {
+                    tracing::error!(account = %d.account, tenant = d.tenant.0, stored = ?d.stored, entries = ?d.expected, "ledger drift: an account's counters differ from its entries; run `settle reconcile ledger --repair`");
+                }
+            }
+            Ok(Err(failure)) => tracing::error!(%failure, "ledger reconciliation found the log or the entries broken; run `settle audit verify`"),
+            Err(e) => tracing::warn!(error = %e, "ledger reconciliation could not read the ledger"),
+        }
+    }
+}
+
 pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let store = args.db.open().await?;
     tracing::info!(backend = store.backend_name(), "migrations applied");
@@ -83,6 +109,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let config = EngineConfig { idempotency_retention: Duration::from_secs(args.idempotency_retention_hours.saturating_mul(3600)), ..EngineConfig::default() };
     let (engine, engine_task) = store.start_engine(Arc::clone(&clock), Arc::new(IdGenerator::default()), config).await.context("starting the ledger engine")?;
+    if args.reconcile_interval_secs > 0 {
+        tokio::spawn(reconcile_periodically(store.clone(), Duration::from_secs(args.reconcile_interval_secs)));
+    }
     let app = settle_api::router(settle_api::AppState::new(store, engine, clock));
     let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
     tracing::info!(listen = %listener.local_addr().unwrap_or(args.listen), "settle is serving");

@@ -7,7 +7,7 @@ use crate::harness::{TestLedger, hold};
 use settle_core::chain::Hash;
 use settle_core::clock::Timestamp;
 use settle_core::ids::{AccountId, IdGenerator, TransactionId};
-use settle_core::ledger::{AccountState, Transaction};
+use settle_core::ledger::{AccountState, Counters, Transaction};
 use settle_core::tenancy::TenantId;
 use settle_store::Store;
 use settle_store::StoreError;
@@ -59,6 +59,9 @@ impl<B: WriteBackend> WriteBackend for LostAck<B> {
     }
     async fn rollback(&mut self) {
         self.inner.rollback().await;
+    }
+    async fn fold_accounts(&mut self, ids: &[AccountId]) -> Result<HashMap<AccountId, Counters>, StoreError> {
+        self.inner.fold_accounts(ids).await
     }
     async fn purge_idempotency(&mut self, before: Timestamp) -> Result<u64, StoreError> {
         self.inner.purge_idempotency(before).await

@@ -311,6 +311,7 @@ pub fn render(result: &Result<Outcome, CommandError>, request_id: &str) -> Store
         Ok(Outcome::Transaction(t)) | Ok(Outcome::Reversal(t)) => StoredResponse { status: 201, body: format!("{request_id} {}", t.id).into_bytes() },
         Ok(Outcome::Account(a)) => StoredResponse { status: 201, body: format!("{request_id} {}", a.state.id).into_bytes() },
         Ok(Outcome::Batch(items)) => StoredResponse { status: 200, body: format!("{request_id} {} items", items.len()).into_bytes() },
+        Ok(Outcome::CountersRepaired { account, .. }) => StoredResponse { status: 200, body: format!("{request_id} {account}").into_bytes() },
         Err(e) => StoredResponse { status: 422, body: format!("{request_id} {e}").into_bytes() },
     }
 }

@@ -15,3 +15,4 @@ mod idempotency;
 mod ledger;
 mod log;
 mod pagination;
+mod reconcile;
