@@ -50,6 +50,8 @@ pub struct AccountJson<'a> {
     version: i64,
     external_id: Option<&'a str>,
     metadata: &'a Metadata,
+    /// The `X-Correlation-Id` of the request that created the object.
+    correlation_id: Option<&'a str>,
     created_at: String,
 }
 
@@ -67,6 +69,7 @@ pub fn account(a: &AccountRecord) -> Result<AccountJson<'_>, ApiError> {
         version: a.state.version,
         external_id: a.external_id.as_deref(),
         metadata: &a.metadata,
+        correlation_id: a.correlation_id.as_ref().map(|c| c.as_str()),
         created_at: a.created_at.to_rfc3339(),
     })
 }
@@ -120,6 +123,8 @@ pub struct TransactionJson<'a> {
     reverses: Option<&'a str>,
     reversed_by: Option<&'a str>,
     metadata: &'a Metadata,
+    /// The `X-Correlation-Id` of the request that created the object.
+    correlation_id: Option<&'a str>,
     created_at: String,
 }
 
@@ -139,6 +144,7 @@ pub fn transaction(t: &Transaction) -> TransactionJson<'_> {
         reverses: t.reverses.as_ref().map(|x| x.as_str()),
         reversed_by: t.reversed_by.as_ref().map(|x| x.as_str()),
         metadata: &t.metadata,
+        correlation_id: t.correlation_id.as_ref().map(|c| c.as_str()),
         created_at: t.created_at.to_rfc3339(),
     }
 }
