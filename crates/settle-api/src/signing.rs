@@ -190,12 +190,15 @@ fn too_large() -> ApiError {
 /// Every check, in an order that lets no unsigned request spend a nonce:
 /// shape, key id, algorithm, components, clock, digest, HMAC, then the nonce.
 async fn verify(state: &AppState, key_id: &ApiKeyId, secret: &SigningSecret, view: &MessageView<'_>, body: &[u8]) -> Result<(), ApiError> {
-    let input_header = message::combined(view.headers, "signature-input")
-        .ok_or_else(|| invalid("this API key must sign its requests: send Signature-Input and Signature (RFC 9421) and Content-Digest").with_param("Signature-Input"))?;
+    let input_header = message::combined(view.headers, "signature-input").ok_or_else(|| {
+        invalid("this API key must sign its requests: send Signature-Input and Signature (RFC 9421) and Content-Digest").with_param("Signature-Input")
+    })?;
     let signature_header = message::combined(view.headers, "signature").ok_or_else(|| invalid("Signature is missing").with_param("Signature"))?;
     let inputs = message::parse_signature_input(&input_header)?;
     let mut mine = inputs.into_iter().filter(|i| i.keyid.as_deref() == Some(key_id.as_str()));
-    let input = mine.next().ok_or_else(|| invalid(format!("Signature-Input has no signature with keyid=\"{key_id}\" (the id of this API key)")).with_param("Signature-Input"))?;
+    let input = mine
+        .next()
+        .ok_or_else(|| invalid(format!("Signature-Input has no signature with keyid=\"{key_id}\" (the id of this API key)")).with_param("Signature-Input"))?;
     if mine.next().is_some() {
         return Err(invalid(format!("Signature-Input has more than one signature with keyid=\"{key_id}\"")).with_param("Signature-Input"));
     }
@@ -204,7 +207,8 @@ async fn verify(state: &AppState, key_id: &ApiKeyId, secret: &SigningSecret, vie
     }
     for required in REQUIRED_COMPONENTS {
         if !input.components.iter().any(|c| c == required) {
-            return Err(invalid(format!("the signature must cover \"{required}\" (it must cover \"@method\", \"@path\" and \"content-digest\")")).with_param("Signature-Input"));
+            return Err(invalid(format!("the signature must cover \"{required}\" (it must cover \"@method\", \"@path\" and \"content-digest\")"))
+                .with_param("Signature-Input"));
         }
     }
     let nonce = input.nonce.as_deref().ok_or_else(|| invalid("the signature must carry a nonce parameter").with_param("Signature-Input"))?;

@@ -27,10 +27,8 @@ use std::time::Duration;
 use tokio_postgres::types::{FromSql, ToSql};
 use tokio_postgres::{IsolationLevel, NoTls, Row};
 
-const MIGRATIONS: &[(i64, &str)] = &[
-    (1, include_str!("../migrations/postgres/0001_ledger.sql")),
-    (4, include_str!("../migrations/postgres/0004_signatures.sql")),
-];
+const MIGRATIONS: &[(i64, &str)] =
+    &[(1, include_str!("../migrations/postgres/0001_ledger.sql")), (4, include_str!("../migrations/postgres/0004_signatures.sql"))];
 /// Connections per server, the engine's included. PostgreSQL's default
 /// `max_connections` (100) leaves room for several servers.
 const POOL_SIZE: usize = 16;

@@ -18,10 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-const MIGRATIONS: &[(i64, &str)] = &[
-    (1, include_str!("../migrations/sqlite/0001_ledger.sql")),
-    (4, include_str!("../migrations/sqlite/0004_signatures.sql")),
-];
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/sqlite/0001_ledger.sql")), (4, include_str!("../migrations/sqlite/0004_signatures.sql"))];
 /// Read connections kept open; more are opened on demand and dropped after.
 const READ_POOL_SIZE: usize = 8;
 /// How often the background checkpointer copies the WAL into the database.
@@ -154,8 +151,7 @@ impl SqliteStore {
 // ---- row readers -------------------------------------------------------
 
 const ACCOUNT_COLUMNS: &str = "id, tenant_id, name, currency, normal_balance, min_available_balance, external_id, metadata, created_at, posted_debits, posted_credits, pending_debits, pending_credits, version, correlation_id";
-const TRANSACTION_COLUMNS: &str =
-    "id, tenant_id, status, description, external_id, effective_at, expires_at, created_at, posted_at, voided_at, void_reason, reverses, reversed_by, metadata, correlation_id";
+const TRANSACTION_COLUMNS: &str = "id, tenant_id, status, description, external_id, effective_at, expires_at, created_at, posted_at, voided_at, void_reason, reverses, reversed_by, metadata, correlation_id";
 const ENTRY_COLUMNS: &str = "id, transaction_id, account_id, direction, amount, currency, leg, effective_at, created_at";
 
 fn account_row(r: &Row<'_>) -> rusqlite::Result<AccountRow> {

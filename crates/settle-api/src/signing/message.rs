@@ -9,8 +9,8 @@ use axum::http::HeaderMap;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use hmac::{Hmac, Mac};
-use sha2::{Digest, Sha256, Sha512};
 use sfv::{BareItem, Dictionary, FieldType, List, ListEntry, Parser};
+use sha2::{Digest, Sha256, Sha512};
 
 /// A request as signatures see it.
 pub struct MessageView<'a> {
@@ -100,7 +100,8 @@ pub fn parse_signature_input(value: &str) -> Result<Vec<SignatureInput>, Malform
         };
         for (key, value) in &list.params {
             let integer = || value.as_integer().map(i64::from).ok_or_else(|| malformed(H, format!("parameter {} must be an integer", key.as_str())));
-            let string = || value.as_string().map(|s| s.as_str().to_owned()).ok_or_else(|| malformed(H, format!("parameter {} must be a quoted string", key.as_str())));
+            let string =
+                || value.as_string().map(|s| s.as_str().to_owned()).ok_or_else(|| malformed(H, format!("parameter {} must be a quoted string", key.as_str())));
             match key.as_str() {
                 "created" => input.created = Some(integer()?),
                 "expires" => input.expires = Some(integer()?),
@@ -140,8 +141,12 @@ pub fn component_value(name: &str, view: &MessageView<'_>) -> Result<String, Mal
         "@method" => Ok(view.method.to_owned()),
         "@path" => Ok(if view.path.is_empty() { String::from("/") } else { view.path.to_owned() }),
         "@query" => Ok(format!("?{}", view.query.unwrap_or(""))),
-        "@authority" => combined(view.headers, "host").map(|h| h.to_ascii_lowercase()).ok_or_else(|| malformed(H, "\"@authority\" is covered but the request has no Host")),
-        derived if derived.starts_with('@') => Err(malformed(H, format!("derived component \"{derived}\" is not supported; use @method, @path, @query or @authority"))),
+        "@authority" => {
+            combined(view.headers, "host").map(|h| h.to_ascii_lowercase()).ok_or_else(|| malformed(H, "\"@authority\" is covered but the request has no Host"))
+        }
+        derived if derived.starts_with('@') => {
+            Err(malformed(H, format!("derived component \"{derived}\" is not supported; use @method, @path, @query or @authority")))
+        }
         field => {
             if field.is_empty() || !field.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.')) {
                 return Err(malformed(H, format!("component \"{field}\" is not a lower-case header field name")));

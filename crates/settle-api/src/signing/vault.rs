@@ -135,9 +135,7 @@ impl MasterKey {
                 file.sync_all().map_err(io)?;
                 Ok(key)
             }
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                MasterKey::read_file(&path)?.ok_or_else(|| MasterKeyError::InvalidFile(path.clone()))
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => MasterKey::read_file(&path)?.ok_or_else(|| MasterKeyError::InvalidFile(path.clone())),
             Err(e) => Err(io(e)),
         }
     }
