@@ -11,9 +11,11 @@
 mod accounts;
 mod app;
 mod batches;
+mod correlation;
 mod holds;
 mod idempotency;
 mod invariants;
 mod races;
+mod signing;
 mod tenancy;
 mod transactions;
