@@ -47,7 +47,8 @@ pub async fn submit(state: &AppState, s: Submission<'_>) -> Result<Response, Api
             Some(IdempotencyClaim { key, fingerprint, request_id: s.request_id.0.clone(), render: s.render })
         }
     };
-    let reply = state.engine.submit(tenant, s.command, claim).await.map_err(|_| ApiError::unavailable())?;
+    let correlation_id = crate::correlation::from_headers(s.headers);
+    let reply = state.engine.submit_correlated(tenant, s.command, claim, correlation_id).await.map_err(|_| ApiError::unavailable())?;
     match reply {
         Reply::Done { result: Err(CommandError::Unavailable), .. } => Err(ApiError::unavailable()),
         Reply::Done { result: Err(CommandError::OutcomeUnknown), .. } => Err(ApiError::outcome_unknown()),

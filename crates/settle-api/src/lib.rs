@@ -6,6 +6,7 @@ pub mod accounts;
 pub mod auth;
 pub mod body;
 pub mod commands;
+pub mod correlation;
 pub mod error;
 pub mod idempotency;
 pub mod observe;
@@ -13,7 +14,9 @@ pub mod openapi;
 pub mod pagination;
 pub mod path;
 pub mod render;
+pub mod signing;
 pub mod state;
+pub mod trace_context;
 pub mod transactions;
 pub mod wire;
 
@@ -66,6 +69,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/transactions/{id}/reverse", post(transactions::reverse))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), signing::verify_layer))
         .layer(axum::middleware::from_fn(observe::request_layer))
         .with_state(state)
 }

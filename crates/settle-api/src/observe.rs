@@ -1,14 +1,21 @@
 //! Request ids and access logs. Every response carries `Request-Id`; every
 //! error body names it; one JSON log line per request, with no secrets
 //! (headers and bodies are never logged).
+//!
+//! Each request also runs inside a `request` span carrying `request_id`,
+//! `correlation_id` and `trace_id`, so every log line written while it runs
+//! names them (see `correlation` and `trace_context`).
 
+use crate::correlation::{self, Correlation};
 use crate::error::PendingErrorBody;
+use crate::trace_context::{self, TraceContext};
 use axum::extract::Request;
 use axum::http::{HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::Response;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
+use tracing::Instrument;
 
 /// The id of the current request, available to handlers as an extension.
 #[derive(Clone, Debug)]
@@ -30,7 +37,16 @@ pub async fn request_layer(mut req: Request, next: Next) -> Response {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     req.extensions_mut().insert(RequestId(id.clone()));
-    let mut response = next.run(req).await;
+    let (correlation_id, refusal) = correlation::resolve(req.headers_mut());
+    let trace = TraceContext::from_headers(req.headers());
+    let trace_id = trace.trace_id_hex();
+    req.extensions_mut().insert(Correlation(correlation_id.clone()));
+    req.extensions_mut().insert(trace.clone());
+    let span = tracing::info_span!("request", request_id = %id, correlation_id = %correlation_id, trace_id = %trace_id);
+    let mut response = match refusal {
+        Some(error) => axum::response::IntoResponse::into_response(error),
+        None => next.run(req).instrument(span.clone()).await,
+    };
     if let Some(PendingErrorBody(error)) = response.extensions_mut().remove::<PendingErrorBody>() {
         let body = error.body(&id);
         let status = response.status();
@@ -41,12 +57,23 @@ pub async fn request_layer(mut req: Request, next: Next) -> Response {
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert("request-id", value);
     }
+    if let Ok(value) = HeaderValue::from_str(correlation_id.as_str()) {
+        response.headers_mut().insert(correlation::HEADER, value);
+    }
+    if let Ok(value) = HeaderValue::from_str(&trace.traceparent()) {
+        response.headers_mut().insert(trace_context::TRACEPARENT, value);
+    }
+    if let Some(value) = trace.tracestate.as_deref().and_then(|s| HeaderValue::from_str(s).ok()) {
+        response.headers_mut().insert(trace_context::TRACESTATE, value);
+    }
     let status = response.status().as_u16();
     let latency_us = started.elapsed().as_micros() as u64;
-    if status >= 500 {
-        tracing::error!(request_id = %id, %method, %path, status, latency_us, "request");
-    } else {
-        tracing::info!(request_id = %id, %method, %path, status, latency_us, "request");
-    }
+    span.in_scope(|| {
+        if status >= 500 {
+            tracing::error!(request_id = %id, %correlation_id, %trace_id, %method, %path, status, latency_us, "request");
+        } else {
+            tracing::info!(request_id = %id, %correlation_id, %trace_id, %method, %path, status, latency_us, "request");
+        }
+    });
     response
 }

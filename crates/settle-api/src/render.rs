@@ -68,6 +68,9 @@ pub struct AccountJson<'a> {
     external_id: Option<&'a str>,
     #[schema(value_type = BTreeMap<String, String>)]
     metadata: &'a Metadata,
+    /// The `X-Correlation-Id` of the request that created the object.
+    #[schema(value_type = Option<String>)]
+    correlation_id: Option<&'a str>,
     #[schema(format = DateTime)]
     created_at: String,
 }
@@ -86,6 +89,7 @@ pub fn account(a: &AccountRecord) -> Result<AccountJson<'_>, ApiError> {
         version: a.state.version,
         external_id: a.external_id.as_deref(),
         metadata: &a.metadata,
+        correlation_id: a.correlation_id.as_ref().map(|c| c.as_str()),
         created_at: a.created_at.to_rfc3339(),
     })
 }
@@ -170,6 +174,9 @@ pub struct TransactionJson<'a> {
     reversed_by: Option<&'a str>,
     #[schema(value_type = BTreeMap<String, String>)]
     metadata: &'a Metadata,
+    /// The `X-Correlation-Id` of the request that created the object.
+    #[schema(value_type = Option<String>)]
+    correlation_id: Option<&'a str>,
     #[schema(format = DateTime)]
     created_at: String,
 }
@@ -190,6 +197,7 @@ pub fn transaction(t: &Transaction) -> TransactionJson<'_> {
         reverses: t.reverses.as_ref().map(|x| x.as_str()),
         reversed_by: t.reversed_by.as_ref().map(|x| x.as_str()),
         metadata: &t.metadata,
+        correlation_id: t.correlation_id.as_ref().map(|c| c.as_str()),
         created_at: t.created_at.to_rfc3339(),
     }
 }

@@ -423,6 +423,8 @@ pub struct Transaction {
     pub reverses: Option<TransactionId>,
     pub reversed_by: Option<TransactionId>,
     pub metadata: Metadata,
+    /// The correlation id of the request that created it (set by the engine).
+    pub correlation_id: Option<crate::correlation::CorrelationId>,
     /// All legs ever written, pending ones first, each group in request order.
     pub entries: Vec<Entry>,
 }
@@ -586,6 +588,7 @@ pub fn create(view: &mut AccountView, tenant: TenantId, id: TransactionId, draft
         reverses: None,
         reversed_by: None,
         metadata: draft.metadata.clone(),
+        correlation_id: None,
         entries,
     })
 }

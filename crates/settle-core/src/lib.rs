@@ -6,6 +6,7 @@
 
 pub mod chain;
 pub mod clock;
+pub mod correlation;
 pub mod ids;
 pub mod ledger;
 pub mod limits;

@@ -14,6 +14,7 @@ use crate::records::{AccountRecord, IdempotencyRecord, NewAccount, StoredRespons
 use serde::Serialize;
 use settle_core::chain::{self, Hash};
 use settle_core::clock::{Clock, Timestamp};
+use settle_core::correlation::CorrelationId;
 use settle_core::ids::{AccountId, IdGenerator, TransactionId};
 use settle_core::ledger::{self, AccountState, AccountView, Counters, EntryDraft, LedgerError, Transaction, TransactionDraft, VoidReason};
 use settle_core::tenancy::TenantId;
@@ -132,6 +133,8 @@ struct Envelope {
     command: Command,
     idempotency: Option<IdempotencyClaim>,
     reply: oneshot::Sender<Reply>,
+    /// Stamped on every object the command creates.
+    correlation_id: Option<CorrelationId>,
 }
 
 /// The engine stopped (shutdown) or is not taking commands.
@@ -148,8 +151,19 @@ pub struct EngineHandle {
 impl EngineHandle {
     /// Sends a command and waits until its effect is durable (or refused).
     pub async fn submit(&self, tenant: TenantId, command: Command, idempotency: Option<IdempotencyClaim>) -> Result<Reply, EngineStopped> {
+        self.submit_correlated(tenant, command, idempotency, None).await
+    }
+
+    /// [`EngineHandle::submit`], stamping `correlation_id` on every object the command creates.
+    pub async fn submit_correlated(
+        &self,
+        tenant: TenantId,
+        command: Command,
+        idempotency: Option<IdempotencyClaim>,
+        correlation_id: Option<CorrelationId>,
+    ) -> Result<Reply, EngineStopped> {
         let (reply, answer) = oneshot::channel();
-        self.sender.send(Envelope { tenant, command, idempotency, reply }).await.map_err(|_| EngineStopped)?;
+        self.sender.send(Envelope { tenant, command, idempotency, reply, correlation_id }).await.map_err(|_| EngineStopped)?;
         answer.await.map_err(|_| EngineStopped)
     }
 
@@ -351,6 +365,8 @@ struct BatchState<'a> {
     log: Vec<Vec<u8>>,
     /// For accounts this batch repairs: (counters as loaded, what their stored entries sum to).
     repairs: HashMap<AccountId, (Counters, Counters)>,
+    /// The correlation id of the command being executed.
+    correlation_id: Option<CorrelationId>,
 }
 
 async fn apply_batch<B: WriteBackend>(backend: &mut B, batch: &[Envelope], now: Timestamp, ids: &IdGenerator) -> Result<Vec<Reply>, StoreError> {
@@ -436,6 +452,7 @@ async fn apply_batch<B: WriteBackend>(backend: &mut B, batch: &[Envelope], now: 
         created_order: Vec::new(),
         log: Vec::new(),
         repairs,
+        correlation_id: None,
     };
     let loaded_versions: HashMap<AccountId, i64> = state.view.iter().map(|(id, a)| (id.clone(), a.version)).collect();
 
@@ -522,6 +539,7 @@ impl BatchState<'_> {
         {
             return if existing.fingerprint == claim.fingerprint { Reply::Replay(existing.response.clone()) } else { Reply::KeyReused };
         }
+        self.correlation_id = envelope.correlation_id.clone();
         let mut log = LogWriter::default();
         let result = match &envelope.command {
             Command::CreateAccount(new) => self.create_account(tenant, new, &mut log),
@@ -578,6 +596,7 @@ impl BatchState<'_> {
             external_id: new.external_id.clone(),
             metadata: new.metadata.clone(),
             created_at: self.now,
+            correlation_id: self.correlation_id.clone(),
         };
         if let Some(ext) = &new.external_id {
             self.account_external_ids.insert((tenant, ext.clone()), state.id.to_string());
@@ -601,7 +620,8 @@ impl BatchState<'_> {
             return Err(CommandError::DuplicateExternalId { existing: existing.clone() });
         }
         let id = self.ids.transaction();
-        let transaction = ledger::create(&mut self.view, tenant, id, draft, self.now)?;
+        let mut transaction = ledger::create(&mut self.view, tenant, id, draft, self.now)?;
+        transaction.correlation_id = self.correlation_id.clone();
         if let Some(ext) = &draft.external_id {
             self.transaction_external_ids.insert((tenant, ext.clone()), transaction.id.to_string());
         }
@@ -678,7 +698,8 @@ impl BatchState<'_> {
             _ => return Err(CommandError::TransactionNotFound(id.clone())),
         };
         let mut original = slot.transaction.clone();
-        let reversal = ledger::reverse(&mut self.view, &mut original, new_id, self.now)?;
+        let mut reversal = ledger::reverse(&mut self.view, &mut original, new_id, self.now)?;
+        reversal.correlation_id = self.correlation_id.clone();
         log.push(&LogFragment::created(&reversal));
         log.push(&LogFragment::changed(&original, original.entries.len()));
         slot.transaction = original;

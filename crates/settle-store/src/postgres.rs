@@ -27,7 +27,8 @@ use std::time::Duration;
 use tokio_postgres::types::{FromSql, ToSql};
 use tokio_postgres::{IsolationLevel, NoTls, Row};
 
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/postgres/0001_ledger.sql"))];
+const MIGRATIONS: &[(i64, &str)] =
+    &[(1, include_str!("../migrations/postgres/0001_ledger.sql")), (4, include_str!("../migrations/postgres/0004_signatures.sql"))];
 /// Connections per server, the engine's included. PostgreSQL's default
 /// `max_connections` (100) leaves room for several servers.
 const POOL_SIZE: usize = 16;
@@ -44,13 +45,13 @@ const SCAN_CHUNK: i64 = 256;
 macro_rules! account_columns {
     () => {
         "id, tenant_id, name, currency, normal_balance, min_available_balance, external_id, metadata, created_at, \
-         posted_debits, posted_credits, pending_debits, pending_credits, version"
+         posted_debits, posted_credits, pending_debits, pending_credits, version, correlation_id"
     };
 }
 macro_rules! transaction_columns {
     () => {
         "id, tenant_id, status, description, external_id, effective_at, expires_at, created_at, posted_at, voided_at, \
-         void_reason, reverses, reversed_by, metadata"
+         void_reason, reverses, reversed_by, metadata, correlation_id"
     };
 }
 macro_rules! entry_columns {
@@ -511,6 +512,7 @@ fn account_row(r: &Row) -> Result<AccountRow, StoreError> {
         pending_debits: get(r, 11)?,
         pending_credits: get(r, 12)?,
         version: get(r, 13)?,
+        correlation_id: get(r, 14)?,
     })
 }
 
@@ -530,6 +532,7 @@ fn transaction_row(r: &Row) -> Result<TransactionRow, StoreError> {
         reverses: get(r, 11)?,
         reversed_by: get(r, 12)?,
         metadata: get(r, 13)?,
+        correlation_id: get(r, 14)?,
     })
 }
 
@@ -594,7 +597,7 @@ async fn read_transactions(c: &impl GenericClient, ids: &[&str]) -> Result<Vec<T
     let stmt = c
         .prepare_cached(concat!(
             "SELECT t.id, t.tenant_id, t.status, t.description, t.external_id, t.effective_at, t.expires_at, t.created_at, t.posted_at,
-                    t.voided_at, t.void_reason, t.reverses, t.reversed_by, t.metadata, ",
+                    t.voided_at, t.void_reason, t.reverses, t.reversed_by, t.metadata, t.correlation_id, ",
             entry_columns!("e."),
             " FROM UNNEST($1::text[], $2::text[], $3::text[]) AS r (id, lo, hi)
               JOIN transactions t ON t.id = r.id
@@ -611,8 +614,8 @@ async fn read_transactions(c: &impl GenericClient, ids: &[&str]) -> Result<Vec<T
             transactions.push(transaction_row(r)?);
         }
         // A transaction without entries (never written) still has its row.
-        if get::<Option<String>>(r, 14)?.is_some() {
-            entries.push(entry_row(r, 14)?.into_entry()?);
+        if get::<Option<String>>(r, 15)?.is_some() {
+            entries.push(entry_row(r, 15)?.into_entry()?);
         }
     }
     rows::attach_entries(transactions, entries)
@@ -875,12 +878,13 @@ async fn insert_accounts(c: &Object, effects: &BatchEffects) -> Result<(), Store
     let created: Vec<i64> = accounts.iter().map(|a| a.created_at.micros()).collect();
     let [posted_debits, posted_credits, pending_debits, pending_credits] = counter_columns(accounts.iter().map(|a| &a.state));
     let versions: Vec<i64> = accounts.iter().map(|a| a.state.version).collect();
+    let correlation_ids: Vec<Option<&str>> = accounts.iter().map(|a| a.correlation_id.as_ref().map(|c| c.as_str())).collect();
     let stmt = c
         .prepare_cached(concat!(
             "INSERT INTO accounts (",
             account_columns!(),
             ") SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::text[], $8::text[],
-                                   $9::bigint[], $10::bigint[], $11::bigint[], $12::bigint[], $13::bigint[], $14::bigint[])"
+                                   $9::bigint[], $10::bigint[], $11::bigint[], $12::bigint[], $13::bigint[], $14::bigint[], $15::text[])"
         ))
         .await?;
     c.execute(
@@ -900,6 +904,7 @@ async fn insert_accounts(c: &Object, effects: &BatchEffects) -> Result<(), Store
             &pending_debits,
             &pending_credits,
             &versions,
+            &correlation_ids,
         ],
     )
     .await?;
@@ -955,12 +960,13 @@ async fn insert_transactions(c: &Object, transactions: &[Transaction]) -> Result
     let reverses: Vec<Option<&str>> = transactions.iter().map(|t| t.reverses.as_ref().map(TransactionId::as_str)).collect();
     let reversed_by: Vec<Option<&str>> = transactions.iter().map(|t| t.reversed_by.as_ref().map(TransactionId::as_str)).collect();
     let metadata: Vec<String> = transactions.iter().map(|t| rows::metadata_json(&t.metadata)).collect();
+    let correlation_ids: Vec<Option<&str>> = transactions.iter().map(|t| t.correlation_id.as_ref().map(|c| c.as_str())).collect();
     let stmt = c
         .prepare_cached(concat!(
             "INSERT INTO transactions (",
             transaction_columns!(),
             ") SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::bigint[], $8::bigint[],
-                                   $9::bigint[], $10::bigint[], $11::text[], $12::text[], $13::text[], $14::text[])"
+                                   $9::bigint[], $10::bigint[], $11::text[], $12::text[], $13::text[], $14::text[], $15::text[])"
         ))
         .await?;
     c.execute(
@@ -980,6 +986,7 @@ async fn insert_transactions(c: &Object, transactions: &[Transaction]) -> Result
             &reverses,
             &reversed_by,
             &metadata,
+            &correlation_ids,
         ],
     )
     .await?;
@@ -1075,4 +1082,84 @@ async fn append_log(c: &Object, contents: &[Vec<u8>], chained: &[(i64, Hash, Has
     let stmt = c.prepare_cached("UPDATE ledger_head SET seq = $1, hash = $2 WHERE id = 1").await?;
     let updated = c.execute(&stmt, &[last_seq, &last_hash.as_slice()]).await?;
     expect_rows("ledger_head", updated, 1)
+}
+
+// ---- signed requests: signing secrets and nonces --------------------------
+
+impl PgStore {
+    /// [`PgStore::create_api_key`] plus the key's encrypted signing secret, in one transaction.
+    #[expect(clippy::too_many_arguments, reason = "mirrors create_api_key, plus the secret")]
+    pub async fn create_signed_api_key(
+        &self,
+        org_name: &str,
+        environment: Environment,
+        key_id: &ApiKeyId,
+        org_id_if_new: &OrgId,
+        secret_hash: &str,
+        scopes: &[Scope],
+        signing_ciphertext: &[u8],
+        now: Timestamp,
+    ) -> Result<ApiKeyRecord, StoreError> {
+        {
+            let mut client = self.pool.get().await?;
+            let tx = client.transaction().await?;
+            tx.execute(
+                "INSERT INTO organizations (id, name, created_at) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING",
+                &[&org_id_if_new.as_str(), &org_name, &now.micros()],
+            )
+            .await?;
+            let org: String = get(&tx.query_one("SELECT id FROM organizations WHERE name = $1", &[&org_name]).await?, 0)?;
+            tx.execute(
+                "INSERT INTO tenants (org_id, environment) VALUES ($1, $2) ON CONFLICT (org_id, environment) DO NOTHING",
+                &[&org, &environment.as_str()],
+            )
+            .await?;
+            let tenant: i64 = get(&tx.query_one("SELECT id FROM tenants WHERE org_id = $1 AND environment = $2", &[&org, &environment.as_str()]).await?, 0)?;
+            tx.execute(
+                "INSERT INTO api_keys (id, tenant_id, secret_hash, scopes, created_at) VALUES ($1, $2, $3, $4, $5)",
+                &[&key_id.as_str(), &tenant, &secret_hash, &scopes_text(scopes), &now.micros()],
+            )
+            .await?;
+            tx.execute(
+                "INSERT INTO api_key_signing_secrets (api_key_id, ciphertext, created_at) VALUES ($1, $2, $3)",
+                &[&key_id.as_str(), &signing_ciphertext, &now.micros()],
+            )
+            .await?;
+            tx.commit().await?;
+        }
+        self.api_keys(KeyFilter::Id(key_id.as_str())).await?.into_iter().next().ok_or_else(|| StoreError::Other(String::from("created key not found")))
+    }
+
+    /// The encrypted signing secret of a key, if it requires signatures.
+    pub async fn signing_secret(&self, key_id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let client = self.pool.get().await?;
+        let stmt = client.prepare_cached("SELECT ciphertext FROM api_key_signing_secrets WHERE api_key_id = $1").await?;
+        match client.query_opt(&stmt, &[&key_id]).await? {
+            Some(r) => Ok(Some(get(&r, 0)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Every key that requires signatures, with its encrypted secret.
+    pub async fn signing_secrets(&self) -> Result<Vec<(ApiKeyId, Vec<u8>)>, StoreError> {
+        let client = self.pool.get().await?;
+        let found = client.query("SELECT api_key_id, ciphertext FROM api_key_signing_secrets ORDER BY api_key_id", &[]).await?;
+        found.iter().map(|r| Ok((ApiKeyId::from_trusted(get(r, 0)?), get(r, 1)?))).collect()
+    }
+
+    /// Records a nonce; `false` when the key already used it (a replay),
+    /// also when another server recorded it first.
+    pub async fn record_nonce(&self, key_id: &str, nonce: &str, expires_at: Timestamp) -> Result<bool, StoreError> {
+        let client = self.pool.get().await?;
+        let stmt = client
+            .prepare_cached("INSERT INTO request_nonces (api_key_id, nonce, expires_at) VALUES ($1, $2, $3) ON CONFLICT (api_key_id, nonce) DO NOTHING")
+            .await?;
+        Ok(client.execute(&stmt, &[&key_id, &nonce, &expires_at.micros()]).await? == 1)
+    }
+
+    /// Deletes nonces whose signatures can no longer be accepted anyway.
+    pub async fn purge_nonces(&self, before: Timestamp) -> Result<u64, StoreError> {
+        let client = self.pool.get().await?;
+        Ok(client.execute("DELETE FROM request_nonces WHERE expires_at < $1", &[&before.micros()]).await?)
+    }
 }

@@ -15,6 +15,8 @@ pub struct AccountRecord {
     pub external_id: Option<String>,
     pub metadata: Metadata,
     pub created_at: Timestamp,
+    /// The correlation id of the request that opened it.
+    pub correlation_id: Option<settle_core::correlation::CorrelationId>,
 }
 
 /// A request to open an account, parsed at the boundary.

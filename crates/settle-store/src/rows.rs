@@ -5,6 +5,7 @@ use crate::error::StoreError;
 use crate::records::AccountRecord;
 use crate::records::ApiKeyRecord;
 use settle_core::clock::Timestamp;
+use settle_core::correlation::CorrelationId;
 use settle_core::ids::{AccountId, EntryId, TransactionId};
 use settle_core::ids::{ApiKeyId, OrgId};
 use settle_core::ledger::{AccountState, Counters, Direction, Entry, Leg, Transaction, TransactionStatus, VoidReason};
@@ -47,6 +48,7 @@ pub struct AccountRow {
     pub pending_debits: i64,
     pub pending_credits: i64,
     pub version: i64,
+    pub correlation_id: Option<String>,
 }
 
 impl AccountRow {
@@ -70,6 +72,7 @@ impl AccountRow {
             external_id: self.external_id,
             metadata: metadata(&self.metadata)?,
             created_at: Timestamp::from_micros(self.created_at),
+            correlation_id: self.correlation_id.map(CorrelationId::from_trusted),
         })
     }
 }
@@ -89,6 +92,7 @@ pub struct TransactionRow {
     pub reverses: Option<String>,
     pub reversed_by: Option<String>,
     pub metadata: String,
+    pub correlation_id: Option<String>,
 }
 
 impl TransactionRow {
@@ -111,6 +115,7 @@ impl TransactionRow {
             reverses: self.reverses.map(TransactionId::from_trusted),
             reversed_by: self.reversed_by.map(TransactionId::from_trusted),
             metadata: metadata(&self.metadata)?,
+            correlation_id: self.correlation_id.map(CorrelationId::from_trusted),
             entries,
         })
     }

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/sqlite/0001_ledger.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/sqlite/0001_ledger.sql")), (4, include_str!("../migrations/sqlite/0004_signatures.sql"))];
 /// Read connections kept open; more are opened on demand and dropped after.
 const READ_POOL_SIZE: usize = 8;
 /// How often the background checkpointer copies the WAL into the database.
@@ -150,9 +150,8 @@ impl SqliteStore {
 
 // ---- row readers -------------------------------------------------------
 
-const ACCOUNT_COLUMNS: &str = "id, tenant_id, name, currency, normal_balance, min_available_balance, external_id, metadata, created_at, posted_debits, posted_credits, pending_debits, pending_credits, version";
-const TRANSACTION_COLUMNS: &str =
-    "id, tenant_id, status, description, external_id, effective_at, expires_at, created_at, posted_at, voided_at, void_reason, reverses, reversed_by, metadata";
+const ACCOUNT_COLUMNS: &str = "id, tenant_id, name, currency, normal_balance, min_available_balance, external_id, metadata, created_at, posted_debits, posted_credits, pending_debits, pending_credits, version, correlation_id";
+const TRANSACTION_COLUMNS: &str = "id, tenant_id, status, description, external_id, effective_at, expires_at, created_at, posted_at, voided_at, void_reason, reverses, reversed_by, metadata, correlation_id";
 const ENTRY_COLUMNS: &str = "id, transaction_id, account_id, direction, amount, currency, leg, effective_at, created_at";
 
 fn account_row(r: &Row<'_>) -> rusqlite::Result<AccountRow> {
@@ -171,6 +170,7 @@ fn account_row(r: &Row<'_>) -> rusqlite::Result<AccountRow> {
         pending_debits: r.get(11)?,
         pending_credits: r.get(12)?,
         version: r.get(13)?,
+        correlation_id: r.get(14)?,
     })
 }
 
@@ -190,6 +190,7 @@ fn transaction_row(r: &Row<'_>) -> rusqlite::Result<TransactionRow> {
         reverses: r.get(11)?,
         reversed_by: r.get(12)?,
         metadata: r.get(13)?,
+        correlation_id: r.get(14)?,
     })
 }
 
@@ -704,7 +705,7 @@ impl WriteBackend for SqliteWriter {
                 out.push(state.clone());
                 continue;
             }
-            let row = stmt.query_row([id.as_str()], |r| Ok((account_row(r)?, Head { transaction: r.get(14)?, length: r.get(15)? }))).optional()?;
+            let row = stmt.query_row([id.as_str()], |r| Ok((account_row(r)?, Head { transaction: r.get(15)?, length: r.get(16)? }))).optional()?;
             if let Some((row, head)) = row {
                 let state = row.into_record()?.state;
                 self.heads.insert(id.as_str().to_owned(), head.clone());
@@ -759,7 +760,7 @@ impl WriteBackend for SqliteWriter {
         let head_of = |id: &str| heads.get(id).cloned().unwrap_or_default();
         {
             let mut stmt = c.prepare_cached(&format!(
-                "INSERT INTO accounts ({ACCOUNT_COLUMNS}, head_transaction_id, history_length) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
+                "INSERT INTO accounts ({ACCOUNT_COLUMNS}, head_transaction_id, history_length) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"
             ))?;
             for a in &effects.new_accounts {
                 let s = &a.state;
@@ -781,6 +782,7 @@ impl WriteBackend for SqliteWriter {
                     s.counters.pending_debits,
                     s.counters.pending_credits,
                     s.version,
+                    a.correlation_id.as_ref().map(|c| c.as_str()),
                     head.transaction,
                     head.length
                 ])?;
@@ -825,7 +827,7 @@ impl WriteBackend for SqliteWriter {
         }
         {
             let mut tx_stmt = c.prepare_cached(&format!(
-                "INSERT INTO transactions ({TRANSACTION_COLUMNS}, chain) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
+                "INSERT INTO transactions ({TRANSACTION_COLUMNS}, chain) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
             ))?;
             let mut entry_stmt = c.prepare_cached(&format!("INSERT INTO entries ({ENTRY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"))?;
             for (t, chain) in effects.new_transactions.iter().zip(&chains) {
@@ -844,6 +846,7 @@ impl WriteBackend for SqliteWriter {
                     t.reverses.as_ref().map(TransactionId::as_str),
                     t.reversed_by.as_ref().map(TransactionId::as_str),
                     rows::metadata_json(&t.metadata),
+                    t.correlation_id.as_ref().map(|c| c.as_str()),
                     chain
                 ])?;
                 insert_entries(&mut entry_stmt, &t.entries)?;
@@ -939,4 +942,88 @@ fn find_external_ids(c: &Connection, table: &str, keys: &[(TenantId, String)]) -
         }
     }
     Ok(out)
+}
+
+// ---- signed requests: signing secrets and nonces --------------------------
+
+impl SqliteStore {
+    /// Runs `f` in an immediate write transaction on a pooled connection:
+    /// for small writes on the request path (nonces), which would pay for
+    /// opening a connection each time with [`SqliteStore::write_blocking`].
+    fn write_pooled_blocking<T>(&self, f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        let pooled = self.readers.lock().map(|mut pool| pool.pop()).unwrap_or(None);
+        let mut conn = match pooled {
+            Some(c) => c,
+            None => open(&self.path)?,
+        };
+        let result = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(StoreError::from).and_then(|tx| {
+            let value = f(&tx)?;
+            tx.commit()?;
+            Ok(value)
+        });
+        if let Ok(mut pool) = self.readers.lock()
+            && pool.len() < READ_POOL_SIZE
+        {
+            pool.push(conn);
+        }
+        result
+    }
+
+    /// [`SqliteStore::create_api_key`] plus the key's encrypted signing secret, in one transaction.
+    #[expect(clippy::too_many_arguments, reason = "mirrors create_api_key, plus the secret")]
+    pub fn create_signed_api_key(
+        &self,
+        org_name: &str,
+        environment: Environment,
+        key_id: &ApiKeyId,
+        org_id_if_new: &OrgId,
+        secret_hash: &str,
+        scopes: &[Scope],
+        signing_ciphertext: &[u8],
+        now: Timestamp,
+    ) -> Result<ApiKeyRecord, StoreError> {
+        self.write_blocking(|tx| {
+            let (_, tenant) = Self::ensure_tenant(tx, org_id_if_new, org_name, environment, now)?;
+            Self::insert_api_key(tx, key_id, tenant, secret_hash, scopes, now)?;
+            tx.execute(
+                "INSERT INTO api_key_signing_secrets (api_key_id, ciphertext, created_at) VALUES (?1, ?2, ?3)",
+                params![key_id.as_str(), signing_ciphertext, now.micros()],
+            )?;
+            Ok(())
+        })?;
+        self.api_keys(KeyFilter::Id(key_id.as_str()))?.into_iter().next().ok_or_else(|| StoreError::Other(String::from("created key not found")))
+    }
+
+    /// The encrypted signing secret of a key, if it requires signatures.
+    pub fn signing_secret_blocking(&self, key_id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.read_blocking(|c| {
+            let mut stmt = c.prepare_cached("SELECT ciphertext FROM api_key_signing_secrets WHERE api_key_id = ?1")?;
+            Ok(stmt.query_row([key_id], |r| r.get(0)).optional()?)
+        })
+    }
+
+    /// Every key that requires signatures, with its encrypted secret.
+    pub fn signing_secrets_blocking(&self) -> Result<Vec<(ApiKeyId, Vec<u8>)>, StoreError> {
+        self.read_blocking(|c| {
+            let mut stmt = c.prepare_cached("SELECT api_key_id, ciphertext FROM api_key_signing_secrets ORDER BY api_key_id")?;
+            let rows = stmt.query_map([], |r| Ok((ApiKeyId::from_trusted(r.get(0)?), r.get(1)?)))?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+    }
+
+    /// Records a nonce; `false` when the key already used it (a replay).
+    pub fn record_nonce_blocking(&self, key_id: &str, nonce: &str, expires_at: Timestamp) -> Result<bool, StoreError> {
+        self.write_pooled_blocking(|tx| {
+            let inserted = tx.execute(
+                "INSERT INTO request_nonces (api_key_id, nonce, expires_at) VALUES (?1, ?2, ?3) ON CONFLICT (api_key_id, nonce) DO NOTHING",
+                params![key_id, nonce, expires_at.micros()],
+            )?;
+            Ok(inserted == 1)
+        })
+    }
+
+    /// Deletes nonces whose signatures can no longer be accepted anyway.
+    pub fn purge_nonces_blocking(&self, before: Timestamp) -> Result<u64, StoreError> {
+        self.write_pooled_blocking(|tx| Ok(tx.execute("DELETE FROM request_nonces WHERE expires_at < ?1", [before.micros()])? as u64))
+    }
 }

@@ -260,3 +260,67 @@ impl Store {
         }
     }
 }
+
+/// Signed requests: keys that require them, their encrypted signing secrets, and nonces.
+impl Store {
+    /// Creates a key that must sign its requests, with its encrypted signing secret, atomically.
+    #[expect(clippy::too_many_arguments, reason = "one operator call with every field of a new key")]
+    pub async fn create_signed_api_key(
+        &self,
+        org_name: &str,
+        environment: Environment,
+        key_id: &ApiKeyId,
+        org_id_if_new: &OrgId,
+        secret_hash: &str,
+        scopes: &[Scope],
+        signing_ciphertext: &[u8],
+        now: Timestamp,
+    ) -> Result<ApiKeyRecord, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.create_signed_api_key(org_name, environment, key_id, org_id_if_new, secret_hash, scopes, signing_ciphertext, now),
+            Store::Postgres(p) => p.create_signed_api_key(org_name, environment, key_id, org_id_if_new, secret_hash, scopes, signing_ciphertext, now).await,
+        }
+    }
+
+    /// The encrypted signing secret of a key; `None` when the key does not require signatures.
+    pub async fn signing_secret(&self, key_id: &ApiKeyId) -> Result<Option<Vec<u8>>, StoreError> {
+        match self {
+            Store::Sqlite(s) => {
+                let (s, id) = (s.clone(), key_id.as_str().to_owned());
+                tokio::task::spawn_blocking(move || s.signing_secret_blocking(&id)).await.map_err(|e| StoreError::Other(e.to_string()))?
+            }
+            Store::Postgres(p) => p.signing_secret(key_id.as_str()).await,
+        }
+    }
+
+    /// Every key that requires signatures, with its encrypted secret.
+    pub async fn signing_secrets(&self) -> Result<Vec<(ApiKeyId, Vec<u8>)>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.signing_secrets_blocking(),
+            Store::Postgres(p) => p.signing_secrets().await,
+        }
+    }
+
+    /// Records that `key_id` used `nonce`, remembered until `expires_at`.
+    /// `false` when it was already used: the request is a replay.
+    pub async fn record_nonce(&self, key_id: &ApiKeyId, nonce: &str, expires_at: Timestamp) -> Result<bool, StoreError> {
+        match self {
+            Store::Sqlite(s) => {
+                let (s, id, nonce) = (s.clone(), key_id.as_str().to_owned(), nonce.to_owned());
+                tokio::task::spawn_blocking(move || s.record_nonce_blocking(&id, &nonce, expires_at)).await.map_err(|e| StoreError::Other(e.to_string()))?
+            }
+            Store::Postgres(p) => p.record_nonce(key_id.as_str(), nonce, expires_at).await,
+        }
+    }
+
+    /// Deletes nonces remembered until before `before`.
+    pub async fn purge_nonces(&self, before: Timestamp) -> Result<u64, StoreError> {
+        match self {
+            Store::Sqlite(s) => {
+                let s = s.clone();
+                tokio::task::spawn_blocking(move || s.purge_nonces_blocking(before)).await.map_err(|e| StoreError::Other(e.to_string()))?
+            }
+            Store::Postgres(p) => p.purge_nonces(before).await,
+        }
+    }
+}

@@ -6,6 +6,7 @@ use anyhow::{Context, bail};
 use clap::Subcommand;
 use rand::Rng;
 use rand::distr::Alphanumeric;
+use settle_api::signing::vault::{MASTER_KEY_VAR, MasterKey, SigningSecret};
 use settle_core::clock::{Clock, SystemClock};
 use settle_core::ids::{ApiKeyId, IdGenerator};
 use settle_core::tenancy::{Environment, Scope};
@@ -30,6 +31,10 @@ pub enum KeysCommand {
         /// Print one JSON object (id, secret, org, environment, scopes).
         #[arg(long)]
         json: bool,
+        /// Every request with this key must be signed (RFC 9421, see
+        /// docs/signing.md); also prints the key's signing secret, once.
+        #[arg(long)]
+        require_signature: bool,
         #[command(flatten)]
         db: DatabaseArgs,
     },
@@ -77,7 +82,7 @@ fn key_json(k: &ApiKeyRecord) -> serde_json::Value {
 
 pub async fn run(command: KeysCommand) -> anyhow::Result<ExitCode> {
     match command {
-        KeysCommand::Create { org, environment, scopes, json, db } => {
+        KeysCommand::Create { org, environment, scopes, json, require_signature, db } => {
             let environment = Environment::parse(&environment).context("environment must be sandbox or live")?;
             if org.trim().is_empty() || org.chars().count() > 100 {
                 bail!("--org must be 1 to 100 characters");
@@ -91,6 +96,9 @@ pub async fn run(command: KeysCommand) -> anyhow::Result<ExitCode> {
                     .collect::<anyhow::Result<_>>()?
             };
             let store = db.open().await?;
+            if require_signature {
+                return create_signed_key(&store, &db, &org, environment, &scopes, json).await;
+            }
             let (record, secret) = create_key(&store, &org, environment, &scopes).await?;
             if json {
                 let mut value = key_json(&record);
@@ -127,4 +135,32 @@ pub async fn run(command: KeysCommand) -> anyhow::Result<ExitCode> {
             }
         }
     }
+}
+
+/// `keys create --require-signature`: the key and its signing secret,
+/// encrypted under the master key (created in the data dir on first need),
+/// stored in one transaction so a key never exists without its requirement.
+async fn create_signed_key(store: &Store, db: &DatabaseArgs, org: &str, environment: Environment, scopes: &[Scope], json: bool) -> anyhow::Result<ExitCode> {
+    let variable = std::env::var(MASTER_KEY_VAR).ok();
+    let master = MasterKey::load_or_create(variable.as_deref(), &db.data_dir).context("loading the master key")?;
+    let ids = IdGenerator::default();
+    let key_id = ids.api_key();
+    let secret = new_secret(environment);
+    let signing_secret = SigningSecret::generate();
+    let sealed = master.encrypt(&key_id, &signing_secret).context("encrypting the signing secret")?;
+    let hash = settle_api::auth::hash_secret(&secret);
+    let record =
+        store.create_signed_api_key(org, environment, &key_id, &ids.org(), &hash, scopes, &sealed, SystemClock.now()).await.context("creating the key")?;
+    if json {
+        let mut value = key_json(&record);
+        value["secret"] = serde_json::Value::String(secret);
+        value["require_signature"] = serde_json::Value::Bool(true);
+        value["signing_secret"] = serde_json::Value::String(signing_secret.expose().to_owned());
+        println!("{value}");
+    } else {
+        println!("created {} for {} ({}); its requests must be signed", record.id, record.org_name, record.environment.as_str());
+        println!("secret (shown only now): {secret}");
+        println!("signing secret (shown only now): {}", signing_secret.expose());
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -5,6 +5,8 @@
 use crate::DatabaseArgs;
 use anyhow::Context;
 use clap::Args;
+use settle_api::signing::Signing;
+use settle_api::signing::vault::{MASTER_KEY_FILE, MASTER_KEY_VAR, MasterKey};
 use settle_core::clock::{Clock, SystemClock};
 use settle_core::ids::IdGenerator;
 use settle_core::tenancy::{Environment, Scope};
@@ -112,7 +114,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if args.reconcile_interval_secs > 0 {
         tokio::spawn(reconcile_periodically(store.clone(), Duration::from_secs(args.reconcile_interval_secs)));
     }
-    let app = settle_api::router(settle_api::AppState::new(store, engine, clock));
+    let signing = signing_setup(&store, &args.db.data_dir).await?;
+    let app = settle_api::router(settle_api::AppState::new(store, engine, clock).with_signing(signing));
     let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
     tracing::info!(listen = %listener.local_addr().unwrap_or(args.listen), "settle is serving");
     axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await.context("serving")?;
@@ -121,4 +124,28 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     engine_task.finished().await;
     tracing::info!("stopped cleanly");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Where this server finds the master key that decrypts keys' signing
+/// secrets: `SETTLE_MASTER_KEY`, else `<data-dir>/master.key` (read now, or
+/// later when a signed key is created after the server started). Refuses to
+/// start when signed keys exist that this master key cannot decrypt: every
+/// server sharing a database must share its master key.
+async fn signing_setup(store: &Store, data_dir: &Path) -> anyhow::Result<Signing> {
+    let variable = std::env::var(MASTER_KEY_VAR).ok();
+    let master = MasterKey::load(variable.as_deref(), data_dir).context("loading the master key")?;
+    let signed = store.signing_secrets().await.context("reading keys that require signatures")?;
+    if let Some((key_id, sealed)) = signed.first() {
+        let Some(master) = &master else {
+            anyhow::bail!(
+                "{} keys require signed requests but this server has no master key: set {MASTER_KEY_VAR} (or copy {MASTER_KEY_FILE} into the data dir) from the server that created them",
+                signed.len()
+            );
+        };
+        master.decrypt(key_id, sealed).with_context(|| {
+            format!("the master key does not decrypt the signing secret of {key_id}; every server sharing a database must use the same {MASTER_KEY_VAR}")
+        })?;
+    }
+    let file = variable.is_none().then(|| data_dir.join(MASTER_KEY_FILE));
+    Ok(Signing::new(master, file))
 }

@@ -48,6 +48,7 @@ ledger_test! {
                 "min_available_balance": 0, "balances": {"posted": 0, "pending": 0, "available": 0},
                 "totals": {"posted_debits": 0, "posted_credits": 0, "pending_debits": 0, "pending_credits": 0},
                 "version": 0, "external_id": "wallet-1", "metadata": {"customer": "c_42"}, "created_at": created_at,
+                "correlation_id": reply.header("x-correlation-id").unwrap(),
             })
         );
         let read = app.get(&format!("/v1/accounts/{id}")).await;

@@ -15,6 +15,8 @@ use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
 use settle_api::AppState;
 use settle_api::auth::hash_secret;
+use settle_api::signing::Signing;
+use settle_api::signing::vault::MasterKey;
 use settle_core::clock::{Clock, ManualClock, SystemClock, Timestamp};
 use settle_core::ids::IdGenerator;
 use settle_core::tenancy::{Environment, Scope};
@@ -207,6 +209,11 @@ impl Api {
         Api { url: self.url.clone(), key: key.map(str::to_owned), http: self.http.clone() }
     }
 
+    /// The same key against another server.
+    pub fn with_url(&self, url: &str) -> Api {
+        Api { url: url.to_owned(), key: self.key.clone(), http: self.http.clone() }
+    }
+
     /// A request to `path` carrying this client's key.
     pub fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
         let builder = self.http.request(method, format!("{}{path}", self.url));
@@ -388,6 +395,8 @@ pub struct TestApp {
     /// The clock the engine and the handlers read.
     pub clock: ManualClock,
     pub store: Store,
+    /// The master key this server decrypts signing secrets with.
+    pub master_key: MasterKey,
     server: tokio::task::JoinHandle<()>,
     // Dropped after the server task is aborted (fields drop in this order).
     _dir: tempfile::TempDir,
@@ -436,14 +445,16 @@ impl TestApp {
         let shared: Arc<dyn Clock> = Arc::new(clock.clone());
         let config = EngineConfig { sweep_interval: SWEEP_INTERVAL, ..EngineConfig::default() };
         let (engine, _engine_task) = store.start_engine(Arc::clone(&shared), Arc::new(IdGenerator::default()), config).await.expect("starting the engine");
-        let router = settle_api::router(AppState::new(store.clone(), engine, shared));
+        let master_key = MasterKey::generate();
+        let router = settle_api::router(AppState::new(store.clone(), engine, shared).with_signing(Signing::new(Some(master_key.clone()), None)));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("binding a port");
         let address = listener.local_addr().expect("the bound address");
         let server = tokio::spawn(async move {
             axum::serve(listener, router).await.expect("serving");
         });
         let http = reqwest::Client::builder().timeout(REQUEST_TIMEOUT).build().expect("an HTTP client");
-        let mut app = TestApp { api: Api { url: format!("http://{address}"), key: None, http }, clock, store, server, _dir: dir, _database: database };
+        let mut app =
+            TestApp { api: Api { url: format!("http://{address}"), key: None, http }, clock, store, master_key, server, _dir: dir, _database: database };
         let key = app.key("acme", Environment::Sandbox, &Scope::ALL).await;
         app.api.key = Some(key);
         app
@@ -470,5 +481,33 @@ impl TestApp {
     /// Now, as the server sees it.
     pub fn now(&self) -> Timestamp {
         self.clock.now()
+    }
+
+    /// A second server on the same database (its own store handle, engine
+    /// and router, the same clock and master key), as a second process
+    /// sharing PostgreSQL (or the SQLite file) would be. It stops when the
+    /// returned handle is dropped.
+    pub async fn another_server(&self) -> (Api, ServerHandle) {
+        let url = self._database.as_ref().map(|d| d.url.clone());
+        let store = Store::open(url.as_deref(), self._dir.path()).await.expect("opening the store again");
+        let shared: Arc<dyn Clock> = Arc::new(self.clock.clone());
+        let config = EngineConfig { sweep_interval: SWEEP_INTERVAL, ..EngineConfig::default() };
+        let (engine, _engine_task) = store.start_engine(Arc::clone(&shared), Arc::new(IdGenerator::default()), config).await.expect("starting the engine");
+        let state = AppState::new(store, engine, shared).with_signing(Signing::new(Some(self.master_key.clone()), None));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("binding a port");
+        let address = listener.local_addr().expect("the bound address");
+        let server = tokio::spawn(async move {
+            axum::serve(listener, settle_api::router(state)).await.expect("serving");
+        });
+        (self.api.with_url(&format!("http://{address}")), ServerHandle(server))
+    }
+}
+
+/// Stops a server started by [`TestApp::another_server`] when dropped.
+pub struct ServerHandle(tokio::task::JoinHandle<()>);
+
+impl Drop for ServerHandle {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }

@@ -11,10 +11,12 @@
 mod accounts;
 mod app;
 mod batches;
+mod correlation;
 mod holds;
 mod idempotency;
 mod invariants;
 mod openapi;
 mod races;
+mod signing;
 mod tenancy;
 mod transactions;
