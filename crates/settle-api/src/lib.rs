@@ -3,9 +3,11 @@
 //! render. No SQL lives here.
 
 pub mod accounts;
+pub mod api_versions;
 pub mod auth;
 pub mod body;
 pub mod commands;
+pub mod deprecation;
 pub mod error;
 pub mod idempotency;
 pub mod observe;
@@ -14,6 +16,7 @@ pub mod path;
 pub mod render;
 pub mod state;
 pub mod transactions;
+pub mod versions;
 pub mod wire;
 
 use axum::Router;
@@ -61,8 +64,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/transactions/{id}/post", post(transactions::post))
         .route("/v1/transactions/{id}/void", post(transactions::void))
         .route("/v1/transactions/{id}/reverse", post(transactions::reverse))
+        .route("/v1/versions", get(api_versions::list))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), versions::layer::layer))
         .layer(axum::middleware::from_fn(observe::request_layer))
         .with_state(state)
 }

@@ -1,6 +1,7 @@
 //! What every handler shares.
 
 use crate::auth::KeyCache;
+use crate::deprecation::{DeprecationCounter, EndpointDeprecation};
 use crate::idempotency::InFlight;
 use settle_core::clock::Clock;
 use settle_store::Store;
@@ -14,10 +15,29 @@ pub struct AppState {
     pub clock: Arc<dyn Clock>,
     pub keys: Arc<KeyCache>,
     pub in_flight: Arc<InFlight>,
+    /// Uses of deprecated versions and endpoints, per key, not yet stored.
+    pub deprecation_usage: Arc<DeprecationCounter>,
+    pub deprecated_endpoints: Arc<Vec<EndpointDeprecation>>,
 }
 
 impl AppState {
     pub fn new(store: Store, engine: EngineHandle, clock: Arc<dyn Clock>) -> AppState {
-        AppState { store, engine, clock, keys: Arc::default(), in_flight: Arc::default() }
+        AppState {
+            store,
+            engine,
+            clock,
+            keys: Arc::default(),
+            in_flight: Arc::default(),
+            deprecation_usage: Arc::default(),
+            deprecated_endpoints: Arc::new(crate::deprecation::deprecated_endpoints()),
+        }
+    }
+
+    /// Marks one more endpoint deprecated (its requests get the deprecation headers and are counted).
+    pub fn with_deprecated_endpoint(mut self, endpoint: EndpointDeprecation) -> AppState {
+        let mut list = self.deprecated_endpoints.as_ref().clone();
+        list.push(endpoint);
+        self.deprecated_endpoints = Arc::new(list);
+        self
     }
 }

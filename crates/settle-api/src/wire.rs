@@ -74,7 +74,7 @@ pub struct CreateTransactionRequest {
     #[serde(default)]
     pub expires_at: Option<String>,
     #[serde(default)]
-    pub expected_versions: Option<BTreeMap<String, i64>>,
+    pub expected_lock_versions: Option<BTreeMap<String, i64>>,
     #[serde(default)]
     pub metadata: Option<Metadata>,
 }
@@ -153,8 +153,8 @@ pub fn transaction_draft(prefix: &str, req: CreateTransactionRequest) -> Result<
     };
     let expires_at = timestamp(&p("expires_at"), req.expires_at)?;
     let mut expected_versions = BTreeMap::new();
-    for (id, version) in req.expected_versions.unwrap_or_default() {
-        let account = body_account_id(&p("expected_versions"), &id)?;
+    for (id, version) in req.expected_lock_versions.unwrap_or_default() {
+        let account = body_account_id(&p("expected_lock_versions"), &id)?;
         expected_versions.insert(account, version);
     }
     let draft = TransactionDraft {
