@@ -3,8 +3,11 @@
 //! flags (and environment variables), so it always finds the server's data.
 
 mod bench;
+mod deprecations;
 mod keys;
+mod orgs;
 mod serve;
+mod versions;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
@@ -65,6 +68,21 @@ enum Command {
     },
     /// Measure transfers per second over HTTP.
     Bench(bench::BenchArgs),
+    /// Organizations and their pinned API versions.
+    Orgs {
+        #[command(subcommand)]
+        command: orgs::OrgsCommand,
+    },
+    /// The API versions this binary serves and their changelog.
+    Versions {
+        #[command(subcommand)]
+        command: versions::VersionsCommand,
+    },
+    /// Who still uses deprecated API versions and endpoints.
+    Deprecations {
+        #[command(subcommand)]
+        command: deprecations::DeprecationsCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -104,6 +122,9 @@ fn main() -> ExitCode {
             Command::Keys { command } => keys::run(command).await,
             Command::Audit { command: AuditCommand::Verify { db } } => audit_verify(db).await,
             Command::Bench(args) => bench::run(args).await,
+            Command::Orgs { command } => orgs::run(command).await,
+            Command::Versions { command } => Ok(versions::run(command)),
+            Command::Deprecations { command } => deprecations::run(command).await,
         }
     });
     match result {

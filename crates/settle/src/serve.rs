@@ -25,6 +25,9 @@ pub struct ServeArgs {
     /// How long idempotency records are kept, in hours (at least 24 is recommended).
     #[arg(long, env = "SETTLE_IDEMPOTENCY_RETENTION_HOURS", default_value_t = 24)]
     pub idempotency_retention_hours: u64,
+    /// How often uses of deprecated API versions and endpoints are added to the database, in seconds.
+    #[arg(long, env = "SETTLE_DEPRECATION_FLUSH_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub deprecation_flush_secs: u64,
     #[command(flatten)]
     pub db: DatabaseArgs,
 }
@@ -83,10 +86,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let config = EngineConfig { idempotency_retention: Duration::from_secs(args.idempotency_retention_hours.saturating_mul(3600)), ..EngineConfig::default() };
     let (engine, engine_task) = store.start_engine(Arc::clone(&clock), Arc::new(IdGenerator::default()), config).await.context("starting the ledger engine")?;
-    let app = settle_api::router(settle_api::AppState::new(store, engine, clock));
+    let state = settle_api::AppState::new(store, engine, clock);
+    let deprecation_flusher =
+        settle_api::deprecation::Flusher::start(Arc::clone(&state.deprecation_usage), state.store.clone(), Duration::from_secs(args.deprecation_flush_secs));
+    let app = settle_api::router(state);
     let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
     tracing::info!(listen = %listener.local_addr().unwrap_or(args.listen), "settle is serving");
     axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await.context("serving")?;
+    // Every request has been answered: store the last deprecation counts.
+    deprecation_flusher.finish().await;
     // The router (and with it every engine handle) is gone: the engine
     // finishes what is queued and stops.
     engine_task.finished().await;
