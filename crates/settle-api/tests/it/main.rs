@@ -17,3 +17,4 @@ mod invariants;
 mod races;
 mod tenancy;
 mod transactions;
+mod versioning;
