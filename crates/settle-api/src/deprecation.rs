@@ -126,7 +126,13 @@ impl DeprecationCounter {
         let Ok(mut pending) = self.pending.lock() else { return Vec::new() };
         std::mem::take(&mut *pending)
             .into_iter()
-            .map(|((key_id, deprecated), p)| DeprecationUse { key_id, deprecated, count: p.count, first_seen_at: p.first_seen_at, last_seen_at: p.last_seen_at })
+            .map(|((key_id, deprecated), p)| DeprecationUse {
+                key_id,
+                deprecated,
+                count: p.count,
+                first_seen_at: p.first_seen_at,
+                last_seen_at: p.last_seen_at,
+            })
             .collect()
     }
 
@@ -193,6 +199,7 @@ impl Flusher {
 }
 
 #[cfg(test)]
+#[expect(clippy::unwrap_used, reason = "test code: a panic is the failure report")]
 mod tests {
     use super::*;
     use time::macros::date;
@@ -201,7 +208,10 @@ mod tests {
     fn headers_use_structured_and_http_dates() {
         let mut headers = HeaderMap::new();
         let notice = |d, s, link: &str| Notice { label: String::new(), deprecated_at: d, sunset_at: s, link: link.to_owned() };
-        add_headers(&mut headers, &[notice(date!(2026 - 11 - 30), Some(date!(2027 - 06 - 01)), "/v1/versions"), notice(date!(2026 - 12 - 15), None, "https://x/y")]);
+        add_headers(
+            &mut headers,
+            &[notice(date!(2026 - 11 - 30), Some(date!(2027 - 06 - 01)), "/v1/versions"), notice(date!(2026 - 12 - 15), None, "https://x/y")],
+        );
         assert_eq!(headers.get("deprecation").unwrap(), "@1795996800");
         assert_eq!(headers.get("sunset").unwrap(), "Tue, 01 Jun 2027 00:00:00 GMT");
         let links: Vec<_> = headers.get_all("link").iter().map(|v| v.to_str().unwrap().to_owned()).collect();

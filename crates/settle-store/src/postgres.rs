@@ -29,10 +29,8 @@ use tokio_postgres::{IsolationLevel, NoTls, Row};
 
 mod versioning;
 
-const MIGRATIONS: &[(i64, &str)] = &[
-    (1, include_str!("../migrations/postgres/0001_ledger.sql")),
-    (2, include_str!("../migrations/postgres/0002_versioning.sql")),
-];
+const MIGRATIONS: &[(i64, &str)] =
+    &[(1, include_str!("../migrations/postgres/0001_ledger.sql")), (2, include_str!("../migrations/postgres/0002_versioning.sql"))];
 /// Connections per server, the engine's included. PostgreSQL's default
 /// `max_connections` (100) leaves room for several servers.
 const POOL_SIZE: usize = 16;

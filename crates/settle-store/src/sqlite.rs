@@ -20,10 +20,7 @@ use std::time::Duration;
 
 mod versioning;
 
-const MIGRATIONS: &[(i64, &str)] = &[
-    (1, include_str!("../migrations/sqlite/0001_ledger.sql")),
-    (2, include_str!("../migrations/sqlite/0002_versioning.sql")),
-];
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/sqlite/0001_ledger.sql")), (2, include_str!("../migrations/sqlite/0002_versioning.sql"))];
 /// Read connections kept open; more are opened on demand and dropped after.
 const READ_POOL_SIZE: usize = 8;
 /// How often the background checkpointer copies the WAL into the database.

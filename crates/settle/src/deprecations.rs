@@ -44,15 +44,7 @@ pub async fn run(command: DeprecationsCommand) -> anyhow::Result<ExitCode> {
                         })
                     );
                 } else {
-                    println!(
-                        "{}\t{}\t{}\t{}\t{}\tlast {}",
-                        r.org_name,
-                        r.environment.as_str(),
-                        r.key_id,
-                        r.deprecated,
-                        r.count,
-                        r.last_seen_at.to_rfc3339()
-                    );
+                    println!("{}\t{}\t{}\t{}\t{}\tlast {}", r.org_name, r.environment.as_str(), r.key_id, r.deprecated, r.count, r.last_seen_at.to_rfc3339());
                 }
             }
             Ok(ExitCode::SUCCESS)

@@ -18,7 +18,13 @@ pub fn run(command: VersionsCommand) -> ExitCode {
         VersionsCommand::List => {
             let day = |d: Option<time::Date>| d.map_or_else(|| String::from("-"), |d| settle_core::api_version::ApiVersion::from_date(d).to_string());
             for v in VERSIONS {
-                let state = if v.version == NEWEST { "newest" } else if v.deprecated_at.is_some() { "deprecated" } else { "supported" };
+                let state = if v.version == NEWEST {
+                    "newest"
+                } else if v.deprecated_at.is_some() {
+                    "deprecated"
+                } else {
+                    "supported"
+                };
                 println!("{}\t{state}\tdeprecated {}\tsunset {}", v.version, day(v.deprecated_at), day(v.sunset_at));
             }
         }

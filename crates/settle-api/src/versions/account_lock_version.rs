@@ -91,7 +91,9 @@ fn upgrade_one(prefix: &str, request: &mut Json) -> Result<bool, ApiError> {
     if request.contains_key(REQUEST_NEW) {
         return Err(ApiError::invalid(
             format!("{prefix}{REQUEST_NEW}"),
-            format!("unknown field `{REQUEST_NEW}`: in API version 2026-11-25 it is called `{REQUEST_OLD}` (send Settle-Version: 2026-11-30 to use the new name)"),
+            format!(
+                "unknown field `{REQUEST_NEW}`: in API version 2026-11-25 it is called `{REQUEST_OLD}` (send Settle-Version: 2026-11-30 to use the new name)"
+            ),
         ));
     }
     Ok(request.rename(REQUEST_OLD, REQUEST_NEW))
@@ -114,6 +116,7 @@ fn upgrade_request(route: &str, body: &mut Json) -> Result<bool, ApiError> {
 }
 
 #[cfg(test)]
+#[expect(clippy::unwrap_used, reason = "test code: a panic is the failure report")]
 mod tests {
     use super::*;
 
@@ -122,7 +125,13 @@ mod tests {
         assert_eq!(downgrade_param("expected_lock_versions").as_deref(), Some("expected_versions"));
         assert_eq!(downgrade_param("expected_lock_versions.acct_x").as_deref(), Some("expected_versions.acct_x"));
         assert_eq!(downgrade_param("transactions[12].expected_lock_versions").as_deref(), Some("transactions[12].expected_versions"));
-        for other in ["entries", "metadata.expected_lock_versions", "expected_lock_versionsx", "transactions[].expected_lock_versions", "transactions[x].expected_lock_versions"] {
+        for other in [
+            "entries",
+            "metadata.expected_lock_versions",
+            "expected_lock_versionsx",
+            "transactions[].expected_lock_versions",
+            "transactions[x].expected_lock_versions",
+        ] {
             assert_eq!(downgrade_param(other), None, "{other}");
         }
     }

@@ -166,6 +166,7 @@ impl Json {
 }
 
 #[cfg(test)]
+#[expect(clippy::unwrap_used, reason = "test code: a panic is the failure report")]
 mod tests {
     use super::Json;
 

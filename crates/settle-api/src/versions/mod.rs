@@ -109,7 +109,8 @@ fn known_list() -> String {
 /// The version a `Settle-Version` header names: a known date, or `invalid_api_version`.
 pub fn from_header(value: &HeaderValue) -> Result<ApiVersion, ApiError> {
     let text = value.to_str().map_err(|_| invalid(format!("Settle-Version must be a date YYYY-MM-DD; known versions: {}", known_list())))?;
-    let version = ApiVersion::parse(text.trim()).ok_or_else(|| invalid(format!("Settle-Version must be a date YYYY-MM-DD; known versions: {}", known_list())))?;
+    let version =
+        ApiVersion::parse(text.trim()).ok_or_else(|| invalid(format!("Settle-Version must be a date YYYY-MM-DD; known versions: {}", known_list())))?;
     find(version).map(|v| v.version).ok_or_else(|| invalid(format!("{version} is not an API version; known versions: {}", known_list())))
 }
 
@@ -126,7 +127,8 @@ pub fn changelog_markdown() -> String {
     );
     let day = |d: Option<time::Date>| d.map_or_else(|| String::from("—"), |d| ApiVersion::from_date(d).to_string());
     for v in VERSIONS {
-        let changes = if v.changes.is_empty() { String::from("initial version") } else { v.changes.iter().map(|c| format!("`{}`", c.id)).collect::<Vec<_>>().join(", ") };
+        let changes =
+            if v.changes.is_empty() { String::from("initial version") } else { v.changes.iter().map(|c| format!("`{}`", c.id)).collect::<Vec<_>>().join(", ") };
         out.push_str(&format!("| [{0}](#{0}) | {1} | {2} | {3} |\n", v.version, day(v.deprecated_at), day(v.sunset_at), changes));
     }
     for v in VERSIONS {

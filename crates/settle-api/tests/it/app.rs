@@ -453,15 +453,8 @@ impl TestApp {
             axum::serve(listener, router).await.expect("serving");
         });
         let http = reqwest::Client::builder().timeout(REQUEST_TIMEOUT).build().expect("an HTTP client");
-        let mut app = TestApp {
-            api: Api { url: format!("http://{address}"), key: None, http },
-            clock,
-            store,
-            deprecation_usage,
-            server,
-            _dir: dir,
-            _database: database,
-        };
+        let mut app =
+            TestApp { api: Api { url: format!("http://{address}"), key: None, http }, clock, store, deprecation_usage, server, _dir: dir, _database: database };
         let key = app.key("acme", Environment::Sandbox, &Scope::ALL).await;
         app.api.key = Some(key);
         app

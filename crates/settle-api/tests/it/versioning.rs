@@ -393,7 +393,8 @@ async fn deprecated_uses_are_counted_per_key_and_reported_after_a_flush(backend:
             (String::from("other"), other_key, String::from("version 2026-11-25"), 1),
         ]
     );
-    let acme_version = app.store.deprecation_usage().await.unwrap().into_iter().find(|r| r.key_id.as_str() == acme && r.deprecated.starts_with("version")).unwrap();
+    let acme_version =
+        app.store.deprecation_usage().await.unwrap().into_iter().find(|r| r.key_id.as_str() == acme && r.deprecated.starts_with("version")).unwrap();
     assert_eq!(acme_version.first_seen_at, start);
     assert_eq!(acme_version.last_seen_at.micros(), start.micros() + 60_000_000);
     assert_eq!(acme_version.environment, Environment::Sandbox);

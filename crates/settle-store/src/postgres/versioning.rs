@@ -47,9 +47,7 @@ impl PgStore {
         let found = client.query(versioning::USAGE_REPORT_SQL, &[]).await?;
         found
             .iter()
-            .map(|r| {
-                versioning::usage(get(r, 0)?, get(r, 1)?, get::<String>(r, 2)?.as_str(), get(r, 3)?, get(r, 4)?, get(r, 5)?, get(r, 6)?, get(r, 7)?)
-            })
+            .map(|r| versioning::usage(get(r, 0)?, get(r, 1)?, get::<String>(r, 2)?.as_str(), get(r, 3)?, get(r, 4)?, get(r, 5)?, get(r, 6)?, get(r, 7)?))
             .collect()
     }
 }

@@ -53,9 +53,8 @@ impl SqliteStore {
                 ))
             })?;
             rows.map(|r| {
-                r.map_err(StoreError::from).and_then(|(org_id, org_name, env, key, what, count, first, last)| {
-                    versioning::usage(org_id, org_name, &env, key, what, count, first, last)
-                })
+                r.map_err(StoreError::from)
+                    .and_then(|(org_id, org_name, env, key, what, count, first, last)| versioning::usage(org_id, org_name, &env, key, what, count, first, last))
             })
             .collect()
         })

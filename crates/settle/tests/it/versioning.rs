@@ -94,7 +94,10 @@ async fn deprecated_uses_are_stored_on_a_graceful_stop_and_reported(database_url
         stdout(&run(&["deprecations", "report", "--json"], dir.path(), database_url)).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(report.len(), 1, "{report:?}");
     let line = &report[0];
-    assert_eq!((line["org"].as_str(), line["key_id"].as_str(), line["deprecated"].as_str(), line["count"].as_i64()), (Some("acme"), Some(acme_key.as_str()), Some("version 2026-11-25"), Some(2)));
+    assert_eq!(
+        (line["org"].as_str(), line["key_id"].as_str(), line["deprecated"].as_str(), line["count"].as_i64()),
+        (Some("acme"), Some(acme_key.as_str()), Some("version 2026-11-25"), Some(2))
+    );
     assert_eq!(line["environment"], "sandbox");
     assert!(line["last_seen_at"].as_str().is_some_and(|t| t.ends_with('Z')));
     let text = stdout(&run(&["deprecations", "report"], dir.path(), database_url));
