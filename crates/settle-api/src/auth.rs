@@ -72,6 +72,7 @@ impl FromRequestParts<AppState> for Principal {
                     environment: k.environment,
                     tenant: k.tenant,
                     scopes: k.scopes,
+                    api_version: k.api_version,
                 });
                 state.keys.put(hash, principal.clone());
                 principal

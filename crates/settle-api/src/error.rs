@@ -155,8 +155,8 @@ impl From<&CommandError> for ApiError {
                 LedgerError::CurrencyMismatch { .. } => (StatusCode::UNPROCESSABLE_ENTITY, Rule, "currency_mismatch", Some("entries")),
                 LedgerError::Unbalanced { .. } => (StatusCode::UNPROCESSABLE_ENTITY, Rule, "unbalanced_transaction", Some("entries")),
                 LedgerError::InsufficientFunds(_) => (StatusCode::UNPROCESSABLE_ENTITY, Rule, "insufficient_funds", None),
-                LedgerError::VersionConflict { .. } => (StatusCode::CONFLICT, ConflictError, "version_conflict", Some("expected_versions")),
-                LedgerError::VersionForUntouchedAccount(_) => (StatusCode::BAD_REQUEST, InvalidRequestError, "invalid_request", Some("expected_versions")),
+                LedgerError::VersionConflict { .. } => (StatusCode::CONFLICT, ConflictError, "version_conflict", Some("expected_lock_versions")),
+                LedgerError::VersionForUntouchedAccount(_) => (StatusCode::BAD_REQUEST, InvalidRequestError, "invalid_request", Some("expected_lock_versions")),
                 LedgerError::BalanceOverflow(_) => (StatusCode::UNPROCESSABLE_ENTITY, Rule, "balance_overflow", None),
                 LedgerError::TransactionNotPending(_) => (StatusCode::CONFLICT, ConflictError, "transaction_not_pending", None),
                 LedgerError::TransactionNotPosted(_) => (StatusCode::CONFLICT, ConflictError, "transaction_not_posted", None),
@@ -199,6 +199,18 @@ pub const ERROR_CODES: &[ErrorCode] = &[
         when: "a parameter, header or body field is missing, malformed or out of range; `param` names it",
     },
     ErrorCode {
+        code: "invalid_api_version",
+        status: 400,
+        kind: ErrorType::InvalidRequestError,
+        when: "`Settle-Version` is not a date or not a version this server knows; nothing ran",
+    },
+    ErrorCode {
+        code: "invalid_signature",
+        status: 401,
+        kind: ErrorType::AuthenticationError,
+        when: "the key requires signed requests and the signature or Content-Digest is missing, malformed, wrong, stale or replayed; nothing ran",
+    },
+    ErrorCode {
         code: "invalid_api_key",
         status: 401,
         kind: ErrorType::AuthenticationError,
@@ -218,7 +230,12 @@ pub const ERROR_CODES: &[ErrorCode] = &[
         kind: ErrorType::IdempotencyError,
         when: "a request with this Idempotency-Key is still running; retry shortly",
     },
-    ErrorCode { code: "version_conflict", status: 409, kind: ErrorType::ConflictError, when: "an account is not at the version `expected_versions` names" },
+    ErrorCode {
+        code: "version_conflict",
+        status: 409,
+        kind: ErrorType::ConflictError,
+        when: "an account is not at the `lock_version` that `expected_lock_versions` names",
+    },
     ErrorCode {
         code: "duplicate_external_id",
         status: 409,

@@ -3,10 +3,12 @@
 //! render. No SQL lives here.
 
 pub mod accounts;
+pub mod api_versions;
 pub mod auth;
 pub mod body;
 pub mod commands;
 pub mod correlation;
+pub mod deprecation;
 pub mod error;
 pub mod idempotency;
 pub mod observe;
@@ -18,6 +20,7 @@ pub mod signing;
 pub mod state;
 pub mod trace_context;
 pub mod transactions;
+pub mod versions;
 pub mod wire;
 
 use axum::Router;
@@ -67,8 +70,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/transactions/{id}/post", post(transactions::post))
         .route("/v1/transactions/{id}/void", post(transactions::void))
         .route("/v1/transactions/{id}/reverse", post(transactions::reverse))
+        .route("/v1/versions", get(api_versions::list))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), versions::layer::layer))
         .layer(axum::middleware::from_fn_with_state(state.clone(), signing::verify_layer))
         .layer(axum::middleware::from_fn(observe::request_layer))
         .with_state(state)

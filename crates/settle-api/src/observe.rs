@@ -40,6 +40,9 @@ pub async fn request_layer(mut req: Request, next: Next) -> Response {
     let (correlation_id, refusal) = correlation::resolve(req.headers_mut());
     let trace = TraceContext::from_headers(req.headers());
     let trace_id = trace.trace_id_hex();
+    // Refusals from layers outside the version layer (a bad correlation id, a
+    // bad signature) still say which version they are rendered in.
+    let version = req.headers().get(crate::versions::HEADER).and_then(|v| crate::versions::from_header(v).ok()).unwrap_or(crate::versions::NEWEST);
     req.extensions_mut().insert(Correlation(correlation_id.clone()));
     req.extensions_mut().insert(trace.clone());
     let span = tracing::info_span!("request", request_id = %id, correlation_id = %correlation_id, trace_id = %trace_id);
@@ -49,13 +52,19 @@ pub async fn request_layer(mut req: Request, next: Next) -> Response {
     };
     if let Some(PendingErrorBody(error)) = response.extensions_mut().remove::<PendingErrorBody>() {
         let body = error.body(&id);
-        let status = response.status();
-        response = Response::new(axum::body::Body::from(body));
-        *response.status_mut() = status;
-        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        // Keep the headers inner layers set (Settle-Version, deprecation, …).
+        let (mut parts, _) = response.into_parts();
+        parts.headers.remove(header::CONTENT_LENGTH);
+        parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        response = Response::from_parts(parts, axum::body::Body::from(body));
     }
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert("request-id", value);
+    }
+    if !response.headers().contains_key(crate::versions::HEADER)
+        && let Ok(value) = HeaderValue::from_str(&version.to_string())
+    {
+        response.headers_mut().insert(crate::versions::HEADER, value);
     }
     if let Ok(value) = HeaderValue::from_str(correlation_id.as_str()) {
         response.headers_mut().insert(correlation::HEADER, value);

@@ -4,7 +4,7 @@
 //! `docs/openapi.json`, and rendered for people at `GET /docs`.
 
 use crate::error::{ERROR_CODES, ErrorCode};
-use crate::{accounts, render, transactions, wire};
+use crate::{accounts, api_versions, render, transactions, wire};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -13,9 +13,9 @@ use std::sync::OnceLock;
 use utoipa::openapi::example::ExampleBuilder;
 use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::link::LinkBuilder;
-use utoipa::openapi::path::Operation;
+use utoipa::openapi::path::{Operation, ParameterBuilder, ParameterIn};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
-use utoipa::openapi::{ContentBuilder, ObjectBuilder, OpenApi as Document, Ref, RefOr, ResponseBuilder, Type};
+use utoipa::openapi::{ContentBuilder, ObjectBuilder, OpenApi as Document, Ref, RefOr, Required, ResponseBuilder, Type};
 use utoipa::{IntoParams, Modify, OpenApi};
 
 /// The `Idempotency-Key` header every POST accepts.
@@ -52,13 +52,15 @@ and every response carries `Request-Id`. See docs/api.md for the walkthrough.",
         transactions::post,
         transactions::void,
         transactions::reverse,
+        api_versions::list,
     ),
     components(schemas(crate::error::ErrorEnvelope, crate::error::ErrorBody, wire::DirectionRequest, render::BatchItemJson, transactions::TransactionStatusFilter)),
     tags(
         (name = "Accounts", description = "Ledger accounts and their balances."),
         (name = "Transactions", description = "Balanced movements of money: posted, pending (holds), voided, reversed."),
+        (name = "Versions", description = "Date-based API versions (`Settle-Version`) and their changes; see docs/versioning.md."),
     ),
-    modifiers(&Security, &Errors, &Links, &RequestIdHeader),
+    modifiers(&Security, &Errors, &Links, &CommonHeaders),
 )]
 struct ApiDoc;
 
@@ -101,7 +103,11 @@ impl Modify for Security {
     fn modify(&self, doc: &mut Document) {
         let scheme = HttpBuilder::new()
             .scheme(HttpAuthScheme::Bearer)
-            .description(Some("An API key secret (`sk_sandbox_…` or `sk_live_…`), created by `settle keys create`."))
+            .description(Some(
+                "An API key secret (`sk_sandbox_…` or `sk_live_…`), created by `settle keys create`. A key created with \
+`--require-signature` must also sign every request: `Content-Digest` (RFC 9530) and `Signature-Input` / `Signature` \
+(RFC 9421, HMAC-SHA256); see docs/signing.md.",
+            ))
             .build();
         if let Some(components) = doc.components.as_mut() {
             components.add_security_scheme("api_key", SecurityScheme::Http(scheme));
@@ -111,7 +117,8 @@ impl Modify for Security {
 }
 
 /// Codes every authenticated operation can answer.
-const ALWAYS: &[&str] = &["invalid_request", "invalid_api_key", "insufficient_scope", "internal_error", "service_unavailable"];
+const ALWAYS: &[&str] =
+    &["invalid_request", "invalid_api_version", "invalid_api_key", "invalid_signature", "insufficient_scope", "internal_error", "service_unavailable"];
 /// Codes every write can answer on top: body limits and idempotency.
 const WRITES: &[&str] = &["request_too_large", "idempotency_key_in_use", "idempotency_key_reused"];
 
@@ -179,23 +186,68 @@ impl Modify for Errors {
     }
 }
 
-/// Every response carries `Request-Id`.
-struct RequestIdHeader;
+/// Headers every operation takes and every response carries: request ids,
+/// API versions, deprecation notices, correlation ids and trace context.
+struct CommonHeaders;
 
-impl Modify for RequestIdHeader {
+fn string_header(description: &str) -> RefOr<utoipa::openapi::Header> {
+    RefOr::T(HeaderBuilder::new().schema(Some(ObjectBuilder::new().schema_type(Type::String))).description(Some(description)).build())
+}
+
+impl Modify for CommonHeaders {
     fn modify(&self, doc: &mut Document) {
-        let header = HeaderBuilder::new()
-            .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
-            .description(Some("This request's id; quote it when asking for help."))
-            .build();
+        // The document's version is the API version whose shapes it describes.
+        doc.info.version = crate::versions::NEWEST.to_string();
+        let response_headers = [
+            ("Request-Id", "This request's id; quote it when asking for help."),
+            ("Settle-Version", "The API version the response is rendered in (`YYYY-MM-DD`)."),
+            ("X-Correlation-Id", "The request's correlation id: the one it sent, or one generated for it."),
+            ("traceparent", "W3C trace context: the caller's trace id (or a new one) and this server's span id."),
+            ("Deprecation", "On a deprecated version or endpoint: `@<unix seconds>` when it was deprecated (RFC 9745)."),
+            ("Sunset", "On a deprecated version or endpoint with a removal date: that date (RFC 8594)."),
+            ("Link", "On a deprecated version or endpoint: where to read about it (`rel=\"deprecation\"`)."),
+        ];
         if let Some(components) = doc.components.as_mut() {
-            components.headers.insert(String::from("Request-Id"), RefOr::T(header));
+            for (name, description) in response_headers {
+                components.headers.insert(name.to_owned(), string_header(description));
+            }
         }
+        let request_headers = [
+            (
+                "Settle-Version",
+                "The API version to use (`YYYY-MM-DD`); default: the organization's pinned version. This document describes the newest \
+version; older ones (`GET /v1/versions`, docs/api-changelog.md) are accepted too and differ as their changes say.",
+                None,
+            ),
+            (
+                "X-Correlation-Id",
+                "Your id tying this request to others (1 to 128 of `A-Z a-z 0-9 . _ : -`); stored on what the request creates.",
+                Some("^[A-Za-z0-9._:-]{1,128}$"),
+            ),
+            ("traceparent", "W3C trace context; honoured when valid, ignored otherwise.", None),
+        ];
         for (_, op) in operations(doc) {
             for response in op.responses.responses.values_mut() {
                 if let RefOr::T(r) = response {
-                    r.headers.insert(String::from("Request-Id"), RefOr::Ref(Ref::new("#/components/headers/Request-Id")));
+                    for (name, _) in response_headers {
+                        r.headers.insert(name.to_owned(), RefOr::Ref(Ref::new(format!("#/components/headers/{name}"))));
+                    }
                 }
+            }
+            let parameters = op.parameters.get_or_insert_with(Vec::new);
+            for (name, description, pattern) in request_headers {
+                let mut schema = ObjectBuilder::new().schema_type(Type::String).pattern(pattern);
+                if name == "Settle-Version" {
+                    schema = schema.enum_values(Some([crate::versions::NEWEST.to_string()]));
+                }
+                let parameter = ParameterBuilder::new()
+                    .name(name)
+                    .parameter_in(ParameterIn::Header)
+                    .required(Required::False)
+                    .description(Some(description))
+                    .schema(Some(schema))
+                    .build();
+                parameters.push(RefOr::T(parameter));
             }
         }
     }

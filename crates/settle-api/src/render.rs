@@ -62,8 +62,8 @@ pub struct AccountJson<'a> {
     min_available_balance: Option<i64>,
     balances: BalancesJson,
     totals: TotalsJson,
-    /// Increases by one with every change of the account's balances.
-    version: i64,
+    /// Increases by one with every change of the account's balances; `expected_lock_versions` compares against it.
+    lock_version: i64,
     #[schema(value_type = Option<String>)]
     external_id: Option<&'a str>,
     #[schema(value_type = BTreeMap<String, String>)]
@@ -86,7 +86,7 @@ pub fn account(a: &AccountRecord) -> Result<AccountJson<'_>, ApiError> {
         min_available_balance: a.state.min_available_balance,
         balances,
         totals,
-        version: a.state.version,
+        lock_version: a.state.version,
         external_id: a.external_id.as_deref(),
         metadata: &a.metadata,
         correlation_id: a.correlation_id.as_ref().map(|c| c.as_str()),

@@ -1,6 +1,7 @@
 //! What every handler shares.
 
 use crate::auth::KeyCache;
+use crate::deprecation::{DeprecationCounter, EndpointDeprecation};
 use crate::idempotency::InFlight;
 use crate::signing::Signing;
 use settle_core::clock::Clock;
@@ -16,16 +17,36 @@ pub struct AppState {
     pub keys: Arc<KeyCache>,
     pub in_flight: Arc<InFlight>,
     pub signing: Arc<Signing>,
+    /// Uses of deprecated versions and endpoints, per key, not yet stored.
+    pub deprecation_usage: Arc<DeprecationCounter>,
+    pub deprecated_endpoints: Arc<Vec<EndpointDeprecation>>,
 }
 
 impl AppState {
     pub fn new(store: Store, engine: EngineHandle, clock: Arc<dyn Clock>) -> AppState {
-        AppState { store, engine, clock, keys: Arc::default(), in_flight: Arc::default(), signing: Arc::default() }
+        AppState {
+            store,
+            engine,
+            clock,
+            keys: Arc::default(),
+            in_flight: Arc::default(),
+            signing: Arc::default(),
+            deprecation_usage: Arc::default(),
+            deprecated_endpoints: Arc::new(crate::deprecation::deprecated_endpoints()),
+        }
     }
 
     /// Where this server finds the master key that decrypts signing secrets.
     pub fn with_signing(mut self, signing: Signing) -> AppState {
         self.signing = Arc::new(signing);
+        self
+    }
+
+    /// Marks one more endpoint deprecated (its requests get the deprecation headers and are counted).
+    pub fn with_deprecated_endpoint(mut self, endpoint: EndpointDeprecation) -> AppState {
+        let mut list = self.deprecated_endpoints.as_ref().clone();
+        list.push(endpoint);
+        self.deprecated_endpoints = Arc::new(list);
         self
     }
 }

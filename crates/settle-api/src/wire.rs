@@ -105,7 +105,7 @@ pub struct CreateTransactionRequest {
     pub expires_at: Option<String>,
     /// Optimistic concurrency: account id to the version the transaction expects it to be at.
     #[serde(default)]
-    pub expected_versions: Option<BTreeMap<String, i64>>,
+    pub expected_lock_versions: Option<BTreeMap<String, i64>>,
     #[serde(default)]
     #[schema(value_type = Option<BTreeMap<String, String>>)]
     pub metadata: Option<Metadata>,
@@ -190,8 +190,8 @@ pub fn transaction_draft(prefix: &str, req: CreateTransactionRequest) -> Result<
     };
     let expires_at = timestamp(&p("expires_at"), req.expires_at)?;
     let mut expected_versions = BTreeMap::new();
-    for (id, version) in req.expected_versions.unwrap_or_default() {
-        let account = body_account_id(&p("expected_versions"), &id)?;
+    for (id, version) in req.expected_lock_versions.unwrap_or_default() {
+        let account = body_account_id(&p("expected_lock_versions"), &id)?;
         expected_versions.insert(account, version);
     }
     let draft = TransactionDraft {

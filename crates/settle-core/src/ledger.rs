@@ -202,9 +202,9 @@ pub enum LedgerError {
     Unbalanced { currency: Currency, debits: i128, credits: i128 },
     #[error("account {0} does not have enough available balance")]
     InsufficientFunds(AccountId),
-    #[error("account {account} is at version {actual}, not the expected {expected}")]
+    #[error("account {account} is at lock version {actual}, not the expected {expected}")]
     VersionConflict { account: AccountId, expected: i64, actual: i64 },
-    #[error("expected_versions names account {0}, which this transaction does not touch")]
+    #[error("an expected lock version names account {0}, which this transaction does not touch")]
     VersionForUntouchedAccount(AccountId),
     #[error("this change would overflow a balance of account {0}")]
     BalanceOverflow(AccountId),

@@ -4,6 +4,7 @@
 //! (in `settle-store`) loads state, asks this crate what a command does, and
 //! writes the effects it returns.
 
+pub mod api_version;
 pub mod chain;
 pub mod clock;
 pub mod correlation;

@@ -73,6 +73,8 @@ pub struct Principal {
     pub environment: Environment,
     pub tenant: TenantId,
     pub scopes: Vec<Scope>,
+    /// The organization's pinned API version, used when a request names none.
+    pub api_version: crate::api_version::ApiVersion,
 }
 
 impl Principal {

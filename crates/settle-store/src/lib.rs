@@ -12,6 +12,7 @@ pub mod records;
 pub mod rows;
 pub mod sqlite;
 pub mod store;
+pub mod versioning;
 
 pub use error::StoreError;
 pub use store::Store;

@@ -27,8 +27,13 @@ use std::time::Duration;
 use tokio_postgres::types::{FromSql, ToSql};
 use tokio_postgres::{IsolationLevel, NoTls, Row};
 
-const MIGRATIONS: &[(i64, &str)] =
-    &[(1, include_str!("../migrations/postgres/0001_ledger.sql")), (4, include_str!("../migrations/postgres/0004_signatures.sql"))];
+mod versioning;
+
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../migrations/postgres/0001_ledger.sql")),
+    (2, include_str!("../migrations/postgres/0002_versioning.sql")),
+    (4, include_str!("../migrations/postgres/0004_signatures.sql")),
+];
 /// Connections per server, the engine's included. PostgreSQL's default
 /// `max_connections` (100) leaves room for several servers.
 const POOL_SIZE: usize = 16;
@@ -354,6 +359,7 @@ impl PgStore {
                     scopes: get(r, 5)?,
                     created_at: get(r, 6)?,
                     revoked_at: get(r, 7)?,
+                    api_version: get(r, 8)?,
                 }
                 .into_record()
             })
@@ -477,7 +483,8 @@ const ENTRIES_NEWER: &str = concat!(
 macro_rules! keys_query {
     ($clause:literal) => {
         concat!(
-            "SELECT k.id, o.id, o.name, t.environment, t.id, k.scopes, k.created_at, k.revoked_at
+            "SELECT k.id, o.id, o.name, t.environment, t.id, k.scopes, k.created_at, k.revoked_at,
+             o.api_version
              FROM api_keys k JOIN tenants t ON t.id = k.tenant_id JOIN organizations o ON o.id = t.org_id
              WHERE ",
             $clause,

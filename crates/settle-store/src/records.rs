@@ -41,6 +41,8 @@ pub struct ApiKeyRecord {
     pub scopes: Vec<Scope>,
     pub created_at: Timestamp,
     pub revoked_at: Option<Timestamp>,
+    /// The organization's pinned API version.
+    pub api_version: settle_core::api_version::ApiVersion,
 }
 
 /// The first outcome of a request sent with an `Idempotency-Key`, stored in

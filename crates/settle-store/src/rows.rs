@@ -4,6 +4,7 @@
 use crate::error::StoreError;
 use crate::records::AccountRecord;
 use crate::records::ApiKeyRecord;
+use settle_core::api_version::ApiVersion;
 use settle_core::clock::Timestamp;
 use settle_core::correlation::CorrelationId;
 use settle_core::ids::{AccountId, EntryId, TransactionId};
@@ -185,6 +186,7 @@ pub struct KeyRow {
     pub scopes: String,
     pub created_at: i64,
     pub revoked_at: Option<i64>,
+    pub api_version: String,
 }
 
 impl KeyRow {
@@ -202,6 +204,7 @@ impl KeyRow {
             tenant: TenantId(self.tenant),
             created_at: Timestamp::from_micros(self.created_at),
             revoked_at: self.revoked_at.map(Timestamp::from_micros),
+            api_version: ApiVersion::parse(&self.api_version).ok_or_else(|| StoreError::Corrupt(format!("api_version {:?}", self.api_version)))?,
         })
     }
 }

@@ -18,7 +18,13 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/sqlite/0001_ledger.sql")), (4, include_str!("../migrations/sqlite/0004_signatures.sql"))];
+mod versioning;
+
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../migrations/sqlite/0001_ledger.sql")),
+    (2, include_str!("../migrations/sqlite/0002_versioning.sql")),
+    (4, include_str!("../migrations/sqlite/0004_signatures.sql")),
+];
 /// Read connections kept open; more are opened on demand and dropped after.
 const READ_POOL_SIZE: usize = 8;
 /// How often the background checkpointer copies the WAL into the database.
@@ -495,7 +501,8 @@ impl SqliteStore {
                 KeyFilter::Id(id) => ("k.id = ?1", Some(id)),
             };
             let sql = format!(
-                "SELECT k.id, o.id, o.name, t.environment, t.id, k.scopes, k.created_at, k.revoked_at
+                "SELECT k.id, o.id, o.name, t.environment, t.id, k.scopes, k.created_at, k.revoked_at,
+                 o.api_version
                  FROM api_keys k JOIN tenants t ON t.id = k.tenant_id JOIN organizations o ON o.id = t.org_id
                  WHERE {clause} ORDER BY k.id"
             );
@@ -510,6 +517,7 @@ impl SqliteStore {
                     scopes: r.get(5)?,
                     created_at: r.get(6)?,
                     revoked_at: r.get(7)?,
+                    api_version: r.get(8)?,
                 })
             })?;
             rows.map(|r| r.map_err(StoreError::from).and_then(KeyRow::into_record)).collect()

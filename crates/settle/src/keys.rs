@@ -64,7 +64,13 @@ pub async fn create_key(store: &Store, org: &str, environment: Environment, scop
     let ids = IdGenerator::default();
     let secret = new_secret(environment);
     let hash = settle_api::auth::hash_secret(&secret);
-    let record = store.create_api_key(org, environment, &ids.api_key(), &ids.org(), &hash, scopes, SystemClock.now()).await.context("creating the key")?;
+    let is_new_org = !store.organizations().await.context("reading organizations")?.iter().any(|o| o.name == org);
+    let mut record = store.create_api_key(org, environment, &ids.api_key(), &ids.org(), &hash, scopes, SystemClock.now()).await.context("creating the key")?;
+    // A new organization starts on the newest API version; existing ones keep their pin.
+    if is_new_org {
+        store.set_organization_api_version(org, settle_api::versions::NEWEST).await.context("pinning the new organization's API version")?;
+        record.api_version = settle_api::versions::NEWEST;
+    }
     Ok((record, secret))
 }
 
@@ -77,6 +83,7 @@ fn key_json(k: &ApiKeyRecord) -> serde_json::Value {
         "scopes": k.scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
         "created_at": k.created_at.to_rfc3339(),
         "revoked_at": k.revoked_at.map(|t| t.to_rfc3339()),
+        "api_version": k.api_version.to_string(),
     })
 }
 

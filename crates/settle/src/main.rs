@@ -3,9 +3,12 @@
 //! flags (and environment variables), so it always finds the server's data.
 
 mod bench;
+mod deprecations;
 mod keys;
+mod orgs;
 mod reconcile;
 mod serve;
+mod versions;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
@@ -73,6 +76,21 @@ enum Command {
     },
     /// Print the API's OpenAPI 3.1 document (what `GET /v1/openapi.json` serves).
     Openapi,
+    /// Organizations and their pinned API versions.
+    Orgs {
+        #[command(subcommand)]
+        command: orgs::OrgsCommand,
+    },
+    /// The API versions this binary serves and their changelog.
+    Versions {
+        #[command(subcommand)]
+        command: versions::VersionsCommand,
+    },
+    /// Who still uses deprecated API versions and endpoints.
+    Deprecations {
+        #[command(subcommand)]
+        command: deprecations::DeprecationsCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -134,6 +152,9 @@ fn main() -> ExitCode {
                 print!("{}", settle_api::openapi::document_json());
                 Ok(ExitCode::SUCCESS)
             }
+            Command::Orgs { command } => orgs::run(command).await,
+            Command::Versions { command } => Ok(versions::run(command)),
+            Command::Deprecations { command } => deprecations::run(command).await,
         }
     });
     match result {

@@ -32,6 +32,9 @@ pub struct ServeArgs {
     /// it off. Report only: repairs are an operator's decision.
     #[arg(long, env = "SETTLE_RECONCILE_INTERVAL_SECS", default_value_t = 0)]
     pub reconcile_interval_secs: u64,
+    /// How often uses of deprecated API versions and endpoints are added to the database, in seconds.
+    #[arg(long, env = "SETTLE_DEPRECATION_FLUSH_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub deprecation_flush_secs: u64,
     #[command(flatten)]
     pub db: DatabaseArgs,
 }
@@ -115,10 +118,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         tokio::spawn(reconcile_periodically(store.clone(), Duration::from_secs(args.reconcile_interval_secs)));
     }
     let signing = signing_setup(&store, &args.db.data_dir).await?;
-    let app = settle_api::router(settle_api::AppState::new(store, engine, clock).with_signing(signing));
+    let state = settle_api::AppState::new(store, engine, clock).with_signing(signing);
+    let deprecation_flusher =
+        settle_api::deprecation::Flusher::start(Arc::clone(&state.deprecation_usage), state.store.clone(), Duration::from_secs(args.deprecation_flush_secs));
+    let app = settle_api::router(state);
     let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
     tracing::info!(listen = %listener.local_addr().unwrap_or(args.listen), "settle is serving");
     axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await.context("serving")?;
+    // Every request has been answered: store the last deprecation counts.
+    deprecation_flusher.finish().await;
     // The router (and with it every engine handle) is gone: the engine
     // finishes what is queued and stops.
     engine_task.finished().await;

@@ -397,6 +397,8 @@ pub struct TestApp {
     pub store: Store,
     /// The master key this server decrypts signing secrets with.
     pub master_key: MasterKey,
+    /// The server's in-memory deprecation counts (flush them into `store` to read them back).
+    pub deprecation_usage: Arc<settle_api::deprecation::DeprecationCounter>,
     server: tokio::task::JoinHandle<()>,
     // Dropped after the server task is aborted (fields drop in this order).
     _dir: tempfile::TempDir,
@@ -429,6 +431,12 @@ impl TestApp {
     }
 
     pub async fn start(backend: Backend) -> TestApp {
+        TestApp::start_with(backend, |state| state).await
+    }
+
+    /// Like [`TestApp::start`], with the server's state adjusted by `configure`
+    /// (for example a test-only deprecated endpoint).
+    pub async fn start_with(backend: Backend, configure: impl FnOnce(AppState) -> AppState) -> TestApp {
         let dir = tempfile::tempdir().expect("a temporary data dir");
         let database = match backend {
             Backend::Sqlite => None,
@@ -446,15 +454,25 @@ impl TestApp {
         let config = EngineConfig { sweep_interval: SWEEP_INTERVAL, ..EngineConfig::default() };
         let (engine, _engine_task) = store.start_engine(Arc::clone(&shared), Arc::new(IdGenerator::default()), config).await.expect("starting the engine");
         let master_key = MasterKey::generate();
-        let router = settle_api::router(AppState::new(store.clone(), engine, shared).with_signing(Signing::new(Some(master_key.clone()), None)));
+        let state = configure(AppState::new(store.clone(), engine, shared).with_signing(Signing::new(Some(master_key.clone()), None)));
+        let deprecation_usage = Arc::clone(&state.deprecation_usage);
+        let router = settle_api::router(state);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("binding a port");
         let address = listener.local_addr().expect("the bound address");
         let server = tokio::spawn(async move {
             axum::serve(listener, router).await.expect("serving");
         });
         let http = reqwest::Client::builder().timeout(REQUEST_TIMEOUT).build().expect("an HTTP client");
-        let mut app =
-            TestApp { api: Api { url: format!("http://{address}"), key: None, http }, clock, store, master_key, server, _dir: dir, _database: database };
+        let mut app = TestApp {
+            api: Api { url: format!("http://{address}"), key: None, http },
+            clock,
+            store,
+            master_key,
+            deprecation_usage,
+            server,
+            _dir: dir,
+            _database: database,
+        };
         let key = app.key("acme", Environment::Sandbox, &Scope::ALL).await;
         app.api.key = Some(key);
         app

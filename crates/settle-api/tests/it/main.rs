@@ -20,3 +20,4 @@ mod races;
 mod signing;
 mod tenancy;
 mod transactions;
+mod versioning;

@@ -68,9 +68,15 @@ pub struct Server {
 
 impl Server {
     pub async fn start(data_dir: &Path, database_url: Option<&str>) -> Server {
+        Server::start_with_args(data_dir, database_url, &[]).await
+    }
+
+    /// Like [`Server::start`], with more `serve` flags.
+    pub async fn start_with_args(data_dir: &Path, database_url: Option<&str>, extra: &[&str]) -> Server {
         let port = free_port();
         let mut args = vec![String::from("serve"), String::from("--listen"), format!("127.0.0.1:{port}")];
         args.extend(db_args(data_dir, database_url));
+        args.extend(extra.iter().map(|a| (*a).to_owned()));
         std::fs::create_dir_all(data_dir).unwrap();
         let log = data_dir.join(format!("server-{port}.log"));
         let child = spawn(&args, &log);

@@ -8,3 +8,4 @@ mod durability;
 mod harness;
 mod lifecycle;
 mod reconcile;
+mod versioning;

@@ -70,7 +70,7 @@ async fn corrupted_counter_is_found_and_repaired(database_url: Option<&str>) {
     assert_eq!(status, 200);
     assert_eq!(after["balances"]["posted"], 300);
     assert_eq!(after["balances"]["pending"], 350);
-    assert_eq!(after["version"].as_i64().unwrap(), before["version"].as_i64().unwrap() + 1, "a repair is a change of the account");
+    assert_eq!(after["lock_version"].as_i64().unwrap(), before["lock_version"].as_i64().unwrap() + 1, "a repair is a change of the account");
     let (code, out) = reconcile(dir.path(), database_url, &[]);
     assert_eq!((code, out.contains(": 0 drifted")), (Some(0), true), "{out}");
 
