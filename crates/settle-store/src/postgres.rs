@@ -27,7 +27,8 @@ use std::time::Duration;
 use tokio_postgres::types::{FromSql, ToSql};
 use tokio_postgres::{IsolationLevel, NoTls, Row};
 
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/postgres/0001_ledger.sql"))];
+const MIGRATIONS: &[(i64, &str)] =
+    &[(1, include_str!("../migrations/postgres/0001_ledger.sql")), (5, include_str!("../migrations/postgres/0005_operations.sql"))];
 /// Connections per server, the engine's included. PostgreSQL's default
 /// `max_connections` (100) leaves room for several servers.
 const POOL_SIZE: usize = 16;
@@ -1040,4 +1041,11 @@ async fn append_log(c: &Object, contents: &[Vec<u8>], chained: &[(i64, Hash, Has
     let stmt = c.prepare_cached("UPDATE ledger_head SET seq = $1, hash = $2 WHERE id = 1").await?;
     let updated = c.execute(&stmt, &[last_seq, &last_hash.as_slice()]).await?;
     expect_rows("ledger_head", updated, 1)
+}
+
+impl PgStore {
+    /// The connection pool, for the store's modules that keep their SQL apart (`operations`).
+    pub(crate) fn pool(&self) -> &Pool {
+        &self.pool
+    }
 }
