@@ -9,10 +9,12 @@ pub mod commands;
 pub mod error;
 pub mod idempotency;
 pub mod observe;
+pub mod operations;
 pub mod pagination;
 pub mod path;
 pub mod render;
 pub mod state;
+pub mod test_helpers;
 pub mod transactions;
 pub mod wire;
 
@@ -61,6 +63,9 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/transactions/{id}/post", post(transactions::post))
         .route("/v1/transactions/{id}/void", post(transactions::void))
         .route("/v1/transactions/{id}/reverse", post(transactions::reverse))
+        .route("/v1/operations", get(operations::list))
+        .route("/v1/operations/{id}", get(operations::get))
+        .merge(test_helpers::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn(observe::request_layer))

@@ -25,6 +25,9 @@ pub struct ServeArgs {
     /// How long idempotency records are kept, in hours (at least 24 is recommended).
     #[arg(long, env = "SETTLE_IDEMPOTENCY_RETENTION_HOURS", default_value_t = 24)]
     pub idempotency_retention_hours: u64,
+    /// Batches with more transactions than this answer 202 and run as an operation (1–1000).
+    #[arg(long, env = "SETTLE_ASYNC_BATCH_THRESHOLD", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    pub async_batch_threshold: u64,
     #[command(flatten)]
     pub db: DatabaseArgs,
 }
@@ -83,10 +86,19 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let config = EngineConfig { idempotency_retention: Duration::from_secs(args.idempotency_retention_hours.saturating_mul(3600)), ..EngineConfig::default() };
     let (engine, engine_task) = store.start_engine(Arc::clone(&clock), Arc::new(IdGenerator::default()), config).await.context("starting the ledger engine")?;
-    let app = settle_api::router(settle_api::AppState::new(store, engine, clock));
+    let operations = settle_api::operations::OperationsConfig {
+        async_batch_threshold: usize::try_from(args.async_batch_threshold).unwrap_or(settle_api::operations::DEFAULT_ASYNC_BATCH_THRESHOLD),
+        ..settle_api::operations::OperationsConfig::default()
+    };
+    let state = settle_api::AppState::new(store, engine, clock).with_operations(operations);
+    let worker = settle_api::operations::worker::spawn(state.clone());
+    let app = settle_api::router(state);
     let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
     tracing::info!(listen = %listener.local_addr().unwrap_or(args.listen), "settle is serving");
     axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await.context("serving")?;
+    // The worker finishes the chunk it is applying and gives its operation
+    // back, so the next start (or another server) resumes it at once.
+    worker.stop().await;
     // The router (and with it every engine handle) is gone: the engine
     // finishes what is queued and stops.
     engine_task.finished().await;
