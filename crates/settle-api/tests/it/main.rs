@@ -14,6 +14,8 @@ mod batches;
 mod holds;
 mod idempotency;
 mod invariants;
+mod operations;
 mod races;
 mod tenancy;
+mod test_helpers;
 mod transactions;
