@@ -4,10 +4,14 @@
 use crate::app::{Api, Reply, TestOptions, eventually, ledger_test, transfer_body};
 use reqwest::Method;
 use serde_json::{Value, json};
+use settle_api::AppState;
 use settle_api::operations::OperationsConfig;
-use settle_api::operations::worker::{apply_chunk, plan};
+use settle_api::operations::worker::{apply_chunk, plan, spawn};
 use settle_core::clock::Clock;
+use settle_core::ids::IdGenerator;
 use settle_core::tenancy::{Environment, Scope};
+use settle_store::engine::EngineConfig;
+use std::sync::Arc;
 
 /// Small numbers, so a test batch spans several chunks.
 fn small(worker: bool) -> TestOptions {
@@ -355,5 +359,35 @@ ledger_test! {
         assert_eq!(ids[..4], before_crash[..], "the chunks committed before the crash are replayed, not re-applied");
         assert_eq!(app.balances(&wallet).await.posted, 21);
         assert_eq!(app.list_all("/v1/transactions").await.len(), 6);
+    }
+}
+
+ledger_test! {
+    async fn servers_sharing_a_database_share_the_operations_and_apply_each_once(app) {
+        let mut app = app;
+        app.restart(small(false)).await;
+        let source = app.account("debit", None).await;
+        let wallet = app.account("credit", None).await;
+        let mut ids = Vec::new();
+        for _ in 0..6 {
+            let items = (0..5).map(|_| transfer_body(&source, &wallet, 1)).collect();
+            ids.push(accepted(&app.post("/v1/transactions/batch", &batch(false, items)).await));
+        }
+        // Two more servers over the same database, each with its engine and worker.
+        let mut workers = Vec::new();
+        for _ in 0..2 {
+            let clock: Arc<dyn Clock> = Arc::new(app.clock.clone());
+            let (engine, _task) = app.store.start_engine(Arc::clone(&clock), Arc::new(IdGenerator::default()), EngineConfig::default()).await.unwrap();
+            workers.push(spawn(AppState::new(app.store.clone(), engine, clock).with_operations(small(true).operations)));
+        }
+        for id in &ids {
+            let op = finished(&app, id).await;
+            assert_eq!((op["status"].as_str(), op["result"]["body"]["succeeded"].as_u64()), (Some("succeeded"), Some(5)), "{op}");
+        }
+        assert_eq!(app.balances(&wallet).await.posted, 30);
+        assert_eq!(app.list_all("/v1/transactions").await.len(), 30);
+        for worker in workers {
+            worker.stop().await;
+        }
     }
 }
