@@ -36,16 +36,7 @@ pub async fn create(
     headers: HeaderMap,
     body: JsonBody<CreateAccountRequest>,
 ) -> Result<Response, ApiError> {
-    let req = body.value;
-    let name = wire::text("name", Some(req.name), MAX_TEXT_CHARS)?.unwrap_or_default();
-    let new = NewAccount {
-        name,
-        currency: wire::currency("currency", &req.currency)?,
-        normal_balance: req.normal_balance.into(),
-        min_available_balance: req.min_available_balance,
-        external_id: wire::text("external_id", req.external_id, MAX_EXTERNAL_ID_CHARS)?,
-        metadata: wire::metadata_of("metadata", req.metadata)?,
-    };
+    let new = new_account(body.value)?;
     submit(
         &state,
         Submission {
@@ -59,6 +50,19 @@ pub async fn create(
         },
     )
     .await
+}
+
+/// Converts a create-account request (shared with the operation worker).
+pub fn new_account(req: CreateAccountRequest) -> Result<NewAccount, ApiError> {
+    let name = wire::text("name", Some(req.name), MAX_TEXT_CHARS)?.unwrap_or_default();
+    Ok(NewAccount {
+        name,
+        currency: wire::currency("currency", &req.currency)?,
+        normal_balance: req.normal_balance.into(),
+        min_available_balance: req.min_available_balance,
+        external_id: wire::text("external_id", req.external_id, MAX_EXTERNAL_ID_CHARS)?,
+        metadata: wire::metadata_of("metadata", req.metadata)?,
+    })
 }
 
 pub fn account_id(text: &str) -> Result<AccountId, ApiError> {

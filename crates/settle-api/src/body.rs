@@ -13,8 +13,11 @@ use settle_core::limits::MAX_BODY_BYTES;
 pub struct JsonBody<T, const LIMIT: usize = MAX_BODY_BYTES> {
     pub value: T,
     /// The body re-serialized with sorted keys and no whitespace; empty
-    /// when the request has no `Idempotency-Key`.
+    /// when the request has neither an `Idempotency-Key` nor `Prefer: respond-async`.
     pub canonical: Vec<u8>,
+    /// The body as received (`{}` for an empty one), for a handler that
+    /// decides only after parsing that it needs the canonical form.
+    pub raw: axum::body::Bytes,
 }
 
 /// An oversized body up to this size is read and discarded before the 413
@@ -42,7 +45,7 @@ impl<T: DeserializeOwned, S: Send + Sync, const LIMIT: usize> FromRequest<S> for
     type Rejection = ApiError;
 
     async fn from_request(req: Request, _state: &S) -> Result<Self, ApiError> {
-        let wants_canonical = req.headers().contains_key(crate::idempotency::HEADER);
+        let wants_canonical = req.headers().contains_key(crate::idempotency::HEADER) || crate::operations::prefers_async(req.headers());
         let declared = req.headers().get(axum::http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
         if declared.is_some_and(|n| n > LIMIT) {
             if declared.is_some_and(|n| n <= MAX_DRAIN_BYTES) {
@@ -51,7 +54,8 @@ impl<T: DeserializeOwned, S: Send + Sync, const LIMIT: usize> FromRequest<S> for
             return Err(too_large(LIMIT));
         }
         let bytes = axum::body::to_bytes(req.into_body(), LIMIT).await.map_err(|_| too_large(LIMIT))?;
-        let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) { b"{}" } else { &bytes };
+        let raw = if bytes.iter().all(u8::is_ascii_whitespace) { axum::body::Bytes::from_static(b"{}") } else { bytes };
+        let bytes: &[u8] = &raw;
         let text = std::str::from_utf8(bytes).map_err(|_| ApiError::invalid("body", "the request body is not valid UTF-8"))?;
         if !text.trim_start().starts_with('{') {
             return Err(ApiError::invalid("body", "the request body must be a JSON object"));
@@ -71,12 +75,12 @@ impl<T: DeserializeOwned, S: Send + Sync, const LIMIT: usize> FromRequest<S> for
         })?;
         de.end().map_err(|e| ApiError::invalid("body", format!("the request body is not valid JSON: {e}")))?;
         if !wants_canonical {
-            return Ok(JsonBody { value, canonical: Vec::new() });
+            return Ok(JsonBody { value, canonical: Vec::new(), raw });
         }
         // Key order and whitespace do not change a request's fingerprint.
         let generic: serde_json::Value =
             serde_json::from_str(text).map_err(|e| ApiError::invalid("body", format!("the request body is not valid JSON: {e}")))?;
         let canonical = serde_json::to_vec(&generic).map_err(|e| ApiError::internal(&e))?;
-        Ok(JsonBody { value, canonical })
+        Ok(JsonBody { value, canonical, raw })
     }
 }

@@ -24,15 +24,22 @@ pub struct Submission<'a> {
 
 fn respond(stored: StoredResponse, replayed: bool) -> Response {
     let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let location = if status == StatusCode::ACCEPTED { crate::operations::location_of(&stored.body) } else { None };
     let mut response = (status, stored.body).into_response();
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     if replayed {
         response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
+    if let Some(location) = location {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
     response
 }
 
 pub async fn submit(state: &AppState, s: Submission<'_>) -> Result<Response, ApiError> {
+    if let Some(kind) = crate::operations::async_kind(s.headers, s.path) {
+        return crate::operations::accept(state, kind, s).await;
+    }
     let tenant = s.principal.tenant;
     let key = idempotency::key_from(s.headers)?;
     let mut _guard = None;

@@ -21,6 +21,9 @@ pub fn key_from(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     if text.is_empty() || text.len() > MAX_IDEMPOTENCY_KEY_BYTES || !text.bytes().all(|b| (0x20..0x7f).contains(&b)) {
         return Err(bad());
     }
+    if crate::operations::is_reserved_key(text) {
+        return Err(ApiError::invalid("Idempotency-Key", "Idempotency-Key values of the form op_…/chunk/… are reserved for operations"));
+    }
     Ok(Some(text.to_owned()))
 }
 

@@ -13,11 +13,13 @@ pub mod error;
 pub mod idempotency;
 pub mod observe;
 pub mod openapi;
+pub mod operations;
 pub mod pagination;
 pub mod path;
 pub mod render;
 pub mod signing;
 pub mod state;
+pub mod test_helpers;
 pub mod trace_context;
 pub mod transactions;
 pub mod versions;
@@ -71,6 +73,9 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/transactions/{id}/void", post(transactions::void))
         .route("/v1/transactions/{id}/reverse", post(transactions::reverse))
         .route("/v1/versions", get(api_versions::list))
+        .route("/v1/operations", get(operations::list))
+        .route("/v1/operations/{id}", get(operations::get))
+        .merge(test_helpers::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(state.clone(), versions::layer::layer))

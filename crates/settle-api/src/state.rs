@@ -3,6 +3,7 @@
 use crate::auth::KeyCache;
 use crate::deprecation::{DeprecationCounter, EndpointDeprecation};
 use crate::idempotency::InFlight;
+use crate::operations::{Operations, OperationsConfig};
 use crate::signing::Signing;
 use settle_core::clock::Clock;
 use settle_store::Store;
@@ -20,6 +21,7 @@ pub struct AppState {
     /// Uses of deprecated versions and endpoints, per key, not yet stored.
     pub deprecation_usage: Arc<DeprecationCounter>,
     pub deprecated_endpoints: Arc<Vec<EndpointDeprecation>>,
+    pub operations: Arc<Operations>,
 }
 
 impl AppState {
@@ -33,7 +35,14 @@ impl AppState {
             signing: Arc::default(),
             deprecation_usage: Arc::default(),
             deprecated_endpoints: Arc::new(crate::deprecation::deprecated_endpoints()),
+            operations: Arc::default(),
         }
+    }
+
+    /// The same state with these settings for long-running operations.
+    pub fn with_operations(mut self, config: OperationsConfig) -> AppState {
+        self.operations = Arc::new(Operations::new(config));
+        self
     }
 
     /// Where this server finds the master key that decrypts signing secrets.

@@ -18,7 +18,7 @@ use axum::{Extension, Json};
 use serde::Deserialize;
 use settle_core::ids::{AccountId, TransactionId};
 use settle_core::ledger::TransactionStatus;
-use settle_core::limits::{MAX_BATCH_BODY_BYTES, MAX_BATCH_TRANSACTIONS};
+use settle_core::limits::{MAX_ASYNC_BATCH_TRANSACTIONS, MAX_BATCH_BODY_BYTES, MAX_BATCH_TRANSACTIONS};
 use settle_core::tenancy::{Principal, Scope};
 use settle_store::engine::Command;
 use utoipa::IntoParams;
@@ -69,25 +69,29 @@ pub async fn batch(
     body: JsonBody<BatchRequest, MAX_BATCH_BODY_BYTES>,
 ) -> Result<Response, ApiError> {
     let req = body.value;
-    if req.transactions.is_empty() || req.transactions.len() > MAX_BATCH_TRANSACTIONS {
-        return Err(ApiError::invalid("transactions", format!("a batch holds 1 to {MAX_BATCH_TRANSACTIONS} transactions")));
+    // Over the threshold a batch runs as an operation (202), which may hold more.
+    let over_threshold = req.transactions.len() > state.operations.config.async_batch_threshold;
+    let max = if over_threshold || crate::operations::prefers_async(&headers) { MAX_ASYNC_BATCH_TRANSACTIONS } else { MAX_BATCH_TRANSACTIONS };
+    if req.transactions.is_empty() || req.transactions.len() > max {
+        return Err(ApiError::invalid("transactions", format!("a batch holds 1 to {max} transactions")));
     }
     let items =
         req.transactions.into_iter().enumerate().map(|(i, t)| wire::transaction_draft(&format!("transactions[{i}]."), t)).collect::<Result<Vec<_>, _>>()?;
     let command = Command::CreateBatch { atomic: req.atomic, items };
-    submit(
-        &state,
-        Submission {
-            principal: &principal,
-            request_id: &request_id,
-            headers: &headers,
-            path: "/v1/transactions/batch",
-            canonical_body: &body.canonical,
-            command,
-            render: render::render_ok,
-        },
-    )
-    .await
+    let canonical = if over_threshold && body.canonical.is_empty() { crate::operations::canonical(&body.raw)? } else { body.canonical };
+    let submission = Submission {
+        principal: &principal,
+        request_id: &request_id,
+        headers: &headers,
+        path: "/v1/transactions/batch",
+        canonical_body: &canonical,
+        command,
+        render: render::render_ok,
+    };
+    if over_threshold {
+        return crate::operations::accept(&state, crate::operations::OperationKind::TransactionsBatch, submission).await;
+    }
+    submit(&state, submission).await
 }
 
 /// Posts a pending transaction (a hold), in full or for less; what is not posted is released.
@@ -104,14 +108,7 @@ pub async fn post(
     body: JsonBody<PostRequest>,
 ) -> Result<Response, ApiError> {
     let tid = transaction_id(&id)?;
-    let entries = match body.value.entries {
-        None => None,
-        Some(list) => {
-            let drafts = wire::entries("entries", list)?;
-            settle_core::ledger::validate_entry_count(&drafts).map_err(|e| ApiError::invalid("entries", e.to_string()))?;
-            Some(drafts)
-        }
-    };
+    let entries = post_entries(body.value.entries)?;
     let path = format!("/v1/transactions/{id}/post");
     let command = Command::PostTransaction { id: tid, entries };
     submit(
@@ -127,6 +124,18 @@ pub async fn post(
         },
     )
     .await
+}
+
+/// Converts the entries of a post request (shared with the operation worker).
+pub fn post_entries(entries: Option<Vec<wire::EntryRequest>>) -> Result<Option<Vec<settle_core::ledger::EntryDraft>>, ApiError> {
+    match entries {
+        None => Ok(None),
+        Some(list) => {
+            let drafts = wire::entries("entries", list)?;
+            settle_core::ledger::validate_entry_count(&drafts).map_err(|e| ApiError::invalid("entries", e.to_string()))?;
+            Ok(Some(drafts))
+        }
+    }
 }
 
 /// Voids a pending transaction: the hold is released.

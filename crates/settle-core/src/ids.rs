@@ -65,6 +65,9 @@ prefixed_id!(
 prefixed_id!(
     /// An API key (not its secret).
     ApiKeyId, "key_");
+prefixed_id!(
+    /// A long-running operation (`202 Accepted`, polled at `/v1/operations/{id}`).
+    OperationId, "op_");
 
 /// One leg of a transaction. Its id is the transaction's ULID followed by
 /// the entry's two-digit position, so an entry sorts with its transaction and
@@ -158,6 +161,10 @@ impl IdGenerator {
 
     pub fn api_key(&self) -> ApiKeyId {
         ApiKeyId(format!("{}{}", ApiKeyId::PREFIX, self.next_body()))
+    }
+
+    pub fn operation(&self) -> OperationId {
+        OperationId(format!("{}{}", OperationId::PREFIX, self.next_body()))
     }
 }
 

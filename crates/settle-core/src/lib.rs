@@ -13,4 +13,5 @@ pub mod ledger;
 pub mod limits;
 pub mod metadata;
 pub mod money;
+pub mod operations;
 pub mod tenancy;

@@ -26,3 +26,6 @@ pub const DEFAULT_PAGE_LIMIT: u32 = 10;
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 /// Batch request bodies may carry up to 1000 transactions, so they get more room.
 pub const MAX_BATCH_BODY_BYTES: usize = 8 * 1024 * 1024;
+/// Transactions in one batch that runs as an operation (`202 Accepted`):
+/// ten synchronous batches' worth, which still fits the batch body limit.
+pub const MAX_ASYNC_BATCH_TRANSACTIONS: usize = 10_000;

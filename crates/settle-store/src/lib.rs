@@ -6,6 +6,7 @@ pub mod audit;
 pub mod engine;
 pub mod error;
 pub mod history;
+pub mod operations;
 pub mod postgres;
 pub mod reconcile;
 pub mod records;

@@ -33,6 +33,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/postgres/0001_ledger.sql")),
     (2, include_str!("../migrations/postgres/0002_versioning.sql")),
     (4, include_str!("../migrations/postgres/0004_signatures.sql")),
+    (5, include_str!("../migrations/postgres/0005_operations.sql")),
 ];
 /// Connections per server, the engine's included. PostgreSQL's default
 /// `max_connections` (100) leaves room for several servers.
@@ -1168,5 +1169,12 @@ impl PgStore {
     pub async fn purge_nonces(&self, before: Timestamp) -> Result<u64, StoreError> {
         let client = self.pool.get().await?;
         Ok(client.execute("DELETE FROM request_nonces WHERE expires_at < $1", &[&before.micros()]).await?)
+    }
+}
+
+impl PgStore {
+    /// The connection pool, for the store's modules that keep their SQL apart (`operations`).
+    pub(crate) fn pool(&self) -> &Pool {
+        &self.pool
     }
 }

@@ -24,6 +24,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/sqlite/0001_ledger.sql")),
     (2, include_str!("../migrations/sqlite/0002_versioning.sql")),
     (4, include_str!("../migrations/sqlite/0004_signatures.sql")),
+    (5, include_str!("../migrations/sqlite/0005_operations.sql")),
 ];
 /// Read connections kept open; more are opened on demand and dropped after.
 const READ_POOL_SIZE: usize = 8;

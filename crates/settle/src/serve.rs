@@ -35,6 +35,9 @@ pub struct ServeArgs {
     /// How often uses of deprecated API versions and endpoints are added to the database, in seconds.
     #[arg(long, env = "SETTLE_DEPRECATION_FLUSH_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub deprecation_flush_secs: u64,
+    /// Batches with more transactions than this answer 202 and run as an operation (1–1000).
+    #[arg(long, env = "SETTLE_ASYNC_BATCH_THRESHOLD", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    pub async_batch_threshold: u64,
     #[command(flatten)]
     pub db: DatabaseArgs,
 }
@@ -118,13 +121,21 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         tokio::spawn(reconcile_periodically(store.clone(), Duration::from_secs(args.reconcile_interval_secs)));
     }
     let signing = signing_setup(&store, &args.db.data_dir).await?;
-    let state = settle_api::AppState::new(store, engine, clock).with_signing(signing);
+    let operations = settle_api::operations::OperationsConfig {
+        async_batch_threshold: usize::try_from(args.async_batch_threshold).unwrap_or(settle_api::operations::DEFAULT_ASYNC_BATCH_THRESHOLD),
+        ..settle_api::operations::OperationsConfig::default()
+    };
+    let state = settle_api::AppState::new(store, engine, clock).with_signing(signing).with_operations(operations);
+    let worker = settle_api::operations::worker::spawn(state.clone());
     let deprecation_flusher =
         settle_api::deprecation::Flusher::start(Arc::clone(&state.deprecation_usage), state.store.clone(), Duration::from_secs(args.deprecation_flush_secs));
     let app = settle_api::router(state);
     let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
     tracing::info!(listen = %listener.local_addr().unwrap_or(args.listen), "settle is serving");
     axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await.context("serving")?;
+    // The worker finishes the chunk it is applying and gives its operation
+    // back, so the next start (or another server) resumes it at once.
+    worker.stop().await;
     // Every request has been answered: store the last deprecation counts.
     deprecation_flusher.finish().await;
     // The router (and with it every engine handle) is gone: the engine

@@ -15,6 +15,8 @@ use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
 use settle_api::AppState;
 use settle_api::auth::hash_secret;
+use settle_api::operations::OperationsConfig;
+use settle_api::operations::worker::WorkerHandle;
 use settle_api::signing::Signing;
 use settle_api::signing::vault::MasterKey;
 use settle_core::clock::{Clock, ManualClock, SystemClock, Timestamp};
@@ -388,6 +390,27 @@ where
     }
 }
 
+/// How [`TestApp::start_with`] and [`TestApp::restart`] set up the server.
+#[derive(Clone, Debug)]
+pub struct TestOptions {
+    /// Whether the operation worker runs (off: operations stay `pending`).
+    pub worker: bool,
+    pub operations: OperationsConfig,
+    /// Adjusts the server's state (for example a test-only deprecated endpoint).
+    pub configure: fn(AppState) -> AppState,
+}
+
+impl Default for TestOptions {
+    fn default() -> Self {
+        // A short poll, so that work another "server" left behind is found in milliseconds.
+        TestOptions {
+            worker: true,
+            operations: OperationsConfig { poll_interval: Duration::from_millis(20), ..OperationsConfig::default() },
+            configure: |state| state,
+        }
+    }
+}
+
 /// A running server over a fresh store. Stops (and drops its database) on drop.
 pub struct TestApp {
     /// Organization "acme", sandbox, every scope.
@@ -399,7 +422,10 @@ pub struct TestApp {
     pub master_key: MasterKey,
     /// The server's in-memory deprecation counts (flush them into `store` to read them back).
     pub deprecation_usage: Arc<settle_api::deprecation::DeprecationCounter>,
+    /// The server's state, for tests that drive its parts directly.
+    pub state: AppState,
     server: tokio::task::JoinHandle<()>,
+    worker: Option<WorkerHandle>,
     // Dropped after the server task is aborted (fields drop in this order).
     _dir: tempfile::TempDir,
     _database: Option<PgDatabase>,
@@ -416,6 +442,9 @@ impl std::ops::Deref for TestApp {
 impl Drop for TestApp {
     fn drop(&mut self) {
         self.server.abort();
+        if let Some(worker) = self.worker.take() {
+            worker.abort();
+        }
     }
 }
 
@@ -431,12 +460,50 @@ impl TestApp {
     }
 
     pub async fn start(backend: Backend) -> TestApp {
-        TestApp::start_with(backend, |state| state).await
+        TestApp::start_with(backend, TestOptions::default()).await
     }
 
-    /// Like [`TestApp::start`], with the server's state adjusted by `configure`
-    /// (for example a test-only deprecated endpoint).
-    pub async fn start_with(backend: Backend, configure: impl FnOnce(AppState) -> AppState) -> TestApp {
+    /// Starts an engine, the router on a fresh port and (per `options`) the
+    /// operation worker over `store`: a server process, as far as the store can tell.
+    async fn serve(
+        store: &Store,
+        clock: &ManualClock,
+        master_key: &MasterKey,
+        options: &TestOptions,
+    ) -> (AppState, tokio::task::JoinHandle<()>, String, Option<WorkerHandle>) {
+        let shared: Arc<dyn Clock> = Arc::new(clock.clone());
+        let config = EngineConfig { sweep_interval: SWEEP_INTERVAL, ..EngineConfig::default() };
+        let (engine, _engine_task) = store.start_engine(Arc::clone(&shared), Arc::new(IdGenerator::default()), config).await.expect("starting the engine");
+        let state =
+            AppState::new(store.clone(), engine, shared).with_signing(Signing::new(Some(master_key.clone()), None)).with_operations(options.operations.clone());
+        let state = (options.configure)(state);
+        let worker = options.worker.then(|| settle_api::operations::worker::spawn(state.clone()));
+        let router = settle_api::router(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("binding a port");
+        let address = listener.local_addr().expect("the bound address");
+        let server = tokio::spawn(async move {
+            axum::serve(listener, router).await.expect("serving");
+        });
+        (state, server, format!("http://{address}"), worker)
+    }
+
+    /// Stops this server as a crash would (its worker ends mid-step, leases
+    /// stay held) and starts a new one over the same database and clock.
+    /// The client (and its API key) now talks to the new server.
+    pub async fn restart(&mut self, options: TestOptions) {
+        self.server.abort();
+        if let Some(worker) = self.worker.take() {
+            worker.abort();
+        }
+        let (state, server, url, worker) = TestApp::serve(&self.store, &self.clock, &self.master_key, &options).await;
+        // A new client, so that no kept-alive connection reaches the old server.
+        let http = reqwest::Client::builder().timeout(REQUEST_TIMEOUT).build().expect("an HTTP client");
+        self.api = Api { url, key: self.api.key.clone(), http };
+        self.deprecation_usage = Arc::clone(&state.deprecation_usage);
+        (self.state, self.server, self.worker) = (state, server, worker);
+    }
+
+    pub async fn start_with(backend: Backend, options: TestOptions) -> TestApp {
         let dir = tempfile::tempdir().expect("a temporary data dir");
         let database = match backend {
             Backend::Sqlite => None,
@@ -450,29 +517,12 @@ impl TestApp {
         // Whole seconds, so that instants the tests compute print simply.
         let start = SystemClock.now().micros() / 1_000_000 * 1_000_000;
         let clock = ManualClock::new(Timestamp::from_micros(start));
-        let shared: Arc<dyn Clock> = Arc::new(clock.clone());
-        let config = EngineConfig { sweep_interval: SWEEP_INTERVAL, ..EngineConfig::default() };
-        let (engine, _engine_task) = store.start_engine(Arc::clone(&shared), Arc::new(IdGenerator::default()), config).await.expect("starting the engine");
         let master_key = MasterKey::generate();
-        let state = configure(AppState::new(store.clone(), engine, shared).with_signing(Signing::new(Some(master_key.clone()), None)));
+        let (state, server, url, worker) = TestApp::serve(&store, &clock, &master_key, &options).await;
         let deprecation_usage = Arc::clone(&state.deprecation_usage);
-        let router = settle_api::router(state);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("binding a port");
-        let address = listener.local_addr().expect("the bound address");
-        let server = tokio::spawn(async move {
-            axum::serve(listener, router).await.expect("serving");
-        });
         let http = reqwest::Client::builder().timeout(REQUEST_TIMEOUT).build().expect("an HTTP client");
-        let mut app = TestApp {
-            api: Api { url: format!("http://{address}"), key: None, http },
-            clock,
-            store,
-            master_key,
-            deprecation_usage,
-            server,
-            _dir: dir,
-            _database: database,
-        };
+        let mut app =
+            TestApp { api: Api { url, key: None, http }, clock, store, master_key, deprecation_usage, state, server, worker, _dir: dir, _database: database };
         let key = app.key("acme", Environment::Sandbox, &Scope::ALL).await;
         app.api.key = Some(key);
         app

@@ -119,10 +119,11 @@ ledger_test! {
 }
 
 ledger_test! {
-    async fn batch_holds_one_to_a_thousand_transactions(app) {
+    async fn batch_holds_one_to_ten_thousand_transactions(app) {
         let source = app.account("debit", None).await;
         let wallet = app.account("credit", None).await;
-        let items: Vec<Value> = (0..1001).map(|_| transfer_body(&source, &wallet, 1)).collect();
+        // Over 1000 a batch runs as an operation (202; see operations.rs), up to 10,000.
+        let items: Vec<Value> = (0..10_001).map(|_| transfer_body(&source, &wallet, 1)).collect();
         let over = app.post("/v1/transactions/batch", &json!({"atomic": false, "transactions": items})).await;
         over.expect_error(400, "invalid_request");
         assert_eq!(over.param(), Some("transactions"));

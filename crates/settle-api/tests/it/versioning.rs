@@ -9,7 +9,7 @@
 //! old-version request here, and every other test file runs through the
 //! version layer's downgrades.
 
-use crate::app::{Api, Backend, Reply, TestApp, eventually, ledger_test, transfer_body};
+use crate::app::{Api, Backend, Reply, TestApp, TestOptions, eventually, ledger_test, transfer_body};
 use reqwest::Method;
 use serde_json::{Value, json};
 use settle_api::deprecation::EndpointDeprecation;
@@ -345,8 +345,10 @@ fn key_id_of(keys: &[settle_store::records::ApiKeyRecord], org: &str) -> String 
 
 async fn deprecated_uses_are_counted_per_key_and_reported_after_a_flush(backend: Backend) {
     let app = match backend {
-        Backend::Sqlite => TestApp::start_with(Backend::Sqlite, balances_deprecated).await,
-        Backend::Postgres if std::env::var(crate::app::POSTGRES_URL_VAR).is_ok() => TestApp::start_with(Backend::Postgres, balances_deprecated).await,
+        Backend::Sqlite => TestApp::start_with(Backend::Sqlite, TestOptions { configure: balances_deprecated, ..TestOptions::default() }).await,
+        Backend::Postgres if std::env::var(crate::app::POSTGRES_URL_VAR).is_ok() => {
+            TestApp::start_with(Backend::Postgres, TestOptions { configure: balances_deprecated, ..TestOptions::default() }).await
+        }
         Backend::Postgres => return,
     };
     let id = app.account("credit", None).await;

@@ -1,0 +1,30 @@
+-- Long-running operations (202 Accepted, polled at /v1/operations/{id}).
+-- A row, not a task in memory: a pending operation, or a running one whose
+-- lease expired (its worker died), is picked up again after a restart.
+CREATE TABLE operations (
+    id TEXT PRIMARY KEY,
+    tenant_id INTEGER NOT NULL,
+    api_key_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('pending', 'running', 'succeeded', 'failed')),
+    -- The accepted request: its path and canonical JSON body, and the id of
+    -- the HTTP request that created the operation (error bodies name it).
+    request_path TEXT NOT NULL,
+    request_body BLOB NOT NULL,
+    request_id TEXT NOT NULL,
+    completed INTEGER NOT NULL DEFAULT 0 CHECK (completed >= 0),
+    total INTEGER NOT NULL CHECK (total >= 0),
+    -- The response the request would have answered synchronously, once finished.
+    response_status INTEGER,
+    response_body BLOB,
+    lease_owner TEXT,
+    lease_expires_at INTEGER,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    created_at INTEGER NOT NULL,
+    started_at INTEGER,
+    finished_at INTEGER,
+    updated_at INTEGER NOT NULL
+);
+CREATE INDEX operations_by_tenant ON operations (tenant_id, id);
+-- What the workers look for; finished operations leave this index.
+CREATE INDEX operations_open ON operations (id) WHERE status IN ('pending', 'running');
