@@ -72,6 +72,7 @@ impl FromRequestParts<AppState> for Principal {
                     environment: k.environment,
                     tenant: k.tenant,
                     scopes: k.scopes,
+                    rate_limit: k.rate_limit,
                 });
                 state.keys.put(hash, principal.clone());
                 principal

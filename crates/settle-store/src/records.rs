@@ -39,6 +39,8 @@ pub struct ApiKeyRecord {
     pub scopes: Vec<Scope>,
     pub created_at: Timestamp,
     pub revoked_at: Option<Timestamp>,
+    /// A rate limit of its own (migration 0003); `None`: the server's default.
+    pub rate_limit: Option<settle_core::tenancy::RateLimit>,
 }
 
 /// The first outcome of a request sent with an `Idempotency-Key`, stored in

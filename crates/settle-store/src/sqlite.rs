@@ -12,13 +12,14 @@ use settle_core::chain::{GENESIS, Hash};
 use settle_core::clock::Timestamp;
 use settle_core::ids::{AccountId, ApiKeyId, EntryId, OrgId, TransactionId};
 use settle_core::ledger::{AccountState, Counters, Entry, Transaction, TransactionStatus};
+use settle_core::tenancy::RateLimit;
 use settle_core::tenancy::{Environment, Scope, TenantId};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/sqlite/0001_ledger.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/sqlite/0001_ledger.sql")), (3, include_str!("../migrations/sqlite/0003_rate_limits.sql"))];
 /// Read connections kept open; more are opened on demand and dropped after.
 const READ_POOL_SIZE: usize = 8;
 /// How often the background checkpointer copies the WAL into the database.
@@ -494,7 +495,7 @@ impl SqliteStore {
                 KeyFilter::Id(id) => ("k.id = ?1", Some(id)),
             };
             let sql = format!(
-                "SELECT k.id, o.id, o.name, t.environment, t.id, k.scopes, k.created_at, k.revoked_at
+                "SELECT k.id, o.id, o.name, t.environment, t.id, k.scopes, k.created_at, k.revoked_at, k.rate_limit_per_second, k.rate_limit_burst
                  FROM api_keys k JOIN tenants t ON t.id = k.tenant_id JOIN organizations o ON o.id = t.org_id
                  WHERE {clause} ORDER BY k.id"
             );
@@ -509,6 +510,8 @@ impl SqliteStore {
                     scopes: r.get(5)?,
                     created_at: r.get(6)?,
                     revoked_at: r.get(7)?,
+                    rate_limit_per_second: r.get(8)?,
+                    rate_limit_burst: r.get(9)?,
                 })
             })?;
             rows.map(|r| r.map_err(StoreError::from).and_then(KeyRow::into_record)).collect()
@@ -518,6 +521,14 @@ impl SqliteStore {
     pub fn revoke_api_key(&self, id: &ApiKeyId, now: Timestamp) -> Result<bool, StoreError> {
         self.write_blocking(|tx| {
             Ok(tx.execute("UPDATE api_keys SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL", params![id.as_str(), now.micros()])? > 0)
+        })
+    }
+
+    /// Sets (or, with `None`, clears) a key's own rate limit; false when no such key.
+    pub fn set_api_key_rate_limit(&self, id: &ApiKeyId, limit: Option<RateLimit>) -> Result<bool, StoreError> {
+        let (rate, burst) = (limit.map(|l| i64::from(l.per_second())), limit.map(|l| i64::from(l.burst())));
+        self.write_blocking(|tx| {
+            Ok(tx.execute("UPDATE api_keys SET rate_limit_per_second = ?2, rate_limit_burst = ?3 WHERE id = ?1", params![id.as_str(), rate, burst])? > 0)
         })
     }
 

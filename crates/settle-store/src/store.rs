@@ -203,6 +203,14 @@ impl Store {
         }
     }
 
+    /// Sets (or, with `None`, clears) a key's own rate limit; false when no such key.
+    pub async fn set_api_key_rate_limit(&self, id: &ApiKeyId, limit: Option<settle_core::tenancy::RateLimit>) -> Result<bool, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.set_api_key_rate_limit(id, limit),
+            Store::Postgres(p) => p.set_api_key_rate_limit(id, limit).await,
+        }
+    }
+
     pub async fn revoke_api_key(&self, id: &ApiKeyId, now: Timestamp) -> Result<bool, StoreError> {
         match self {
             Store::Sqlite(s) => s.revoke_api_key(id, now),
