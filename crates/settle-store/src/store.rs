@@ -71,7 +71,7 @@ impl Store {
     /// Starts the engine: on SQLite on its own thread (its connection blocks),
     /// on PostgreSQL as a task.
     pub async fn start_engine(&self, clock: Arc<dyn Clock>, ids: Arc<IdGenerator>, config: EngineConfig) -> Result<(EngineHandle, EngineTask), StoreError> {
-        let (handle, receiver) = engine::channel();
+        let (handle, receiver) = engine::channel_with_capacity(config.queue_capacity);
         let (done, finished) = tokio::sync::oneshot::channel();
         match self {
             Store::Sqlite(s) => {
