@@ -7,10 +7,12 @@ pub mod auth;
 pub mod body;
 pub mod commands;
 pub mod error;
+pub mod hygiene;
 pub mod idempotency;
 pub mod observe;
 pub mod pagination;
 pub mod path;
+pub mod rate_limit;
 pub mod render;
 pub mod state;
 pub mod transactions;
@@ -63,6 +65,11 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/transactions/{id}/reverse", post(transactions::reverse))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), rate_limit::layer))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), hygiene::timeout))
+        .layer(axum::middleware::from_fn(hygiene::header_limits))
+        .layer(hygiene::cors(&state))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), hygiene::security_headers))
         .layer(axum::middleware::from_fn(observe::request_layer))
         .with_state(state)
 }

@@ -33,9 +33,10 @@ pub async fn request_layer(mut req: Request, next: Next) -> Response {
     let mut response = next.run(req).await;
     if let Some(PendingErrorBody(error)) = response.extensions_mut().remove::<PendingErrorBody>() {
         let body = error.body(&id);
-        let status = response.status();
-        response = Response::new(axum::body::Body::from(body));
-        *response.status_mut() = status;
+        // Keep the status and the headers the error was raised with (Retry-After, RateLimit).
+        let (mut parts, _) = response.into_parts();
+        parts.headers.remove(header::CONTENT_LENGTH);
+        response = Response::from_parts(parts, axum::body::Body::from(body));
         response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     }
     if let Ok(value) = HeaderValue::from_str(&id) {
