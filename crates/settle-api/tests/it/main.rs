@@ -14,6 +14,7 @@ mod batches;
 mod holds;
 mod idempotency;
 mod invariants;
+mod limits;
 mod races;
 mod tenancy;
 mod transactions;
