@@ -7,3 +7,4 @@
 mod durability;
 mod harness;
 mod lifecycle;
+mod limits;
