@@ -122,6 +122,8 @@ pub fn gcra(tat: Option<i64>, now: i64, limit: RateLimit) -> (Option<i64>, Decis
 #[derive(Default)]
 struct MemoryBuckets {
     buckets: Mutex<HashMap<String, i64>>,
+    /// When the "at capacity" warning was last logged (at most one a minute).
+    warned_at: Mutex<Option<Instant>>,
 }
 
 impl MemoryBuckets {
@@ -140,7 +142,13 @@ impl MemoryBuckets {
             } else {
                 // Every bucket is busy: this one is not tracked (admitted as if
                 // full). Memory stays bounded; the log says so, rarely.
-                tracing::warn!(capacity = MAX_MEMORY_BUCKETS, "rate limit buckets at capacity; a new bucket was not tracked");
+                drop(buckets);
+                if let Ok(mut warned_at) = self.warned_at.lock()
+                    && warned_at.is_none_or(|at| at.elapsed() >= Duration::from_secs(60))
+                {
+                    *warned_at = Some(Instant::now());
+                    tracing::warn!(capacity = MAX_MEMORY_BUCKETS, "rate limit buckets at capacity; new buckets are not tracked");
+                }
             }
         }
         decision
