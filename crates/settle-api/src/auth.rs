@@ -73,6 +73,7 @@ impl FromRequestParts<AppState> for Principal {
                     tenant: k.tenant,
                     scopes: k.scopes,
                     api_version: k.api_version,
+                    rate_limit: k.rate_limit,
                 });
                 state.keys.put(hash, principal.clone());
                 principal

@@ -8,6 +8,7 @@ use crate::state::AppState;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use settle_core::tenancy::Principal;
+use settle_store::engine::SubmitError;
 use settle_store::engine::{Command, CommandError, IdempotencyClaim, Renderer, Reply};
 use settle_store::records::StoredResponse;
 
@@ -55,7 +56,11 @@ pub async fn submit(state: &AppState, s: Submission<'_>) -> Result<Response, Api
         }
     };
     let correlation_id = crate::correlation::from_headers(s.headers);
-    let reply = state.engine.submit_correlated(tenant, s.command, claim, correlation_id).await.map_err(|_| ApiError::unavailable())?;
+    let reply = match state.engine.try_submit_correlated(tenant, s.command, claim, correlation_id).await {
+        Ok(reply) => reply,
+        Err(SubmitError::Overloaded) => return Ok(crate::hygiene::unavailable_now(ApiError::overloaded())),
+        Err(SubmitError::Stopped) => return Err(ApiError::unavailable()),
+    };
     match reply {
         Reply::Done { result: Err(CommandError::Unavailable), .. } => Err(ApiError::unavailable()),
         Reply::Done { result: Err(CommandError::OutcomeUnknown), .. } => Err(ApiError::outcome_unknown()),

@@ -71,6 +71,17 @@ impl ApiError {
         )
     }
 
+    /// The engine's queue is full: the command was never queued, so nothing
+    /// ran. Sent with `Retry-After` (see `hygiene::unavailable_now`).
+    pub fn overloaded() -> ApiError {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorType::ApiError,
+            "overloaded",
+            "the ledger is busy and did not take this request, so nothing was written; retry after the Retry-After delay with the same Idempotency-Key",
+        )
+    }
+
     pub fn unavailable() -> ApiError {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,

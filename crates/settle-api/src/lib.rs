@@ -10,12 +10,14 @@ pub mod commands;
 pub mod correlation;
 pub mod deprecation;
 pub mod error;
+pub mod hygiene;
 pub mod idempotency;
 pub mod observe;
 pub mod openapi;
 pub mod operations;
 pub mod pagination;
 pub mod path;
+pub mod rate_limit;
 pub mod render;
 pub mod signing;
 pub mod state;
@@ -80,6 +82,11 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(state.clone(), versions::layer::layer))
         .layer(axum::middleware::from_fn_with_state(state.clone(), signing::verify_layer))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), rate_limit::layer))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), hygiene::timeout))
+        .layer(axum::middleware::from_fn(hygiene::header_limits))
+        .layer(hygiene::cors(&state))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), hygiene::security_headers))
         .layer(axum::middleware::from_fn(observe::request_layer))
         .with_state(state)
 }

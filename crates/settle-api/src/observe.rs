@@ -52,11 +52,11 @@ pub async fn request_layer(mut req: Request, next: Next) -> Response {
     };
     if let Some(PendingErrorBody(error)) = response.extensions_mut().remove::<PendingErrorBody>() {
         let body = error.body(&id);
-        // Keep the headers inner layers set (Settle-Version, deprecation, …).
+        // Keep the status and the headers the error was raised with (Retry-After, RateLimit).
         let (mut parts, _) = response.into_parts();
         parts.headers.remove(header::CONTENT_LENGTH);
-        parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         response = Response::from_parts(parts, axum::body::Body::from(body));
+        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     }
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert("request-id", value);

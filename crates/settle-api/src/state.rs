@@ -22,6 +22,8 @@ pub struct AppState {
     pub deprecation_usage: Arc<DeprecationCounter>,
     pub deprecated_endpoints: Arc<Vec<EndpointDeprecation>>,
     pub operations: Arc<Operations>,
+    /// Rate limits, timeouts, CORS and security headers (see `hygiene`).
+    pub http: Arc<crate::hygiene::HttpPolicy>,
 }
 
 impl AppState {
@@ -36,7 +38,14 @@ impl AppState {
             deprecation_usage: Arc::default(),
             deprecated_endpoints: Arc::new(crate::deprecation::deprecated_endpoints()),
             operations: Arc::default(),
+            http: Arc::default(),
         }
+    }
+
+    /// The same state with another HTTP policy (rate limits, timeout, CORS, headers).
+    pub fn with_http(mut self, http: crate::hygiene::HttpPolicy) -> AppState {
+        self.http = Arc::new(http);
+        self
     }
 
     /// The same state with these settings for long-running operations.

@@ -75,6 +75,41 @@ pub struct Principal {
     pub scopes: Vec<Scope>,
     /// The organization's pinned API version, used when a request names none.
     pub api_version: crate::api_version::ApiVersion,
+    /// The key's own rate limit; `None`: the server's default.
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// A token bucket: `per_second` tokens flow in each second, at most `burst`
+/// are held; a request takes one. Both are at least 1 and at most
+/// [`RateLimit::MAX`], so the interval between tokens is a whole number of
+/// microseconds of at least 1.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RateLimit {
+    per_second: u32,
+    burst: u32,
+}
+
+impl RateLimit {
+    /// The largest rate and burst a bucket may have (one token per microsecond).
+    pub const MAX: u32 = 1_000_000;
+
+    /// `None` when either value is 0 or above [`RateLimit::MAX`].
+    pub const fn new(per_second: u32, burst: u32) -> Option<RateLimit> {
+        if per_second >= 1 && per_second <= RateLimit::MAX && burst >= 1 && burst <= RateLimit::MAX { Some(RateLimit { per_second, burst }) } else { None }
+    }
+
+    pub fn per_second(&self) -> u32 {
+        self.per_second
+    }
+
+    pub fn burst(&self) -> u32 {
+        self.burst
+    }
+
+    /// Microseconds between two tokens (rounded down, at least 1).
+    pub fn interval_micros(&self) -> i64 {
+        (1_000_000 / i64::from(self.per_second)).max(1)
+    }
 }
 
 impl Principal {

@@ -142,6 +142,17 @@ struct Envelope {
 #[error("the ledger engine is not running")]
 pub struct EngineStopped;
 
+/// Why [`EngineHandle::try_submit`] sent nothing, or got no answer.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SubmitError {
+    /// The queue is full: the command was not sent, so it can never run.
+    #[error("the ledger engine's queue is full")]
+    Overloaded,
+    /// The engine stopped (shutdown) before answering.
+    #[error("the ledger engine is not running")]
+    Stopped,
+}
+
 /// Where callers send commands. Cheap to clone.
 #[derive(Clone)]
 pub struct EngineHandle {
@@ -165,6 +176,29 @@ impl EngineHandle {
         let (reply, answer) = oneshot::channel();
         self.sender.send(Envelope { tenant, command, idempotency, reply, correlation_id }).await.map_err(|_| EngineStopped)?;
         answer.await.map_err(|_| EngineStopped)
+    }
+
+    /// Like [`EngineHandle::submit`], but refuses at once when the queue is
+    /// full instead of waiting for room: under overload the caller answers
+    /// 503 right away, and no request holds memory while it waits for a place.
+    pub async fn try_submit(&self, tenant: TenantId, command: Command, idempotency: Option<IdempotencyClaim>) -> Result<Reply, SubmitError> {
+        self.try_submit_correlated(tenant, command, idempotency, None).await
+    }
+
+    /// [`EngineHandle::try_submit`], stamping `correlation_id` on every object the command creates.
+    pub async fn try_submit_correlated(
+        &self,
+        tenant: TenantId,
+        command: Command,
+        idempotency: Option<IdempotencyClaim>,
+        correlation_id: Option<CorrelationId>,
+    ) -> Result<Reply, SubmitError> {
+        let (reply, answer) = oneshot::channel();
+        self.sender.try_send(Envelope { tenant, command, idempotency, reply, correlation_id }).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => SubmitError::Overloaded,
+            mpsc::error::TrySendError::Closed(_) => SubmitError::Stopped,
+        })?;
+        answer.await.map_err(|_| SubmitError::Stopped)
     }
 
     /// Commands waiting to be taken into a batch.
@@ -237,17 +271,26 @@ pub struct EngineConfig {
     pub sweep_interval: Duration,
     /// How long idempotency records are kept.
     pub idempotency_retention: Duration,
+    /// Commands that may wait for the engine; past it [`EngineHandle::try_submit`]
+    /// refuses at once ([`SubmitError::Overloaded`]). At least 1.
+    pub queue_capacity: usize,
 }
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        EngineConfig { sweep_interval: Duration::from_millis(200), idempotency_retention: Duration::from_secs(24 * 3600) }
+        EngineConfig { sweep_interval: Duration::from_millis(200), idempotency_retention: Duration::from_secs(24 * 3600), queue_capacity: QUEUE_CAPACITY }
     }
 }
 
 /// Creates the channel; the caller runs [`run`] with the receiver.
 pub fn channel() -> (EngineHandle, EngineReceiver) {
     let (sender, receiver) = mpsc::channel(QUEUE_CAPACITY);
+    (EngineHandle { sender }, EngineReceiver(receiver))
+}
+
+/// Creates a channel that holds at most `capacity` waiting commands (at least 1).
+pub fn channel_with_capacity(capacity: usize) -> (EngineHandle, EngineReceiver) {
+    let (sender, receiver) = mpsc::channel(capacity.max(1));
     (EngineHandle { sender }, EngineReceiver(receiver))
 }
 

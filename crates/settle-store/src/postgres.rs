@@ -21,6 +21,7 @@ use settle_core::chain::Hash;
 use settle_core::clock::Timestamp;
 use settle_core::ids::{AccountId, ApiKeyId, EntryId, OrgId, TransactionId};
 use settle_core::ledger::{AccountState, Counters, Entry, Transaction, TransactionStatus};
+use settle_core::tenancy::RateLimit;
 use settle_core::tenancy::{Environment, Scope, TenantId};
 use std::collections::HashMap;
 use std::time::Duration;
@@ -32,6 +33,7 @@ mod versioning;
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/postgres/0001_ledger.sql")),
     (2, include_str!("../migrations/postgres/0002_versioning.sql")),
+    (3, include_str!("../migrations/postgres/0003_rate_limits.sql")),
     (4, include_str!("../migrations/postgres/0004_signatures.sql")),
     (5, include_str!("../migrations/postgres/0005_operations.sql")),
 ];
@@ -361,6 +363,8 @@ impl PgStore {
                     created_at: get(r, 6)?,
                     revoked_at: get(r, 7)?,
                     api_version: get(r, 8)?,
+                    rate_limit_per_second: get(r, 9)?,
+                    rate_limit_burst: get(r, 10)?,
                 }
                 .into_record()
             })
@@ -404,6 +408,14 @@ impl PgStore {
             tx.commit().await?;
         }
         self.api_keys(KeyFilter::Id(key_id.as_str())).await?.into_iter().next().ok_or_else(|| StoreError::Other(String::from("created key not found")))
+    }
+
+    /// Sets (or, with `None`, clears) a key's own rate limit; false when no such key.
+    pub async fn set_api_key_rate_limit(&self, id: &ApiKeyId, limit: Option<RateLimit>) -> Result<bool, StoreError> {
+        let (rate, burst) = (limit.map(|l| i64::from(l.per_second())), limit.map(|l| i64::from(l.burst())));
+        let client = self.pool.get().await?;
+        let stmt = client.prepare_cached("UPDATE api_keys SET rate_limit_per_second = $2, rate_limit_burst = $3 WHERE id = $1").await?;
+        Ok(client.execute(&stmt, &[&id.as_str(), &rate, &burst]).await? > 0)
     }
 
     pub async fn revoke_api_key(&self, id: &ApiKeyId, now: Timestamp) -> Result<bool, StoreError> {
@@ -485,7 +497,7 @@ macro_rules! keys_query {
     ($clause:literal) => {
         concat!(
             "SELECT k.id, o.id, o.name, t.environment, t.id, k.scopes, k.created_at, k.revoked_at,
-             o.api_version
+             o.api_version, k.rate_limit_per_second, k.rate_limit_burst
              FROM api_keys k JOIN tenants t ON t.id = k.tenant_id JOIN organizations o ON o.id = t.org_id
              WHERE ",
             $clause,

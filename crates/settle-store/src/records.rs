@@ -43,6 +43,8 @@ pub struct ApiKeyRecord {
     pub revoked_at: Option<Timestamp>,
     /// The organization's pinned API version.
     pub api_version: settle_core::api_version::ApiVersion,
+    /// A rate limit of its own (migration 0003); `None`: the server's default.
+    pub rate_limit: Option<settle_core::tenancy::RateLimit>,
 }
 
 /// The first outcome of a request sent with an `Idempotency-Key`, stored in

@@ -12,6 +12,7 @@ use settle_core::ids::{ApiKeyId, OrgId};
 use settle_core::ledger::{AccountState, Counters, Direction, Entry, Leg, Transaction, TransactionStatus, VoidReason};
 use settle_core::metadata::Metadata;
 use settle_core::money::Currency;
+use settle_core::tenancy::RateLimit;
 use settle_core::tenancy::{Environment, Scope, TenantId};
 
 fn corrupt(what: &str, value: &str) -> StoreError {
@@ -187,6 +188,8 @@ pub struct KeyRow {
     pub created_at: i64,
     pub revoked_at: Option<i64>,
     pub api_version: String,
+    pub rate_limit_per_second: Option<i64>,
+    pub rate_limit_burst: Option<i64>,
 }
 
 impl KeyRow {
@@ -205,6 +208,16 @@ impl KeyRow {
             created_at: Timestamp::from_micros(self.created_at),
             revoked_at: self.revoked_at.map(Timestamp::from_micros),
             api_version: ApiVersion::parse(&self.api_version).ok_or_else(|| StoreError::Corrupt(format!("api_version {:?}", self.api_version)))?,
+            rate_limit: match (self.rate_limit_per_second, self.rate_limit_burst) {
+                (Some(rate), Some(burst)) => Some(
+                    u32::try_from(rate)
+                        .ok()
+                        .zip(u32::try_from(burst).ok())
+                        .and_then(|(rate, burst)| RateLimit::new(rate, burst))
+                        .ok_or_else(|| StoreError::Corrupt(format!("rate limit {rate}/{burst}")))?,
+                ),
+                _ => None,
+            },
         })
     }
 }

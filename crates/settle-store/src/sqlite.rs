@@ -12,6 +12,7 @@ use settle_core::chain::{GENESIS, Hash};
 use settle_core::clock::Timestamp;
 use settle_core::ids::{AccountId, ApiKeyId, EntryId, OrgId, TransactionId};
 use settle_core::ledger::{AccountState, Counters, Entry, Transaction, TransactionStatus};
+use settle_core::tenancy::RateLimit;
 use settle_core::tenancy::{Environment, Scope, TenantId};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -23,6 +24,7 @@ mod versioning;
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/sqlite/0001_ledger.sql")),
     (2, include_str!("../migrations/sqlite/0002_versioning.sql")),
+    (3, include_str!("../migrations/sqlite/0003_rate_limits.sql")),
     (4, include_str!("../migrations/sqlite/0004_signatures.sql")),
     (5, include_str!("../migrations/sqlite/0005_operations.sql")),
 ];
@@ -503,7 +505,7 @@ impl SqliteStore {
             };
             let sql = format!(
                 "SELECT k.id, o.id, o.name, t.environment, t.id, k.scopes, k.created_at, k.revoked_at,
-                 o.api_version
+                 o.api_version, k.rate_limit_per_second, k.rate_limit_burst
                  FROM api_keys k JOIN tenants t ON t.id = k.tenant_id JOIN organizations o ON o.id = t.org_id
                  WHERE {clause} ORDER BY k.id"
             );
@@ -519,6 +521,8 @@ impl SqliteStore {
                     created_at: r.get(6)?,
                     revoked_at: r.get(7)?,
                     api_version: r.get(8)?,
+                    rate_limit_per_second: r.get(9)?,
+                    rate_limit_burst: r.get(10)?,
                 })
             })?;
             rows.map(|r| r.map_err(StoreError::from).and_then(KeyRow::into_record)).collect()
@@ -528,6 +532,14 @@ impl SqliteStore {
     pub fn revoke_api_key(&self, id: &ApiKeyId, now: Timestamp) -> Result<bool, StoreError> {
         self.write_blocking(|tx| {
             Ok(tx.execute("UPDATE api_keys SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL", params![id.as_str(), now.micros()])? > 0)
+        })
+    }
+
+    /// Sets (or, with `None`, clears) a key's own rate limit; false when no such key.
+    pub fn set_api_key_rate_limit(&self, id: &ApiKeyId, limit: Option<RateLimit>) -> Result<bool, StoreError> {
+        let (rate, burst) = (limit.map(|l| i64::from(l.per_second())), limit.map(|l| i64::from(l.burst())));
+        self.write_blocking(|tx| {
+            Ok(tx.execute("UPDATE api_keys SET rate_limit_per_second = ?2, rate_limit_burst = ?3 WHERE id = ?1", params![id.as_str(), rate, burst])? > 0)
         })
     }
 

@@ -71,7 +71,7 @@ impl Store {
     /// Starts the engine: on SQLite on its own thread (its connection blocks),
     /// on PostgreSQL as a task.
     pub async fn start_engine(&self, clock: Arc<dyn Clock>, ids: Arc<IdGenerator>, config: EngineConfig) -> Result<(EngineHandle, EngineTask), StoreError> {
-        let (handle, receiver) = engine::channel();
+        let (handle, receiver) = engine::channel_with_capacity(config.queue_capacity);
         let (done, finished) = tokio::sync::oneshot::channel();
         match self {
             Store::Sqlite(s) => {
@@ -200,6 +200,14 @@ impl Store {
         match self {
             Store::Sqlite(s) => s.create_api_key(org_name, environment, key_id, org_id_if_new, secret_hash, scopes, now),
             Store::Postgres(p) => p.create_api_key(org_name, environment, key_id, org_id_if_new, secret_hash, scopes, now).await,
+        }
+    }
+
+    /// Sets (or, with `None`, clears) a key's own rate limit; false when no such key.
+    pub async fn set_api_key_rate_limit(&self, id: &ApiKeyId, limit: Option<settle_core::tenancy::RateLimit>) -> Result<bool, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.set_api_key_rate_limit(id, limit),
+            Store::Postgres(p) => p.set_api_key_rate_limit(id, limit).await,
         }
     }
 

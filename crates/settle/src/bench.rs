@@ -67,6 +67,8 @@ async fn start_server(database_url: Option<&str>) -> anyhow::Result<(OwnServer, 
     }
     let key_out = tokio::process::Command::new(&exe)
         .args(["keys", "create", "--org", "bench", "--environment", "sandbox", "--json"])
+        // The load generator must measure the ledger, not the rate limiter.
+        .args(["--rate-limit-per-second", "1000000", "--rate-limit-burst", "1000000"])
         .args(&db_args)
         .output()
         .await

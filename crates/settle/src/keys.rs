@@ -9,6 +9,7 @@ use rand::distr::Alphanumeric;
 use settle_api::signing::vault::{MASTER_KEY_VAR, MasterKey, SigningSecret};
 use settle_core::clock::{Clock, SystemClock};
 use settle_core::ids::{ApiKeyId, IdGenerator};
+use settle_core::tenancy::RateLimit;
 use settle_core::tenancy::{Environment, Scope};
 use settle_store::Store;
 use settle_store::records::ApiKeyRecord;
@@ -37,6 +38,8 @@ pub enum KeysCommand {
         require_signature: bool,
         #[command(flatten)]
         db: DatabaseArgs,
+        #[command(flatten)]
+        rate_limit: RateLimitArgs,
     },
     /// List keys (never their secrets).
     List {
@@ -51,6 +54,28 @@ pub enum KeysCommand {
         #[command(flatten)]
         db: DatabaseArgs,
     },
+}
+
+/// A key's own rate limit (both flags, or neither: the server's default).
+#[derive(clap::Args, Clone, Debug)]
+pub struct RateLimitArgs {
+    /// Requests per second for this key (token bucket rate), instead of the server's default.
+    #[arg(long, requires = "rate_limit_burst")]
+    pub rate_limit_per_second: Option<u32>,
+    /// Requests this key may send at once (token bucket size), instead of the server's default.
+    #[arg(long, requires = "rate_limit_per_second")]
+    pub rate_limit_burst: Option<u32>,
+}
+
+impl RateLimitArgs {
+    pub fn limit(&self) -> anyhow::Result<Option<RateLimit>> {
+        match (self.rate_limit_per_second, self.rate_limit_burst) {
+            (Some(rate), Some(burst)) => Ok(Some(
+                RateLimit::new(rate, burst).with_context(|| format!("--rate-limit-per-second and --rate-limit-burst must be 1 to {}", RateLimit::MAX))?,
+            )),
+            _ => Ok(None),
+        }
+    }
 }
 
 /// A new secret: `sk_<environment>_` and random alphanumerics.
@@ -84,12 +109,14 @@ fn key_json(k: &ApiKeyRecord) -> serde_json::Value {
         "created_at": k.created_at.to_rfc3339(),
         "revoked_at": k.revoked_at.map(|t| t.to_rfc3339()),
         "api_version": k.api_version.to_string(),
+        "rate_limit": k.rate_limit.map(|l| serde_json::json!({"per_second": l.per_second(), "burst": l.burst()})),
     })
 }
 
 pub async fn run(command: KeysCommand) -> anyhow::Result<ExitCode> {
     match command {
-        KeysCommand::Create { org, environment, scopes, json, require_signature, db } => {
+        KeysCommand::Create { org, environment, scopes, json, require_signature, db, rate_limit } => {
+            let rate_limit = rate_limit.limit()?;
             let environment = Environment::parse(&environment).context("environment must be sandbox or live")?;
             if org.trim().is_empty() || org.chars().count() > 100 {
                 bail!("--org must be 1 to 100 characters");
@@ -104,9 +131,20 @@ pub async fn run(command: KeysCommand) -> anyhow::Result<ExitCode> {
             };
             let store = db.open().await?;
             if require_signature {
+                if rate_limit.is_some() {
+                    anyhow::bail!("--rate-limit-* cannot be combined with --require-signature yet: create the key, then ask for its limit separately");
+                }
                 return create_signed_key(&store, &db, &org, environment, &scopes, json).await;
             }
-            let (record, secret) = create_key(&store, &org, environment, &scopes).await?;
+            let (mut record, secret) = create_key(&store, &org, environment, &scopes).await?;
+            if let Some(limit) = rate_limit {
+                if let Err(e) = store.set_api_key_rate_limit(&record.id, Some(limit)).await {
+                    // The secret was never shown: revoke the half-made key.
+                    let _ = store.revoke_api_key(&record.id, SystemClock.now()).await;
+                    return Err(anyhow::Error::new(e).context("setting the key's rate limit"));
+                }
+                record.rate_limit = Some(limit);
+            }
             if json {
                 let mut value = key_json(&record);
                 value["secret"] = serde_json::Value::String(secret);
@@ -125,7 +163,8 @@ pub async fn run(command: KeysCommand) -> anyhow::Result<ExitCode> {
                 } else {
                     let scopes: Vec<&str> = k.scopes.iter().map(|s| s.as_str()).collect();
                     let state = if k.revoked_at.is_some() { "revoked" } else { "active" };
-                    println!("{}\t{}\t{}\t{}\t{}", k.id, k.org_name, k.environment.as_str(), scopes.join(","), state);
+                    let limit = k.rate_limit.map_or_else(|| String::from("default"), |l| format!("{}/s burst {}", l.per_second(), l.burst()));
+                    println!("{}\t{}\t{}\t{}\t{}\t{}", k.id, k.org_name, k.environment.as_str(), scopes.join(","), state, limit);
                 }
             }
             Ok(ExitCode::SUCCESS)

@@ -40,6 +40,94 @@ pub struct ServeArgs {
     pub async_batch_threshold: u64,
     #[command(flatten)]
     pub db: DatabaseArgs,
+    #[command(flatten)]
+    pub http: HttpArgs,
+}
+
+/// Rate limits, timeouts, overload, CORS and security headers (docs/rate-limits.md, docs/http.md).
+#[derive(Args, Clone, Debug)]
+pub struct HttpArgs {
+    /// Requests per second per API key (token bucket rate), unless the key has its own.
+    #[arg(long, env = "SETTLE_RATE_LIMIT_PER_SECOND", default_value_t = settle_api::rate_limit::DEFAULT_PER_SECOND)]
+    pub rate_limit_per_second: u32,
+    /// Requests an API key may send at once (token bucket size), unless the key has its own.
+    #[arg(long, env = "SETTLE_RATE_LIMIT_BURST", default_value_t = settle_api::rate_limit::DEFAULT_BURST)]
+    pub rate_limit_burst: u32,
+    /// Requests per second per client IP for requests without a valid API key; 0: not limited.
+    #[arg(long, env = "SETTLE_RATE_LIMIT_UNAUTHENTICATED_PER_SECOND", default_value_t = settle_api::rate_limit::DEFAULT_UNAUTHENTICATED_PER_SECOND)]
+    pub rate_limit_unauthenticated_per_second: u32,
+    /// Burst per client IP for requests without a valid API key.
+    #[arg(long, env = "SETTLE_RATE_LIMIT_UNAUTHENTICATED_BURST", default_value_t = settle_api::rate_limit::DEFAULT_UNAUTHENTICATED_BURST)]
+    pub rate_limit_unauthenticated_burst: u32,
+    /// Keep the rate-limit buckets in this Redis (`redis://…`), shared by every server using it.
+    #[arg(long, env = "SETTLE_REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// Prefix of every Redis key the rate limiter writes.
+    #[arg(long, env = "SETTLE_RATE_LIMIT_REDIS_PREFIX", default_value = "settle:ratelimit:")]
+    pub rate_limit_redis_prefix: String,
+    /// When Redis cannot be reached: `open` (this server's own buckets apply) or `closed` (503).
+    #[arg(long, env = "SETTLE_RATE_LIMIT_REDIS_FAILURE", default_value = "open", value_parser = ["open", "closed"])]
+    pub rate_limit_redis_failure: String,
+    /// Seconds a request may take before it is answered 503 `request_timeout`.
+    #[arg(long, env = "SETTLE_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
+    pub request_timeout_secs: u64,
+    /// Writes that may wait for the ledger engine; past it a write answers 503 `overloaded` at once.
+    #[arg(long, env = "SETTLE_ENGINE_QUEUE_CAPACITY", default_value_t = settle_store::engine::QUEUE_CAPACITY)]
+    pub engine_queue_capacity: usize,
+    /// An origin browsers may call the API from (repeatable; env: comma-separated). Default: CORS off.
+    #[arg(long = "cors-allow-origin", env = "SETTLE_CORS_ALLOW_ORIGINS", value_delimiter = ',')]
+    pub cors_allow_origins: Vec<String>,
+    /// Send `Strict-Transport-Security: max-age=N`; only behind TLS termination. Default: not sent.
+    #[arg(long, env = "SETTLE_HSTS_MAX_AGE_SECS")]
+    pub hsts_max_age_secs: Option<u64>,
+}
+
+impl HttpArgs {
+    /// The API's HTTP policy from these flags.
+    pub fn policy(&self) -> anyhow::Result<settle_api::hygiene::HttpPolicy> {
+        use settle_api::rate_limit::{RateLimits, RedisFailure};
+        use settle_core::tenancy::RateLimit;
+        let default = RateLimit::new(self.rate_limit_per_second, self.rate_limit_burst)
+            .with_context(|| format!("--rate-limit-per-second and --rate-limit-burst must be 1 to {}", RateLimit::MAX))?;
+        let unauthenticated =
+            if self.rate_limit_unauthenticated_per_second == 0 {
+                None
+            } else {
+                Some(RateLimit::new(self.rate_limit_unauthenticated_per_second, self.rate_limit_unauthenticated_burst).with_context(|| {
+                    format!("--rate-limit-unauthenticated-per-second and --rate-limit-unauthenticated-burst must be 1 to {}", RateLimit::MAX)
+                })?)
+            };
+        let rate_limits = match &self.redis_url {
+            None => RateLimits::in_memory(default, unauthenticated),
+            Some(url) => {
+                let failure = RedisFailure::parse(&self.rate_limit_redis_failure).context("--rate-limit-redis-failure must be open or closed")?;
+                // The URL may hold a password: never in the error.
+                RateLimits::redis(default, unauthenticated, url, &self.rate_limit_redis_prefix, failure)
+                    .map_err(|e| anyhow::anyhow!("--redis-url is not a usable Redis URL ({:?})", e.kind()))?
+            }
+        };
+        if self.request_timeout_secs == 0 {
+            anyhow::bail!("--request-timeout-secs must be at least 1");
+        }
+        let cors_allow_origins = self
+            .cors_allow_origins
+            .iter()
+            .filter(|o| !o.trim().is_empty())
+            .map(|o| {
+                let origin = o.trim();
+                if origin == "*" || !(origin.starts_with("http://") || origin.starts_with("https://")) || origin.ends_with('/') {
+                    anyhow::bail!("--cors-allow-origin {origin:?} must be an origin like https://app.example.com (no wildcard, no path)");
+                }
+                axum::http::HeaderValue::from_str(origin).with_context(|| format!("--cors-allow-origin {origin:?} is not a valid origin"))
+            })
+            .collect::<anyhow::Result<_>>()?;
+        Ok(settle_api::hygiene::HttpPolicy {
+            rate_limits,
+            request_timeout: Duration::from_secs(self.request_timeout_secs),
+            cors_allow_origins,
+            hsts_max_age_secs: self.hsts_max_age_secs,
+        })
+    }
 }
 
 /// Name of the file that receives the first sandbox key's secret.
@@ -111,11 +199,13 @@ async fn reconcile_periodically(store: Store, every: Duration) {
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let http = args.http.policy()?;
     let store = args.db.open().await?;
     tracing::info!(backend = store.backend_name(), "migrations applied");
     bootstrap(&store, &args.db.data_dir).await?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let config = EngineConfig { idempotency_retention: Duration::from_secs(args.idempotency_retention_hours.saturating_mul(3600)), ..EngineConfig::default() };
+    let config = EngineConfig { queue_capacity: args.http.engine_queue_capacity.max(1), ..config };
     let (engine, engine_task) = store.start_engine(Arc::clone(&clock), Arc::new(IdGenerator::default()), config).await.context("starting the ledger engine")?;
     if args.reconcile_interval_secs > 0 {
         tokio::spawn(reconcile_periodically(store.clone(), Duration::from_secs(args.reconcile_interval_secs)));
@@ -125,13 +215,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         async_batch_threshold: usize::try_from(args.async_batch_threshold).unwrap_or(settle_api::operations::DEFAULT_ASYNC_BATCH_THRESHOLD),
         ..settle_api::operations::OperationsConfig::default()
     };
-    let state = settle_api::AppState::new(store, engine, clock).with_signing(signing).with_operations(operations);
+    let state = settle_api::AppState::new(store, engine, clock).with_http(http).with_signing(signing).with_operations(operations);
     let worker = settle_api::operations::worker::spawn(state.clone());
     let deprecation_flusher =
         settle_api::deprecation::Flusher::start(Arc::clone(&state.deprecation_usage), state.store.clone(), Duration::from_secs(args.deprecation_flush_secs));
     let app = settle_api::router(state);
     let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
     tracing::info!(listen = %listener.local_addr().unwrap_or(args.listen), "settle is serving");
+    // Connection info gives the client IP that unauthenticated rate limits key on.
+    let app = app.into_make_service_with_connect_info::<SocketAddr>();
     axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await.context("serving")?;
     // The worker finishes the chunk it is applying and gives its operation
     // back, so the next start (or another server) resumes it at once.

@@ -579,3 +579,53 @@ impl Drop for ServerHandle {
         self.0.abort();
     }
 }
+
+/// A server started with [`TestApp::start_with_http`] or [`TestApp::second_server`]:
+/// its own router and engine, stopped on drop.
+pub struct ExtraServer {
+    pub api: Api,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for ExtraServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Serves `router` on 127.0.0.1:0 with connection info (the client IP that
+/// unauthenticated rate limits key on); returns its URL and task.
+async fn serve_with_connect_info(router: axum::Router) -> (String, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("binding a port");
+    let address = listener.local_addr().expect("the bound address");
+    let task = tokio::spawn(async move {
+        axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>()).await.expect("serving");
+    });
+    (format!("http://{address}"), task)
+}
+
+impl TestApp {
+    /// Like [`TestApp::start`], with an HTTP policy (rate limits, timeout,
+    /// CORS, headers) and an engine queue of `queue_capacity` commands. The
+    /// returned app's `api` talks to that server.
+    pub async fn start_with_http(backend: Backend, http: settle_api::hygiene::HttpPolicy, queue_capacity: usize) -> (TestApp, ExtraServer) {
+        let app = TestApp::start(backend).await;
+        let server = app.server_with(http, queue_capacity).await;
+        (app, server)
+    }
+
+    /// Another server (router, engine, HTTP policy) over this app's store,
+    /// using this app's key: as a second `settle serve` process would.
+    pub async fn second_server(&self, http: settle_api::hygiene::HttpPolicy) -> ExtraServer {
+        self.server_with(http, settle_store::engine::QUEUE_CAPACITY).await
+    }
+
+    async fn server_with(&self, http: settle_api::hygiene::HttpPolicy, queue_capacity: usize) -> ExtraServer {
+        let shared: Arc<dyn Clock> = Arc::new(self.clock.clone());
+        let config = EngineConfig { sweep_interval: SWEEP_INTERVAL, queue_capacity, ..EngineConfig::default() };
+        let (engine, _engine_task) = self.store.start_engine(Arc::clone(&shared), Arc::new(IdGenerator::default()), config).await.expect("starting the engine");
+        let router = settle_api::router(AppState::new(self.store.clone(), engine, shared).with_http(http));
+        let (url, task) = serve_with_connect_info(router).await;
+        ExtraServer { api: self.api.with_url(&url), task }
+    }
+}

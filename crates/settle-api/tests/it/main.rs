@@ -15,6 +15,7 @@ mod correlation;
 mod holds;
 mod idempotency;
 mod invariants;
+mod limits;
 mod openapi;
 mod operations;
 mod races;

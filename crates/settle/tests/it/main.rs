@@ -7,5 +7,6 @@
 mod durability;
 mod harness;
 mod lifecycle;
+mod limits;
 mod reconcile;
 mod versioning;
