@@ -263,6 +263,12 @@ pub const ERROR_CODES: &[ErrorCode] = &[
         when: "inside an atomic batch: another item failed, so this one was not applied",
     },
     ErrorCode { code: "request_too_large", status: 413, kind: ErrorType::InvalidRequestError, when: "the body is over the limit (1 MiB; 8 MiB for batches)" },
+    ErrorCode {
+        code: "request_headers_too_large",
+        status: 431,
+        kind: ErrorType::InvalidRequestError,
+        when: "more than 64 headers, or more than 32 KiB of header names and values",
+    },
     ErrorCode { code: "idempotency_key_reused", status: 422, kind: ErrorType::IdempotencyError, when: "the Idempotency-Key was used with a different request" },
     ErrorCode { code: "unbalanced_transaction", status: 422, kind: ErrorType::LedgerError, when: "debits and credits differ in some currency" },
     ErrorCode { code: "currency_mismatch", status: 422, kind: ErrorType::LedgerError, when: "an entry's currency is not its account's" },
@@ -275,12 +281,36 @@ pub const ERROR_CODES: &[ErrorCode] = &[
     ErrorCode { code: "account_not_found", status: 422, kind: ErrorType::LedgerError, when: "an account id inside the body names no account" },
     ErrorCode { code: "balance_overflow", status: 422, kind: ErrorType::LedgerError, when: "a balance would leave the 64-bit range" },
     ErrorCode { code: "amount_exceeds_hold", status: 422, kind: ErrorType::LedgerError, when: "posting more than the pending entry holds" },
+    ErrorCode {
+        code: "rate_limited",
+        status: 429,
+        kind: ErrorType::InvalidRequestError,
+        when: "the key (or, without a valid key, the client address) is over its rate limit; retry after `Retry-After` seconds; nothing ran",
+    },
     ErrorCode { code: "internal_error", status: 500, kind: ErrorType::ApiError, when: "a fault of ours; nothing is said about its cause" },
     ErrorCode {
         code: "service_unavailable",
         status: 503,
         kind: ErrorType::ApiError,
         when: "the database is unreachable, or a commit's outcome is unknown; retry with the same Idempotency-Key",
+    },
+    ErrorCode {
+        code: "overloaded",
+        status: 503,
+        kind: ErrorType::ApiError,
+        when: "the ledger engine's queue is full; nothing was queued, retry after `Retry-After` seconds",
+    },
+    ErrorCode {
+        code: "request_timeout",
+        status: 503,
+        kind: ErrorType::ApiError,
+        when: "the request took longer than the server's limit; a write may still commit, so retry with the same Idempotency-Key",
+    },
+    ErrorCode {
+        code: "rate_limiter_unavailable",
+        status: 503,
+        kind: ErrorType::ApiError,
+        when: "the shared rate limiter (Redis) is unreachable and the server is set to fail closed; nothing ran",
     },
 ];
 

@@ -4,7 +4,7 @@
 //! `docs/openapi.json`, and rendered for people at `GET /docs`.
 
 use crate::error::{ERROR_CODES, ErrorCode};
-use crate::{accounts, api_versions, render, transactions, wire};
+use crate::{accounts, api_versions, operations, render, test_helpers, transactions, wire};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -52,12 +52,17 @@ and every response carries `Request-Id`. See docs/api.md for the walkthrough.",
         transactions::post,
         transactions::void,
         transactions::reverse,
+        operations::list,
+        operations::get,
+        test_helpers::fund,
         api_versions::list,
     ),
     components(schemas(crate::error::ErrorEnvelope, crate::error::ErrorBody, wire::DirectionRequest, render::BatchItemJson, transactions::TransactionStatusFilter)),
     tags(
         (name = "Accounts", description = "Ledger accounts and their balances."),
         (name = "Transactions", description = "Balanced movements of money: posted, pending (holds), voided, reversed."),
+        (name = "Operations", description = "Work accepted with `202 Accepted` (large batches, or `Prefer: respond-async`) and run in the background; see docs/async.md."),
+        (name = "Test helpers", description = "Sandbox keys only (live keys get 404): simulate the outside world; see docs/sandbox.md."),
         (name = "Versions", description = "Date-based API versions (`Settle-Version`) and their changes; see docs/versioning.md."),
     ),
     modifiers(&Security, &Errors, &Links, &CommonHeaders),
@@ -117,10 +122,21 @@ impl Modify for Security {
 }
 
 /// Codes every authenticated operation can answer.
-const ALWAYS: &[&str] =
-    &["invalid_request", "invalid_api_version", "invalid_api_key", "invalid_signature", "insufficient_scope", "internal_error", "service_unavailable"];
+const ALWAYS: &[&str] = &[
+    "invalid_request",
+    "invalid_api_version",
+    "invalid_api_key",
+    "invalid_signature",
+    "insufficient_scope",
+    "request_headers_too_large",
+    "rate_limited",
+    "internal_error",
+    "service_unavailable",
+    "request_timeout",
+    "rate_limiter_unavailable",
+];
 /// Codes every write can answer on top: body limits and idempotency.
-const WRITES: &[&str] = &["request_too_large", "idempotency_key_in_use", "idempotency_key_reused"];
+const WRITES: &[&str] = &["request_too_large", "idempotency_key_in_use", "idempotency_key_reused", "overloaded"];
 
 /// The codes each operation can answer, besides [`ALWAYS`] (and [`WRITES`] for POSTs).
 fn codes_of(operation_id: &str) -> &'static [&'static str] {
@@ -141,7 +157,8 @@ fn codes_of(operation_id: &str) -> &'static [&'static str] {
         }
         "void_transaction" => &["not_found", "transaction_not_pending"],
         "reverse_transaction" => &["not_found", "transaction_not_posted", "transaction_already_reversed", "insufficient_funds", "balance_overflow"],
-        "get_account" | "get_account_balances" | "list_account_entries" | "get_transaction" => &["not_found"],
+        "get_account" | "get_account_balances" | "list_account_entries" | "get_transaction" | "get_operation" => &["not_found"],
+        "fund_account" => &["not_found", "balance_overflow"],
         _ => &[],
     }
 }
@@ -206,6 +223,9 @@ impl Modify for CommonHeaders {
             ("Deprecation", "On a deprecated version or endpoint: `@<unix seconds>` when it was deprecated (RFC 9745)."),
             ("Sunset", "On a deprecated version or endpoint with a removal date: that date (RFC 8594)."),
             ("Link", "On a deprecated version or endpoint: where to read about it (`rel=\"deprecation\"`)."),
+            ("RateLimit-Policy", "The key's (or client address's) quota: `\"api_key\";q=<burst>;w=<seconds>` (draft-ietf-httpapi-ratelimit-headers)."),
+            ("RateLimit", "What is left of it: `\"api_key\";r=<remaining>;t=<seconds until full>`."),
+            ("Retry-After", "On 429 and some 503s: seconds to wait before retrying."),
         ];
         if let Some(components) = doc.components.as_mut() {
             for (name, description) in response_headers {
@@ -226,7 +246,24 @@ version; older ones (`GET /v1/versions`, docs/api-changelog.md) are accepted too
             ),
             ("traceparent", "W3C trace context; honoured when valid, ignored otherwise.", None),
         ];
-        for (_, op) in operations(doc) {
+        for (write, op) in operations(doc) {
+            if write {
+                let accepted = ResponseBuilder::new()
+                    .description("Accepted to run in the background (sent with `Prefer: respond-async`, or a batch over the server's threshold): poll the operation at `Location`.")
+                    .content("application/json", ContentBuilder::new().schema(Some(Ref::from_schema_name("Operation"))).build())
+                    .header("Location", HeaderBuilder::new().schema(Some(ObjectBuilder::new().schema_type(Type::String))).description(Some("`/v1/operations/{id}`")).build())
+                    .header("Preference-Applied", HeaderBuilder::new().schema(Some(ObjectBuilder::new().schema_type(Type::String))).description(Some("`respond-async` when the client asked for it")).build())
+                    .build();
+                op.responses.responses.insert(String::from("202"), RefOr::T(accepted));
+                let prefer = ParameterBuilder::new()
+                    .name("Prefer")
+                    .parameter_in(ParameterIn::Header)
+                    .required(Required::False)
+                    .description(Some("`respond-async` (RFC 7240): answer `202 Accepted` at once and run the request as an operation."))
+                    .schema(Some(ObjectBuilder::new().schema_type(Type::String).enum_values(Some(["respond-async"]))))
+                    .build();
+                op.parameters.get_or_insert_with(Vec::new).push(RefOr::T(prefer));
+            }
             for response in op.responses.responses.values_mut() {
                 if let RefOr::T(r) = response {
                     for (name, _) in response_headers {

@@ -34,6 +34,7 @@ use settle_store::operations::{CreateOperation, NewOperation, OperationRecord};
 use settle_store::records::{IdempotencyRecord, StoredResponse};
 use std::time::Duration;
 use tokio::sync::Notify;
+use utoipa::{IntoParams, ToSchema};
 
 /// Batches with more items than this answer `202` by default. Equal to the
 /// synchronous batch limit, so every batch a client could send before (and
@@ -177,40 +178,56 @@ pub fn canonical(raw: &[u8]) -> Result<Vec<u8>, ApiError> {
 }
 
 /// `{"method", "path"}` of the request an operation runs.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = OperationRequest)]
 pub struct OperationRequestJson {
+    #[schema(value_type = String, example = "POST")]
     pub method: &'static str,
     pub path: String,
 }
 
-#[derive(Serialize)]
+/// How much of the work is done (batch items, or 1 for a single request).
+#[derive(Serialize, ToSchema)]
+#[schema(as = OperationProgress)]
 pub struct ProgressJson {
     pub completed: i64,
     pub total: i64,
 }
 
 /// The response the request would have had synchronously.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = OperationResult)]
 pub struct OperationResultJson {
     pub status: u16,
+    /// The body the request would have answered (for example a `Transaction` or a `BatchResult`).
+    #[schema(value_type = Object)]
     pub body: serde_json::Value,
 }
 
-/// The operation object.
-#[derive(Serialize)]
+/// The operation object: work accepted with `202` and run in the background.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Operation)]
 pub struct OperationJson {
+    #[schema(value_type = String, example = "operation")]
     pub object: &'static str,
+    #[schema(example = "op_01jdx3q5g3n3n5v8y2w4h6k9m1")]
     pub id: String,
     pub kind: String,
+    /// `pending`, `running`, `succeeded` or `failed`.
+    #[schema(value_type = String, example = "succeeded")]
     pub status: &'static str,
     pub request: OperationRequestJson,
     pub progress: ProgressJson,
     /// Set when `status` is `succeeded`.
     pub result: Option<OperationResultJson>,
     /// Set when `status` is `failed`: the `error` object the request would have answered.
+    #[schema(value_type = Option<crate::error::ErrorBody>)]
     pub error: Option<serde_json::Value>,
+    #[schema(format = DateTime)]
     pub created_at: String,
+    #[schema(format = DateTime)]
     pub started_at: Option<String>,
+    #[schema(format = DateTime)]
     pub finished_at: Option<String>,
 }
 
@@ -343,7 +360,10 @@ fn operation_id(text: &str) -> Result<OperationId, ApiError> {
     OperationId::parse(text).ok_or_else(|| ApiError::not_found("operation"))
 }
 
-/// `GET /v1/operations/{id}`.
+/// One operation: poll it until `status` is `succeeded` or `failed`.
+#[utoipa::path(get, path = "/v1/operations/{id}", tag = "Operations", operation_id = "get_operation",
+    params(("id" = String, Path, description = "An operation id (`op_…`).")),
+    responses((status = 200, description = "The operation.", body = OperationJson)))]
 pub async fn get(State(state): State<AppState>, principal: Principal, IdPath(id): IdPath) -> Result<Response, ApiError> {
     require(&principal, Scope::LedgerRead)?;
     let id = operation_id(&id)?;
@@ -351,15 +371,24 @@ pub async fn get(State(state): State<AppState>, principal: Principal, IdPath(id)
     Ok(Json(render(&op)).into_response())
 }
 
-#[derive(Deserialize)]
+/// Cursor pagination, newest first.
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-struct ListParams {
+#[into_params(parameter_in = Query)]
+pub struct ListParams {
+    /// Objects per page, 1 to 100 (default 10).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 100)]
     limit: Option<String>,
+    /// An id from the previous page: the page after it.
     starting_after: Option<String>,
+    /// An id from the next page: the page before it.
     ending_before: Option<String>,
 }
 
-/// `GET /v1/operations`: the tenant's operations, newest first.
+/// The operations of this environment, newest first.
+#[utoipa::path(get, path = "/v1/operations", tag = "Operations", operation_id = "list_operations",
+    params(ListParams),
+    responses((status = 200, description = "A page of operations.", body = crate::render::ListJson<OperationJson>)))]
 pub async fn list(State(state): State<AppState>, principal: Principal, RawQuery(query): RawQuery) -> Result<Response, ApiError> {
     require(&principal, Scope::LedgerRead)?;
     let params: ListParams = parse_query(query.as_deref())?;

@@ -33,6 +33,7 @@ use settle_core::tenancy::{Environment, Principal, Scope, TenantId};
 use settle_store::engine::{Command, CommandError, Outcome, Reply};
 use settle_store::records::NewAccount;
 use std::collections::BTreeMap;
+use utoipa::ToSchema;
 
 /// The helpers' routes, merged into the API router.
 pub fn router() -> Router<AppState> {
@@ -71,10 +72,11 @@ impl FromRequestParts<AppState> for SandboxWriter {
 }
 
 /// `POST /v1/test_helpers/accounts/{id}/fund`.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FundRequest {
     /// Minor units, 1 to 2^63−1.
+    #[schema(minimum = 1, example = 10000)]
     pub amount: i64,
     #[serde(default)]
     pub description: Option<String>,
@@ -141,6 +143,11 @@ pub async fn fund_command(state: &AppState, tenant: TenantId, account: AccountId
     Ok(Command::CreateTransaction(Box::new(draft)))
 }
 
+/// Sandbox only: moves money into an account from the environment's sandbox funding account (opened on first use), as if it arrived from outside.
+#[utoipa::path(post, path = "/v1/test_helpers/accounts/{id}/fund", tag = "Test helpers", operation_id = "fund_account",
+    params(("id" = String, Path, description = "An account id (`acct_…`)."), crate::openapi::IdempotencyKey),
+    request_body = FundRequest,
+    responses((status = 201, description = "The funding transaction.", body = crate::render::TransactionJson)))]
 pub async fn fund(
     State(state): State<AppState>,
     SandboxWriter(principal): SandboxWriter,
