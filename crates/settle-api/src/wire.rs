@@ -103,8 +103,9 @@ pub struct CreateTransactionRequest {
     #[serde(default)]
     #[schema(format = DateTime)]
     pub expires_at: Option<String>,
-    /// Optimistic concurrency: account id to the version the transaction expects it to be at.
-    #[serde(default)]
+    /// Optimistic concurrency: account id to the `lock_version` the transaction expects it to be at.
+    /// The name `expected_versions` (API version 2026-11-25) is still accepted as a deprecated alias.
+    #[serde(default, alias = "expected_versions")]
     pub expected_lock_versions: Option<BTreeMap<String, i64>>,
     #[serde(default)]
     #[schema(value_type = Option<BTreeMap<String, String>>)]

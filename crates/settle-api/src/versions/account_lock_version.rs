@@ -41,7 +41,10 @@ names them for what they are for:
 - errors about it (`version_conflict`, and `invalid_request` or
   `account_not_found` on that field) name `expected_lock_versions` in `param`.
 
-Values and behaviour are unchanged. To upgrade, rename the field where you
+Values and behaviour are unchanged. In this version `expected_versions` is
+still accepted as a deprecated alias of `expected_lock_versions` (so that a
+client upgrading its reads first does not break its writes); it will be
+refused by a later version, and sending both is a 400. To upgrade, rename the field where you
 read it and where you send it, then send `Settle-Version: 2026-11-30` (or ask
 your operator to move your organization's pin).
 ",
