@@ -24,10 +24,12 @@ use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// The server's default per-key limit: generous for a self-hosted core whose
-/// callers are the operator's own services, low enough to stop a runaway loop.
-pub const DEFAULT_PER_SECOND: u32 = 1_000;
-pub const DEFAULT_BURST: u32 = 2_000;
+/// The server's default per-key limit: a backstop against a runaway loop, set
+/// below what one server commits (about 14,000 single-transfer requests/s) but
+/// far above what a well-behaved integration sends. Tighter quotas are per-key
+/// overrides (`settle keys create --rate-limit-*`).
+pub const DEFAULT_PER_SECOND: u32 = 10_000;
+pub const DEFAULT_BURST: u32 = 20_000;
 /// Requests without a valid API key, per client IP (0 turns this off).
 pub const DEFAULT_UNAUTHENTICATED_PER_SECOND: u32 = 10;
 pub const DEFAULT_UNAUTHENTICATED_BURST: u32 = 50;

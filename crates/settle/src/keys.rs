@@ -131,20 +131,10 @@ pub async fn run(command: KeysCommand) -> anyhow::Result<ExitCode> {
             };
             let store = db.open().await?;
             if require_signature {
-                if rate_limit.is_some() {
-                    anyhow::bail!("--rate-limit-* cannot be combined with --require-signature yet: create the key, then ask for its limit separately");
-                }
-                return create_signed_key(&store, &db, &org, environment, &scopes, json).await;
+                return create_signed_key(&store, &db, &org, environment, &scopes, rate_limit, json).await;
             }
             let (mut record, secret) = create_key(&store, &org, environment, &scopes).await?;
-            if let Some(limit) = rate_limit {
-                if let Err(e) = store.set_api_key_rate_limit(&record.id, Some(limit)).await {
-                    // The secret was never shown: revoke the half-made key.
-                    let _ = store.revoke_api_key(&record.id, SystemClock.now()).await;
-                    return Err(anyhow::Error::new(e).context("setting the key's rate limit"));
-                }
-                record.rate_limit = Some(limit);
-            }
+            apply_rate_limit(&store, &mut record, rate_limit).await?;
             if json {
                 let mut value = key_json(&record);
                 value["secret"] = serde_json::Value::String(secret);
@@ -186,7 +176,27 @@ pub async fn run(command: KeysCommand) -> anyhow::Result<ExitCode> {
 /// `keys create --require-signature`: the key and its signing secret,
 /// encrypted under the master key (created in the data dir on first need),
 /// stored in one transaction so a key never exists without its requirement.
-async fn create_signed_key(store: &Store, db: &DatabaseArgs, org: &str, environment: Environment, scopes: &[Scope], json: bool) -> anyhow::Result<ExitCode> {
+/// Gives a just-created key its own rate limit. On failure the key is
+/// revoked: its secret was never shown, so nobody can be using it.
+async fn apply_rate_limit(store: &Store, record: &mut ApiKeyRecord, limit: Option<RateLimit>) -> anyhow::Result<()> {
+    let Some(limit) = limit else { return Ok(()) };
+    if let Err(e) = store.set_api_key_rate_limit(&record.id, Some(limit)).await {
+        let _ = store.revoke_api_key(&record.id, SystemClock.now()).await;
+        return Err(anyhow::Error::new(e).context("setting the key's rate limit"));
+    }
+    record.rate_limit = Some(limit);
+    Ok(())
+}
+
+async fn create_signed_key(
+    store: &Store,
+    db: &DatabaseArgs,
+    org: &str,
+    environment: Environment,
+    scopes: &[Scope],
+    rate_limit: Option<RateLimit>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
     let variable = std::env::var(MASTER_KEY_VAR).ok();
     let master = MasterKey::load_or_create(variable.as_deref(), &db.data_dir).context("loading the master key")?;
     let ids = IdGenerator::default();
@@ -195,8 +205,9 @@ async fn create_signed_key(store: &Store, db: &DatabaseArgs, org: &str, environm
     let signing_secret = SigningSecret::generate();
     let sealed = master.encrypt(&key_id, &signing_secret).context("encrypting the signing secret")?;
     let hash = settle_api::auth::hash_secret(&secret);
-    let record =
+    let mut record =
         store.create_signed_api_key(org, environment, &key_id, &ids.org(), &hash, scopes, &sealed, SystemClock.now()).await.context("creating the key")?;
+    apply_rate_limit(store, &mut record, rate_limit).await?;
     if json {
         let mut value = key_json(&record);
         value["secret"] = serde_json::Value::String(secret);

@@ -63,3 +63,21 @@ fn bad_rate_limit_and_http_flags_are_refused_with_a_message() {
     let stderr = String::from_utf8_lossy(&redis.stderr);
     assert!(stderr.contains("--redis-url") && !stderr.contains("hunter2"), "{stderr}");
 }
+
+#[test]
+fn a_signed_key_can_have_its_own_rate_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = db_args(dir.path(), None);
+    let out = cli(&args(
+        &["keys", "create", "--org", "acme", "--environment", "live", "--require-signature", "--rate-limit-per-second", "5", "--rate-limit-burst", "10", "--json"],
+        base.clone(),
+    ));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let key: Value = serde_json::from_slice(out.stdout.trim_ascii()).unwrap();
+    assert_eq!(key["require_signature"], true);
+    assert!(key["signing_secret"].as_str().is_some_and(|s| !s.is_empty()));
+    assert_eq!(key["rate_limit"], serde_json::json!({"per_second": 5, "burst": 10}));
+    let listed = cli(&args(&["keys", "list"], base));
+    let id = key["id"].as_str().unwrap();
+    assert!(String::from_utf8_lossy(&listed.stdout).lines().any(|l| l.starts_with(id) && l.ends_with("\t5/s burst 10")));
+}
