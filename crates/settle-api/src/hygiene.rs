@@ -126,6 +126,12 @@ pub fn cors(state: &AppState) -> tower::util::Either<CorsLayer, tower::layer::ut
             HeaderName::from_static("idempotency-key"),
             HeaderName::from_static("settle-version"),
             HeaderName::from_static("x-correlation-id"),
+            HeaderName::from_static("traceparent"),
+            HeaderName::from_static("tracestate"),
+            HeaderName::from_static("prefer"),
+            HeaderName::from_static("content-digest"),
+            HeaderName::from_static("signature-input"),
+            HeaderName::from_static("signature"),
         ])
         .expose_headers([
             HeaderName::from_static("request-id"),
@@ -134,6 +140,14 @@ pub fn cors(state: &AppState) -> tower::util::Either<CorsLayer, tower::layer::ut
             HeaderName::from_static("ratelimit-policy"),
             header::RETRY_AFTER,
             HeaderName::from_static("settle-version"),
+            HeaderName::from_static("x-correlation-id"),
+            HeaderName::from_static("traceparent"),
+            HeaderName::from_static("tracestate"),
+            header::LOCATION,
+            HeaderName::from_static("preference-applied"),
+            HeaderName::from_static("deprecation"),
+            HeaderName::from_static("sunset"),
+            header::LINK,
         ])
         .max_age(CORS_MAX_AGE);
     tower::util::Either::Left(layer)

@@ -322,6 +322,8 @@ pub async fn accept(state: &AppState, kind: OperationKind, s: Submission<'_>) ->
         request_body: s.canonical_body.to_vec(),
         request_id: s.request_id.0.clone(),
         total: i64::try_from(total).unwrap_or(i64::MAX),
+        chunk_items: i64::try_from(state.operations.config.chunk_items.max(1)).unwrap_or(i64::MAX),
+        correlation_id: crate::correlation::from_headers(s.headers).map(|c| c.as_str().to_owned()),
         created_at: now,
     };
     let record = OperationRecord {
@@ -334,6 +336,8 @@ pub async fn accept(state: &AppState, kind: OperationKind, s: Submission<'_>) ->
         request_id: new.request_id.clone(),
         completed: 0,
         total: new.total,
+        chunk_items: new.chunk_items,
+        correlation_id: new.correlation_id.clone(),
         response: None,
         lease_owner: None,
         lease_expires_at: None,

@@ -154,9 +154,13 @@ pub async fn verify_layer(State(state): State<AppState>, req: Request, next: Nex
         return next.run(req).await;
     }
     let (mut parts, body) = req.into_parts();
-    // An unknown key is the handler's 401; the lookup is cached for it.
-    let Ok(principal) = Principal::from_request_parts(&mut parts, &state).await else {
-        return next.run(Request::from_parts(parts, body)).await;
+    let principal = match Principal::from_request_parts(&mut parts, &state).await {
+        Ok(principal) => principal,
+        // A malformed, unknown or revoked key is the handler's 401 (the lookup is cached for it).
+        Err(error) if error.status == axum::http::StatusCode::UNAUTHORIZED => return next.run(Request::from_parts(parts, body)).await,
+        // The key could not be looked up (database trouble): whether it must
+        // sign is unknown, so nothing may run unverified.
+        Err(error) => return error.into_response(),
     };
     let secret = match state.signing.secret_for(&state.store, &principal.key_id).await {
         Ok(Some(secret)) => secret,

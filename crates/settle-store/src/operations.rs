@@ -34,6 +34,9 @@ pub struct NewOperation {
     pub request_body: Vec<u8>,
     pub request_id: String,
     pub total: i64,
+    /// Transactions per chunk of a batch (see the migration).
+    pub chunk_items: i64,
+    pub correlation_id: Option<String>,
     pub created_at: Timestamp,
 }
 
@@ -50,6 +53,8 @@ pub struct OperationRecord {
     pub request_id: String,
     pub completed: i64,
     pub total: i64,
+    pub chunk_items: i64,
+    pub correlation_id: Option<String>,
     /// Once finished: what the request would have answered synchronously.
     pub response: Option<StoredResponse>,
     pub lease_owner: Option<String>,
@@ -78,7 +83,7 @@ pub enum CreateOperation {
 }
 
 const COLUMNS: &str = "id, tenant_id, api_key_id, kind, status, request_path, request_id, completed, total, response_status, response_body, \
-                       lease_owner, lease_expires_at, attempts, created_at, started_at, finished_at, updated_at";
+                       lease_owner, lease_expires_at, attempts, created_at, started_at, finished_at, updated_at, chunk_items, correlation_id";
 /// The claimable rows; written so that both databases use `operations_open`.
 const CLAIMABLE: &str = "status IN ('pending', 'running') AND (status = 'pending' OR lease_expires_at < ";
 
@@ -102,6 +107,8 @@ struct OperationRow {
     started_at: Option<i64>,
     finished_at: Option<i64>,
     updated_at: i64,
+    chunk_items: i64,
+    correlation_id: Option<String>,
 }
 
 impl OperationRow {
@@ -124,6 +131,8 @@ impl OperationRow {
             request_id: self.request_id,
             completed: self.completed,
             total: self.total,
+            chunk_items: self.chunk_items,
+            correlation_id: self.correlation_id,
             response,
             lease_owner: self.lease_owner,
             lease_expires_at: self.lease_expires_at.map(Timestamp::from_micros),
@@ -156,6 +165,8 @@ fn sqlite_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<OperationRow> {
         started_at: r.get(15)?,
         finished_at: r.get(16)?,
         updated_at: r.get(17)?,
+        chunk_items: r.get(18)?,
+        correlation_id: r.get(19)?,
     })
 }
 
@@ -183,6 +194,8 @@ fn pg_row(r: &tokio_postgres::Row) -> Result<OperationRow, StoreError> {
         started_at: pg_get(r, 15)?,
         finished_at: pg_get(r, 16)?,
         updated_at: pg_get(r, 17)?,
+        chunk_items: pg_get(r, 18)?,
+        correlation_id: pg_get(r, 19)?,
     })
 }
 
@@ -202,8 +215,9 @@ impl Store {
                 tokio::task::spawn_blocking(move || {
                     s.write_blocking(|tx| {
                         tx.execute(
-                            "INSERT INTO operations (id, tenant_id, api_key_id, kind, status, request_path, request_body, request_id, total, created_at, updated_at)
-                             VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?6, ?7, ?8, ?9, ?9)",
+                            "INSERT INTO operations (id, tenant_id, api_key_id, kind, status, request_path, request_body, request_id, total, created_at, updated_at,
+                                                     chunk_items, correlation_id)
+                             VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?6, ?7, ?8, ?9, ?9, ?10, ?11)",
                             params![
                                 new.id.as_str(),
                                 new.tenant.0,
@@ -213,7 +227,9 @@ impl Store {
                                 new.request_body,
                                 new.request_id,
                                 new.total,
-                                new.created_at.micros()
+                                new.created_at.micros(),
+                                new.chunk_items,
+                                new.correlation_id
                             ],
                         )?;
                         if let Some(r) = &idempotency {
@@ -232,8 +248,9 @@ impl Store {
                 let mut client = p.pool().get().await?;
                 let tx = client.transaction().await?;
                 tx.execute(
-                    "INSERT INTO operations (id, tenant_id, api_key_id, kind, status, request_path, request_body, request_id, total, created_at, updated_at)
-                     VALUES ($1, $2, $3, $4, 'pending', $5, $6, $7, $8, $9, $9)",
+                    "INSERT INTO operations (id, tenant_id, api_key_id, kind, status, request_path, request_body, request_id, total, created_at, updated_at,
+                                             chunk_items, correlation_id)
+                     VALUES ($1, $2, $3, $4, 'pending', $5, $6, $7, $8, $9, $9, $10, $11)",
                     &[
                         &new.id.as_str(),
                         &new.tenant.0,
@@ -244,6 +261,8 @@ impl Store {
                         &new.request_id,
                         &new.total,
                         &new.created_at.micros(),
+                        &new.chunk_items,
+                        &new.correlation_id,
                     ],
                 )
                 .await?;
@@ -342,7 +361,7 @@ impl Store {
                         );
                         let mut stmt = tx.prepare(&sql)?;
                         let row = stmt
-                            .query_row(params![owner, lease_until.micros(), now.micros()], |r| Ok((sqlite_row(r)?, r.get::<_, Vec<u8>>(18)?)))
+                            .query_row(params![owner, lease_until.micros(), now.micros()], |r| Ok((sqlite_row(r)?, r.get::<_, Vec<u8>>(20)?)))
                             .optional()?;
                         Ok(row)
                     })
@@ -360,7 +379,7 @@ impl Store {
                 );
                 let stmt = client.prepare_cached(&sql).await?;
                 match client.query_opt(&stmt, &[&owner, &lease_until.micros(), &now.micros()]).await? {
-                    Some(r) => Some((pg_row(&r)?, pg_get::<Vec<u8>>(&r, 18)?)),
+                    Some(r) => Some((pg_row(&r)?, pg_get::<Vec<u8>>(&r, 20)?)),
                     None => None,
                 }
             }

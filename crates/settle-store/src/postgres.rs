@@ -863,7 +863,7 @@ impl WriteBackend for PgWriter {
             self.client = Some(self.pool.get().await?);
         }
         let c = self.client()?;
-        let stmt = c.prepare_cached("DELETE FROM idempotency_keys WHERE created_at < $1").await?;
+        let stmt = c.prepare_cached(PURGE_IDEMPOTENCY).await?;
         Ok(c.execute(&stmt, &[&before.micros()]).await?)
     }
 }
@@ -1190,3 +1190,10 @@ impl PgStore {
         &self.pool
     }
 }
+
+/// Idempotency records past retention, except the chunk keys of operations
+/// still open: a resumed operation replays its committed chunks by those keys,
+/// however long it waited, and must never apply one twice.
+const PURGE_IDEMPOTENCY: &str = "DELETE FROM idempotency_keys WHERE created_at < $1 AND NOT EXISTS (
+    SELECT 1 FROM operations o WHERE o.status IN ('pending', 'running') AND o.tenant_id = idempotency_keys.tenant_id
+    AND substr(idempotency_keys.key, 1, length(o.id) + 7) = o.id || '/chunk/')";

@@ -933,7 +933,7 @@ impl WriteBackend for SqliteWriter {
     }
 
     async fn purge_idempotency(&mut self, before: Timestamp) -> Result<u64, StoreError> {
-        Ok(self.conn.execute("DELETE FROM idempotency_keys WHERE created_at < ?1", [before.micros()])? as u64)
+        Ok(self.conn.execute(PURGE_IDEMPOTENCY, [before.micros()])? as u64)
     }
 }
 
@@ -1048,3 +1048,10 @@ impl SqliteStore {
         self.write_pooled_blocking(|tx| Ok(tx.execute("DELETE FROM request_nonces WHERE expires_at < ?1", [before.micros()])? as u64))
     }
 }
+
+/// Idempotency records past retention, except the chunk keys of operations
+/// still open: a resumed operation replays its committed chunks by those keys,
+/// however long it waited, and must never apply one twice.
+const PURGE_IDEMPOTENCY: &str = "DELETE FROM idempotency_keys WHERE created_at < ?1 AND NOT EXISTS (
+    SELECT 1 FROM operations o WHERE o.status IN ('pending', 'running') AND o.tenant_id = idempotency_keys.tenant_id
+    AND substr(idempotency_keys.key, 1, length(o.id) + 7) = o.id || '/chunk/')";

@@ -126,11 +126,14 @@ pub async fn plan(state: &AppState, op: &OperationRecord, body: &[u8]) -> Result
                 .enumerate()
                 .map(|(i, t)| crate::wire::transaction_draft(&format!("transactions[{i}]."), t))
                 .collect::<Result<Vec<_>, _>>()?;
-            let chunks = if req.atomic || items.len() <= state.operations.config.chunk_items {
+            // The chunk size is the one fixed when the operation was accepted,
+            // so every server (and release) names the same items by a chunk key.
+            let chunk_items = usize::try_from(op.chunk_items).unwrap_or(usize::MAX).max(1);
+            let chunks = if req.atomic || items.len() <= chunk_items {
                 let n = items.len();
                 vec![(Command::CreateBatch { atomic: req.atomic, items }, n)]
             } else {
-                items.chunks(state.operations.config.chunk_items.max(1)).map(|c| (Command::CreateBatch { atomic: false, items: c.to_vec() }, c.len())).collect()
+                items.chunks(chunk_items).map(|c| (Command::CreateBatch { atomic: false, items: c.to_vec() }, c.len())).collect()
             };
             Plan { chunks, render: render::render_ok, is_batch: true }
         }
@@ -175,7 +178,9 @@ pub enum ChunkInterrupted {
 pub async fn apply_chunk(state: &AppState, op: &OperationRecord, index: usize, command: Command, render: Renderer) -> Result<StoredResponse, ChunkInterrupted> {
     let claim = IdempotencyClaim { key: chunk_key(&op.id, index), fingerprint: chunk_fingerprint(&op.id, index), request_id: op.request_id.clone(), render };
     for attempt in 1..=MAX_CHUNK_ATTEMPTS {
-        let reply = state.engine.submit(op.tenant, command.clone(), Some(claim.clone())).await.map_err(|_| ChunkInterrupted::EngineStopped)?;
+        let correlation = op.correlation_id.as_deref().and_then(settle_core::correlation::CorrelationId::parse);
+        let reply =
+            state.engine.submit_correlated(op.tenant, command.clone(), Some(claim.clone()), correlation).await.map_err(|_| ChunkInterrupted::EngineStopped)?;
         match reply {
             Reply::Done { result: Err(CommandError::Unavailable | CommandError::OutcomeUnknown), .. } => {
                 // Nothing, or something we cannot see, was written: the same

@@ -43,8 +43,17 @@ pub async fn layer(State(state): State<AppState>, request: Request, next: Next) 
         Err(error) => return with_version(error.into_response(), NEWEST),
     };
     let (mut parts, body) = request.into_parts();
-    // Best effort: a missing, bad or unknown key is the handler's to refuse.
-    let principal = if parts.headers.contains_key(header::AUTHORIZATION) { Principal::from_request_parts(&mut parts, &state).await.ok() } else { None };
+    // A missing, bad or unknown key is the handler's to refuse; a key that
+    // could not be looked up must not be answered in a shape it did not pin.
+    let principal = if parts.headers.contains_key(header::AUTHORIZATION) {
+        match Principal::from_request_parts(&mut parts, &state).await {
+            Ok(principal) => Some(principal),
+            Err(error) if error.status == axum::http::StatusCode::UNAUTHORIZED => None,
+            Err(error) => return with_version(error.into_response(), requested.unwrap_or(NEWEST)),
+        }
+    } else {
+        None
+    };
     let version = requested.or_else(|| principal.as_ref().map(|p| resolve_pin(p.api_version))).unwrap_or(NEWEST);
     let method = parts.method.clone();
     let route = parts.extensions.get::<MatchedPath>().map(|m| m.as_str().to_owned());

@@ -391,3 +391,27 @@ ledger_test! {
         }
     }
 }
+
+ledger_test! {
+    async fn objects_an_operation_creates_carry_the_accepting_requests_correlation_id(app) {
+        let reply = app
+            .send(app.request(Method::POST, "/v1/accounts").header("Prefer", "respond-async").header("X-Correlation-Id", "order-4711").json(&json!({"name": "Funding", "currency": "USD", "normal_balance": "debit"})))
+            .await;
+        let op = finished(&app, &accepted(&reply)).await;
+        let account = op["result"]["body"]["id"].as_str().unwrap().to_owned();
+        assert_eq!(op["result"]["body"]["correlation_id"], "order-4711", "{op}");
+        assert_eq!(app.get(&format!("/v1/accounts/{account}")).await.body["correlation_id"], "order-4711");
+        let wallet = app.account("credit", None).await;
+        let items = (0..5).map(|_| transfer_body(&account, &wallet, 1)).collect();
+        let reply = app
+            .send(app.request(Method::POST, "/v1/transactions/batch").header("Prefer", "respond-async").header("X-Correlation-Id", "payout-run-9").json(&batch(false, items)))
+            .await;
+        let op = finished(&app, &accepted(&reply)).await;
+        let results = op["result"]["body"]["results"].as_array().unwrap();
+        assert_eq!(results.len(), 5);
+        for item in results {
+            let id = item["transaction"]["id"].as_str().unwrap();
+            assert_eq!(app.get(&format!("/v1/transactions/{id}")).await.body["correlation_id"], "payout-run-9");
+        }
+    }
+}

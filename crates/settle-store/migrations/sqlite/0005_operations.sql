@@ -14,6 +14,11 @@ CREATE TABLE operations (
     request_id TEXT NOT NULL,
     completed INTEGER NOT NULL DEFAULT 0 CHECK (completed >= 0),
     total INTEGER NOT NULL CHECK (total >= 0),
+    -- Transactions per chunk of a batch, fixed when accepted: chunk keys
+    -- (`op_…/chunk/N`) must name the same items on every server and release.
+    chunk_items INTEGER NOT NULL CHECK (chunk_items > 0),
+    -- The X-Correlation-Id of the accepting request, stamped on what the operation creates.
+    correlation_id TEXT,
     -- The response the request would have answered synchronously, once finished.
     response_status INTEGER,
     response_body BLOB,

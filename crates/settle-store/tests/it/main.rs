@@ -15,4 +15,5 @@ mod idempotency;
 mod ledger;
 mod log;
 mod pagination;
+mod purge;
 mod reconcile;

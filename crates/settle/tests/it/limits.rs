@@ -69,7 +69,20 @@ fn a_signed_key_can_have_its_own_rate_limit() {
     let dir = tempfile::tempdir().unwrap();
     let base = db_args(dir.path(), None);
     let out = cli(&args(
-        &["keys", "create", "--org", "acme", "--environment", "live", "--require-signature", "--rate-limit-per-second", "5", "--rate-limit-burst", "10", "--json"],
+        &[
+            "keys",
+            "create",
+            "--org",
+            "acme",
+            "--environment",
+            "live",
+            "--require-signature",
+            "--rate-limit-per-second",
+            "5",
+            "--rate-limit-burst",
+            "10",
+            "--json",
+        ],
         base.clone(),
     ));
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
