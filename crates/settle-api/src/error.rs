@@ -282,6 +282,12 @@ pub const ERROR_CODES: &[ErrorCode] = &[
     ErrorCode { code: "balance_overflow", status: 422, kind: ErrorType::LedgerError, when: "a balance would leave the 64-bit range" },
     ErrorCode { code: "amount_exceeds_hold", status: 422, kind: ErrorType::LedgerError, when: "posting more than the pending entry holds" },
     ErrorCode {
+        code: "too_many_operations",
+        status: 429,
+        kind: ErrorType::InvalidRequestError,
+        when: "the environment has 1,000 operations pending or running; nothing was accepted, retry after `Retry-After` seconds",
+    },
+    ErrorCode {
         code: "rate_limited",
         status: 429,
         kind: ErrorType::InvalidRequestError,

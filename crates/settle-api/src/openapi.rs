@@ -136,7 +136,7 @@ const ALWAYS: &[&str] = &[
     "rate_limiter_unavailable",
 ];
 /// Codes every write can answer on top: body limits and idempotency.
-const WRITES: &[&str] = &["request_too_large", "idempotency_key_in_use", "idempotency_key_reused", "overloaded"];
+const WRITES: &[&str] = &["request_too_large", "idempotency_key_in_use", "idempotency_key_reused", "overloaded", "too_many_operations"];
 
 /// The codes each operation can answer, besides [`ALWAYS`] (and [`WRITES`] for POSTs).
 fn codes_of(operation_id: &str) -> &'static [&'static str] {

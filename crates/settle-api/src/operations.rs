@@ -58,6 +58,8 @@ pub struct OperationsConfig {
     pub chunk_items: usize,
     pub lease_secs: i64,
     pub poll_interval: Duration,
+    /// Operations a tenant may have pending or running at once.
+    pub max_open_per_tenant: i64,
 }
 
 impl Default for OperationsConfig {
@@ -67,6 +69,7 @@ impl Default for OperationsConfig {
             chunk_items: DEFAULT_CHUNK_ITEMS,
             lease_secs: DEFAULT_LEASE_SECS,
             poll_interval: DEFAULT_POLL_INTERVAL,
+            max_open_per_tenant: settle_core::limits::MAX_OPEN_OPERATIONS_PER_TENANT,
         }
     }
 }
@@ -307,6 +310,18 @@ pub async fn accept(state: &AppState, kind: OperationKind, s: Submission<'_>) ->
         && let Some(record) = state.store.find_idempotency(tenant, key.clone()).await?
     {
         return replay_or_refuse(record, &fingerprint, preference_applied);
+    }
+    let cap = state.operations.config.max_open_per_tenant;
+    if state.store.count_open_operations(tenant).await? >= cap {
+        let error = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            crate::error::ErrorType::InvalidRequestError,
+            "too_many_operations",
+            format!("this environment already has {cap} operations waiting or running; nothing was accepted, retry once some have finished"),
+        );
+        let mut response = error.into_response();
+        response.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("5"));
+        return Ok(response);
     }
     let total = match &s.command {
         Command::CreateBatch { items, .. } => items.len(),

@@ -29,3 +29,7 @@ pub const MAX_BATCH_BODY_BYTES: usize = 8 * 1024 * 1024;
 /// Transactions in one batch that runs as an operation (`202 Accepted`):
 /// ten synchronous batches' worth, which still fits the batch body limit.
 pub const MAX_ASYNC_BATCH_TRANSACTIONS: usize = 10_000;
+/// Operations (`202 Accepted`) one organization and environment may have
+/// `pending` or `running`; past it, new ones are refused until some finish,
+/// so one client cannot queue unbounded work (each may hold 8 MiB of request).
+pub const MAX_OPEN_OPERATIONS_PER_TENANT: i64 = 1_000;

@@ -288,6 +288,19 @@ impl Store {
         }
     }
 
+    /// How many of the tenant's operations are `pending` or `running`.
+    pub async fn count_open_operations(&self, tenant: TenantId) -> Result<i64, StoreError> {
+        const SQL: &str = "SELECT COUNT(*) FROM operations WHERE status IN ('pending', 'running') AND tenant_id = ";
+        match self {
+            Store::Sqlite(s) => s.read(move |c| Ok(c.prepare_cached(&format!("{SQL}?1"))?.query_row([tenant.0], |r| r.get(0))?)).await,
+            Store::Postgres(p) => {
+                let client = p.pool().get().await?;
+                let stmt = client.prepare_cached(&format!("{SQL}$1")).await?;
+                pg_get(&client.query_one(&stmt, &[&tenant.0]).await?, 0)
+            }
+        }
+    }
+
     /// The tenant's operation `id`, or `None` (another tenant's is `None` too).
     pub async fn get_operation(&self, tenant: TenantId, id: OperationId) -> Result<Option<OperationRecord>, StoreError> {
         let row = match self {

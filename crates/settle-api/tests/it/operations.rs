@@ -415,3 +415,22 @@ ledger_test! {
         }
     }
 }
+
+ledger_test! {
+    async fn a_tenant_cannot_queue_more_than_its_open_operations_cap(app) {
+        let mut app = app;
+        let mut options = small(false);
+        options.operations.max_open_per_tenant = 2;
+        app.restart(options).await;
+        let body = json!({"name": "Funding", "currency": "USD", "normal_balance": "debit"});
+        accepted(&post_async(&app, "/v1/accounts", &body).await);
+        accepted(&post_async(&app, "/v1/accounts", &body).await);
+        let refused = post_async(&app, "/v1/accounts", &body).await;
+        refused.expect_error(429, "too_many_operations");
+        assert_eq!(refused.header("retry-after"), Some("5"));
+        assert_eq!(app.list_all("/v1/operations").await.len(), 2, "the refused request created no operation");
+        // Another environment of the same organization has a cap of its own.
+        let other = app.client_for("globex").await;
+        accepted(&post_async(&other, "/v1/accounts", &body).await);
+    }
+}
