@@ -53,6 +53,11 @@ impl FromRequestParts<AppState> for Principal {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Principal, ApiError> {
+        // Several layers (rate limit, signature, version) and the handler ask
+        // for the principal; the first successful lookup serves them all.
+        if let Some(principal) = parts.extensions.get::<Principal>() {
+            return Ok(principal.clone());
+        }
         let header = parts.headers.get(axum::http::header::AUTHORIZATION).ok_or_else(|| invalid_key("no API key: send Authorization: Bearer <secret>"))?;
         let secret = header
             .to_str()
@@ -79,7 +84,9 @@ impl FromRequestParts<AppState> for Principal {
                 principal
             }
         };
-        principal.ok_or_else(|| invalid_key("the API key is unknown or revoked"))
+        let principal = principal.ok_or_else(|| invalid_key("the API key is unknown or revoked"))?;
+        parts.extensions.insert(principal.clone());
+        Ok(principal)
     }
 }
 
