@@ -86,7 +86,8 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(state.clone(), hygiene::timeout))
         .layer(axum::middleware::from_fn(hygiene::header_limits))
         .layer(hygiene::cors(&state))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), hygiene::security_headers))
         .layer(axum::middleware::from_fn(observe::request_layer))
+        // Outermost, so that every answer has them, refusals of `observe` included.
+        .layer(axum::middleware::from_fn_with_state(state.clone(), hygiene::security_headers))
         .with_state(state)
 }

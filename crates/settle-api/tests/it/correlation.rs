@@ -97,6 +97,8 @@ ledger_test! {
             reply.expect_error(400, "invalid_request");
             assert_eq!(reply.param(), Some("X-Correlation-Id"), "{}", reply.body);
             assert!(reply.header("x-correlation-id").is_some_and(|c| c.starts_with("corr_")), "answered under a generated id");
+            assert_eq!(reply.header("x-content-type-options"), Some("nosniff"), "a refusal carries the security headers too");
+            assert!(reply.header("request-id").is_some() && reply.header("settle-version").is_some());
         }
         let twice = app.request(Method::POST, "/v1/accounts").header("X-Correlation-Id", "a").header("X-Correlation-Id", "b").json(&account_body());
         app.send(twice).await.expect_error(400, "invalid_request");
