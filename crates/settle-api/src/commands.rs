@@ -26,7 +26,11 @@ pub struct Submission<'a> {
 fn respond(stored: StoredResponse, replayed: bool) -> Response {
     let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let location = if status == StatusCode::ACCEPTED { crate::operations::location_of(&stored.body) } else { None };
+    let code = if status.is_client_error() || status.is_server_error() { crate::error::AnsweredCode::of(&stored.body) } else { None };
     let mut response = (status, stored.body).into_response();
+    if let Some(code) = code {
+        response.extensions_mut().insert(code);
+    }
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     if replayed {
         response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));

@@ -131,6 +131,28 @@ pub struct ErrorBody<'a> {
     pub request_id: Option<&'a str>,
 }
 
+/// The code of an error answered from a stored body (an engine outcome or an
+/// idempotent replay), for the metrics; always one of [`ERROR_CODES`].
+#[derive(Clone, Copy, Debug)]
+pub struct AnsweredCode(pub &'static str);
+
+impl AnsweredCode {
+    /// The code inside an error body, if it is one of ours.
+    pub fn of(body: &[u8]) -> Option<AnsweredCode> {
+        #[derive(serde::Deserialize)]
+        struct Envelope<'a> {
+            #[serde(borrow)]
+            error: Inner<'a>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Inner<'a> {
+            code: &'a str,
+        }
+        let envelope: Envelope<'_> = serde_json::from_slice(body).ok()?;
+        ERROR_CODES.iter().find(|c| c.code == envelope.error.code).map(|c| AnsweredCode(c.code))
+    }
+}
+
 /// Carried on an error response until the request-id layer writes the body,
 /// so that every error body, wherever it was raised, names its request.
 #[derive(Clone, Debug)]

@@ -12,6 +12,7 @@ pub mod deprecation;
 pub mod error;
 pub mod hygiene;
 pub mod idempotency;
+pub mod metrics;
 pub mod observe;
 pub mod openapi;
 pub mod operations;
@@ -53,7 +54,7 @@ async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, ErrorType::InvalidRequestError, "not_found", "no such endpoint")
 }
 
-async fn method_not_allowed() -> ApiError {
+pub(crate) async fn method_not_allowed() -> ApiError {
     ApiError::new(StatusCode::METHOD_NOT_ALLOWED, ErrorType::InvalidRequestError, "method_not_allowed", "this endpoint does not accept that method")
 }
 
@@ -86,7 +87,7 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(state.clone(), hygiene::timeout))
         .layer(axum::middleware::from_fn(hygiene::header_limits))
         .layer(hygiene::cors(&state))
-        .layer(axum::middleware::from_fn(observe::request_layer))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), observe::request_layer))
         // Outermost, so that every answer has them, refusals of `observe` included.
         .layer(axum::middleware::from_fn_with_state(state.clone(), hygiene::security_headers))
         .with_state(state)

@@ -8,8 +8,9 @@
 
 use crate::correlation::{self, Correlation};
 use crate::error::PendingErrorBody;
+use crate::state::AppState;
 use crate::trace_context::{self, TraceContext};
-use axum::extract::Request;
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::Response;
@@ -31,11 +32,13 @@ fn new_request_id() -> String {
     format!("req_{start:x}{:08x}", COUNTER.fetch_add(1, Ordering::Relaxed))
 }
 
-pub async fn request_layer(mut req: Request, next: Next) -> Response {
+pub async fn request_layer(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let started = Instant::now();
     let id = new_request_id();
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
+    // The route template, never the path itself: metrics labels stay bounded.
+    let route = req.extensions().get::<MatchedPath>().map_or("unmatched", |m| m.as_str()).to_owned();
     req.extensions_mut().insert(RequestId(id.clone()));
     let (correlation_id, refusal) = correlation::resolve(req.headers_mut());
     let trace = TraceContext::from_headers(req.headers());
@@ -51,6 +54,7 @@ pub async fn request_layer(mut req: Request, next: Next) -> Response {
         None => next.run(req).instrument(span.clone()).await,
     };
     if let Some(PendingErrorBody(error)) = response.extensions_mut().remove::<PendingErrorBody>() {
+        state.metrics.error(error.code);
         let body = error.body(&id);
         // Keep the status and the headers the error was raised with (Retry-After, RateLimit).
         let (mut parts, _) = response.into_parts();
@@ -75,7 +79,17 @@ pub async fn request_layer(mut req: Request, next: Next) -> Response {
     if let Some(value) = trace.tracestate.as_deref().and_then(|s| HeaderValue::from_str(s).ok()) {
         response.headers_mut().insert(trace_context::TRACESTATE, value);
     }
+    if let Some(crate::error::AnsweredCode(code)) = response.extensions().get::<crate::error::AnsweredCode>() {
+        state.metrics.error(code);
+    }
     let status = response.status().as_u16();
+    if response.headers().contains_key("idempotent-replayed") {
+        state.metrics.idempotent_replays.inc();
+    }
+    if response.headers().contains_key("deprecation") {
+        state.metrics.deprecated_requests.inc();
+    }
+    state.metrics.request(method.as_str(), &route, status, started.elapsed());
     let latency_us = started.elapsed().as_micros() as u64;
     span.in_scope(|| {
         if status >= 500 {

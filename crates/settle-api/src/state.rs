@@ -32,6 +32,7 @@ pub struct Shared {
     pub operations: Arc<Operations>,
     /// Rate limits, timeouts, CORS and security headers (see `hygiene`).
     pub http: Arc<crate::hygiene::HttpPolicy>,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl AppState {
@@ -47,6 +48,7 @@ impl AppState {
             deprecated_endpoints: Arc::new(crate::deprecation::deprecated_endpoints()),
             operations: Arc::default(),
             http: Arc::default(),
+            metrics: Arc::default(),
         }))
     }
 
@@ -58,6 +60,12 @@ impl AppState {
     /// The same state with another HTTP policy (rate limits, timeout, CORS, headers).
     pub fn with_http(mut self, http: crate::hygiene::HttpPolicy) -> AppState {
         self.shared_mut().http = Arc::new(http);
+        self
+    }
+
+    /// Metrics shared with the engine (which reports its batches to them).
+    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> AppState {
+        self.shared_mut().metrics = metrics;
         self
     }
 

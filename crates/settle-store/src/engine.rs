@@ -274,11 +274,29 @@ pub struct EngineConfig {
     /// Commands that may wait for the engine; past it [`EngineHandle::try_submit`]
     /// refuses at once ([`SubmitError::Overloaded`]). At least 1.
     pub queue_capacity: usize,
+    /// Told about every committed batch (metrics).
+    pub observer: Option<Arc<dyn BatchObserver>>,
+}
+
+/// Told about every batch the engine committed, for metrics. It runs on the
+/// engine's thread, between batches: it must be cheap and must not block.
+pub trait BatchObserver: Send + Sync + std::fmt::Debug {
+    /// `commands` from callers (`items` ledger transactions, a batch request
+    /// counting each of its transactions) committed in one database
+    /// transaction that took `elapsed` from BEGIN to COMMIT.
+    fn committed(&self, commands: usize, items: usize, elapsed: Duration);
+    /// A batch that could not be committed (its callers got 503s).
+    fn failed(&self);
 }
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        EngineConfig { sweep_interval: Duration::from_millis(200), idempotency_retention: Duration::from_secs(24 * 3600), queue_capacity: QUEUE_CAPACITY }
+        EngineConfig {
+            sweep_interval: Duration::from_millis(200),
+            idempotency_retention: Duration::from_secs(24 * 3600),
+            queue_capacity: QUEUE_CAPACITY,
+            observer: None,
+        }
     }
 }
 
@@ -323,7 +341,7 @@ pub async fn run<B: WriteBackend>(mut backend: B, receiver: EngineReceiver, cloc
                 Err(_) => break,
             }
         }
-        process(&mut backend, batch, clock.as_ref(), &ids).await;
+        process(&mut backend, batch, clock.as_ref(), &ids, config.observer.as_deref()).await;
         if last_purge.elapsed() > Duration::from_secs(60) {
             last_purge = std::time::Instant::now();
             let retention = i64::try_from(config.idempotency_retention.as_secs()).unwrap_or(i64::MAX);
@@ -337,13 +355,19 @@ pub async fn run<B: WriteBackend>(mut backend: B, receiver: EngineReceiver, cloc
     tracing::info!("ledger engine drained and stopped");
 }
 
-async fn process<B: WriteBackend>(backend: &mut B, batch: Vec<Envelope>, clock: &dyn Clock, ids: &IdGenerator) {
+async fn process<B: WriteBackend>(backend: &mut B, batch: Vec<Envelope>, clock: &dyn Clock, ids: &IdGenerator, observer: Option<&dyn BatchObserver>) {
     let mut attempt = 0;
     loop {
         let now = clock.now();
+        let started = std::time::Instant::now();
         let outcome = apply_batch(backend, &batch, now, ids).await;
         match outcome {
             Ok(replies) => {
+                if let Some(observer) = observer
+                    && !batch.is_empty()
+                {
+                    observer.committed(batch.len(), batch.iter().map(|e| e.command.item_count()).sum(), started.elapsed());
+                }
                 for (envelope, reply) in batch.into_iter().zip(replies) {
                     // A caller that went away (client disconnected) needs no answer.
                     let _ = envelope.reply.send(reply);
@@ -353,6 +377,9 @@ async fn process<B: WriteBackend>(backend: &mut B, batch: Vec<Envelope>, clock: 
             Err(StoreError::OutcomeUnknown(cause)) => {
                 backend.rollback().await;
                 tracing::error!(error = %cause, commands = batch.len(), "commit outcome unknown; callers must retry with their idempotency keys");
+                if let Some(observer) = observer {
+                    observer.failed();
+                }
                 for envelope in batch {
                     let _ = envelope.reply.send(Reply::Done { result: Err(CommandError::OutcomeUnknown), stored: None });
                 }
@@ -370,11 +397,14 @@ async fn process<B: WriteBackend>(backend: &mut B, batch: Vec<Envelope>, clock: 
                 if batch.len() > 1 {
                     tracing::warn!(%error, commands = batch.len(), "batch failed; retrying each command alone");
                     for envelope in batch {
-                        Box::pin(process(backend, vec![envelope], clock, ids)).await;
+                        Box::pin(process(backend, vec![envelope], clock, ids, observer)).await;
                     }
                     return;
                 }
                 tracing::error!(%error, "ledger write failed");
+                if let Some(observer) = observer {
+                    observer.failed();
+                }
                 for envelope in batch {
                     let _ = envelope.reply.send(Reply::Done { result: Err(CommandError::Unavailable), stored: None });
                 }

@@ -24,6 +24,10 @@ pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "SETTLE_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+    /// Serve `GET /metrics` (Prometheus) on this address only; by default it is
+    /// served on `--listen` beside the API.
+    #[arg(long, env = "SETTLE_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
     /// How long idempotency records are kept, in hours (at least 24 is recommended).
     #[arg(long, env = "SETTLE_IDEMPOTENCY_RETENTION_HOURS", default_value_t = 24)]
     pub idempotency_retention_hours: u64,
@@ -205,7 +209,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     bootstrap(&store, &args.db.data_dir).await?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let config = EngineConfig { idempotency_retention: Duration::from_secs(args.idempotency_retention_hours.saturating_mul(3600)), ..EngineConfig::default() };
-    let config = EngineConfig { queue_capacity: args.http.engine_queue_capacity.max(1), ..config };
+    let metrics = Arc::new(settle_api::metrics::Metrics::default());
+    let observer: Arc<dyn settle_store::engine::BatchObserver> = metrics.clone();
+    let config = EngineConfig { queue_capacity: args.http.engine_queue_capacity.max(1), observer: Some(observer), ..config };
     let (engine, engine_task) = store.start_engine(Arc::clone(&clock), Arc::new(IdGenerator::default()), config).await.context("starting the ledger engine")?;
     if args.reconcile_interval_secs > 0 {
         tokio::spawn(reconcile_periodically(store.clone(), Duration::from_secs(args.reconcile_interval_secs)));
@@ -215,11 +221,30 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         async_batch_threshold: usize::try_from(args.async_batch_threshold).unwrap_or(settle_api::operations::DEFAULT_ASYNC_BATCH_THRESHOLD),
         ..settle_api::operations::OperationsConfig::default()
     };
-    let state = settle_api::AppState::new(store, engine, clock).with_http(http).with_signing(signing).with_operations(operations);
+    let state = settle_api::AppState::new(store, engine, clock).with_http(http).with_signing(signing).with_operations(operations).with_metrics(metrics);
     let worker = settle_api::operations::worker::spawn(state.clone());
     let deprecation_flusher =
         settle_api::deprecation::Flusher::start(Arc::clone(&state.deprecation_usage), state.store.clone(), Duration::from_secs(args.deprecation_flush_secs));
-    let app = settle_api::router(state);
+    let (metrics_stop, metrics_server) = match args.metrics_listen {
+        None => (None, None),
+        Some(address) => {
+            let listener = tokio::net::TcpListener::bind(address).await.with_context(|| format!("binding {address} for metrics"))?;
+            tracing::info!(listen = %listener.local_addr().unwrap_or(address), "metrics served at /metrics");
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let router = settle_api::metrics::router(state.clone());
+            let server = tokio::spawn(async move {
+                let serving = axum::serve(listener, router).with_graceful_shutdown(async {
+                    let _ = stopped.await;
+                });
+                if let Err(e) = serving.await {
+                    tracing::error!(error = %e, "the metrics listener failed");
+                }
+            });
+            (Some(stop), Some(server))
+        }
+    };
+    let app =
+        if args.metrics_listen.is_some() { settle_api::router(state) } else { settle_api::router(state.clone()).merge(settle_api::metrics::router(state)) };
     let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
     tracing::info!(listen = %listener.local_addr().unwrap_or(args.listen), "settle is serving");
     // Connection info gives the client IP that unauthenticated rate limits key on.
@@ -230,6 +255,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     worker.stop().await;
     // Every request has been answered: store the last deprecation counts.
     deprecation_flusher.finish().await;
+    // The metrics listener holds an engine handle too.
+    if let (Some(stop), Some(server)) = (metrics_stop, metrics_server) {
+        let _ = stop.send(());
+        let _ = server.await;
+    }
     // The router (and with it every engine handle) is gone: the engine
     // finishes what is queued and stops.
     engine_task.finished().await;

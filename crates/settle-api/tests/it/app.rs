@@ -472,13 +472,17 @@ impl TestApp {
         options: &TestOptions,
     ) -> (AppState, tokio::task::JoinHandle<()>, String, Option<WorkerHandle>) {
         let shared: Arc<dyn Clock> = Arc::new(clock.clone());
-        let config = EngineConfig { sweep_interval: SWEEP_INTERVAL, ..EngineConfig::default() };
+        let metrics = Arc::new(settle_api::metrics::Metrics::default());
+        let observer: Arc<dyn settle_store::engine::BatchObserver> = metrics.clone();
+        let config = EngineConfig { sweep_interval: SWEEP_INTERVAL, observer: Some(observer), ..EngineConfig::default() };
         let (engine, _engine_task) = store.start_engine(Arc::clone(&shared), Arc::new(IdGenerator::default()), config).await.expect("starting the engine");
-        let state =
-            AppState::new(store.clone(), engine, shared).with_signing(Signing::new(Some(master_key.clone()), None)).with_operations(options.operations.clone());
+        let state = AppState::new(store.clone(), engine, shared)
+            .with_signing(Signing::new(Some(master_key.clone()), None))
+            .with_operations(options.operations.clone())
+            .with_metrics(metrics);
         let state = (options.configure)(state);
         let worker = options.worker.then(|| settle_api::operations::worker::spawn(state.clone()));
-        let router = settle_api::router(state.clone());
+        let router = settle_api::router(state.clone()).merge(settle_api::metrics::router(state.clone()));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("binding a port");
         let address = listener.local_addr().expect("the bound address");
         let server = tokio::spawn(async move {

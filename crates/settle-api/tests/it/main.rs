@@ -16,6 +16,7 @@ mod holds;
 mod idempotency;
 mod invariants;
 mod limits;
+mod metrics;
 mod openapi;
 mod operations;
 mod races;

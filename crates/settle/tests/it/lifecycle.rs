@@ -84,3 +84,19 @@ async fn operator_commands_refuse_bad_input_with_a_message() {
     let bad_revoke = cli(&[vec![String::from("keys"), String::from("revoke"), String::from("nope")], base].concat());
     assert!(!bad_revoke.status.success());
 }
+
+#[tokio::test]
+async fn metrics_can_live_on_their_own_address_and_the_server_still_stops_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let metrics_port = crate::harness::free_port();
+    let metrics_listen = format!("127.0.0.1:{metrics_port}");
+    let mut server = crate::harness::Server::start_with_args(dir.path(), None, &["--metrics-listen", &metrics_listen]).await;
+    let client = reqwest::Client::new();
+    let scraped = client.get(format!("http://{metrics_listen}/metrics")).send().await.unwrap();
+    assert_eq!(scraped.status(), 200);
+    let text = scraped.text().await.unwrap();
+    assert!(text.contains("settle_engine_queue_depth"), "{text}");
+    let on_api = client.get(format!("{}/metrics", server.url)).send().await.unwrap();
+    assert_eq!(on_api.status(), 404, "with --metrics-listen, the API's address does not serve metrics");
+    assert!(server.terminate().success(), "the metrics listener lets the engine drain and the process exit 0");
+}

@@ -1,0 +1,158 @@
+//! Prometheus metrics: what the server does, served at `GET /metrics` (on the
+//! API's address, or on `--metrics-listen` alone). Encoded by
+//! `prometheus-client` in the OpenMetrics text format, which Prometheus reads.
+//!
+//! Label sets are bounded: routes are the router's templates
+//! (`/v1/accounts/{id}`, never an id), or `unmatched`; error codes come from
+//! the fixed table in `error.rs`.
+
+use crate::state::AppState;
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use settle_store::engine::BatchObserver;
+use std::time::Duration;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub method: String,
+    pub route: String,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub method: String,
+    pub route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CodeLabels {
+    pub code: String,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    // 0.25 ms to about 8 s.
+    Histogram::new(exponential_buckets(0.000_25, 2.0, 16))
+}
+
+/// Every metric the server keeps.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    pub http_requests: Family<RequestLabels, Counter>,
+    pub http_duration: HistogramFamily<RouteLabels>,
+    pub http_errors: Family<CodeLabels, Counter>,
+    pub idempotent_replays: Counter,
+    pub deprecated_requests: Counter,
+    pub engine_queue_depth: Gauge,
+    pub engine_batch_commands: Histogram,
+    pub engine_batch_items: Histogram,
+    pub engine_batch_duration: Histogram,
+    pub engine_batch_failures: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        let mut registry = Registry::default();
+        let http_requests = Family::<RequestLabels, Counter>::default();
+        registry.register("settle_http_requests", "HTTP requests answered, by method, route template and status", http_requests.clone());
+        let http_duration: HistogramFamily<RouteLabels> = Family::new_with_constructor(latency_histogram);
+        registry.register("settle_http_request_duration_seconds", "Time from request to response, by method and route template", http_duration.clone());
+        let http_errors = Family::<CodeLabels, Counter>::default();
+        registry.register("settle_http_errors", "Error responses by their error code (rate_limited, overloaded, insufficient_funds, ...)", http_errors.clone());
+        let idempotent_replays = Counter::default();
+        registry.register("settle_idempotent_replays", "Responses replayed for a repeated Idempotency-Key", idempotent_replays.clone());
+        let deprecated_requests = Counter::default();
+        registry.register("settle_deprecated_requests", "Requests on a deprecated API version or endpoint", deprecated_requests.clone());
+        let engine_queue_depth = Gauge::default();
+        registry.register("settle_engine_queue_depth", "Commands waiting for the ledger engine, when scraped", engine_queue_depth.clone());
+        let engine_batch_commands = Histogram::new(exponential_buckets(1.0, 2.0, 14));
+        registry.register("settle_engine_batch_commands", "Commands per committed engine batch", engine_batch_commands.clone());
+        let engine_batch_items = Histogram::new(exponential_buckets(1.0, 2.0, 16));
+        registry.register("settle_engine_batch_items", "Ledger transactions per committed engine batch", engine_batch_items.clone());
+        let engine_batch_duration = latency_histogram();
+        registry.register(
+            "settle_engine_batch_duration_seconds",
+            "Time of one engine batch from BEGIN to COMMIT (one fsync); what every caller of the batch waited for",
+            engine_batch_duration.clone(),
+        );
+        let engine_batch_failures = Counter::default();
+        registry.register("settle_engine_batch_failures", "Engine batches that could not be committed (their callers got 503)", engine_batch_failures.clone());
+        Metrics {
+            registry,
+            http_requests,
+            http_duration,
+            http_errors,
+            idempotent_replays,
+            deprecated_requests,
+            engine_queue_depth,
+            engine_batch_commands,
+            engine_batch_items,
+            engine_batch_duration,
+            engine_batch_failures,
+        }
+    }
+}
+
+impl Metrics {
+    /// Records one answered request.
+    pub fn request(&self, method: &str, route: &str, status: u16, elapsed: Duration) {
+        self.http_requests.get_or_create(&RequestLabels { method: method.to_owned(), route: route.to_owned(), status }).inc();
+        self.http_duration.get_or_create(&RouteLabels { method: method.to_owned(), route: route.to_owned() }).observe(elapsed.as_secs_f64());
+    }
+
+    pub fn error(&self, code: &str) {
+        self.http_errors.get_or_create(&CodeLabels { code: code.to_owned() }).inc();
+    }
+
+    /// The exposition text.
+    pub fn encode(&self) -> Result<String, std::fmt::Error> {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)?;
+        Ok(text)
+    }
+}
+
+impl BatchObserver for Metrics {
+    fn committed(&self, commands: usize, items: usize, elapsed: Duration) {
+        self.engine_batch_commands.observe(commands as f64);
+        self.engine_batch_items.observe(items as f64);
+        self.engine_batch_duration.observe(elapsed.as_secs_f64());
+    }
+
+    fn failed(&self) {
+        self.engine_batch_failures.inc();
+    }
+}
+
+/// `GET /metrics`.
+pub async fn serve(State(state): State<AppState>) -> Response {
+    state.metrics.engine_queue_depth.set(i64::try_from(state.engine.queue_depth()).unwrap_or(i64::MAX));
+    match state.metrics.encode() {
+        Ok(text) => ([(header::CONTENT_TYPE, HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"))], text).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "metrics could not be encoded");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
+}
+
+/// The router of `/metrics` (merged into the API's, or alone on
+/// `--metrics-listen`), with the request id, access log and security headers
+/// every answer has.
+pub fn router(state: AppState) -> axum::Router {
+    axum::Router::new()
+        .route("/metrics", axum::routing::get(serve).fallback(crate::method_not_allowed))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), crate::observe::request_layer))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), crate::hygiene::security_headers))
+        .with_state(state)
+}
