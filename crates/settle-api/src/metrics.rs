@@ -58,6 +58,9 @@ pub struct Metrics {
     pub engine_batch_items: Histogram,
     pub engine_batch_duration: Histogram,
     pub engine_batch_failures: Counter,
+    pub ledger_drifted_accounts: Gauge,
+    pub ledger_log_broken: Gauge,
+    pub ledger_reconciled_at: Gauge,
 }
 
 impl Default for Metrics {
@@ -87,6 +90,20 @@ impl Default for Metrics {
         );
         let engine_batch_failures = Counter::default();
         registry.register("settle_engine_batch_failures", "Engine batches that could not be committed (their callers got 503)", engine_batch_failures.clone());
+        let ledger_drifted_accounts = Gauge::default();
+        registry.register(
+            "settle_ledger_drifted_accounts",
+            "Accounts whose counters differ from their entries, at the last scheduled reconciliation",
+            ledger_drifted_accounts.clone(),
+        );
+        let ledger_log_broken = Gauge::default();
+        registry.register("settle_ledger_log_broken", "1 when the last reconciliation found the ledger log or the entries broken", ledger_log_broken.clone());
+        let ledger_reconciled_at = Gauge::default();
+        registry.register(
+            "settle_ledger_reconciled_at_seconds",
+            "Unix time of the last completed scheduled reconciliation (0: none yet)",
+            ledger_reconciled_at.clone(),
+        );
         Metrics {
             registry,
             http_requests,
@@ -99,6 +116,9 @@ impl Default for Metrics {
             engine_batch_items,
             engine_batch_duration,
             engine_batch_failures,
+            ledger_drifted_accounts,
+            ledger_log_broken,
+            ledger_reconciled_at,
         }
     }
 }

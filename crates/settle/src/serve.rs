@@ -182,12 +182,18 @@ pub(crate) async fn shutdown_requested() {
 }
 
 /// The scheduled ledger reconciliation: a scan, logged; never a repair.
-async fn reconcile_periodically(store: Store, every: Duration) {
+async fn reconcile_periodically(store: Store, every: Duration, metrics: Arc<settle_api::metrics::Metrics>) {
     let mut ticks = tokio::time::interval(every);
     ticks.tick().await;
     loop {
         ticks.tick().await;
-        match settle_store::reconcile::scan(&store).await {
+        let scanned = settle_store::reconcile::scan(&store).await;
+        if let Ok(result) = &scanned {
+            metrics.ledger_log_broken.set(i64::from(result.is_err()));
+            metrics.ledger_drifted_accounts.set(result.as_ref().map_or(0, |scan| i64::try_from(scan.drifts.len()).unwrap_or(i64::MAX)));
+            metrics.ledger_reconciled_at.set(SystemClock.now().micros() / 1_000_000);
+        }
+        match scanned {
             Ok(Ok(scan)) if scan.drifts.is_empty() => {
                 tracing::info!(accounts = scan.accounts, entries = scan.entries, "ledger reconciled: no drift");
             }
@@ -214,7 +220,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let config = EngineConfig { queue_capacity: args.http.engine_queue_capacity.max(1), observer: Some(observer), ..config };
     let (engine, engine_task) = store.start_engine(Arc::clone(&clock), Arc::new(IdGenerator::default()), config).await.context("starting the ledger engine")?;
     if args.reconcile_interval_secs > 0 {
-        tokio::spawn(reconcile_periodically(store.clone(), Duration::from_secs(args.reconcile_interval_secs)));
+        tokio::spawn(reconcile_periodically(store.clone(), Duration::from_secs(args.reconcile_interval_secs), Arc::clone(&metrics)));
     }
     let signing = signing_setup(&store, &args.db.data_dir).await?;
     let operations = settle_api::operations::OperationsConfig {

@@ -127,3 +127,26 @@ async fn a_tampered_entry_is_reported_and_nothing_is_repaired() {
     let credits: i64 = db.query_row("SELECT posted_credits FROM accounts WHERE id = ?1", [&b], |r| r.get(0)).unwrap();
     assert_eq!(credits, 100, "counters are left alone when the entries cannot be trusted");
 }
+
+#[tokio::test]
+async fn the_scheduled_reconciliation_reports_drift_in_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with_args(dir.path(), None, &["--reconcile-interval-secs", "1"]).await;
+    let (_, secret) = server.key("acme", &[]);
+    let api = Api::new(&server.url, &secret);
+    let (a, b) = (api.account("debit", None).await, api.account("credit", None).await);
+    assert_eq!(api.post("/v1/transactions", Api::transfer_body(&a, &b, 100)).await.0, 201);
+    tamper(dir.path(), None, "UPDATE accounts SET posted_credits = posted_credits + 1 WHERE id = ?1", &b).await;
+    let client = reqwest::Client::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let text = client.get(format!("{}/metrics", server.url)).send().await.unwrap().text().await.unwrap();
+        if text.lines().any(|l| l == "settle_ledger_drifted_accounts 1") {
+            assert!(text.lines().any(|l| l == "settle_ledger_log_broken 0"), "{text}");
+            assert!(!text.lines().any(|l| l == "settle_ledger_reconciled_at_seconds 0"), "{text}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the scheduled scan did not report the drift: {text}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
