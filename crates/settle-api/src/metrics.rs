@@ -124,8 +124,13 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// Records one answered request.
+    /// Records one answered request. Methods outside the standard set are
+    /// counted as `other`: a client choosing methods must not choose labels.
     pub fn request(&self, method: &str, route: &str, status: u16, elapsed: Duration) {
+        let method = match method {
+            "GET" | "POST" | "PUT" | "PATCH" | "DELETE" | "HEAD" | "OPTIONS" => method,
+            _ => "other",
+        };
         self.http_requests.get_or_create(&RequestLabels { method: method.to_owned(), route: route.to_owned(), status }).inc();
         self.http_duration.get_or_create(&RouteLabels { method: method.to_owned(), route: route.to_owned() }).observe(elapsed.as_secs_f64());
     }

@@ -20,6 +20,8 @@ async fn metrics_count_requests_errors_replays_and_engine_batches() {
     }
     app.get(&format!("/v1/accounts/{a}")).await.expect_status(200);
     app.with_key(None).get("/v1/nowhere").await;
+    let odd = reqwest::Method::from_bytes(b"BREW").unwrap();
+    app.send(app.request(odd, "/v1/accounts")).await.expect_status(405);
 
     let reply = app.with_key(None).get("/metrics").await;
     reply.expect_status(200);
@@ -30,6 +32,8 @@ async fn metrics_count_requests_errors_replays_and_engine_batches() {
     assert_eq!(sample(&text, r#"settle_http_requests_total{method="GET",route="/v1/accounts/{id}",status="200"}"#), Some(1.0), "routes are templates, not ids");
     assert_eq!(sample(&text, r#"settle_http_requests_total{method="GET",route="unmatched",status="404"}"#), Some(1.0), "{text}");
     assert!(!text.contains(&a), "no id ever becomes a label");
+    assert_eq!(sample(&text, r#"settle_http_requests_total{method="other",route="/v1/accounts",status="405"}"#), Some(1.0), "{text}");
+    assert!(!text.contains("BREW"), "no client-chosen method becomes a label");
     assert_eq!(sample(&text, r#"settle_http_errors_total{code="insufficient_funds"}"#), Some(1.0));
     assert_eq!(sample(&text, "settle_idempotent_replays_total"), Some(1.0));
     assert!(sample(&text, "settle_engine_batch_duration_seconds_count").is_some_and(|n| n >= 4.0), "{text}");
