@@ -181,13 +181,31 @@ pub(crate) async fn shutdown_requested() {
     }
 }
 
+/// SQLite reads block their thread, and a scan reads the whole ledger: on
+/// SQLite it runs on a blocking thread, so HTTP workers keep serving.
+/// PostgreSQL reads are asynchronous and run where they are.
+async fn scan_off_the_runtime(store: &Store) -> Result<Result<settle_store::reconcile::Scan, settle_store::audit::AuditFailure>, settle_store::StoreError> {
+    match store {
+        Store::Postgres(_) => settle_store::reconcile::scan(store).await,
+        Store::Sqlite(_) => {
+            let store = store.clone();
+            tokio::task::spawn_blocking(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| settle_store::StoreError::Other(e.to_string()))?;
+                runtime.block_on(settle_store::reconcile::scan(&store))
+            })
+            .await
+            .map_err(|e| settle_store::StoreError::Other(e.to_string()))?
+        }
+    }
+}
+
 /// The scheduled ledger reconciliation: a scan, logged; never a repair.
 async fn reconcile_periodically(store: Store, every: Duration, metrics: Arc<settle_api::metrics::Metrics>) {
     let mut ticks = tokio::time::interval(every);
     ticks.tick().await;
     loop {
         ticks.tick().await;
-        let scanned = settle_store::reconcile::scan(&store).await;
+        let scanned = scan_off_the_runtime(&store).await;
         if let Ok(result) = &scanned {
             metrics.ledger_log_broken.set(i64::from(result.is_err()));
             metrics.ledger_drifted_accounts.set(result.as_ref().map_or(0, |scan| i64::try_from(scan.drifts.len()).unwrap_or(i64::MAX)));
