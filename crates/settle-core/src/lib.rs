@@ -5,6 +5,7 @@
 //! writes the effects it returns.
 
 pub mod api_version;
+pub mod calendar;
 pub mod chain;
 pub mod clock;
 pub mod correlation;

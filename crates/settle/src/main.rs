@@ -76,6 +76,13 @@ enum Command {
     },
     /// Print the API's OpenAPI 3.1 document (what `GET /v1/openapi.json` serves).
     Openapi,
+    /// Print the days the Federal Reserve Banks are closed in a year, one
+    /// `YYYY-MM-DD <holiday>` line each (weekends aside).
+    Calendar {
+        /// The year (default: this year, UTC).
+        #[arg(long, value_parser = clap::value_parser!(i32).range(1900..=2199))]
+        year: Option<i32>,
+    },
     /// Organizations and their pinned API versions.
     Orgs {
         #[command(subcommand)]
@@ -148,6 +155,13 @@ fn main() -> ExitCode {
             Command::Audit { command: AuditCommand::Verify { db } } => audit_verify(db).await,
             Command::Bench(args) => bench::run(args).await,
             Command::Reconcile { command: ReconcileCommand::Ledger { db, repair, json } } => reconcile::ledger(db, repair, json).await,
+            Command::Calendar { year } => {
+                let year = year.unwrap_or_else(|| time::OffsetDateTime::now_utc().year());
+                for closure in settle_core::calendar::closures(year) {
+                    println!("{} {}", closure.date, closure.name);
+                }
+                Ok(ExitCode::SUCCESS)
+            }
             Command::Openapi => {
                 print!("{}", settle_api::openapi::document_json());
                 Ok(ExitCode::SUCCESS)

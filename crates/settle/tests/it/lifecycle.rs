@@ -100,3 +100,24 @@ async fn metrics_can_live_on_their_own_address_and_the_server_still_stops_cleanl
     assert_eq!(on_api.status(), 404, "with --metrics-listen, the API's address does not serve metrics");
     assert!(server.terminate().success(), "the metrics listener lets the engine drain and the process exit 0");
 }
+
+#[test]
+fn calendar_prints_the_feds_closures_and_nothing_else() {
+    let out = cli(&[String::from("calendar"), String::from("--year"), String::from("2027")]);
+    assert!(out.status.success());
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(
+        stdout,
+        "2027-01-01 New Year's Day\n\
+         2027-01-18 Birthday of Martin Luther King, Jr.\n\
+         2027-02-15 Washington's Birthday\n\
+         2027-05-31 Memorial Day\n\
+         2027-07-05 Independence Day\n\
+         2027-09-06 Labor Day\n\
+         2027-10-11 Columbus Day\n\
+         2027-11-11 Veterans Day\n\
+         2027-11-25 Thanksgiving Day\n"
+    );
+    let bad = cli(&[String::from("calendar"), String::from("--year"), String::from("twenty")]);
+    assert!(!bad.status.success() && bad.stdout.is_empty());
+}
