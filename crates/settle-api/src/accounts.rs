@@ -80,27 +80,13 @@ pub async fn get(State(state): State<AppState>, principal: Principal, IdPath(id)
     Ok(Json(render::account(&account)?).into_response())
 }
 
-/// Cursor pagination, oldest first.
-#[derive(Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct ListParams {
-    /// Objects per page, 1 to 100 (default 10).
-    #[param(value_type = Option<u32>, minimum = 1, maximum = 100)]
-    limit: Option<String>,
-    /// An id from the previous page: the page after it.
-    starting_after: Option<String>,
-    /// An id from the next page: the page before it.
-    ending_before: Option<String>,
-}
-
 /// The organization's accounts in this environment, oldest first.
 #[utoipa::path(get, path = "/v1/accounts", tag = "Accounts", operation_id = "list_accounts",
-    params(ListParams),
+    params(crate::pagination::PageParams),
     responses((status = 200, description = "A page of accounts.", body = render::ListJson<render::AccountJson>)))]
 pub async fn list(State(state): State<AppState>, principal: Principal, RawQuery(query): RawQuery) -> Result<Response, ApiError> {
     require(&principal, Scope::LedgerRead)?;
-    let params: ListParams = parse_query(query.as_deref())?;
+    let params: crate::pagination::PageParams = parse_query(query.as_deref())?;
     let page = page(params.limit.as_deref(), params.starting_after, params.ending_before, |id| AccountId::parse(id).is_some())?;
     let result = state.store.list_accounts(principal.tenant, page, state.clock.now()).await?;
     let data = result.items.iter().map(render::account).collect::<Result<Vec<_>, _>>()?;
@@ -109,12 +95,12 @@ pub async fn list(State(state): State<AppState>, principal: Principal, RawQuery(
 
 /// The entries that touch an account, oldest first.
 #[utoipa::path(get, path = "/v1/accounts/{id}/entries", tag = "Accounts", operation_id = "list_account_entries",
-    params(("id" = String, Path, description = "An account id (`acct_…`)."), ListParams),
+    params(("id" = String, Path, description = "An account id (`acct_…`)."), crate::pagination::PageParams),
     responses((status = 200, description = "A page of entries.", body = render::ListJson<render::EntryJson>)))]
 pub async fn entries(State(state): State<AppState>, principal: Principal, IdPath(id): IdPath, RawQuery(query): RawQuery) -> Result<Response, ApiError> {
     require(&principal, Scope::LedgerRead)?;
     let id = account_id(&id)?;
-    let params: ListParams = parse_query(query.as_deref())?;
+    let params: crate::pagination::PageParams = parse_query(query.as_deref())?;
     let page = page(params.limit.as_deref(), params.starting_after, params.ending_before, |id| EntryId::parse(id).is_some())?;
     let result = state.store.list_entries(principal.tenant, id, page, state.clock.now()).await?.ok_or_else(|| ApiError::not_found("account"))?;
     Ok(Json(render::list(result.items.iter().map(render::entry_row).collect(), result.has_more)).into_response())

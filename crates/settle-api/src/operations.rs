@@ -34,7 +34,7 @@ use settle_store::operations::{CreateOperation, NewOperation, OperationRecord};
 use settle_store::records::{IdempotencyRecord, StoredResponse};
 use std::time::Duration;
 use tokio::sync::Notify;
-use utoipa::{IntoParams, ToSchema};
+use utoipa::ToSchema;
 
 /// Batches with more items than this answer `202` by default. Equal to the
 /// synchronous batch limit, so every batch a client could send before (and
@@ -390,27 +390,13 @@ pub async fn get(State(state): State<AppState>, principal: Principal, IdPath(id)
     Ok(Json(render(&op)).into_response())
 }
 
-/// Cursor pagination, newest first.
-#[derive(Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct ListParams {
-    /// Objects per page, 1 to 100 (default 10).
-    #[param(value_type = Option<u32>, minimum = 1, maximum = 100)]
-    limit: Option<String>,
-    /// An id from the previous page: the page after it.
-    starting_after: Option<String>,
-    /// An id from the next page: the page before it.
-    ending_before: Option<String>,
-}
-
 /// The operations of this environment, newest first.
 #[utoipa::path(get, path = "/v1/operations", tag = "Operations", operation_id = "list_operations",
-    params(ListParams),
+    params(crate::pagination::PageParams),
     responses((status = 200, description = "A page of operations.", body = crate::render::ListJson<OperationJson>)))]
 pub async fn list(State(state): State<AppState>, principal: Principal, RawQuery(query): RawQuery) -> Result<Response, ApiError> {
     require(&principal, Scope::LedgerRead)?;
-    let params: ListParams = parse_query(query.as_deref())?;
+    let params: crate::pagination::PageParams = parse_query(query.as_deref())?;
     let page = page(params.limit.as_deref(), params.starting_after, params.ending_before, |id| OperationId::parse(id).is_some())?;
     let result = state.store.list_operations(principal.tenant, page).await?;
     Ok(Json(crate::render::list(result.items.iter().map(render).collect(), result.has_more)).into_response())

@@ -3,6 +3,7 @@
 //! are refused, so a typo never silently returns everything.
 
 use crate::error::ApiError;
+use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use settle_core::limits::{DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT};
 use settle_store::records::{Cursor, PageRequest};
@@ -34,4 +35,18 @@ pub fn page(limit: Option<&str>, starting_after: Option<String>, ending_before: 
         (None, None) => Cursor::Start,
     };
     Ok(PageRequest { limit, cursor })
+}
+
+/// The query of a list with no filters of its own: a page size and a cursor.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct PageParams {
+    /// Objects per page, 1 to 100 (default 10).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 100)]
+    pub limit: Option<String>,
+    /// An id from the previous page: the page after it.
+    pub starting_after: Option<String>,
+    /// An id from the next page: the page before it.
+    pub ending_before: Option<String>,
 }

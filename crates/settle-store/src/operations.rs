@@ -199,10 +199,6 @@ fn pg_row(r: &tokio_postgres::Row) -> Result<OperationRow, StoreError> {
     })
 }
 
-fn join_error(e: tokio::task::JoinError) -> StoreError {
-    StoreError::Other(e.to_string())
-}
-
 impl Store {
     /// Creates an operation and, when the request carried an
     /// `Idempotency-Key`, its idempotency record (the `202` answer) in the
@@ -211,9 +207,7 @@ impl Store {
         let key = idempotency.as_ref().map(|r| (r.tenant, r.key.clone()));
         let result = match self {
             Store::Sqlite(s) => {
-                let s = s.clone();
-                tokio::task::spawn_blocking(move || {
-                    s.write_blocking(|tx| {
+                s.write(move |tx| {
                         tx.execute(
                             "INSERT INTO operations (id, tenant_id, api_key_id, kind, status, request_path, request_body, request_id, total, created_at, updated_at,
                                                      chunk_items, correlation_id)
@@ -239,10 +233,8 @@ impl Store {
                             )?;
                         }
                         Ok(())
-                    })
                 })
                 .await
-                .map_err(join_error)?
             }
             Store::Postgres(p) => {
                 let mut client = p.pool().get().await?;
@@ -363,24 +355,19 @@ impl Store {
                 if !any {
                     return Ok(None);
                 }
-                let s = s.clone();
-                tokio::task::spawn_blocking(move || {
-                    s.write_blocking(|tx| {
-                        let sql = format!(
-                            "UPDATE operations SET status = 'running', lease_owner = ?1, lease_expires_at = ?2, attempts = attempts + 1,
+                s.write(move |tx| {
+                    let sql = format!(
+                        "UPDATE operations SET status = 'running', lease_owner = ?1, lease_expires_at = ?2, attempts = attempts + 1,
                                started_at = COALESCE(started_at, ?3), updated_at = ?3
                              WHERE id = (SELECT id FROM operations WHERE {CLAIMABLE}?3) ORDER BY id LIMIT 1)
                              RETURNING {COLUMNS}, request_body"
-                        );
-                        let mut stmt = tx.prepare(&sql)?;
-                        let row = stmt
-                            .query_row(params![owner, lease_until.micros(), now.micros()], |r| Ok((sqlite_row(r)?, r.get::<_, Vec<u8>>(20)?)))
-                            .optional()?;
-                        Ok(row)
-                    })
+                    );
+                    let mut stmt = tx.prepare(&sql)?;
+                    let row =
+                        stmt.query_row(params![owner, lease_until.micros(), now.micros()], |r| Ok((sqlite_row(r)?, r.get::<_, Vec<u8>>(20)?))).optional()?;
+                    Ok(row)
                 })
-                .await
-                .map_err(join_error)??
+                .await?
             }
             Store::Postgres(p) => {
                 let client = p.pool().get().await?;
@@ -406,15 +393,11 @@ impl Store {
         let (id, owner) = (id.as_str().to_owned(), owner.to_owned());
         let updated = match self {
             Store::Sqlite(s) => {
-                let s = s.clone();
-                tokio::task::spawn_blocking(move || {
-                    s.write_blocking(|tx| {
-                        let sql = format!("UPDATE operations SET completed = ?3, lease_expires_at = ?4, updated_at = ?5 WHERE {HELD_SQLITE}");
-                        Ok(tx.execute(&sql, params![id, owner, completed, lease_until.micros(), now.micros()])? as u64)
-                    })
+                s.write(move |tx| {
+                    let sql = format!("UPDATE operations SET completed = ?3, lease_expires_at = ?4, updated_at = ?5 WHERE {HELD_SQLITE}");
+                    Ok(tx.execute(&sql, params![id, owner, completed, lease_until.micros(), now.micros()])? as u64)
                 })
-                .await
-                .map_err(join_error)??
+                .await?
             }
             Store::Postgres(p) => {
                 let client = p.pool().get().await?;
@@ -432,18 +415,14 @@ impl Store {
         let code = i64::from(response.status);
         let updated = match self {
             Store::Sqlite(s) => {
-                let s = s.clone();
-                tokio::task::spawn_blocking(move || {
-                    s.write_blocking(|tx| {
-                        let sql = format!(
-                            "UPDATE operations SET status = ?3, completed = ?4, response_status = ?5, response_body = ?6, finished_at = ?7, updated_at = ?7,
+                s.write(move |tx| {
+                    let sql = format!(
+                        "UPDATE operations SET status = ?3, completed = ?4, response_status = ?5, response_body = ?6, finished_at = ?7, updated_at = ?7,
                                lease_owner = NULL, lease_expires_at = NULL WHERE {HELD_SQLITE}"
-                        );
-                        Ok(tx.execute(&sql, params![id, owner, status, completed, code, response.body, now.micros()])? as u64)
-                    })
+                    );
+                    Ok(tx.execute(&sql, params![id, owner, status, completed, code, response.body, now.micros()])? as u64)
                 })
-                .await
-                .map_err(join_error)??
+                .await?
             }
             Store::Postgres(p) => {
                 let client = p.pool().get().await?;
@@ -463,17 +442,12 @@ impl Store {
         let (id, owner) = (id.as_str().to_owned(), owner.to_owned());
         let updated = match self {
             Store::Sqlite(s) => {
-                let s = s.clone();
-                tokio::task::spawn_blocking(move || {
-                    s.write_blocking(|tx| {
-                        let sql = format!(
-                            "UPDATE operations SET status = 'pending', lease_owner = NULL, lease_expires_at = NULL, updated_at = ?3 WHERE {HELD_SQLITE}"
-                        );
-                        Ok(tx.execute(&sql, params![id, owner, now.micros()])? as u64)
-                    })
+                s.write(move |tx| {
+                    let sql =
+                        format!("UPDATE operations SET status = 'pending', lease_owner = NULL, lease_expires_at = NULL, updated_at = ?3 WHERE {HELD_SQLITE}");
+                    Ok(tx.execute(&sql, params![id, owner, now.micros()])? as u64)
                 })
-                .await
-                .map_err(join_error)??
+                .await?
             }
             Store::Postgres(p) => {
                 let client = p.pool().get().await?;

@@ -371,7 +371,9 @@ impl PgStore {
             .collect()
     }
 
-    /// Creates (or finds) the organization and its tenant, then a key for it.
+    /// Creates (or finds) the organization and its tenant, then a key for it,
+    /// with its encrypted signing secret when it must sign its requests: all
+    /// in one transaction, so a key never exists without its requirement.
     #[expect(clippy::too_many_arguments, reason = "mirrors the SQLite store")]
     pub async fn create_api_key(
         &self,
@@ -381,6 +383,7 @@ impl PgStore {
         org_id_if_new: &OrgId,
         secret_hash: &str,
         scopes: &[Scope],
+        signing_ciphertext: Option<&[u8]>,
         now: Timestamp,
     ) -> Result<ApiKeyRecord, StoreError> {
         {
@@ -405,6 +408,13 @@ impl PgStore {
                 &[&key_id.as_str(), &tenant, &secret_hash, &scopes_text(scopes), &now.micros()],
             )
             .await?;
+            if let Some(ciphertext) = signing_ciphertext {
+                tx.execute(
+                    "INSERT INTO api_key_signing_secrets (api_key_id, ciphertext, created_at) VALUES ($1, $2, $3)",
+                    &[&key_id.as_str(), &ciphertext, &now.micros()],
+                )
+                .await?;
+            }
             tx.commit().await?;
         }
         self.api_keys(KeyFilter::Id(key_id.as_str())).await?.into_iter().next().ok_or_else(|| StoreError::Other(String::from("created key not found")))
@@ -1107,49 +1117,6 @@ async fn append_log(c: &Object, contents: &[Vec<u8>], chained: &[(i64, Hash, Has
 // ---- signed requests: signing secrets and nonces --------------------------
 
 impl PgStore {
-    /// [`PgStore::create_api_key`] plus the key's encrypted signing secret, in one transaction.
-    #[expect(clippy::too_many_arguments, reason = "mirrors create_api_key, plus the secret")]
-    pub async fn create_signed_api_key(
-        &self,
-        org_name: &str,
-        environment: Environment,
-        key_id: &ApiKeyId,
-        org_id_if_new: &OrgId,
-        secret_hash: &str,
-        scopes: &[Scope],
-        signing_ciphertext: &[u8],
-        now: Timestamp,
-    ) -> Result<ApiKeyRecord, StoreError> {
-        {
-            let mut client = self.pool.get().await?;
-            let tx = client.transaction().await?;
-            tx.execute(
-                "INSERT INTO organizations (id, name, created_at) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING",
-                &[&org_id_if_new.as_str(), &org_name, &now.micros()],
-            )
-            .await?;
-            let org: String = get(&tx.query_one("SELECT id FROM organizations WHERE name = $1", &[&org_name]).await?, 0)?;
-            tx.execute(
-                "INSERT INTO tenants (org_id, environment) VALUES ($1, $2) ON CONFLICT (org_id, environment) DO NOTHING",
-                &[&org, &environment.as_str()],
-            )
-            .await?;
-            let tenant: i64 = get(&tx.query_one("SELECT id FROM tenants WHERE org_id = $1 AND environment = $2", &[&org, &environment.as_str()]).await?, 0)?;
-            tx.execute(
-                "INSERT INTO api_keys (id, tenant_id, secret_hash, scopes, created_at) VALUES ($1, $2, $3, $4, $5)",
-                &[&key_id.as_str(), &tenant, &secret_hash, &scopes_text(scopes), &now.micros()],
-            )
-            .await?;
-            tx.execute(
-                "INSERT INTO api_key_signing_secrets (api_key_id, ciphertext, created_at) VALUES ($1, $2, $3)",
-                &[&key_id.as_str(), &signing_ciphertext, &now.micros()],
-            )
-            .await?;
-            tx.commit().await?;
-        }
-        self.api_keys(KeyFilter::Id(key_id.as_str())).await?.into_iter().next().ok_or_else(|| StoreError::Other(String::from("created key not found")))
-    }
-
     /// The encrypted signing secret of a key, if it requires signatures.
     pub async fn signing_secret(&self, key_id: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let client = self.pool.get().await?;

@@ -126,25 +126,41 @@ impl SqliteStore {
         tokio::task::spawn_blocking(move || this.read_blocking(f)).await.map_err(|e| StoreError::Other(e.to_string()))?
     }
 
-    pub fn read_blocking<T>(&self, f: impl FnOnce(&Connection) -> Result<T, StoreError>) -> Result<T, StoreError> {
+    /// Runs `f` on a connection of the pool (opening one when none is idle)
+    /// and gives it back afterwards, up to [`READ_POOL_SIZE`] kept.
+    fn with_pooled<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T, StoreError>) -> Result<T, StoreError> {
         let pooled = self.readers.lock().map(|mut pool| pool.pop()).unwrap_or(None);
-        let conn = match pooled {
+        let mut conn = match pooled {
             Some(c) => c,
             None => open(&self.path)?,
         };
-        // One read transaction: every statement of `f` sees the same snapshot,
-        // so a commit landing mid-read can never show half of a change.
-        let result = conn.unchecked_transaction().map_err(StoreError::from).and_then(|tx| {
-            let value = f(&tx)?;
-            tx.commit()?;
-            Ok(value)
-        });
+        let result = f(&mut conn);
         if let Ok(mut pool) = self.readers.lock()
             && pool.len() < READ_POOL_SIZE
         {
             pool.push(conn);
         }
         result
+    }
+
+    pub fn read_blocking<T>(&self, f: impl FnOnce(&Connection) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        // One read transaction: every statement of `f` sees the same snapshot,
+        // so a commit landing mid-read can never show half of a change.
+        self.with_pooled(|conn| {
+            let tx = conn.unchecked_transaction()?;
+            let value = f(&tx)?;
+            tx.commit()?;
+            Ok(value)
+        })
+    }
+
+    /// [`SqliteStore::write_blocking`], off the async runtime.
+    pub async fn write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.write_blocking(f)).await.map_err(|e| StoreError::Other(e.to_string()))?
     }
 
     /// Runs `f` in an immediate write transaction (operator commands: keys, orgs).
@@ -577,7 +593,9 @@ impl SqliteStore {
         })
     }
 
-    /// Creates (or finds) the organization and its tenant, then a key for it.
+    /// Creates (or finds) the organization and its tenant, then a key for it,
+    /// with its encrypted signing secret when it must sign its requests: all
+    /// in one transaction, so a key never exists without its requirement.
     #[expect(clippy::too_many_arguments, reason = "mirrors the PostgreSQL store's operator call")]
     pub fn create_api_key(
         &self,
@@ -587,11 +605,19 @@ impl SqliteStore {
         org_id_if_new: &OrgId,
         secret_hash: &str,
         scopes: &[Scope],
+        signing_ciphertext: Option<&[u8]>,
         now: Timestamp,
     ) -> Result<ApiKeyRecord, StoreError> {
         self.write_blocking(|tx| {
             let (_, tenant) = Self::ensure_tenant(tx, org_id_if_new, org_name, environment, now)?;
-            Self::insert_api_key(tx, key_id, tenant, secret_hash, scopes, now)
+            Self::insert_api_key(tx, key_id, tenant, secret_hash, scopes, now)?;
+            if let Some(ciphertext) = signing_ciphertext {
+                tx.execute(
+                    "INSERT INTO api_key_signing_secrets (api_key_id, ciphertext, created_at) VALUES (?1, ?2, ?3)",
+                    params![key_id.as_str(), ciphertext, now.micros()],
+                )?;
+            }
+            Ok(())
         })?;
         self.api_keys(KeyFilter::Id(key_id.as_str()))?.into_iter().next().ok_or_else(|| StoreError::Other(String::from("created key not found")))
     }
@@ -972,47 +998,12 @@ impl SqliteStore {
     /// for small writes on the request path (nonces), which would pay for
     /// opening a connection each time with [`SqliteStore::write_blocking`].
     fn write_pooled_blocking<T>(&self, f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T, StoreError>) -> Result<T, StoreError> {
-        let pooled = self.readers.lock().map(|mut pool| pool.pop()).unwrap_or(None);
-        let mut conn = match pooled {
-            Some(c) => c,
-            None => open(&self.path)?,
-        };
-        let result = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(StoreError::from).and_then(|tx| {
+        self.with_pooled(|conn| {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let value = f(&tx)?;
             tx.commit()?;
             Ok(value)
-        });
-        if let Ok(mut pool) = self.readers.lock()
-            && pool.len() < READ_POOL_SIZE
-        {
-            pool.push(conn);
-        }
-        result
-    }
-
-    /// [`SqliteStore::create_api_key`] plus the key's encrypted signing secret, in one transaction.
-    #[expect(clippy::too_many_arguments, reason = "mirrors create_api_key, plus the secret")]
-    pub fn create_signed_api_key(
-        &self,
-        org_name: &str,
-        environment: Environment,
-        key_id: &ApiKeyId,
-        org_id_if_new: &OrgId,
-        secret_hash: &str,
-        scopes: &[Scope],
-        signing_ciphertext: &[u8],
-        now: Timestamp,
-    ) -> Result<ApiKeyRecord, StoreError> {
-        self.write_blocking(|tx| {
-            let (_, tenant) = Self::ensure_tenant(tx, org_id_if_new, org_name, environment, now)?;
-            Self::insert_api_key(tx, key_id, tenant, secret_hash, scopes, now)?;
-            tx.execute(
-                "INSERT INTO api_key_signing_secrets (api_key_id, ciphertext, created_at) VALUES (?1, ?2, ?3)",
-                params![key_id.as_str(), signing_ciphertext, now.micros()],
-            )?;
-            Ok(())
-        })?;
-        self.api_keys(KeyFilter::Id(key_id.as_str()))?.into_iter().next().ok_or_else(|| StoreError::Other(String::from("created key not found")))
+        })
     }
 
     /// The encrypted signing secret of a key, if it requires signatures.

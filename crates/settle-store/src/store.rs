@@ -198,8 +198,8 @@ impl Store {
         now: Timestamp,
     ) -> Result<ApiKeyRecord, StoreError> {
         match self {
-            Store::Sqlite(s) => s.create_api_key(org_name, environment, key_id, org_id_if_new, secret_hash, scopes, now),
-            Store::Postgres(p) => p.create_api_key(org_name, environment, key_id, org_id_if_new, secret_hash, scopes, now).await,
+            Store::Sqlite(s) => s.create_api_key(org_name, environment, key_id, org_id_if_new, secret_hash, scopes, None, now),
+            Store::Postgres(p) => p.create_api_key(org_name, environment, key_id, org_id_if_new, secret_hash, scopes, None, now).await,
         }
     }
 
@@ -285,8 +285,8 @@ impl Store {
         now: Timestamp,
     ) -> Result<ApiKeyRecord, StoreError> {
         match self {
-            Store::Sqlite(s) => s.create_signed_api_key(org_name, environment, key_id, org_id_if_new, secret_hash, scopes, signing_ciphertext, now),
-            Store::Postgres(p) => p.create_signed_api_key(org_name, environment, key_id, org_id_if_new, secret_hash, scopes, signing_ciphertext, now).await,
+            Store::Sqlite(s) => s.create_api_key(org_name, environment, key_id, org_id_if_new, secret_hash, scopes, Some(signing_ciphertext), now),
+            Store::Postgres(p) => p.create_api_key(org_name, environment, key_id, org_id_if_new, secret_hash, scopes, Some(signing_ciphertext), now).await,
         }
     }
 
