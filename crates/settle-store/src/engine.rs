@@ -262,6 +262,12 @@ pub trait WriteBackend: Send {
     fn fold_accounts(&mut self, ids: &[AccountId]) -> impl Future<Output = Result<HashMap<AccountId, Counters>, StoreError>> + Send;
     /// Deletes idempotency records created before `before`, outside any batch.
     fn purge_idempotency(&mut self, before: Timestamp) -> impl Future<Output = Result<u64, StoreError>> + Send;
+    /// Housekeeping between batches, after their callers were answered
+    /// (SQLite folds its account stream here); `force` on shutdown.
+    fn maintain(&mut self, force: bool) -> impl Future<Output = ()> + Send {
+        let _ = force;
+        async {}
+    }
 }
 
 /// Engine settings.
@@ -342,6 +348,7 @@ pub async fn run<B: WriteBackend>(mut backend: B, receiver: EngineReceiver, cloc
             }
         }
         process(&mut backend, batch, clock.as_ref(), &ids, config.observer.as_deref()).await;
+        backend.maintain(false).await;
         if last_purge.elapsed() > Duration::from_secs(60) {
             last_purge = std::time::Instant::now();
             let retention = i64::try_from(config.idempotency_retention.as_secs()).unwrap_or(i64::MAX);
@@ -352,6 +359,7 @@ pub async fn run<B: WriteBackend>(mut backend: B, receiver: EngineReceiver, cloc
             }
         }
     }
+    backend.maintain(true).await;
     tracing::info!("ledger engine drained and stopped");
 }
 

@@ -15,6 +15,7 @@
 //! an id index would. A cursor from outside the history is positioned by id.
 
 use crate::error::StoreError;
+use crate::sqlite::View;
 use rusqlite::{Connection, OptionalExtension, params};
 use std::collections::{BTreeMap, HashMap};
 
@@ -85,12 +86,12 @@ pub struct Walked {
 }
 
 /// Walks every account's history from its head.
-pub fn walk_all(conn: &Connection) -> Result<Vec<Walked>, StoreError> {
+pub fn walk_all(conn: &Connection, view: &View<'_>) -> Result<Vec<Walked>, StoreError> {
     let mut stmt = conn.prepare("SELECT id, tenant_id FROM accounts ORDER BY id")?;
     let accounts: Vec<(String, i64)> = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
     let mut out = Vec::with_capacity(accounts.len());
     for (account, tenant) in &accounts {
-        let Some(history) = History::of(conn, account, *tenant)? else { continue };
+        let Some(history) = History::of(conn, account, *tenant, view)? else { continue };
         let mut transactions = Vec::new();
         // A chain that loops would never end: no walk is longer than the stored length.
         let limit = usize::try_from(history.head.length).unwrap_or(0);
@@ -138,11 +139,12 @@ pub struct History<'c> {
 }
 
 impl<'c> History<'c> {
-    /// The history of `account` if it belongs to `tenant`.
-    pub fn of(conn: &'c Connection, account: &'c str, tenant: i64) -> Result<Option<History<'c>>, StoreError> {
+    /// The history of `account` if it belongs to `tenant`, with its head as
+    /// `view` sees it (the row's, or a newer one not yet checkpointed).
+    pub fn of(conn: &'c Connection, account: &'c str, tenant: i64, view: &View<'_>) -> Result<Option<History<'c>>, StoreError> {
         let mut stmt = conn.prepare_cached("SELECT head_transaction_id, history_length FROM accounts WHERE id = ?1 AND tenant_id = ?2")?;
         let head = stmt.query_row(params![account, tenant], |r| Ok(Head { transaction: r.get(0)?, length: r.get(1)? })).optional()?;
-        Ok(head.map(|head| History { conn, account, head }))
+        Ok(head.map(|head| History { conn, account, head: view.head(account, head) }))
     }
 
     /// This account's link in `transaction`, or `None` if it does not touch the account.

@@ -19,7 +19,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+pub mod account_changes;
 mod versioning;
+
+pub use account_changes::View;
+use account_changes::{AccountChange, Overlay};
 
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/sqlite/0001_ledger.sql")),
@@ -27,6 +31,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("../migrations/sqlite/0003_rate_limits.sql")),
     (4, include_str!("../migrations/sqlite/0004_signatures.sql")),
     (5, include_str!("../migrations/sqlite/0005_operations.sql")),
+    (8, include_str!("../migrations/sqlite/0008_account_changes.sql")),
 ];
 /// Read connections kept open; more are opened on demand and dropped after.
 const READ_POOL_SIZE: usize = 8;
@@ -79,11 +84,20 @@ pub fn migrate(path: &Path) -> Result<(), StoreError> {
 pub struct SqliteStore {
     path: PathBuf,
     readers: Arc<Mutex<Vec<Connection>>>,
+    /// Account changes since the last checkpoint, kept by this process's
+    /// engine (the first writer opened here) for this process's readers.
+    overlay: Arc<Overlay>,
+    overlay_taken: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl SqliteStore {
     pub fn new(path: PathBuf) -> SqliteStore {
-        SqliteStore { path, readers: Arc::new(Mutex::new(Vec::new())) }
+        SqliteStore {
+            path,
+            readers: Arc::new(Mutex::new(Vec::new())),
+            overlay: Arc::new(Overlay::default()),
+            overlay_taken: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -95,7 +109,24 @@ impl SqliteStore {
     pub fn writer(&self) -> Result<SqliteWriter, StoreError> {
         let conn = open(&self.path)?;
         conn.execute_batch("PRAGMA wal_autocheckpoint = 0;")?;
-        Ok(SqliteWriter { conn, in_transaction: false, heads: HashMap::new(), cache: HashMap::new(), written: Vec::new(), data_version: None })
+        // Readers of this process follow the first writer's overlay; a second
+        // writer here (tests run two engines on one file) keeps its own.
+        let shared = !self.overlay_taken.swap(true, std::sync::atomic::Ordering::SeqCst);
+        let overlay = if shared { Arc::clone(&self.overlay) } else { Arc::new(Overlay::default()) };
+        Ok(SqliteWriter {
+            conn,
+            in_transaction: false,
+            heads: HashMap::new(),
+            cache: HashMap::new(),
+            written: Vec::new(),
+            data_version: None,
+            overlay,
+            changes: Vec::new(),
+            batch_log_seq: None,
+            reload: true,
+            stream_records: 0,
+            last_checkpoint: std::time::Instant::now(),
+        })
     }
 
     /// Copies the WAL into the database file from a thread of its own, so
@@ -152,6 +183,35 @@ impl SqliteStore {
             tx.commit()?;
             Ok(value)
         })
+    }
+
+    /// Runs `f` in one read transaction with a [`View`] of accounts' current
+    /// state (their rows overlaid with the changes since the last checkpoint).
+    /// The view comes from this process's engine when it matches the
+    /// snapshot; a reader that raced a commit starts again, and one that keeps
+    /// losing (or runs where no engine is) replays the stream in its snapshot.
+    fn read_accounts_blocking<T>(&self, f: impl Fn(&Connection, &View<'_>) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        const FAST_ATTEMPTS: usize = 3;
+        for _ in 0..FAST_ATTEMPTS {
+            let done = self.read_blocking(|c| match View::open(c, &self.overlay)? {
+                Some(view) => {
+                    let value = f(c, &view)?;
+                    Ok((!view.is_stale()).then_some(value))
+                }
+                None => Ok(None),
+            })?;
+            if let Some(value) = done {
+                return Ok(value);
+            }
+            std::thread::yield_now();
+        }
+        self.read_blocking(|c| f(c, &View::folded(c)?))
+    }
+
+    /// [`SqliteStore::read_accounts_blocking`], off the async runtime.
+    async fn read_accounts<T: Send + 'static>(&self, f: impl Fn(&Connection, &View<'_>) -> Result<T, StoreError> + Send + 'static) -> Result<T, StoreError> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.read_accounts_blocking(f)).await.map_err(|e| StoreError::Other(e.to_string()))?
     }
 
     /// [`SqliteStore::write_blocking`], off the async runtime.
@@ -275,33 +335,40 @@ fn without_expired_holds(conn: &Connection, mut record: AccountRecord, expired: 
 impl SqliteStore {
     pub async fn ready(&self) -> Result<(), StoreError> {
         self.read(|c| {
-            let v: i64 = c.query_row("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", [], |r| r.get(0))?;
-            if v < MIGRATIONS.len() as i64 { Err(StoreError::Unavailable(String::from("migrations not applied"))) } else { Ok(()) }
+            // Numbers may have gaps (each backend keeps the other's numbers): count what is applied.
+            let mut applied = 0;
+            for (version, _) in MIGRATIONS {
+                applied += c.query_row("SELECT COUNT(*) FROM schema_migrations WHERE version = ?1", [version], |r| r.get::<_, i64>(0))?;
+            }
+            if applied < MIGRATIONS.len() as i64 { Err(StoreError::Unavailable(String::from("migrations not applied"))) } else { Ok(()) }
         })
         .await
     }
 
     pub async fn get_account(&self, tenant: TenantId, id: AccountId, now: Timestamp) -> Result<Option<AccountRecord>, StoreError> {
-        self.read(move |c| {
+        self.read_accounts(move |c, view| {
             let mut stmt = c.prepare_cached(&format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = ?1 AND tenant_id = ?2"))?;
             let Some(row) = stmt.query_row(params![id.as_str(), tenant.0], account_row).optional()? else {
                 return Ok(None);
             };
             let expired = expired_unswept(c, now)?;
-            Ok(Some(without_expired_holds(c, row.into_record()?, &expired)?))
+            Ok(Some(without_expired_holds(c, view.account(row).into_record()?, &expired)?))
         })
         .await
     }
 
     pub async fn list_accounts(&self, tenant: TenantId, page: PageRequest, now: Timestamp) -> Result<Page<AccountRecord>, StoreError> {
-        self.read(move |c| {
+        self.read_accounts(move |c, view| {
             let (descending, bound) = scan_start(&page.cursor);
             let (cmp, order) = if descending { ("<", "DESC") } else { (">", "ASC") };
             let sql = format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE tenant_id = ?1 AND id {cmp} ?2 ORDER BY id {order} LIMIT ?3");
             let mut stmt = c.prepare_cached(&sql)?;
             let rows: Vec<AccountRow> = stmt.query_map(params![tenant.0, bound, page.limit + 1], account_row)?.collect::<Result<_, _>>()?;
             let expired = expired_unswept(c, now)?;
-            let records = rows.into_iter().map(|r| r.into_record().and_then(|rec| without_expired_holds(c, rec, &expired))).collect::<Result<Vec<_>, _>>()?;
+            let records = rows
+                .into_iter()
+                .map(|r| view.account(r).into_record().and_then(|rec| without_expired_holds(c, rec, &expired)))
+                .collect::<Result<Vec<_>, _>>()?;
             Ok(Page::from_rows(records, &page))
         })
         .await
@@ -319,7 +386,7 @@ impl SqliteStore {
         page: PageRequest,
         now: Timestamp,
     ) -> Result<Page<Transaction>, StoreError> {
-        self.read(move |c| {
+        self.read_accounts(move |c, view| {
             let want = page.limit as usize + 1;
             let mut found: Vec<Transaction> = Vec::new();
             let mut visit = |tx_id: &str| -> Result<bool, StoreError> {
@@ -339,7 +406,7 @@ impl SqliteStore {
                     scan(c, table, "id", "tenant_id", &tenant.0, descending, bound, &mut visit)?
                 }
                 Some(account) => {
-                    let Some(history) = History::of(c, account.as_str(), tenant.0)? else {
+                    let Some(history) = History::of(c, account.as_str(), tenant.0, view)? else {
                         return Ok(Page { items: Vec::new(), has_more: false });
                     };
                     match &page.cursor {
@@ -355,8 +422,8 @@ impl SqliteStore {
     }
 
     pub async fn list_entries(&self, tenant: TenantId, account: AccountId, page: PageRequest, now: Timestamp) -> Result<Option<Page<EntryRow>>, StoreError> {
-        self.read(move |c| {
-            let Some(history) = History::of(c, account.as_str(), tenant.0)? else {
+        self.read_accounts(move |c, view| {
+            let Some(history) = History::of(c, account.as_str(), tenant.0, view)? else {
                 return Ok(None);
             };
             let want = page.limit as usize + 1;
@@ -398,11 +465,11 @@ impl SqliteStore {
 
     /// Balances at an instant of effective time, folded from entries.
     pub async fn balances_as_of(&self, tenant: TenantId, account: AccountId, at: Timestamp) -> Result<Option<(AccountRecord, Counters)>, StoreError> {
-        self.read(move |c| {
+        self.read_accounts(move |c, view| {
             let mut stmt = c.prepare_cached(&format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = ?1 AND tenant_id = ?2"))?;
             let Some(row) = stmt.query_row(params![account.as_str(), tenant.0], account_row).optional()? else { return Ok(None) };
-            let record = row.into_record()?;
-            let Some(history) = History::of(c, account.as_str(), tenant.0)? else { return Ok(None) };
+            let record = view.account(row).into_record()?;
+            let Some(history) = History::of(c, account.as_str(), tenant.0, view)? else { return Ok(None) };
             let mut counters = Counters::default();
             history.walk_back(&mut |tx_id| {
                 if let Some(t) = transaction_by_id(c, tx_id)? {
@@ -624,7 +691,7 @@ impl SqliteStore {
 
     /// Every account's stored state, for audits.
     pub fn account_histories(&self) -> Result<Vec<history::Walked>, StoreError> {
-        self.read_blocking(history::walk_all)
+        self.read_blocking(|c| history::walk_all(c, &View::folded(c)?))
     }
 
     /// An account's stored counters and what its entries sum to, from one snapshot.
@@ -634,15 +701,17 @@ impl SqliteStore {
             let Some(row) = stmt.query_row([id.as_str()], account_row).optional()? else {
                 return Ok(None);
             };
+            let row = View::folded(c)?.account(row);
             Ok(Some((row.into_record()?.state.counters, sum_entries(c, id)?)))
         })
     }
 
     pub fn all_account_states(&self) -> Result<Vec<AccountState>, StoreError> {
         self.read_blocking(|c| {
+            let view = View::folded(c)?;
             let mut stmt = c.prepare(&format!("SELECT {ACCOUNT_COLUMNS} FROM accounts ORDER BY id"))?;
             let rows = stmt.query_map([], account_row)?;
-            rows.map(|r| r.map_err(StoreError::from).and_then(|row| row.into_record().map(|rec| rec.state))).collect()
+            rows.map(|r| r.map_err(StoreError::from).and_then(|row| view.account(row).into_record().map(|rec| rec.state))).collect()
         })
     }
 }
@@ -706,23 +775,95 @@ pub struct SqliteWriter {
     /// What this batch wrote, for the cache once COMMIT succeeds.
     written: Vec<(AccountState, Head)>,
     data_version: Option<i64>,
+    /// Changes since the last checkpoint (shared with this process's readers
+    /// when this is its first writer).
+    overlay: Arc<Overlay>,
+    /// This batch's account changes, published to the overlay once COMMIT succeeds.
+    changes: Vec<(String, AccountChange)>,
+    /// The log sequence of this batch's newest record.
+    batch_log_seq: Option<i64>,
+    /// The overlay must be loaded again from the stream (at the start, or
+    /// when a COMMIT failed and what it did is not known).
+    reload: bool,
+    /// Account records appended to the stream since the last checkpoint.
+    stream_records: usize,
+    last_checkpoint: std::time::Instant,
 }
 
 /// Past this many cached accounts the cache starts over (about 250 MB).
 const ACCOUNT_CACHE_LIMIT: usize = 1 << 20;
 
-impl WriteBackend for SqliteWriter {
-    async fn begin(&mut self) -> Result<(), StoreError> {
+/// A checkpoint folds the account stream into `accounts` rows once it holds
+/// this many account records (each costs about 100 bytes of stream and some
+/// replay time after a crash)…
+const CHECKPOINT_RECORDS: usize = 1_000_000;
+/// …or this many different accounts (each kept in memory until then)…
+const CHECKPOINT_ACCOUNTS: usize = 200_000;
+/// …or when the oldest change is this old.
+const CHECKPOINT_AGE: Duration = Duration::from_secs(30);
+
+impl SqliteWriter {
+    /// Folds the stream into `accounts` rows when it has grown enough (or
+    /// always, with `force`), in a transaction of its own between batches.
+    fn checkpoint(&mut self, force: bool) -> Result<(), StoreError> {
+        let due = self.stream_records >= CHECKPOINT_RECORDS
+            || self.overlay.len() >= CHECKPOINT_ACCOUNTS
+            || (self.last_checkpoint.elapsed() >= CHECKPOINT_AGE && self.stream_records > 0);
+        if !(due || (force && (self.stream_records > 0 || !self.overlay.is_empty()))) {
+            return Ok(());
+        }
+        let started = std::time::Instant::now();
+        self.begin_transaction()?;
+        let held = self.overlay.snapshot();
+        let mut changes: Vec<(&str, &AccountChange)> = held.iter().map(|(id, c)| (id.as_str(), c)).collect();
+        let through = account_changes::log_head(&self.conn)?;
+        let written = account_changes::checkpoint(&self.conn, &mut changes, through).and_then(|()| Ok(self.conn.execute_batch("COMMIT")?));
+        if let Err(e) = written {
+            self.rollback_transaction();
+            return Err(e);
+        }
+        self.in_transaction = false;
+        self.overlay.pruned(through);
+        self.stream_records = 0;
+        self.last_checkpoint = std::time::Instant::now();
+        tracing::debug!(accounts = held.len(), elapsed_ms = started.elapsed().as_millis() as u64, "account changes checkpointed");
+        Ok(())
+    }
+
+    /// Opens the write transaction, first loading the stream again when
+    /// another connection has written since (or this one lost track).
+    fn begin_transaction(&mut self) -> Result<(), StoreError> {
         self.conn.execute_batch("BEGIN IMMEDIATE")?;
         self.in_transaction = true;
-        self.heads.clear();
-        self.written.clear();
         let version: i64 = self.conn.query_row("PRAGMA data_version", [], |r| r.get(0))?;
-        if self.data_version != Some(version) {
+        if self.data_version != Some(version) || self.reload {
             self.cache.clear();
+            let folded = account_changes::fold(&self.conn)?;
+            self.stream_records = folded.len();
+            self.overlay.reset(&folded, account_changes::log_head(&self.conn)?, account_changes::checkpointed_through(&self.conn)?);
             self.data_version = Some(version);
+            self.reload = false;
         }
         Ok(())
+    }
+
+    fn rollback_transaction(&mut self) {
+        if self.in_transaction {
+            if let Err(e) = self.conn.execute_batch("ROLLBACK") {
+                tracing::error!(error = %e, "rollback failed");
+            }
+            self.in_transaction = false;
+        }
+    }
+}
+
+impl WriteBackend for SqliteWriter {
+    async fn begin(&mut self) -> Result<(), StoreError> {
+        self.heads.clear();
+        self.written.clear();
+        self.changes.clear();
+        self.batch_log_seq = None;
+        self.begin_transaction()
     }
 
     async fn due_expiries(&mut self, now: Timestamp, limit: usize) -> Result<Vec<TransactionId>, StoreError> {
@@ -753,7 +894,11 @@ impl WriteBackend for SqliteWriter {
                 continue;
             }
             let row = stmt.query_row([id.as_str()], |r| Ok((account_row(r)?, Head { transaction: r.get(15)?, length: r.get(16)? }))).optional()?;
-            if let Some((row, head)) = row {
+            if let Some((mut row, mut head)) = row {
+                if let Some(change) = self.overlay.current(id.as_str()) {
+                    change.apply_to(&mut row);
+                    head = change.head;
+                }
                 let state = row.into_record()?.state;
                 self.heads.insert(id.as_str().to_owned(), head.clone());
                 self.cache.insert(id.as_str().to_owned(), (state.clone(), head));
@@ -836,36 +981,28 @@ impl WriteBackend for SqliteWriter {
             }
         }
         {
-            let mut stmt = c.prepare_cached(
-                "UPDATE accounts SET posted_debits = ?2, posted_credits = ?3, pending_debits = ?4, pending_credits = ?5, version = ?6,
-                 head_transaction_id = ?7, history_length = ?8 WHERE id = ?1",
-            )?;
+            // Changed accounts go to the stream, not to their rows (see account_changes.rs).
             for s in &effects.account_updates {
-                let k = &s.counters;
                 let head = head_of(s.id.as_str());
                 heads_written.insert(s.id.as_str());
                 self.written.push((s.clone(), head.clone()));
-                stmt.execute(params![
-                    s.id.as_str(),
-                    k.posted_debits,
-                    k.posted_credits,
-                    k.pending_debits,
-                    k.pending_credits,
-                    s.version,
-                    head.transaction,
-                    head.length
-                ])?;
+                self.changes.push((s.id.as_str().to_owned(), AccountChange { counters: s.counters, version: s.version, head }));
             }
             // A head can only move with its account's counters, but never leave one behind.
-            let mut stmt = c.prepare_cached("UPDATE accounts SET head_transaction_id = ?2, history_length = ?3 WHERE id = ?1")?;
             for t in &effects.new_transactions {
                 for e in &t.entries {
                     if heads_written.insert(e.account_id.as_str()) {
-                        self.cache.remove(e.account_id.as_str());
+                        let (state, _) =
+                            self.cache.get(e.account_id.as_str()).ok_or_else(|| StoreError::Other(format!("account {} was not loaded", e.account_id)))?;
                         let head = head_of(e.account_id.as_str());
-                        stmt.execute(params![e.account_id.as_str(), head.transaction, head.length])?;
+                        self.written.push((state.clone(), head.clone()));
+                        self.changes.push((e.account_id.as_str().to_owned(), AccountChange { counters: state.counters, version: state.version, head }));
                     }
                 }
+            }
+            if !self.changes.is_empty() {
+                let refs: Vec<(&str, &AccountChange)> = self.changes.iter().map(|(id, c)| (id.as_str(), c)).collect();
+                account_changes::append(c, &refs)?;
             }
             let mut stmt = c.prepare_cached("INSERT INTO account_checkpoints (account_id, seq, transaction_id) VALUES (?1, ?2, ?3)")?;
             for (account, seq, transaction) in &checkpoints {
@@ -925,16 +1062,25 @@ impl WriteBackend for SqliteWriter {
             for (content, (seq, prev, hash)) in effects.log.iter().zip(log) {
                 stmt.execute(params![seq, content, &prev[..], &hash[..], now.micros()])?;
             }
+            self.batch_log_seq = log.last().map(|(seq, _, _)| *seq);
         }
         Ok(())
     }
 
     async fn commit(&mut self) -> Result<(), StoreError> {
         if let Err(e) = self.conn.execute_batch("COMMIT") {
+            // Whether it took effect is unknown: start again from the database.
             self.cache.clear();
+            self.overlay.invalidate();
+            self.reload = true;
             return Err(e.into());
         }
         self.in_transaction = false;
+        if !self.changes.is_empty() {
+            self.stream_records += self.changes.len();
+            let seq = self.batch_log_seq.unwrap_or_else(|| self.overlay.published());
+            self.overlay.publish(seq, std::mem::take(&mut self.changes));
+        }
         if self.cache.len() + self.written.len() > ACCOUNT_CACHE_LIMIT {
             self.cache.clear();
         }
@@ -946,11 +1092,13 @@ impl WriteBackend for SqliteWriter {
 
     async fn rollback(&mut self) {
         self.written.clear();
-        if self.in_transaction {
-            if let Err(e) = self.conn.execute_batch("ROLLBACK") {
-                tracing::error!(error = %e, "rollback failed");
-            }
-            self.in_transaction = false;
+        self.changes.clear();
+        self.rollback_transaction();
+    }
+
+    async fn maintain(&mut self, force: bool) {
+        if let Err(e) = self.checkpoint(force) {
+            tracing::warn!(error = %e, "account checkpoint failed; the stream keeps every change and it is tried again");
         }
     }
 

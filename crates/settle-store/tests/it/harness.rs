@@ -188,13 +188,19 @@ impl TestLedger {
     /// `settle audit verify` that the log chains and every stored balance
     /// equals the fold of its entries.
     pub async fn finish(self) {
-        let TestLedger { store, engine, engine_task, database, .. } = self;
-        drop(engine);
-        engine_task.finished().await;
+        let (store, database) = self.stop().await;
         let audit = settle_store::audit::verify(&store).await.unwrap();
         assert!(audit.is_ok(), "audit found {audit:?}");
         drop(store);
         drop(database);
+    }
+
+    /// Stops the engine once it has drained; the store stays open.
+    pub async fn stop(self) -> (Store, Database) {
+        let TestLedger { store, engine, engine_task, database, .. } = self;
+        drop(engine);
+        engine_task.finished().await;
+        (store, database)
     }
 
     pub async fn submit_as(&self, tenant: TenantId, command: Command) -> Result<Outcome, CommandError> {
@@ -267,7 +273,7 @@ impl TestLedger {
     }
 }
 
-async fn new_tenant(store: &Store, org: &str) -> TenantId {
+pub async fn new_tenant(store: &Store, org: &str) -> TenantId {
     let ids = IdGenerator::default();
     let key = ids.api_key();
     let record = store.create_api_key(org, Environment::Sandbox, &key, &ids.org(), key.as_str(), &Scope::ALL, START).await.unwrap();

@@ -8,6 +8,7 @@
 
 mod harness;
 
+mod account_stream;
 mod commit;
 mod concurrency;
 mod history;

@@ -6,6 +6,7 @@ use settle_core::ids::AccountId;
 use settle_core::ledger::Direction;
 use settle_store::engine::{Command, CommandError, Outcome};
 use settle_store::reconcile;
+use settle_store::sqlite::account_changes;
 
 on_both_backends!(
     repair_of_a_healthy_account_beside_concurrent_writes_changes_nothing,
@@ -65,7 +66,11 @@ async fn corrupt(l: &TestLedger, account: &AccountId) {
             let path = l.database.url().trim_start_matches("sqlite://").to_owned();
             let db = rusqlite::Connection::open(path).unwrap();
             db.busy_timeout(std::time::Duration::from_secs(5)).unwrap();
-            assert_eq!(db.execute(&format!("{SQL}?1"), [account.as_str()]).unwrap(), 1);
+            // The current counters are the row's overlaid with the account
+            // stream: drift is a stream record (or a row) that lies.
+            let mut state = account_changes::current(&db, account.as_str()).unwrap().unwrap();
+            state.counters.posted_credits += 7;
+            account_changes::append(&db, &[(account.as_str(), &state)]).unwrap();
         }
         settle_store::Store::Postgres(_) => {
             let (client, connection) = tokio_postgres::connect(l.database.url(), tokio_postgres::NoTls).await.unwrap();

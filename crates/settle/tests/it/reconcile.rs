@@ -3,15 +3,40 @@
 
 use crate::harness::{Api, PgDatabase, Server, cli, db_args};
 use serde_json::Value;
+use settle_store::sqlite::account_changes;
 use std::path::Path;
 
 /// Runs a SQL statement against the server's database, behind its back.
 async fn tamper(data_dir: &Path, database_url: Option<&str>, sql: &str, account: &str) {
     match database_url {
         None => {
-            let db = rusqlite::Connection::open(data_dir.join("settle.sqlite3")).unwrap();
+            // A running server's current counters are the row's overlaid with
+            // the account stream: tamper with that state, and record it as a
+            // stream entry the way the engine would.
+            let mut db = rusqlite::Connection::open(data_dir.join("settle.sqlite3")).unwrap();
             db.busy_timeout(std::time::Duration::from_secs(5)).unwrap();
-            assert_eq!(db.execute(sql, [account]).unwrap(), 1);
+            let tx = db.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).unwrap();
+            let current = account_changes::current(&tx, account).unwrap().unwrap();
+            let c = &current.counters;
+            tx.execute(
+                "UPDATE accounts SET posted_debits = ?2, posted_credits = ?3, pending_debits = ?4, pending_credits = ?5 WHERE id = ?1",
+                rusqlite::params![account, c.posted_debits, c.posted_credits, c.pending_debits, c.pending_credits],
+            )
+            .unwrap();
+            assert_eq!(tx.execute(sql, [account]).unwrap(), 1);
+            let mut tampered = current.clone();
+            tx.query_row("SELECT posted_debits, posted_credits, pending_debits, pending_credits FROM accounts WHERE id = ?1", [account], |r| {
+                tampered.counters = settle_core::ledger::Counters {
+                    posted_debits: r.get(0)?,
+                    posted_credits: r.get(1)?,
+                    pending_debits: r.get(2)?,
+                    pending_credits: r.get(3)?,
+                };
+                Ok(())
+            })
+            .unwrap();
+            account_changes::append(&tx, &[(account, &tampered)]).unwrap();
+            tx.commit().unwrap();
         }
         Some(url) => {
             let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.unwrap();

@@ -1,0 +1,424 @@
+//! Account counters and history heads on SQLite: changed in memory, persisted
+//! as an append-only stream, folded into the `accounts` table now and then.
+//!
+//! Why: with WAL and `synchronous=FULL` a commit costs about one page write
+//! per page it dirtied, and updating account rows in place dirties one page
+//! per account a batch touches — most of a commit's pages with 10,000
+//! accounts, nearly two per transfer with 1,000,000. Instead, each engine
+//! batch appends one `account_changes` row holding the new state of every
+//! account it changed (an append touches a few pages at the end of the
+//! file), and a checkpoint writes each account's latest state into its row
+//! once, however many batches changed it since the last one.
+//!
+//! So an account's current state is its `accounts` row overlaid with the
+//! newest change in the stream. Two ways to read it:
+//! - [`Overlay`]: the writing process keeps every change since the last
+//!   checkpoint in memory, tagged with the ledger-log sequence of its batch,
+//!   and readers of that process use it. A reader only trusts it when it
+//!   matches the reader's own snapshot (see [`View`]), else it retries.
+//! - [`fold`]: any connection can replay the stream inside its snapshot
+//!   (audits, other processes, the rare reader that lost its race).
+
+use crate::error::StoreError;
+use crate::history::Head;
+use crate::rows::AccountRow;
+use rusqlite::{Connection, OptionalExtension, params};
+use settle_core::ledger::Counters;
+use std::collections::HashMap;
+use std::sync::RwLock;
+
+/// One account's state as the stream records it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AccountChange {
+    pub counters: Counters,
+    pub version: i64,
+    pub head: Head,
+}
+
+impl AccountChange {
+    /// Puts this state on a row read from `accounts`.
+    pub fn apply_to(&self, row: &mut AccountRow) {
+        row.posted_debits = self.counters.posted_debits;
+        row.posted_credits = self.counters.posted_credits;
+        row.pending_debits = self.counters.pending_debits;
+        row.pending_credits = self.counters.pending_credits;
+        row.version = self.version;
+    }
+}
+
+/// The format of a stream row's body; bumped if it ever changes.
+const FORMAT: u8 = 1;
+
+/// Encodes one batch's changes: a format byte, a count, then per account its
+/// id, four counters, version, history length and head (lengths as one byte:
+/// ids are short ASCII, checked here).
+pub fn encode(changes: &[(&str, &AccountChange)]) -> Result<Vec<u8>, StoreError> {
+    let mut out = Vec::with_capacity(5 + changes.len() * 112);
+    out.push(FORMAT);
+    let count = u32::try_from(changes.len()).map_err(|_| StoreError::Other(String::from("too many account changes in one batch")))?;
+    out.extend_from_slice(&count.to_le_bytes());
+    for (id, change) in changes {
+        put_text(&mut out, id)?;
+        let c = &change.counters;
+        for n in [c.posted_debits, c.posted_credits, c.pending_debits, c.pending_credits, change.version, change.head.length] {
+            out.extend_from_slice(&n.to_le_bytes());
+        }
+        put_text(&mut out, change.head.transaction.as_deref().unwrap_or(""))?;
+    }
+    Ok(out)
+}
+
+fn put_text(out: &mut Vec<u8>, text: &str) -> Result<(), StoreError> {
+    let len = u8::try_from(text.len()).map_err(|_| StoreError::Other(format!("id too long for the account stream: {} bytes", text.len())))?;
+    out.push(len);
+    out.extend_from_slice(text.as_bytes());
+    Ok(())
+}
+
+/// Decodes a body written by [`encode`], calling `each` per account in order.
+pub fn decode(body: &[u8], each: &mut dyn FnMut(String, AccountChange)) -> Result<(), StoreError> {
+    let mut r = Reader { body, at: 0 };
+    let format = r.take(1)?[0];
+    if format != FORMAT {
+        return Err(StoreError::Corrupt(format!("account change format {format}")));
+    }
+    let count = u32::from_le_bytes(r.array()?);
+    for _ in 0..count {
+        let id = r.text()?;
+        let mut n = [0i64; 6];
+        for slot in &mut n {
+            *slot = i64::from_le_bytes(r.array()?);
+        }
+        let head = r.text()?;
+        let counters = Counters { posted_debits: n[0], posted_credits: n[1], pending_debits: n[2], pending_credits: n[3] };
+        each(id, AccountChange { counters, version: n[4], head: Head { transaction: (!head.is_empty()).then_some(head), length: n[5] } });
+    }
+    if r.at != body.len() {
+        return Err(StoreError::Corrupt(String::from("account change row has trailing bytes")));
+    }
+    Ok(())
+}
+
+struct Reader<'a> {
+    body: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], StoreError> {
+        let end =
+            self.at.checked_add(n).filter(|end| *end <= self.body.len()).ok_or_else(|| StoreError::Corrupt(String::from("account change row is truncated")))?;
+        let bytes = &self.body[self.at..end];
+        self.at = end;
+        Ok(bytes)
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], StoreError> {
+        self.take(N)?.try_into().map_err(|_| StoreError::Corrupt(String::from("account change row is truncated")))
+    }
+
+    fn text(&mut self) -> Result<String, StoreError> {
+        let len = usize::from(self.take(1)?[0]);
+        String::from_utf8(self.take(len)?.to_vec()).map_err(|_| StoreError::Corrupt(String::from("account change id is not UTF-8")))
+    }
+}
+
+/// Replays the whole stream, as seen by `conn`'s snapshot: the newest state
+/// of every account changed since the last checkpoint.
+pub fn fold(conn: &Connection) -> Result<HashMap<String, AccountChange>, StoreError> {
+    let mut stmt = conn.prepare_cached("SELECT body FROM account_changes ORDER BY seq")?;
+    let mut rows = stmt.query([])?;
+    let mut out = HashMap::new();
+    while let Some(row) = rows.next()? {
+        let body = row.get_ref(0)?.as_blob().map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        decode(body, &mut |id, change| {
+            out.insert(id, change);
+        })?;
+    }
+    Ok(out)
+}
+
+/// Appends one batch's changes to the stream.
+pub fn append(conn: &Connection, changes: &[(&str, &AccountChange)]) -> Result<(), StoreError> {
+    conn.prepare_cached("INSERT INTO account_changes (body) VALUES (?1)")?.execute([encode(changes)?])?;
+    Ok(())
+}
+
+/// An account's current state as `conn`'s snapshot has it (its row
+/// overlaid with the stream), replaying the whole stream: for operators and
+/// tests, not for hot paths.
+pub fn current(conn: &Connection, account: &str) -> Result<Option<AccountChange>, StoreError> {
+    if let Some(change) = fold(conn)?.remove(account) {
+        return Ok(Some(change));
+    }
+    let mut stmt = conn.prepare_cached(
+        "SELECT posted_debits, posted_credits, pending_debits, pending_credits, version, head_transaction_id, history_length FROM accounts WHERE id = ?1",
+    )?;
+    Ok(stmt
+        .query_row([account], |r| {
+            Ok(AccountChange {
+                counters: Counters { posted_debits: r.get(0)?, posted_credits: r.get(1)?, pending_debits: r.get(2)?, pending_credits: r.get(3)? },
+                version: r.get(4)?,
+                head: Head { transaction: r.get(5)?, length: r.get(6)? },
+            })
+        })
+        .optional()?)
+}
+
+/// The ledger-log sequence that the `accounts` rows are current as of.
+pub fn checkpointed_through(conn: &Connection) -> Result<i64, StoreError> {
+    Ok(conn.query_row("SELECT log_seq FROM account_checkpoint WHERE id = 1", [], |r| r.get(0)).optional()?.unwrap_or(0))
+}
+
+/// The newest ledger-log sequence visible to `conn`.
+pub fn log_head(conn: &Connection) -> Result<i64, StoreError> {
+    Ok(conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM ledger_log", [], |r| r.get(0))?)
+}
+
+/// Writes `changes` into their `accounts` rows (in id order, so the pages are
+/// visited once each) and empties the stream, inside the caller's write
+/// transaction; `through` is the log sequence the rows are then current as of.
+pub fn checkpoint(tx: &Connection, changes: &mut Vec<(&str, &AccountChange)>, through: i64) -> Result<(), StoreError> {
+    changes.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    let mut stmt = tx.prepare_cached(
+        "UPDATE accounts SET posted_debits = ?2, posted_credits = ?3, pending_debits = ?4, pending_credits = ?5, version = ?6,
+         head_transaction_id = ?7, history_length = ?8 WHERE id = ?1",
+    )?;
+    for (id, change) in changes.iter() {
+        let c = &change.counters;
+        stmt.execute(params![
+            id,
+            c.posted_debits,
+            c.posted_credits,
+            c.pending_debits,
+            c.pending_credits,
+            change.version,
+            change.head.transaction,
+            change.head.length
+        ])?;
+    }
+    tx.execute("DELETE FROM account_changes", [])?;
+    tx.execute("INSERT INTO account_checkpoint (id, log_seq) VALUES (1, ?1) ON CONFLICT (id) DO UPDATE SET log_seq = excluded.log_seq", [through])?;
+    Ok(())
+}
+
+/// Changes since the last checkpoint, kept by the process whose engine made
+/// them, for that process's readers.
+#[derive(Debug, Default)]
+pub struct Overlay {
+    state: RwLock<OverlayState>,
+}
+
+#[derive(Debug, Default)]
+struct OverlayState {
+    /// False until an engine of this process has loaded the stream: readers
+    /// then replay the stream themselves.
+    live: bool,
+    /// The log sequence of the newest batch published here.
+    published: i64,
+    /// Changes pruned by a checkpoint are only in `accounts` rows as of this
+    /// log sequence; an older snapshot must not read those rows.
+    pruned_through: i64,
+    /// Per account: the log sequence of the batch that set it, and the state.
+    changes: HashMap<String, (i64, AccountChange)>,
+}
+
+impl Overlay {
+    /// Replaces everything with the stream as just folded by the writer
+    /// (on start, or after another connection wrote).
+    pub fn reset(&self, folded: &HashMap<String, AccountChange>, log_head: i64, checkpointed_through: i64) {
+        if let Ok(mut s) = self.state.write() {
+            s.live = true;
+            s.published = log_head;
+            s.pruned_through = checkpointed_through;
+            s.changes = folded.iter().map(|(id, c)| (id.clone(), (log_head, c.clone()))).collect();
+        }
+    }
+
+    /// Readers replay the stream themselves until the next [`Overlay::reset`]
+    /// (the writer lost track of what it committed).
+    pub fn invalidate(&self) {
+        if let Ok(mut s) = self.state.write() {
+            s.live = false;
+            s.changes.clear();
+        }
+    }
+
+    /// Publishes a committed batch whose newest log record is `log_seq`.
+    pub fn publish(&self, log_seq: i64, changes: Vec<(String, AccountChange)>) {
+        if let Ok(mut s) = self.state.write() {
+            s.published = s.published.max(log_seq);
+            for (id, change) in changes {
+                s.changes.insert(id, (log_seq, change));
+            }
+        }
+    }
+
+    /// After a checkpoint through `log_seq` committed: the rows hold it all.
+    pub fn pruned(&self, log_seq: i64) {
+        if let Ok(mut s) = self.state.write() {
+            s.changes.retain(|_, (tag, _)| *tag > log_seq);
+            s.pruned_through = s.pruned_through.max(log_seq);
+        }
+    }
+
+    /// The current state of `account` if it changed since the last
+    /// checkpoint, for the writer (which is never behind its own overlay).
+    pub fn current(&self, account: &str) -> Option<AccountChange> {
+        self.state.read().ok()?.changes.get(account).map(|(_, c)| c.clone())
+    }
+
+    /// The log sequence of the newest batch published.
+    pub fn published(&self) -> i64 {
+        self.state.read().map(|s| s.published).unwrap_or(0)
+    }
+
+    /// How many accounts changed since the last checkpoint.
+    pub fn len(&self) -> usize {
+        self.state.read().map(|s| s.changes.len()).unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Every change held, for a checkpoint.
+    pub fn snapshot(&self) -> Vec<(String, AccountChange)> {
+        self.state.read().map(|s| s.changes.iter().map(|(id, (_, c))| (id.clone(), c.clone())).collect()).unwrap_or_default()
+    }
+}
+
+/// How one read transaction sees accounts' current state.
+pub enum View<'o> {
+    /// The overlay matches this snapshot: `log_head` is what the snapshot sees.
+    Overlay { overlay: &'o Overlay, log_head: i64, stale: std::cell::Cell<bool> },
+    /// The stream as replayed inside this snapshot.
+    Folded(HashMap<String, AccountChange>),
+}
+
+impl<'o> View<'o> {
+    /// The overlay's view for a read transaction just opened on `conn`, or
+    /// `None` when the overlay is not live or is behind the snapshot (then
+    /// retry, or replay the stream with [`View::folded`]).
+    pub fn open(conn: &Connection, overlay: &'o Overlay) -> Result<Option<View<'o>>, StoreError> {
+        let (live, published, pruned_through) = match overlay.state.read() {
+            Ok(s) => (s.live, s.published, s.pruned_through),
+            Err(_) => (false, 0, 0),
+        };
+        if !live {
+            return Ok(None);
+        }
+        let log_head = log_head(conn)?;
+        // A commit the overlay has not been told of yet, or a snapshot from
+        // before a checkpoint whose pruned changes it would then miss.
+        if log_head > published || checkpointed_through(conn)? < pruned_through {
+            return Ok(None);
+        }
+        Ok(Some(View::Overlay { overlay, log_head, stale: std::cell::Cell::new(false) }))
+    }
+
+    /// The replayed stream, for readers that scan everything (audits).
+    pub fn folded(conn: &Connection) -> Result<View<'static>, StoreError> {
+        Ok(View::Folded(fold(conn)?))
+    }
+
+    /// The current state of `account`, if it changed since the last
+    /// checkpoint (else its row holds it).
+    pub fn get(&self, account: &str) -> Option<AccountChange> {
+        match self {
+            View::Folded(map) => map.get(account).cloned(),
+            View::Overlay { overlay, log_head, stale } => {
+                let s = overlay.state.read().ok()?;
+                let (tag, change) = s.changes.get(account)?;
+                if tag > log_head {
+                    // Changed after this snapshot was taken: the read starts again.
+                    stale.set(true);
+                }
+                Some(change.clone())
+            }
+        }
+    }
+
+    /// Whether anything read through this view was newer than the snapshot.
+    pub fn is_stale(&self) -> bool {
+        matches!(self, View::Overlay { stale, .. } if stale.get())
+    }
+
+    /// `row` as of this view.
+    pub fn account(&self, mut row: AccountRow) -> AccountRow {
+        if let Some(change) = self.get(&row.id) {
+            change.apply_to(&mut row);
+        }
+        row
+    }
+
+    /// The history head of `account`, given the one its row holds.
+    pub fn head(&self, account: &str, stored: Head) -> Head {
+        self.get(account).map_or(stored, |c| c.head)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_decodes_to_what_was_encoded() {
+        let a = AccountChange {
+            counters: Counters { posted_debits: 1, posted_credits: i64::MAX, pending_debits: 0, pending_credits: 7 },
+            version: 42,
+            head: Head { transaction: Some(String::from("ltx_01JABCDEFGHJKMNPQRSTVWXYZ0")), length: 9 },
+        };
+        let b = AccountChange::default();
+        let body = encode(&[("acct_a", &a), ("acct_b", &b)]).expect("encodes");
+        let mut out = Vec::new();
+        decode(&body, &mut |id, c| out.push((id, c))).expect("decodes");
+        assert_eq!(out, vec![(String::from("acct_a"), a), (String::from("acct_b"), b)]);
+    }
+
+    #[test]
+    fn damaged_bodies_are_errors_not_panics() {
+        let body = encode(&[("acct_a", &AccountChange::default())]).expect("encodes");
+        for cut in 0..body.len() {
+            assert!(decode(&body[..cut], &mut |_, _| {}).is_err(), "truncated at {cut}");
+        }
+        let mut longer = body.clone();
+        longer.push(0);
+        assert!(decode(&longer, &mut |_, _| {}).is_err());
+        let mut other_format = body;
+        other_format[0] = 9;
+        assert!(decode(&other_format, &mut |_, _| {}).is_err());
+    }
+
+    #[test]
+    fn a_reader_behind_the_overlay_or_a_checkpoint_is_told_to_retry() {
+        let conn = Connection::open_in_memory().expect("opens");
+        conn.execute_batch(
+            "CREATE TABLE ledger_log (seq INTEGER PRIMARY KEY);
+             CREATE TABLE account_changes (seq INTEGER PRIMARY KEY, body BLOB NOT NULL);
+             CREATE TABLE account_checkpoint (id INTEGER PRIMARY KEY, log_seq INTEGER NOT NULL);
+             INSERT INTO ledger_log (seq) VALUES (1), (2);",
+        )
+        .expect("schema");
+        let overlay = Overlay::default();
+        // Not live: the stream must be replayed.
+        assert!(View::open(&conn, &overlay).expect("opens").is_none());
+        overlay.reset(&HashMap::new(), 1, 0);
+        // The snapshot sees log record 2, the overlay only 1.
+        assert!(View::open(&conn, &overlay).expect("opens").is_none());
+        overlay.publish(2, vec![(String::from("acct_a"), AccountChange { version: 1, ..AccountChange::default() })]);
+        let view = View::open(&conn, &overlay).expect("opens").expect("current");
+        assert_eq!(view.get("acct_a").map(|c| c.version), Some(1));
+        assert!(!view.is_stale());
+        // A change published after this snapshot makes it stale.
+        overlay.publish(3, vec![(String::from("acct_a"), AccountChange { version: 2, ..AccountChange::default() })]);
+        assert_eq!(view.get("acct_a").map(|c| c.version), Some(2));
+        assert!(view.is_stale());
+        // A checkpoint this snapshot does not see, once its changes are pruned.
+        conn.execute("INSERT INTO ledger_log (seq) VALUES (3)", []).expect("log");
+        overlay.pruned(3);
+        assert!(View::open(&conn, &overlay).expect("opens").is_none());
+        conn.execute("INSERT INTO account_checkpoint (id, log_seq) VALUES (1, 3)", []).expect("checkpoint");
+        assert!(View::open(&conn, &overlay).expect("opens").is_some());
+    }
+}
