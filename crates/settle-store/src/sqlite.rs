@@ -794,13 +794,15 @@ pub struct SqliteWriter {
 const ACCOUNT_CACHE_LIMIT: usize = 1 << 20;
 
 /// A checkpoint folds the account stream into `accounts` rows once it holds
-/// this many account records (each costs about 100 bytes of stream and some
-/// replay time after a crash)…
-const CHECKPOINT_RECORDS: usize = 1_000_000;
-/// …or this many different accounts (each kept in memory until then)…
-const CHECKPOINT_ACCOUNTS: usize = 200_000;
+/// this many account records (each about 100 bytes of stream, replayed after
+/// a crash: about a second per million)…
+const CHECKPOINT_RECORDS: usize = 2_000_000;
+/// …or this many different accounts (each held in memory until then, about
+/// 200 bytes). A checkpoint costs about one page write per accounts page it
+/// touches, so the more accounts it carries the less each one costs…
+const CHECKPOINT_ACCOUNTS: usize = 1_000_000;
 /// …or when the oldest change is this old.
-const CHECKPOINT_AGE: Duration = Duration::from_secs(30);
+const CHECKPOINT_AGE: Duration = Duration::from_secs(60);
 
 impl SqliteWriter {
     /// Folds the stream into `accounts` rows when it has grown enough (or
