@@ -27,6 +27,8 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("../migrations/sqlite/0003_rate_limits.sql")),
     (4, include_str!("../migrations/sqlite/0004_signatures.sql")),
     (5, include_str!("../migrations/sqlite/0005_operations.sql")),
+    // 6 is reserved for a migration on another branch; the runner applies each version it lacks, so a gap is harmless.
+    (7, include_str!("../migrations/sqlite/0007_bank_reconciliation.sql")),
 ];
 /// Read connections kept open; more are opened on demand and dropped after.
 const READ_POOL_SIZE: usize = 8;
