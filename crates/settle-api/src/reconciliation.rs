@@ -241,11 +241,13 @@ pub struct ReportJson {
 
 pub fn statement_invalid(e: &ParseError) -> ApiError {
     let param = e.position().map_or_else(|| String::from("content"), ToString::to_string);
-    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, ErrorType::InvalidRequestError, "statement_invalid", format!("the statement cannot be imported: {e}")).with_param(param)
+    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, ErrorType::InvalidRequestError, "statement_invalid", format!("the statement cannot be imported: {e}"))
+        .with_param(param)
 }
 
 fn account_not_found() -> ApiError {
-    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, ErrorType::LedgerError, "account_not_found", "ledger_account_id names no account").with_param("ledger_account_id")
+    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, ErrorType::LedgerError, "account_not_found", "ledger_account_id names no account")
+        .with_param("ledger_account_id")
 }
 
 fn conflict(code: &'static str, message: impl Into<String>) -> ApiError {
@@ -350,13 +352,23 @@ pub fn candidate(t: &Transaction, account: &AccountId, normal: settle_core::ledg
 
 /// Posted transactions on `account` that may explain lines dated from
 /// `first` on, newest first, with their candidates.
-async fn candidates(store: &Store, tenant: TenantId, account: &AccountId, normal: settle_core::ledger::NormalBalance, first: Date, window: i64, now: Timestamp) -> Result<Vec<(Transaction, Candidate)>, ApiError> {
+async fn candidates(
+    store: &Store,
+    tenant: TenantId,
+    account: &AccountId,
+    normal: settle_core::ledger::NormalBalance,
+    first: Date,
+    window: i64,
+    now: Timestamp,
+) -> Result<Vec<(Transaction, Candidate)>, ApiError> {
     let horizon = first - time::Duration::days(window + CANDIDATE_HORIZON_DAYS);
     let mut out = Vec::new();
     let mut cursor = Cursor::Start;
     let mut scanned = 0usize;
     loop {
-        let page = store.list_transactions(tenant, Some(account.clone()), Some(TransactionStatus::Posted), PageRequest { limit: 500, cursor: cursor.clone() }, now).await?;
+        let page = store
+            .list_transactions(tenant, Some(account.clone()), Some(TransactionStatus::Posted), PageRequest { limit: 500, cursor: cursor.clone() }, now)
+            .await?;
         let mut reached_horizon = false;
         for t in &page.items {
             scanned += 1;
@@ -376,6 +388,9 @@ async fn candidates(store: &Store, tenant: TenantId, account: &AccountId, normal
 }
 
 // ---- import ---------------------------------------------------------------
+
+/// Builds the idempotency record of an import from the response it makes.
+pub type IdempotencyBuilder<'a> = dyn Fn(&StatementJson) -> Result<IdempotencyRecord, ApiError> + Sync + 'a;
 
 /// What an import needs, parsed at the boundary (HTTP body or CLI flags).
 pub struct ImportInput {
@@ -398,7 +413,7 @@ pub async fn import(
     ids: &IdGenerator,
     now: Timestamp,
     input: ImportInput,
-    keyed: Option<&(dyn Fn(&StatementJson) -> Result<IdempotencyRecord, ApiError> + Sync)>,
+    keyed: Option<&IdempotencyBuilder<'_>>,
 ) -> Result<(bool, StatementRecord), ApiError> {
     let account_id = AccountId::parse(&input.ledger_account_id).ok_or_else(account_not_found)?;
     let account = store.get_account(input.tenant, account_id.clone(), now).await?.ok_or_else(account_not_found)?;
@@ -419,14 +434,17 @@ pub async fn import(
     if let Some(existing) = store.find_bank_statement_by_fingerprint(input.tenant, fingerprint.clone()).await? {
         return Ok((false, existing));
     }
-    let (total_credits, total_debits) = statement.totals().ok_or_else(|| statement_invalid(&ParseError::Invalid { at: settle_recon::Position::Line(0), message: String::from("the lines' totals overflow") }))?;
+    let (total_credits, total_debits) = statement
+        .totals()
+        .ok_or_else(|| statement_invalid(&ParseError::Invalid { at: settle_recon::Position::Line(0), message: String::from("the lines' totals overflow") }))?;
     // Candidates, less the transactions earlier statements already explain.
     let first = statement.lines.iter().map(|l| l.booking_date).min();
     let mut found = match first {
         Some(first) => candidates(store, input.tenant, &account_id, account.state.normal_balance, first, input.date_window_days, now).await?,
         None => Vec::new(),
     };
-    let taken: HashSet<String> = store.matched_transaction_ids(input.tenant, found.iter().map(|(t, _)| t.id.to_string()).collect()).await?.into_iter().collect();
+    let taken: HashSet<String> =
+        store.matched_transaction_ids(input.tenant, found.iter().map(|(t, _)| t.id.to_string()).collect()).await?.into_iter().collect();
     found.retain(|(t, _)| !taken.contains(t.id.as_str()));
     // Oldest first, so ties resolve the same way on every run.
     found.sort_by(|a, b| a.0.id.cmp(&b.0.id));
@@ -517,7 +535,7 @@ pub async fn import(
     tracing::info!(statement = %record.id, lines = record.line_count, matched = record.status_counts.0, partially_matched = record.status_counts.1, "bank statement imported");
     match store.insert_bank_statement(record.clone(), lines, matches, idempotency).await? {
         InsertStatement::Created => Ok((true, record)),
-        InsertStatement::Duplicate(existing) => Ok((false, existing)),
+        InsertStatement::Duplicate(existing) => Ok((false, *existing)),
     }
 }
 
@@ -596,7 +614,8 @@ pub async fn report(store: &Store, tenant: TenantId, scope: ReportScope, now: Ti
         let Some(record) = store.get_account(tenant, account_id.clone(), now).await? else { continue };
         let found = candidates(store, tenant, &account_id, record.state.normal_balance, dates.0, 0, now).await?;
         let in_range: Vec<&(Transaction, Candidate)> = found.iter().filter(|(_, c)| c.date >= dates.0 && c.date <= dates.1).collect();
-        let taken: HashSet<String> = store.matched_transaction_ids(tenant, in_range.iter().map(|(t, _)| t.id.to_string()).collect()).await?.into_iter().collect();
+        let taken: HashSet<String> =
+            store.matched_transaction_ids(tenant, in_range.iter().map(|(t, _)| t.id.to_string()).collect()).await?.into_iter().collect();
         let mut rows: Vec<&&(Transaction, Candidate)> = in_range.iter().filter(|(t, _)| !taken.contains(t.id.as_str())).collect();
         rows.sort_by(|a, b| a.0.id.cmp(&b.0.id));
         for (t, c) in rows {
@@ -717,7 +736,13 @@ fn json_response<T: Serialize>(status: StatusCode, value: &T) -> Result<Response
 }
 
 fn keyed_record(principal: &Principal, key: Option<(String, String)>, status: StatusCode, body: Vec<u8>, now: Timestamp) -> Option<IdempotencyRecord> {
-    key.map(|(key, fingerprint)| IdempotencyRecord { tenant: principal.tenant, key, fingerprint, response: StoredResponse { status: status.as_u16(), body }, created_at: now })
+    key.map(|(key, fingerprint)| IdempotencyRecord {
+        tenant: principal.tenant,
+        key,
+        fingerprint,
+        response: StoredResponse { status: status.as_u16(), body },
+        created_at: now,
+    })
 }
 
 /// Imports a bank statement and matches its lines against the ledger. The
@@ -768,7 +793,7 @@ pub async fn import_statement(
         let body = serde_json::to_vec(json).map_err(|e| ApiError::internal(&e))?;
         keyed_record(&principal, keyed.clone(), StatusCode::CREATED, body, now).ok_or_else(|| ApiError::internal(&"no idempotency key"))
     };
-    let keyed_fn: Option<&(dyn Fn(&StatementJson) -> Result<IdempotencyRecord, ApiError> + Sync)> = if keyed.is_some() { Some(&build) } else { None };
+    let keyed_fn: Option<&IdempotencyBuilder<'_>> = if keyed.is_some() { Some(&build) } else { None };
     let (created, record) = import(&state.store, &state.reconciliation_ids, now, input, keyed_fn).await?;
     json_response(if created { StatusCode::CREATED } else { StatusCode::OK }, &statement_json(&record))
 }
@@ -897,7 +922,8 @@ pub async fn match_line(
     body: JsonBody<ManualMatchRequest>,
 ) -> Result<Response, ApiError> {
     require(&principal, Scope::ReconciliationWrite)?;
-    let manual = Manual { state: &state, principal: &principal, headers: &headers, path: format!("/v1/reconciliation/lines/{id}/match"), canonical: &body.canonical };
+    let manual =
+        Manual { state: &state, principal: &principal, headers: &headers, path: format!("/v1/reconciliation/lines/{id}/match"), canonical: &body.canonical };
     let (keyed, replayed, _guard) = manual.keyed().await?;
     if let Some(response) = replayed {
         return Ok(response);
@@ -923,7 +949,8 @@ pub async fn match_line(
     };
     let links = state.store.bank_links(tenant, lid.clone(), vec![tid.to_string()]).await?;
     if let Some((other, _)) = links.iter().find(|(_, t)| t == tid.as_str()) {
-        return Err(conflict("transaction_already_matched", format!("the transaction is already matched to line {other}; unmatch it there first")).with_param("transaction_id"));
+        return Err(conflict("transaction_already_matched", format!("the transaction is already matched to line {other}; unmatch it there first"))
+            .with_param("transaction_id"));
     }
     let m = MatchRecord {
         id: state.reconciliation_ids.bank_match().to_string(),
@@ -986,7 +1013,8 @@ pub async fn unmatch_line(
     body: JsonBody<UnmatchRequest>,
 ) -> Result<Response, ApiError> {
     require(&principal, Scope::ReconciliationWrite)?;
-    let manual = Manual { state: &state, principal: &principal, headers: &headers, path: format!("/v1/reconciliation/lines/{id}/unmatch"), canonical: &body.canonical };
+    let manual =
+        Manual { state: &state, principal: &principal, headers: &headers, path: format!("/v1/reconciliation/lines/{id}/unmatch"), canonical: &body.canonical };
     let (keyed, replayed, _guard) = manual.keyed().await?;
     if let Some(response) = replayed {
         return Ok(response);
@@ -1085,11 +1113,18 @@ fn report_response(report: &ReportJson, csv: bool, name: &str) -> Result<Respons
     params(("date" = String, Path, description = "A day, `YYYY-MM-DD`."), ReportParams),
     responses((status = 200, description = "The report (JSON, or CSV with `format=csv` or `Accept: text/csv`).", 
         content((ReportJson = "application/json"), (String = "text/csv")))))]
-pub async fn day_report(State(state): State<AppState>, principal: Principal, headers: HeaderMap, IdPath(date): IdPath, RawQuery(query): RawQuery) -> Result<Response, ApiError> {
+pub async fn day_report(
+    State(state): State<AppState>,
+    principal: Principal,
+    headers: HeaderMap,
+    IdPath(date): IdPath,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
     require(&principal, Scope::ReconciliationRead)?;
     let params: ReportParams = parse_query(query.as_deref())?;
     let csv = wants_csv(&headers, &params)?;
-    let day = settle_recon::amount::parse_iso_date(&date).ok().filter(|_| date.len() == 10).ok_or_else(|| ApiError::invalid("date", "date must be YYYY-MM-DD"))?;
+    let day =
+        settle_recon::amount::parse_iso_date(&date).ok().filter(|_| date.len() == 10).ok_or_else(|| ApiError::invalid("date", "date must be YYYY-MM-DD"))?;
     let report = report(&state.store, principal.tenant, ReportScope::Date(day), state.clock.now()).await?.ok_or_else(|| ApiError::not_found("report"))?;
     report_response(&report, csv, &date)
 }
@@ -1099,12 +1134,20 @@ pub async fn day_report(State(state): State<AppState>, principal: Principal, hea
     params(("id" = String, Path, description = "A statement id (`bst_…`)."), ReportParams),
     responses((status = 200, description = "The report (JSON, or CSV with `format=csv` or `Accept: text/csv`).", 
         content((ReportJson = "application/json"), (String = "text/csv")))))]
-pub async fn statement_report(State(state): State<AppState>, principal: Principal, headers: HeaderMap, IdPath(id): IdPath, RawQuery(query): RawQuery) -> Result<Response, ApiError> {
+pub async fn statement_report(
+    State(state): State<AppState>,
+    principal: Principal,
+    headers: HeaderMap,
+    IdPath(id): IdPath,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
     require(&principal, Scope::ReconciliationRead)?;
     let params: ReportParams = parse_query(query.as_deref())?;
     let csv = wants_csv(&headers, &params)?;
     let sid = statement_id(&id)?;
-    let report = report(&state.store, principal.tenant, ReportScope::Statement(sid.clone()), state.clock.now()).await?.ok_or_else(|| ApiError::not_found("bank statement"))?;
+    let report = report(&state.store, principal.tenant, ReportScope::Statement(sid.clone()), state.clock.now())
+        .await?
+        .ok_or_else(|| ApiError::not_found("bank statement"))?;
     report_response(&report, csv, &sid)
 }
 

@@ -125,7 +125,10 @@ fn direction_of(code: &str, at: usize) -> Result<Direction, ParseError> {
     match n {
         100..=399 => Ok(Direction::Credit),
         400..=699 => Ok(Direction::Debit),
-        _ => Err(ParseError::Unsupported { at: Position::Line(at), message: format!("detail type code {n} is neither a credit (100–399) nor a debit (400–699)") }),
+        _ => Err(ParseError::Unsupported {
+            at: Position::Line(at),
+            message: format!("detail type code {n} is neither a credit (100–399) nor a debit (400–699)"),
+        }),
     }
 }
 
@@ -159,11 +162,10 @@ pub fn parse(content: &str) -> Result<Statement, ParseError> {
         file_records += n;
         let code = r.fields[0].as_str();
         match code {
-            "01" => {
-                if r.line != first.line {
-                    return Err(ParseError::invalid(Position::Line(r.line), "a second 01 file header"));
-                }
+            "01" if r.line != first.line => {
+                return Err(ParseError::invalid(Position::Line(r.line), "a second 01 file header"));
             }
+            "01" => {}
             "02" => {
                 if in_group {
                     return Err(ParseError::invalid(Position::Line(r.line), "02 group header inside a group (missing 98)"));
@@ -178,7 +180,10 @@ pub fn parse(content: &str) -> Result<Statement, ParseError> {
                 group_currency = if code.is_empty() {
                     None
                 } else {
-                    Some(Currency::parse(code).ok_or_else(|| ParseError::field(Position::Line(r.line), "currency", format!("{code:?} is not an ISO 4217 currency")))?)
+                    Some(
+                        Currency::parse(code)
+                            .ok_or_else(|| ParseError::field(Position::Line(r.line), "currency", format!("{code:?} is not an ISO 4217 currency")))?,
+                    )
                 };
             }
             "03" => {
@@ -196,12 +201,8 @@ pub fn parse(content: &str) -> Result<Statement, ParseError> {
                     _ => account = Some(account_number),
                 }
                 let code = r.fields.get(2).map(|s| s.trim()).unwrap_or("");
-                let cur = if code.is_empty() {
-                    group_currency.or(Currency::parse("USD"))
-                } else {
-                    Currency::parse(code)
-                }
-                .ok_or_else(|| ParseError::field(Position::Line(r.line), "currency", format!("{code:?} is not an ISO 4217 currency")))?;
+                let cur = if code.is_empty() { group_currency.or(Currency::parse("USD")) } else { Currency::parse(code) }
+                    .ok_or_else(|| ParseError::field(Position::Line(r.line), "currency", format!("{code:?} is not an ISO 4217 currency")))?;
                 match currency {
                     Some(c) if c != cur => return Err(ParseError::field(Position::Line(r.line), "currency", format!("{cur} differs from the earlier {c}"))),
                     _ => currency = Some(cur),

@@ -201,10 +201,8 @@ fn entry(ntry: &Node, currency: Currency) -> Result<Option<StatementLine>, Parse
     let first = |f: &dyn Fn(&Node) -> Option<String>| details.iter().find_map(|d| f(d));
     let end_to_end_id = first(&|d| d.text_at(&["Refs", "EndToEndId"]).filter(|r| r != "NOTPROVIDED"));
     let bank_reference = ntry.text_at(&["AcctSvcrRef"]).or_else(|| first(&|d| d.text_at(&["Refs", "AcctSvcrRef"]))).or_else(|| ntry.text_at(&["NtryRef"]));
-    let customer_reference = first(&|d| {
-        d.child("RmtInf").and_then(|r| r.all("Strd").find_map(|s| s.text_at(&["CdtrRefInf", "Ref"])))
-    })
-    .or_else(|| first(&|d| d.text_at(&["Refs", "InstrId"])));
+    let customer_reference = first(&|d| d.child("RmtInf").and_then(|r| r.all("Strd").find_map(|s| s.text_at(&["CdtrRefInf", "Ref"]))))
+        .or_else(|| first(&|d| d.text_at(&["Refs", "InstrId"])));
     let (role, account_role) = match direction {
         Direction::Credit => ("Dbtr", "DbtrAcct"),
         Direction::Debit => ("Cdtr", "CdtrAcct"),
@@ -266,7 +264,9 @@ pub fn parse(format: Format, content: &str) -> Result<Statement, ParseError> {
             statement_id = stmt.text_at(&["Id"]);
         }
         let declared = match acct.text_at(&["Ccy"]) {
-            Some(code) => Some(Currency::parse(&code).ok_or_else(|| ParseError::field(acct.position(), "currency", format!("{code:?} is not an ISO 4217 currency")))?),
+            Some(code) => {
+                Some(Currency::parse(&code).ok_or_else(|| ParseError::field(acct.position(), "currency", format!("{code:?} is not an ISO 4217 currency")))?)
+            }
             None => None,
         };
         let first_entry = stmt.all("Ntry").find_map(|n| n.child("Amt").and_then(|a| a.ccy.as_deref()).and_then(Currency::parse));
@@ -311,7 +311,13 @@ pub fn parse(format: Format, content: &str) -> Result<Statement, ParseError> {
                 let f = |v: i64| crate::amount::format_minor(v, cur);
                 return Err(ParseError::Inconsistent {
                     at: node.position(),
-                    message: format!("closing balance {} {cur} does not equal the opening balance {} plus the entries {} = {}", f(close), f(open), f(sum), f(expected)),
+                    message: format!(
+                        "closing balance {} {cur} does not equal the opening balance {} plus the entries {} = {}",
+                        f(close),
+                        f(open),
+                        f(sum),
+                        f(expected)
+                    ),
                 });
             }
         }

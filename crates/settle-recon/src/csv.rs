@@ -174,9 +174,10 @@ pub fn parse(content: &str, profile: &CsvProfile) -> Result<Statement, ParseErro
     let resolve = |column: &Column, name: &'static str| -> Result<usize, ParseError> {
         match column {
             Column::Index(i) => Ok(*i),
-            Column::Name(n) => headers.iter().position(|h| *h == n.to_ascii_lowercase()).ok_or_else(|| {
-                ParseError::field(Position::Line(first_line), name, format!("no column {n:?} in the header ({})", headers.join(", ")))
-            }),
+            Column::Name(n) => headers
+                .iter()
+                .position(|h| *h == n.to_ascii_lowercase())
+                .ok_or_else(|| ParseError::field(Position::Line(first_line), name, format!("no column {n:?} in the header ({})", headers.join(", ")))),
         }
     };
     let optional = |column: &Option<Column>, name: &'static str| -> Result<Option<usize>, ParseError> {
@@ -203,7 +204,9 @@ pub fn parse(content: &str, profile: &CsvProfile) -> Result<Statement, ParseErro
     };
     let currency_col = optional(&profile.currency_column, "currency")?;
     let fixed_currency = match &profile.currency {
-        Some(code) => Some(Currency::parse(code).ok_or_else(|| ParseError::invalid(Position::Line(0), format!("csv_profile: {code:?} is not an ISO 4217 currency")))?),
+        Some(code) => {
+            Some(Currency::parse(code).ok_or_else(|| ParseError::invalid(Position::Line(0), format!("csv_profile: {code:?} is not an ISO 4217 currency")))?)
+        }
         None => None,
     };
     let reference_col = optional(&profile.reference_column, "reference")?;
@@ -243,8 +246,16 @@ pub fn parse(content: &str, profile: &CsvProfile) -> Result<Statement, ParseErro
         };
         let amount = match (split_cols, amount_col) {
             (Some((c, d)), _) => {
-                let credit = if cell(c).is_empty() { 0 } else { parse_signed(cell(c), line_currency, profile).map_err(|m| ParseError::field(at.clone(), "credit", m))?.abs() };
-                let debit = if cell(d).is_empty() { 0 } else { parse_signed(cell(d), line_currency, profile).map_err(|m| ParseError::field(at.clone(), "debit", m))?.abs() };
+                let credit = if cell(c).is_empty() {
+                    0
+                } else {
+                    parse_signed(cell(c), line_currency, profile).map_err(|m| ParseError::field(at.clone(), "credit", m))?.abs()
+                };
+                let debit = if cell(d).is_empty() {
+                    0
+                } else {
+                    parse_signed(cell(d), line_currency, profile).map_err(|m| ParseError::field(at.clone(), "debit", m))?.abs()
+                };
                 if credit != 0 && debit != 0 {
                     return Err(ParseError::field(at, "amount", "both the credit and the debit column are set"));
                 }

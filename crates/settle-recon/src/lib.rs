@@ -16,8 +16,8 @@ pub mod bai2;
 pub mod camt;
 pub mod csv;
 pub mod matcher;
-pub mod mt940;
 mod model;
+pub mod mt940;
 
 pub use model::{Direction, Format, ParseError, Position, References, Statement, StatementLine};
 pub use settle_core::money::Currency;

@@ -283,7 +283,8 @@ mod tests {
     #[test]
     fn amount_matches_need_the_window_and_refuse_ambiguity() {
         let lines = [line(100, 10, &[], None), line(250, 10, &[], None), line(900, 10, &[], Some("ACME Corp."))];
-        let cands = [cand(100, 14, &[], ""), cand(250, 9, &[], ""), cand(250, 11, &[], ""), cand(900, 12, &[], "other"), cand(900, 12, &[], "paid by acme corp")];
+        let cands =
+            [cand(100, 14, &[], ""), cand(250, 9, &[], ""), cand(250, 11, &[], ""), cand(900, 12, &[], "other"), cand(900, 12, &[], "paid by acme corp")];
         let found = match_lines(&lines, &cands, 3);
         assert_eq!(found, vec![Proposal { lines: vec![2], candidates: vec![4], rule: Rule::AmountDateCounterparty }]);
         let wider = match_lines(&lines[..1], &cands[..1], 4);

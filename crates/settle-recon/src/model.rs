@@ -164,7 +164,14 @@ impl Statement {
             field(&date(l.value_date));
             field(&l.amount_minor.to_string());
             field(l.currency.code());
-            for r in [&l.references.end_to_end_id, &l.references.bank_reference, &l.references.customer_reference, &l.counterparty_name, &l.counterparty_account, &l.description] {
+            for r in [
+                &l.references.end_to_end_id,
+                &l.references.bank_reference,
+                &l.references.customer_reference,
+                &l.counterparty_name,
+                &l.counterparty_account,
+                &l.description,
+            ] {
                 field(r.as_deref().unwrap_or("-"));
             }
         }

@@ -237,19 +237,13 @@ pub fn parse(content: &str) -> Result<Statement, ParseError> {
         for field in message {
             let at = Position::Line(field.line);
             match field.tag.as_str() {
-                "20" => {
-                    if statement_id.is_none() {
-                        statement_id = clean(&field.text);
-                    }
-                }
+                "20" if statement_id.is_none() => statement_id = clean(&field.text),
+                "20" => {}
                 "25" => {
                     let text = clean(&field.text).ok_or_else(|| ParseError::field(at.clone(), "account", ":25: is empty"))?;
                     match &account {
                         Some((a, first)) if *a != text => {
-                            return Err(ParseError::invalid(
-                                at,
-                                format!(":25: names another account than line {first}; import one file per account"),
-                            ));
+                            return Err(ParseError::invalid(at, format!(":25: names another account than line {first}; import one file per account")));
                         }
                         Some(_) => {}
                         None => account = Some((text, field.line)),

@@ -175,7 +175,10 @@ fn camt_faults_name_their_element() {
     let e = error(Format::Camt053, &good.replace("<Amt Ccy=\"EUR\">8.85</Amt>", "<Amt Ccy=\"EUR\">8.855</Amt>"));
     assert!(matches!(&e, ParseError::InvalidField { field: "amount", .. }), "{e}");
     assert!(e.to_string().contains("/Stmt[1]/Ntry[1]/Amt[1] (line 91)"), "{e}");
-    let e = error(Format::Camt053, &good.replace("<CdtDbtInd>CRDT</CdtDbtInd>\n                <RvslInd>", "<CdtDbtInd>CREDIT</CdtDbtInd>\n                <RvslInd>"));
+    let e = error(
+        Format::Camt053,
+        &good.replace("<CdtDbtInd>CRDT</CdtDbtInd>\n                <RvslInd>", "<CdtDbtInd>CREDIT</CdtDbtInd>\n                <RvslInd>"),
+    );
     assert!(matches!(e, ParseError::InvalidField { field: "direction", .. }), "{e}");
     let e = error(Format::Camt053, &good.replace("</Ntry>", "</Ntri>"));
     assert!(matches!(&e, ParseError::Invalid { .. }), "{e}");
@@ -186,7 +189,10 @@ fn camt_faults_name_their_element() {
     let e = error(Format::Camt053, &sample("camt054-genkgo-v2.xml"));
     assert!(matches!(e, ParseError::Unsupported { .. }), "{e}");
     // In EUR, the sample's closing balance is 18.15 + 8.85: one cent more must be refused.
-    let e = error(Format::Camt053, &good.replace("<Amt Ccy=\"SEK\">27.00</Amt>\n                <CdtDbtInd>DBIT", "<Amt Ccy=\"EUR\">27.01</Amt>\n                <CdtDbtInd>CRDT"));
+    let e = error(
+        Format::Camt053,
+        &good.replace("<Amt Ccy=\"SEK\">27.00</Amt>\n                <CdtDbtInd>DBIT", "<Amt Ccy=\"EUR\">27.01</Amt>\n                <CdtDbtInd>CRDT"),
+    );
     assert!(matches!(e, ParseError::Inconsistent { .. }), "{e}");
     let fixed = good.replace("<Amt Ccy=\"SEK\">27.00</Amt>\n                <CdtDbtInd>DBIT", "<Amt Ccy=\"EUR\">27.00</Amt>\n                <CdtDbtInd>CRDT");
     assert_eq!(parse(Format::Camt053, &fixed, None).unwrap().closing_balance_minor, Some(2700));
@@ -194,7 +200,8 @@ fn camt_faults_name_their_element() {
 
 #[test]
 fn csv_default_profile_reads_signed_amounts() {
-    let text = "date,amount,currency,reference,counterparty,description\n2026-11-02,125.00,USD,INV-1,ACME Corp,invoice 1\n2026-11-03,-40.5,USD,,Landlord,rent\n";
+    let text =
+        "date,amount,currency,reference,counterparty,description\n2026-11-02,125.00,USD,INV-1,ACME Corp,invoice 1\n2026-11-03,-40.5,USD,,Landlord,rent\n";
     let s = parse(Format::Csv, text, None).unwrap();
     assert_eq!(s.lines.iter().map(|l| l.amount_minor).collect::<Vec<_>>(), vec![12_500, -4050]);
     assert_eq!(s.lines[0].references.customer_reference.as_deref(), Some("INV-1"));

@@ -108,7 +108,7 @@ pub enum InsertStatement {
     Created,
     /// A statement with the same fingerprint exists (imported before, or
     /// concurrently): nothing was written.
-    Duplicate(StatementRecord),
+    Duplicate(Box<StatementRecord>),
 }
 
 /// A manual action, decided by the caller.
@@ -315,10 +315,24 @@ impl Store {
                     }
                     let mut insert_match = tx.prepare(&sq(INSERT_MATCH))?;
                     for m in &matches {
-                        insert_match.execute(rusqlite::params![m.id, st.tenant.0, m.line_id, m.transaction_id, m.confidence, m.method, m.rule, m.reason, m.actor, m.created_at])?;
+                        insert_match.execute(rusqlite::params![
+                            m.id,
+                            st.tenant.0,
+                            m.line_id,
+                            m.transaction_id,
+                            m.confidence,
+                            m.method,
+                            m.rule,
+                            m.reason,
+                            m.actor,
+                            m.created_at
+                        ])?;
                     }
                     if let Some(r) = &idempotency {
-                        tx.execute(&sq(INSERT_IDEMPOTENCY), rusqlite::params![r.tenant.0, r.key, r.fingerprint, r.response.status, r.response.body, r.created_at.micros()])?;
+                        tx.execute(
+                            &sq(INSERT_IDEMPOTENCY),
+                            rusqlite::params![r.tenant.0, r.key, r.fingerprint, r.response.status, r.response.body, r.created_at.micros()],
+                        )?;
                     }
                     Ok(())
                 })
@@ -379,11 +393,18 @@ impl Store {
                 }
                 let insert_match = tx.prepare(INSERT_MATCH).await?;
                 for m in &matches {
-                    tx.execute(&insert_match, &[&m.id, &st.tenant.0, &m.line_id, &m.transaction_id, &m.confidence, &m.method, &m.rule, &m.reason, &m.actor, &m.created_at])
-                        .await?;
+                    tx.execute(
+                        &insert_match,
+                        &[&m.id, &st.tenant.0, &m.line_id, &m.transaction_id, &m.confidence, &m.method, &m.rule, &m.reason, &m.actor, &m.created_at],
+                    )
+                    .await?;
                 }
                 if let Some(r) = &idempotency {
-                    tx.execute(INSERT_IDEMPOTENCY, &[&r.tenant.0, &r.key, &r.fingerprint, &i64::from(r.response.status), &r.response.body, &r.created_at.micros()]).await?;
+                    tx.execute(
+                        INSERT_IDEMPOTENCY,
+                        &[&r.tenant.0, &r.key, &r.fingerprint, &i64::from(r.response.status), &r.response.body, &r.created_at.micros()],
+                    )
+                    .await?;
                 }
                 tx.commit().await.map_err(StoreError::from)
             }
@@ -392,7 +413,7 @@ impl Store {
             Ok(()) => Ok(InsertStatement::Created),
             // Another import of the same content won the unique key.
             Err(StoreError::Conflict(cause)) => match self.find_bank_statement_by_fingerprint(tenant, fingerprint).await? {
-                Some(existing) => Ok(InsertStatement::Duplicate(existing)),
+                Some(existing) => Ok(InsertStatement::Duplicate(Box::new(existing))),
                 None => Err(StoreError::Conflict(cause)),
             },
             Err(e) => Err(e),
@@ -402,7 +423,9 @@ impl Store {
     pub async fn find_bank_statement_by_fingerprint(&self, tenant: TenantId, fingerprint: String) -> Result<Option<StatementRecord>, StoreError> {
         let sql = format!("SELECT {STATEMENT_COLUMNS} FROM bank_statements s WHERE s.tenant_id = $1 AND s.fingerprint = $2");
         match self {
-            Store::Sqlite(s) => s.read(move |c| Ok(c.prepare_cached(&sq(&sql))?.query_row(rusqlite::params![tenant.0, fingerprint], sqlite_statement).optional()?)).await,
+            Store::Sqlite(s) => {
+                s.read(move |c| Ok(c.prepare_cached(&sq(&sql))?.query_row(rusqlite::params![tenant.0, fingerprint], sqlite_statement).optional()?)).await
+            }
             Store::Postgres(p) => {
                 let client = p.pool().get().await?;
                 client.query_opt(&sql, &[&tenant.0, &fingerprint]).await?.as_ref().map(pg_statement).transpose()
@@ -414,7 +437,9 @@ impl Store {
     pub async fn get_bank_statement(&self, tenant: TenantId, id: String) -> Result<Option<StatementRecord>, StoreError> {
         let sql = format!("SELECT {STATEMENT_COLUMNS} FROM bank_statements s WHERE s.tenant_id = $1 AND s.id = $2");
         match self {
-            Store::Sqlite(s) => s.read(move |c| Ok(c.prepare_cached(&sq(&sql))?.query_row(rusqlite::params![tenant.0, id], sqlite_statement).optional()?)).await,
+            Store::Sqlite(s) => {
+                s.read(move |c| Ok(c.prepare_cached(&sq(&sql))?.query_row(rusqlite::params![tenant.0, id], sqlite_statement).optional()?)).await
+            }
             Store::Postgres(p) => {
                 let client = p.pool().get().await?;
                 client.query_opt(&sql, &[&tenant.0, &id]).await?.as_ref().map(pg_statement).transpose()
@@ -455,7 +480,8 @@ impl Store {
         };
         let (cmp, order) = if descending { ("<", "DESC") } else { (">", "ASC") };
         let limit = i64::from(page.limit) + 1;
-        let sql = format!("SELECT {LINE_COLUMNS} FROM bank_statement_lines WHERE tenant_id = $1 AND statement_id = $2 AND id {cmp} $3 ORDER BY id {order} LIMIT $4");
+        let sql =
+            format!("SELECT {LINE_COLUMNS} FROM bank_statement_lines WHERE tenant_id = $1 AND statement_id = $2 AND id {cmp} $3 ORDER BY id {order} LIMIT $4");
         let rows = self.read_lines(sql, vec![Param::Int(tenant.0), Param::Text(statement_id), Param::Text(bound), Param::Int(limit)]).await?;
         let rows = self.with_matches(tenant, rows).await?;
         Ok(Page::from_rows(rows, &page))
@@ -574,18 +600,30 @@ impl Store {
                         return Ok(false);
                     }
                     for (line, txn) in &change.delete {
-                        tx.execute("DELETE FROM bank_matches WHERE tenant_id = ?1 AND line_id = ?2 AND transaction_id = ?3", rusqlite::params![tenant.0, line, txn])?;
+                        tx.execute(
+                            "DELETE FROM bank_matches WHERE tenant_id = ?1 AND line_id = ?2 AND transaction_id = ?3",
+                            rusqlite::params![tenant.0, line, txn],
+                        )?;
                     }
                     for m in &change.insert {
-                        tx.execute(&sq(INSERT_MATCH), rusqlite::params![m.id, tenant.0, m.line_id, m.transaction_id, m.confidence, m.method, m.rule, m.reason, m.actor, m.created_at])?;
+                        tx.execute(
+                            &sq(INSERT_MATCH),
+                            rusqlite::params![m.id, tenant.0, m.line_id, m.transaction_id, m.confidence, m.method, m.rule, m.reason, m.actor, m.created_at],
+                        )?;
                     }
                     for (line, status) in &change.statuses {
                         tx.execute("UPDATE bank_statement_lines SET status = ?3 WHERE tenant_id = ?1 AND id = ?2", rusqlite::params![tenant.0, line, status])?;
                     }
                     let a = &change.audit;
-                    tx.execute(&sq(INSERT_AUDIT), rusqlite::params![a.id, tenant.0, a.line_id, a.action, audit_transactions, a.reason, a.actor, a.request_id, a.created_at])?;
+                    tx.execute(
+                        &sq(INSERT_AUDIT),
+                        rusqlite::params![a.id, tenant.0, a.line_id, a.action, audit_transactions, a.reason, a.actor, a.request_id, a.created_at],
+                    )?;
                     if let Some(r) = &idempotency {
-                        tx.execute(&sq(INSERT_IDEMPOTENCY), rusqlite::params![r.tenant.0, r.key, r.fingerprint, r.response.status, r.response.body, r.created_at.micros()])?;
+                        tx.execute(
+                            &sq(INSERT_IDEMPOTENCY),
+                            rusqlite::params![r.tenant.0, r.key, r.fingerprint, r.response.status, r.response.body, r.created_at.micros()],
+                        )?;
                     }
                     Ok(true)
                 })
@@ -608,15 +646,24 @@ impl Store {
                     tx.execute("DELETE FROM bank_matches WHERE tenant_id = $1 AND line_id = $2 AND transaction_id = $3", &[&tenant.0, line, txn]).await?;
                 }
                 for m in &change.insert {
-                    tx.execute(INSERT_MATCH, &[&m.id, &tenant.0, &m.line_id, &m.transaction_id, &m.confidence, &m.method, &m.rule, &m.reason, &m.actor, &m.created_at]).await?;
+                    tx.execute(
+                        INSERT_MATCH,
+                        &[&m.id, &tenant.0, &m.line_id, &m.transaction_id, &m.confidence, &m.method, &m.rule, &m.reason, &m.actor, &m.created_at],
+                    )
+                    .await?;
                 }
                 for (line, status) in &change.statuses {
                     tx.execute("UPDATE bank_statement_lines SET status = $3 WHERE tenant_id = $1 AND id = $2", &[&tenant.0, line, status]).await?;
                 }
                 let a = &change.audit;
-                tx.execute(INSERT_AUDIT, &[&a.id, &tenant.0, &a.line_id, &a.action, &audit_transactions, &a.reason, &a.actor, &a.request_id, &a.created_at]).await?;
+                tx.execute(INSERT_AUDIT, &[&a.id, &tenant.0, &a.line_id, &a.action, &audit_transactions, &a.reason, &a.actor, &a.request_id, &a.created_at])
+                    .await?;
                 if let Some(r) = &idempotency {
-                    tx.execute(INSERT_IDEMPOTENCY, &[&r.tenant.0, &r.key, &r.fingerprint, &i64::from(r.response.status), &r.response.body, &r.created_at.micros()]).await?;
+                    tx.execute(
+                        INSERT_IDEMPOTENCY,
+                        &[&r.tenant.0, &r.key, &r.fingerprint, &i64::from(r.response.status), &r.response.body, &r.created_at.micros()],
+                    )
+                    .await?;
                 }
                 tx.commit().await?;
                 Ok(true)

@@ -199,10 +199,12 @@ fn main() -> ExitCode {
             Command::Audit { command: AuditCommand::Verify { db } } => audit_verify(db).await,
             Command::Bench(args) => bench::run(args).await,
             Command::Reconcile { command: ReconcileCommand::Ledger { db, repair, json } } => reconcile::ledger(db, repair, json).await,
-            Command::Reconcile { command: ReconcileCommand::Import { db, file, format, ledger_account, org, environment, csv_profile, date_window_days, json } } => {
-                reconcile::import(db, file, format, ledger_account, org, environment, csv_profile, date_window_days, json).await
+            Command::Reconcile {
+                command: ReconcileCommand::Import { db, file, format, ledger_account, org, environment, csv_profile, date_window_days, json },
+            } => reconcile::import(db, file, format, ledger_account, org, environment, csv_profile, date_window_days, json).await,
+            Command::Reconcile { command: ReconcileCommand::Report { db, date, org, environment, csv } } => {
+                reconcile::report(db, date, org, environment, csv).await
             }
-            Command::Reconcile { command: ReconcileCommand::Report { db, date, org, environment, csv } } => reconcile::report(db, date, org, environment, csv).await,
             Command::Calendar { year } => {
                 let year = year.unwrap_or_else(|| time::OffsetDateTime::now_utc().year());
                 for closure in settle_core::calendar::closures(year) {
