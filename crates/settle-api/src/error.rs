@@ -284,7 +284,37 @@ pub const ERROR_CODES: &[ErrorCode] = &[
         kind: ErrorType::ConflictError,
         when: "inside an atomic batch: another item failed, so this one was not applied",
     },
-    ErrorCode { code: "request_too_large", status: 413, kind: ErrorType::InvalidRequestError, when: "the body is over the limit (1 MiB; 8 MiB for batches)" },
+    ErrorCode {
+        code: "request_too_large",
+        status: 413,
+        kind: ErrorType::InvalidRequestError,
+        when: "the body is over the limit (1 MiB; 8 MiB for batches; 16 MiB for bank statements)",
+    },
+    ErrorCode {
+        code: "transaction_already_matched",
+        status: 409,
+        kind: ErrorType::ConflictError,
+        when: "the transaction is already matched to a bank statement line; the message names it",
+    },
+    ErrorCode { code: "line_not_matched", status: 409, kind: ErrorType::ConflictError, when: "the bank statement line has no matches to remove" },
+    ErrorCode {
+        code: "reconciliation_conflict",
+        status: 409,
+        kind: ErrorType::ConflictError,
+        when: "the line's matches changed while the request was decided; nothing was written, read the line again and retry",
+    },
+    ErrorCode {
+        code: "statement_invalid",
+        status: 422,
+        kind: ErrorType::InvalidRequestError,
+        when: "the bank statement cannot be read, or its own totals disagree; `param` names the line or element (or `content`), nothing was imported",
+    },
+    ErrorCode {
+        code: "reconciliation_account_mismatch",
+        status: 422,
+        kind: ErrorType::InvalidRequestError,
+        when: "the transaction has no entry on the bank statement's ledger account",
+    },
     ErrorCode {
         code: "request_headers_too_large",
         status: 431,

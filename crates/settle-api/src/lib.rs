@@ -19,6 +19,7 @@ pub mod operations;
 pub mod pagination;
 pub mod path;
 pub mod rate_limit;
+pub mod reconciliation;
 pub mod render;
 pub mod signing;
 pub mod state;
@@ -78,6 +79,13 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/versions", get(api_versions::list))
         .route("/v1/operations", get(operations::list))
         .route("/v1/operations/{id}", get(operations::get))
+        .route("/v1/reconciliation/statements", post(reconciliation::import_statement).get(reconciliation::list_statements))
+        .route("/v1/reconciliation/statements/{id}", get(reconciliation::get_statement))
+        .route("/v1/reconciliation/statements/{id}/lines", get(reconciliation::list_lines))
+        .route("/v1/reconciliation/statements/{id}/report", get(reconciliation::statement_report))
+        .route("/v1/reconciliation/lines/{id}/match", post(reconciliation::match_line))
+        .route("/v1/reconciliation/lines/{id}/unmatch", post(reconciliation::unmatch_line))
+        .route("/v1/reconciliation/reports/{date}", get(reconciliation::day_report))
         .merge(test_helpers::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -4,7 +4,7 @@
 //! `docs/openapi.json`, and rendered for people at `GET /docs`.
 
 use crate::error::{ERROR_CODES, ErrorCode};
-use crate::{accounts, api_versions, operations, render, test_helpers, transactions, wire};
+use crate::{accounts, api_versions, operations, reconciliation, render, test_helpers, transactions, wire};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -54,6 +54,14 @@ and every response carries `Request-Id`. See docs/api.md for the walkthrough.",
         transactions::reverse,
         operations::list,
         operations::get,
+        reconciliation::import_statement,
+        reconciliation::list_statements,
+        reconciliation::get_statement,
+        reconciliation::list_lines,
+        reconciliation::statement_report,
+        reconciliation::match_line,
+        reconciliation::unmatch_line,
+        reconciliation::day_report,
         test_helpers::fund,
         api_versions::list,
     ),
@@ -62,6 +70,7 @@ and every response carries `Request-Id`. See docs/api.md for the walkthrough.",
         (name = "Accounts", description = "Ledger accounts and their balances."),
         (name = "Transactions", description = "Balanced movements of money: posted, pending (holds), voided, reversed."),
         (name = "Operations", description = "Work accepted with `202 Accepted` (large batches, or `Prefer: respond-async`) and run in the background; see docs/async.md."),
+        (name = "Reconciliation", description = "Bank statements (camt.053/054, MT940, BAI2, CSV) matched against the ledger, manual matches and reports; see docs/reconciliation.md."),
         (name = "Test helpers", description = "Sandbox keys only (live keys get 404): simulate the outside world; see docs/sandbox.md."),
         (name = "Versions", description = "Date-based API versions (`Settle-Version`) and their changes; see docs/versioning.md."),
     ),
@@ -159,6 +168,12 @@ fn codes_of(operation_id: &str) -> &'static [&'static str] {
         "reverse_transaction" => &["not_found", "transaction_not_posted", "transaction_already_reversed", "insufficient_funds", "balance_overflow"],
         "get_account" | "get_account_balances" | "list_account_entries" | "get_transaction" | "get_operation" => &["not_found"],
         "fund_account" => &["not_found", "balance_overflow"],
+        "import_bank_statement" => &["statement_invalid", "account_not_found", "currency_mismatch"],
+        "get_bank_statement" | "list_bank_statement_lines" | "get_bank_statement_report" => &["not_found"],
+        "match_bank_statement_line" => {
+            &["not_found", "transaction_not_posted", "transaction_already_matched", "reconciliation_account_mismatch", "reconciliation_conflict"]
+        }
+        "unmatch_bank_statement_line" => &["not_found", "line_not_matched", "reconciliation_conflict"],
         _ => &[],
     }
 }

@@ -33,6 +33,8 @@ pub struct Shared {
     /// Rate limits, timeouts, CORS and security headers (see `hygiene`).
     pub http: Arc<crate::hygiene::HttpPolicy>,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Ids of bank statements, their lines, matches and audited actions.
+    pub reconciliation_ids: Arc<settle_core::ids::IdGenerator>,
 }
 
 impl AppState {
@@ -49,6 +51,7 @@ impl AppState {
             operations: Arc::default(),
             http: Arc::default(),
             metrics: Arc::default(),
+            reconciliation_ids: Arc::default(),
         }))
     }
 

@@ -68,6 +68,18 @@ prefixed_id!(
 prefixed_id!(
     /// A long-running operation (`202 Accepted`, polled at `/v1/operations/{id}`).
     OperationId, "op_");
+prefixed_id!(
+    /// An imported bank statement (reconciliation).
+    BankStatementId, "bst_");
+prefixed_id!(
+    /// One line of an imported bank statement.
+    BankStatementLineId, "bsl_");
+prefixed_id!(
+    /// A link between a statement line and a ledger transaction.
+    BankMatchId, "bmt_");
+prefixed_id!(
+    /// A manual reconciliation action, as audited.
+    BankReconciliationActionId, "bra_");
 
 /// One leg of a transaction. Its id is the transaction's ULID followed by
 /// the entry's two-digit position, so an entry sorts with its transaction and
@@ -165,6 +177,22 @@ impl IdGenerator {
 
     pub fn operation(&self) -> OperationId {
         OperationId(format!("{}{}", OperationId::PREFIX, self.next_body()))
+    }
+
+    pub fn bank_statement(&self) -> BankStatementId {
+        BankStatementId(format!("{}{}", BankStatementId::PREFIX, self.next_body()))
+    }
+
+    pub fn bank_statement_line(&self) -> BankStatementLineId {
+        BankStatementLineId(format!("{}{}", BankStatementLineId::PREFIX, self.next_body()))
+    }
+
+    pub fn bank_match(&self) -> BankMatchId {
+        BankMatchId(format!("{}{}", BankMatchId::PREFIX, self.next_body()))
+    }
+
+    pub fn bank_reconciliation_action(&self) -> BankReconciliationActionId {
+        BankReconciliationActionId(format!("{}{}", BankReconciliationActionId::PREFIX, self.next_body()))
     }
 }
 

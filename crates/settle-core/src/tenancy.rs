@@ -38,15 +38,21 @@ pub struct TenantId(pub i64);
 pub enum Scope {
     LedgerRead,
     LedgerWrite,
+    /// Bank statements, their matches and reports.
+    ReconciliationRead,
+    /// Importing statements and matching or unmatching lines by hand.
+    ReconciliationWrite,
 }
 
 impl Scope {
-    pub const ALL: [Scope; 2] = [Scope::LedgerRead, Scope::LedgerWrite];
+    pub const ALL: [Scope; 4] = [Scope::LedgerRead, Scope::LedgerWrite, Scope::ReconciliationRead, Scope::ReconciliationWrite];
 
     pub fn parse(text: &str) -> Option<Scope> {
         match text {
             "ledger:read" => Some(Scope::LedgerRead),
             "ledger:write" => Some(Scope::LedgerWrite),
+            "reconciliation:read" => Some(Scope::ReconciliationRead),
+            "reconciliation:write" => Some(Scope::ReconciliationWrite),
             _ => None,
         }
     }
@@ -55,6 +61,8 @@ impl Scope {
         match self {
             Scope::LedgerRead => "ledger:read",
             Scope::LedgerWrite => "ledger:write",
+            Scope::ReconciliationRead => "reconciliation:read",
+            Scope::ReconciliationWrite => "reconciliation:write",
         }
     }
 }

@@ -3,6 +3,7 @@
 //! writer of ledger state.
 
 pub mod audit;
+pub mod bank_recon;
 pub mod engine;
 pub mod error;
 pub mod history;

@@ -36,6 +36,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("../migrations/postgres/0003_rate_limits.sql")),
     (4, include_str!("../migrations/postgres/0004_signatures.sql")),
     (5, include_str!("../migrations/postgres/0005_operations.sql")),
+    (7, include_str!("../migrations/postgres/0007_bank_reconciliation.sql")),
     (8, include_str!("../migrations/postgres/0008_account_changes.sql")),
 ];
 /// Connections per server, the engine's included. PostgreSQL's default

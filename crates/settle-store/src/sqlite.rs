@@ -31,6 +31,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("../migrations/sqlite/0003_rate_limits.sql")),
     (4, include_str!("../migrations/sqlite/0004_signatures.sql")),
     (5, include_str!("../migrations/sqlite/0005_operations.sql")),
+    (7, include_str!("../migrations/sqlite/0007_bank_reconciliation.sql")),
     (8, include_str!("../migrations/sqlite/0008_account_changes.sql")),
 ];
 /// Read connections kept open; more are opened on demand and dropped after.

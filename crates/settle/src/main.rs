@@ -124,6 +124,50 @@ enum ReconcileCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Import a bank statement file and match its lines against the ledger
+    /// (the same as `POST /v1/reconciliation/statements`); importing the same
+    /// statement again changes nothing.
+    Import {
+        #[command(flatten)]
+        db: DatabaseArgs,
+        /// The statement file.
+        file: PathBuf,
+        /// camt.053, camt.054, mt940, bai2 or csv.
+        #[arg(long)]
+        format: String,
+        /// The ledger account (`acct_…`) that books this bank account.
+        #[arg(long)]
+        ledger_account: String,
+        /// The organization's name.
+        #[arg(long)]
+        org: String,
+        /// sandbox or live.
+        #[arg(long)]
+        environment: String,
+        /// A JSON file with the CSV profile (see docs/reconciliation.md).
+        #[arg(long)]
+        csv_profile: Option<PathBuf>,
+        /// Days either side of a line's date a transaction may be dated to match by amount.
+        #[arg(long, default_value_t = 3)]
+        date_window_days: i64,
+        /// One JSON object on stdout instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the reconciliation report of a day (JSON, or CSV with --csv).
+    Report {
+        #[command(flatten)]
+        db: DatabaseArgs,
+        /// The day, YYYY-MM-DD.
+        #[arg(long)]
+        date: String,
+        #[arg(long)]
+        org: String,
+        #[arg(long)]
+        environment: String,
+        #[arg(long)]
+        csv: bool,
+    },
 }
 
 fn init_logging() {
@@ -155,6 +199,12 @@ fn main() -> ExitCode {
             Command::Audit { command: AuditCommand::Verify { db } } => audit_verify(db).await,
             Command::Bench(args) => bench::run(args).await,
             Command::Reconcile { command: ReconcileCommand::Ledger { db, repair, json } } => reconcile::ledger(db, repair, json).await,
+            Command::Reconcile {
+                command: ReconcileCommand::Import { db, file, format, ledger_account, org, environment, csv_profile, date_window_days, json },
+            } => reconcile::import(db, file, format, ledger_account, org, environment, csv_profile, date_window_days, json).await,
+            Command::Reconcile { command: ReconcileCommand::Report { db, date, org, environment, csv } } => {
+                reconcile::report(db, date, org, environment, csv).await
+            }
             Command::Calendar { year } => {
                 let year = year.unwrap_or_else(|| time::OffsetDateTime::now_utc().year());
                 for closure in settle_core::calendar::closures(year) {

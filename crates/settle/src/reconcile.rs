@@ -83,3 +83,95 @@ pub async fn ledger(db: DatabaseArgs, repair: bool, as_json: bool) -> anyhow::Re
     let clean = scan.drifts.is_empty() || (repair && failed_repairs == 0);
     Ok(if clean { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
+
+/// The tenant of organization `org` in `environment`. Tenants come into
+/// being with an organization's first API key there, so the keys name them.
+async fn tenant_of(store: &settle_store::Store, org: &str, environment: &str) -> anyhow::Result<settle_core::tenancy::TenantId> {
+    let environment = settle_core::tenancy::Environment::parse(environment).context("--environment must be sandbox or live")?;
+    let keys = store.list_api_keys().await.context("reading organizations")?;
+    keys.iter()
+        .find(|k| k.org_name == org && k.environment == environment)
+        .map(|k| k.tenant)
+        .with_context(|| format!("organization {org:?} has no {} environment (create a key there first)", environment.as_str()))
+}
+
+/// `settle reconcile import FILE`: the same import as `POST /v1/reconciliation/statements`.
+#[expect(clippy::too_many_arguments, reason = "one operator command with every flag of an import")]
+pub async fn import(
+    db: DatabaseArgs,
+    file: std::path::PathBuf,
+    format: String,
+    ledger_account: String,
+    org: String,
+    environment: String,
+    csv_profile: Option<std::path::PathBuf>,
+    date_window_days: i64,
+    as_json: bool,
+) -> anyhow::Result<ExitCode> {
+    let format = settle_recon::Format::parse(&format).context("--format must be camt.053, camt.054, mt940, bai2 or csv")?;
+    let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+    if bytes.len() > settle_recon::MAX_STATEMENT_BYTES {
+        anyhow::bail!("{} is larger than {} bytes", file.display(), settle_recon::MAX_STATEMENT_BYTES);
+    }
+    let content = String::from_utf8(bytes).with_context(|| format!("{} is not UTF-8 text", file.display()))?;
+    let csv_profile = match csv_profile {
+        Some(path) => {
+            let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+            Some(serde_json::from_str(&text).with_context(|| format!("{} is not a CSV profile", path.display()))?)
+        }
+        None => None,
+    };
+    let store = db.open().await?;
+    let tenant = tenant_of(&store, &org, &environment).await?;
+    let now = settle_core::clock::Clock::now(&settle_core::clock::SystemClock);
+    let input = settle_api::reconciliation::ImportInput {
+        tenant,
+        format,
+        content,
+        ledger_account_id: ledger_account,
+        csv_profile,
+        date_window_days,
+        actor: String::from("cli"),
+    };
+    match settle_api::reconciliation::import(&store, &settle_core::ids::IdGenerator::default(), now, input, None).await {
+        Ok((created, record)) => {
+            let json = settle_api::reconciliation::statement_json(&record);
+            if as_json {
+                println!("{}", serde_json::to_string(&json).context("rendering")?);
+            } else {
+                let verb = if created { "imported" } else { "already imported (nothing changed):" };
+                println!(
+                    "{verb} {} ({} lines): {} matched, {} partially matched, {} unmatched",
+                    json.id, json.line_count, json.lines.matched, json.lines.partially_matched, json.lines.unmatched
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            if as_json {
+                println!("{}", json!({"error": {"code": e.code, "message": e.message, "param": e.param}}));
+            } else {
+                println!("refused ({}): {}", e.code, e.message);
+            }
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// `settle reconcile report --date D`: the day's report, as JSON or CSV.
+pub async fn report(db: DatabaseArgs, date: String, org: String, environment: String, csv: bool) -> anyhow::Result<ExitCode> {
+    let day = settle_recon::amount::parse_iso_date(&date).ok().filter(|_| date.len() == 10).context("--date must be YYYY-MM-DD")?;
+    let store = db.open().await?;
+    let tenant = tenant_of(&store, &org, &environment).await?;
+    let now = settle_core::clock::Clock::now(&settle_core::clock::SystemClock);
+    let report = settle_api::reconciliation::report(&store, tenant, settle_api::reconciliation::ReportScope::Date(day), now)
+        .await
+        .map_err(|e| anyhow::anyhow!("{}: {}", e.code, e.message))?
+        .context("no report")?;
+    if csv {
+        print!("{}", settle_api::reconciliation::report_csv(&report));
+    } else {
+        println!("{}", serde_json::to_string_pretty(&report).context("rendering")?);
+    }
+    Ok(ExitCode::SUCCESS)
+}

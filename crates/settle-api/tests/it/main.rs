@@ -20,6 +20,7 @@ mod metrics;
 mod openapi;
 mod operations;
 mod races;
+mod reconciliation;
 mod signing;
 mod tenancy;
 mod test_helpers;
