@@ -10,6 +10,7 @@ pub mod commands;
 pub mod correlation;
 pub mod deprecation;
 pub mod error;
+pub mod feature_flags;
 pub mod hygiene;
 pub mod idempotency;
 pub mod metrics;

@@ -33,6 +33,8 @@ pub struct Shared {
     /// Rate limits, timeouts, CORS and security headers (see `hygiene`).
     pub http: Arc<crate::hygiene::HttpPolicy>,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Feature flag rollouts, read again every second.
+    pub flags: Arc<crate::feature_flags::FeatureFlags>,
     /// Ids of bank statements, their lines, matches and audited actions.
     pub reconciliation_ids: Arc<settle_core::ids::IdGenerator>,
 }
@@ -51,6 +53,7 @@ impl AppState {
             operations: Arc::default(),
             http: Arc::default(),
             metrics: Arc::default(),
+            flags: Arc::default(),
             reconciliation_ids: Arc::default(),
         }))
     }

@@ -6,6 +6,7 @@ pub mod audit;
 pub mod bank_recon;
 pub mod engine;
 pub mod error;
+pub mod flags;
 pub mod history;
 pub mod operations;
 pub mod postgres;

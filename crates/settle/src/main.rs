@@ -4,6 +4,7 @@
 
 mod bench;
 mod deprecations;
+mod flags;
 mod keys;
 mod orgs;
 mod reconcile;
@@ -82,6 +83,11 @@ enum Command {
         /// The year (default: this year, UTC).
         #[arg(long, value_parser = clap::value_parser!(i32).range(1900..=2199))]
         year: Option<i32>,
+    },
+    /// Feature flags: stage new behaviour per organization, roll it back at once.
+    Flags {
+        #[command(subcommand)]
+        command: flags::FlagsCommand,
     },
     /// Organizations and their pinned API versions.
     Orgs {
@@ -216,6 +222,7 @@ fn main() -> ExitCode {
                 print!("{}", settle_api::openapi::document_json());
                 Ok(ExitCode::SUCCESS)
             }
+            Command::Flags { command } => flags::run(command).await,
             Command::Orgs { command } => orgs::run(command).await,
             Command::Versions { command } => Ok(versions::run(command)),
             Command::Deprecations { command } => deprecations::run(command).await,
