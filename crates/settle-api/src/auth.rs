@@ -76,7 +76,7 @@ impl FromRequestParts<AppState> for Principal {
                     org_id: k.org_id,
                     environment: k.environment,
                     tenant: k.tenant,
-                    scopes: k.scopes,
+                    scopes: Scope::held(k.scopes),
                     api_version: k.api_version,
                     rate_limit: k.rate_limit,
                 });

@@ -4,7 +4,7 @@
 //! `docs/openapi.json`, and rendered for people at `GET /docs`.
 
 use crate::error::{ERROR_CODES, ErrorCode};
-use crate::{accounts, api_versions, operations, render, test_helpers, transactions, wire};
+use crate::{accounts, api_versions, events, operations, render, test_helpers, transactions, webhooks, wire};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -56,6 +56,18 @@ and every response carries `Request-Id`. See docs/api.md for the walkthrough.",
         operations::get,
         test_helpers::fund,
         api_versions::list,
+        events::list,
+        events::get,
+        events::redeliver,
+        events::types,
+        webhooks::create,
+        webhooks::list,
+        webhooks::get,
+        webhooks::update,
+        webhooks::delete,
+        webhooks::rotate_secret,
+        webhooks::attempts,
+        webhooks::recover,
     ),
     components(schemas(crate::error::ErrorEnvelope, crate::error::ErrorBody, wire::DirectionRequest, render::BatchItemJson, transactions::TransactionStatusFilter)),
     tags(
@@ -63,6 +75,8 @@ and every response carries `Request-Id`. See docs/api.md for the walkthrough.",
         (name = "Transactions", description = "Balanced movements of money: posted, pending (holds), voided, reversed."),
         (name = "Operations", description = "Work accepted with `202 Accepted` (large batches, or `Prefer: respond-async`) and run in the background; see docs/async.md."),
         (name = "Test helpers", description = "Sandbox keys only (live keys get 404): simulate the outside world; see docs/sandbox.md."),
+        (name = "Events", description = "What happened, for clients that poll, and the catalog of event types; see docs/events.md."),
+        (name = "Webhooks", description = "Endpoints that receive events, signed the Standard Webhooks way; see docs/webhooks.md."),
         (name = "Versions", description = "Date-based API versions (`Settle-Version`) and their changes; see docs/versioning.md."),
     ),
     modifiers(&Security, &Errors, &Links, &CommonHeaders),
@@ -159,6 +173,10 @@ fn codes_of(operation_id: &str) -> &'static [&'static str] {
         "reverse_transaction" => &["not_found", "transaction_not_posted", "transaction_already_reversed", "insufficient_funds", "balance_overflow"],
         "get_account" | "get_account_balances" | "list_account_entries" | "get_transaction" | "get_operation" => &["not_found"],
         "fund_account" => &["not_found", "balance_overflow"],
+        "get_event" | "redeliver_event" | "get_webhook_endpoint" | "delete_webhook_endpoint" | "rotate_webhook_endpoint_secret" | "list_webhook_endpoint_attempts"
+        | "recover_webhook_endpoint" => &["not_found"],
+        "create_webhook_endpoint" => &["invalid_webhook_url"],
+        "update_webhook_endpoint" => &["not_found", "invalid_webhook_url"],
         _ => &[],
     }
 }

@@ -33,6 +33,10 @@ pub struct Shared {
     /// Rate limits, timeouts, CORS and security headers (see `hygiene`).
     pub http: Arc<crate::hygiene::HttpPolicy>,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// The event projector's and the delivery worker's wake-ups and ids.
+    pub events: crate::events::Hub,
+    /// Webhook delivery settings and HTTP clients.
+    pub webhooks: Arc<crate::webhooks::Webhooks>,
 }
 
 impl AppState {
@@ -49,6 +53,8 @@ impl AppState {
             operations: Arc::default(),
             http: Arc::default(),
             metrics: Arc::default(),
+            events: Arc::default(),
+            webhooks: Arc::default(),
         }))
     }
 
@@ -72,6 +78,18 @@ impl AppState {
     /// The same state with these settings for long-running operations.
     pub fn with_operations(mut self, config: OperationsConfig) -> AppState {
         self.shared_mut().operations = Arc::new(Operations::new(config));
+        self
+    }
+
+    /// The event hub shared with the engine's commit signal.
+    pub fn with_events(mut self, hub: crate::events::Hub) -> AppState {
+        self.shared_mut().events = hub;
+        self
+    }
+
+    /// The same state with these webhook delivery settings.
+    pub fn with_webhooks(mut self, webhooks: crate::webhooks::Webhooks) -> AppState {
+        self.shared_mut().webhooks = Arc::new(webhooks);
         self
     }
 

@@ -38,15 +38,26 @@ pub struct TenantId(pub i64);
 pub enum Scope {
     LedgerRead,
     LedgerWrite,
+    /// `GET /v1/events`: what happened, for clients that poll.
+    EventsRead,
+    /// Webhook endpoints and their attempts, read.
+    WebhooksRead,
+    /// Webhook endpoints created, changed, rotated; events redelivered.
+    WebhooksWrite,
 }
 
 impl Scope {
-    pub const ALL: [Scope; 2] = [Scope::LedgerRead, Scope::LedgerWrite];
+    pub const ALL: [Scope; 5] = [Scope::LedgerRead, Scope::LedgerWrite, Scope::EventsRead, Scope::WebhooksRead, Scope::WebhooksWrite];
+    /// Every scope that existed before events and webhooks (migration 0006).
+    const BEFORE_EVENTS: [Scope; 2] = [Scope::LedgerRead, Scope::LedgerWrite];
 
     pub fn parse(text: &str) -> Option<Scope> {
         match text {
             "ledger:read" => Some(Scope::LedgerRead),
             "ledger:write" => Some(Scope::LedgerWrite),
+            "events:read" => Some(Scope::EventsRead),
+            "webhooks:read" => Some(Scope::WebhooksRead),
+            "webhooks:write" => Some(Scope::WebhooksWrite),
             _ => None,
         }
     }
@@ -55,7 +66,24 @@ impl Scope {
         match self {
             Scope::LedgerRead => "ledger:read",
             Scope::LedgerWrite => "ledger:write",
+            Scope::EventsRead => "events:read",
+            Scope::WebhooksRead => "webhooks:read",
+            Scope::WebhooksWrite => "webhooks:write",
         }
+    }
+
+    /// The scopes a stored key holds. A key created with every scope there
+    /// was before events and webhooks existed was meant to do everything, so
+    /// it also holds the scopes added since; a narrower key gets nothing new.
+    pub fn held(mut stored: Vec<Scope>) -> Vec<Scope> {
+        if Scope::BEFORE_EVENTS.iter().all(|s| stored.contains(s)) {
+            for scope in Scope::ALL {
+                if !stored.contains(&scope) {
+                    stored.push(scope);
+                }
+            }
+        }
+        stored
     }
 }
 

@@ -5,6 +5,7 @@
 pub mod audit;
 pub mod engine;
 pub mod error;
+pub mod events;
 pub mod history;
 pub mod operations;
 pub mod postgres;
@@ -14,6 +15,7 @@ pub mod rows;
 pub mod sqlite;
 pub mod store;
 pub mod versioning;
+pub mod webhooks;
 
 pub use error::StoreError;
 pub use store::Store;
