@@ -650,10 +650,12 @@ impl Store {
                  ORDER BY d.next_attempt_at LIMIT {p}2 {lock}"
             )
         };
-        let claimed_sql = |p: &str| {
+        // Exactly the rows this claim took (never ones an earlier claim of the
+        // same owner still holds, which a time-based lookup could return).
+        let details = |p: &str| {
             format!(
                 "SELECT {CLAIMED_COLUMNS} FROM webhook_deliveries d JOIN events e ON e.id = d.event_id JOIN webhook_endpoints w ON w.id = d.endpoint_id
-                 JOIN tenants t ON t.id = d.tenant_id WHERE d.lease_owner = {p}1 AND d.next_attempt_at = {p}2 AND d.status = 'pending'"
+                 JOIN tenants t ON t.id = d.tenant_id WHERE d.endpoint_id = {p}1 AND d.event_id = {p}2 AND w.status = 'enabled'"
             )
         };
         type Claimed = (String, String, i64, String, i64, String, Vec<u8>, i64, String, String, Vec<u8>, Option<Vec<u8>>, Option<i64>, Option<i64>);
@@ -669,29 +671,33 @@ impl Store {
                     }
                     let mut take =
                         tx.prepare_cached("UPDATE webhook_deliveries SET lease_owner = ?1, next_attempt_at = ?2 WHERE endpoint_id = ?3 AND event_id = ?4")?;
+                    let mut read = tx.prepare_cached(&details("?"))?;
+                    let mut out = Vec::with_capacity(keys.len());
                     for (endpoint, event) in &keys {
                         take.execute(params![owner, lease_until.micros(), endpoint, event])?;
+                        let row = read
+                            .query_row(params![endpoint, event], |r| {
+                                Ok((
+                                    r.get(0)?,
+                                    r.get(1)?,
+                                    r.get(2)?,
+                                    r.get(3)?,
+                                    r.get(4)?,
+                                    r.get(5)?,
+                                    r.get(6)?,
+                                    r.get(7)?,
+                                    r.get(8)?,
+                                    r.get(9)?,
+                                    r.get(10)?,
+                                    r.get(11)?,
+                                    r.get(12)?,
+                                    r.get(13)?,
+                                ))
+                            })
+                            .optional()?;
+                        out.extend(row);
                     }
-                    let mut stmt = tx.prepare_cached(&claimed_sql("?"))?;
-                    let rows = stmt.query_map(params![owner, lease_until.micros()], |r| {
-                        Ok((
-                            r.get(0)?,
-                            r.get(1)?,
-                            r.get(2)?,
-                            r.get(3)?,
-                            r.get(4)?,
-                            r.get(5)?,
-                            r.get(6)?,
-                            r.get(7)?,
-                            r.get(8)?,
-                            r.get(9)?,
-                            r.get(10)?,
-                            r.get(11)?,
-                            r.get(12)?,
-                            r.get(13)?,
-                        ))
-                    })?;
-                    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+                    Ok(out)
                 })
                 .await?
             }
@@ -699,28 +705,32 @@ impl Store {
                 let mut client = p.pool().get().await?;
                 let tx = client.transaction().await?;
                 let update = format!(
-                    "UPDATE webhook_deliveries SET lease_owner = $3, next_attempt_at = $4 WHERE (endpoint_id, event_id) IN ({})",
+                    "UPDATE webhook_deliveries SET lease_owner = $3, next_attempt_at = $4 WHERE (endpoint_id, event_id) IN ({}) RETURNING endpoint_id, event_id",
                     select("FOR UPDATE SKIP LOCKED", "$")
                 );
-                tx.execute(&update, &[&now.micros(), &limit, &owner, &lease_until.micros()]).await?;
-                let mut out = Vec::new();
-                for r in tx.query(&claimed_sql("$"), &[&owner, &lease_until.micros()]).await? {
-                    out.push((
-                        pg(&r, 0)?,
-                        pg(&r, 1)?,
-                        pg(&r, 2)?,
-                        pg(&r, 3)?,
-                        pg(&r, 4)?,
-                        pg(&r, 5)?,
-                        pg(&r, 6)?,
-                        pg(&r, 7)?,
-                        pg(&r, 8)?,
-                        pg(&r, 9)?,
-                        pg(&r, 10)?,
-                        pg(&r, 11)?,
-                        pg(&r, 12)?,
-                        pg(&r, 13)?,
-                    ));
+                let taken = tx.query(&update, &[&now.micros(), &limit, &owner, &lease_until.micros()]).await?;
+                let read = tx.prepare_cached(&details("$")).await?;
+                let mut out = Vec::with_capacity(taken.len());
+                for k in &taken {
+                    let (endpoint, event): (String, String) = (pg(k, 0)?, pg(k, 1)?);
+                    if let Some(r) = tx.query_opt(&read, &[&endpoint, &event]).await? {
+                        out.push((
+                            pg(&r, 0)?,
+                            pg(&r, 1)?,
+                            pg(&r, 2)?,
+                            pg(&r, 3)?,
+                            pg(&r, 4)?,
+                            pg(&r, 5)?,
+                            pg(&r, 6)?,
+                            pg(&r, 7)?,
+                            pg(&r, 8)?,
+                            pg(&r, 9)?,
+                            pg(&r, 10)?,
+                            pg(&r, 11)?,
+                            pg(&r, 12)?,
+                            pg(&r, 13)?,
+                        ));
+                    }
                 }
                 tx.commit().await?;
                 out

@@ -36,7 +36,7 @@ const MAX_RECORDS_PER_ROUND: i64 = 256;
 /// Events stored per round, whatever the records hold (a record of a batch holds thousands).
 const MAX_EVENTS_PER_ROUND: usize = 20_000;
 /// How long the projector's lease lasts; renewed every round.
-pub const LEASE_SECS: i64 = 30;
+pub const LEASE_SECS: i64 = 15;
 
 /// Projector settings.
 #[derive(Clone, Debug)]
