@@ -8,8 +8,8 @@ use crate::state::AppState;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use settle_core::tenancy::Principal;
-use settle_store::engine::{SubmitContext, SubmitError};
 use settle_store::engine::{Command, CommandError, IdempotencyClaim, Renderer, Reply};
+use settle_store::engine::{SubmitContext, SubmitError};
 use settle_store::records::StoredResponse;
 
 /// What a POST handler hands over once it has parsed its input.

@@ -183,8 +183,7 @@ pub struct EventListParams {
 }
 
 fn instant(param: &str, text: Option<String>) -> Result<Option<Timestamp>, ApiError> {
-    text.map(|t| Timestamp::parse_rfc3339(&t).ok_or_else(|| ApiError::invalid(param, format!("{param} must be an RFC 3339 timestamp"))))
-        .transpose()
+    text.map(|t| Timestamp::parse_rfc3339(&t).ok_or_else(|| ApiError::invalid(param, format!("{param} must be an RFC 3339 timestamp")))).transpose()
 }
 
 /// The environment's events, newest first.

@@ -173,7 +173,12 @@ fn codes_of(operation_id: &str) -> &'static [&'static str] {
         "reverse_transaction" => &["not_found", "transaction_not_posted", "transaction_already_reversed", "insufficient_funds", "balance_overflow"],
         "get_account" | "get_account_balances" | "list_account_entries" | "get_transaction" | "get_operation" => &["not_found"],
         "fund_account" => &["not_found", "balance_overflow"],
-        "get_event" | "redeliver_event" | "get_webhook_endpoint" | "delete_webhook_endpoint" | "rotate_webhook_endpoint_secret" | "list_webhook_endpoint_attempts"
+        "get_event"
+        | "redeliver_event"
+        | "get_webhook_endpoint"
+        | "delete_webhook_endpoint"
+        | "rotate_webhook_endpoint_secret"
+        | "list_webhook_endpoint_attempts"
         | "recover_webhook_endpoint" => &["not_found"],
         "create_webhook_endpoint" => &["invalid_webhook_url"],
         "update_webhook_endpoint" => &["not_found", "invalid_webhook_url"],

@@ -195,8 +195,10 @@ impl Store {
         let owner = owner.to_owned();
         match self {
             Store::Sqlite(s) => {
-                s.write(move |tx| Ok(tx.prepare_cached(&SQL.replace('#', "?"))?.query_row(params![owner, lease_until.micros(), now.micros()], |r| r.get(0)).optional()?))
-                    .await
+                s.write(move |tx| {
+                    Ok(tx.prepare_cached(&SQL.replace('#', "?"))?.query_row(params![owner, lease_until.micros(), now.micros()], |r| r.get(0)).optional()?)
+                })
+                .await
             }
             Store::Postgres(p) => {
                 let client = p.pool().get().await?;
@@ -376,7 +378,8 @@ impl Store {
                 let client = p.pool().get().await?;
                 let stmt = client.prepare_cached(&sql).await?;
                 let values = q.pg_values();
-                let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = values.iter().map(|v| v.as_ref() as &(dyn tokio_postgres::types::ToSql + Sync)).collect();
+                let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+                    values.iter().map(|v| v.as_ref() as &(dyn tokio_postgres::types::ToSql + Sync)).collect();
                 client.query(&stmt, &refs).await?.iter().map(pg_event).collect::<Result<Vec<_>, _>>()?
             }
         };
@@ -400,10 +403,9 @@ pub(crate) fn sqlite_write_events(tx: &rusqlite::Transaction<'_>, events: &[NewE
     let mut deliver = tx.prepare_cached(&INSERT_DELIVERY.replace('#', "?"))?;
     for e in events {
         insert.execute(params![e.id.as_str(), e.tenant.0, e.kind, e.object_id, e.sequence, e.log_seq, e.created_at.micros(), e.body])?;
-        if !subscribers.contains_key(&e.tenant) {
+        if let std::collections::hash_map::Entry::Vacant(slot) = subscribers.entry(e.tenant) {
             let mut stmt = tx.prepare_cached(&SUBSCRIBERS.replace('#', "?"))?;
-            let found = stmt.query_map([e.tenant.0], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<Vec<_>, _>>()?;
-            subscribers.insert(e.tenant, found);
+            slot.insert(stmt.query_map([e.tenant.0], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<Vec<_>, _>>()?);
         }
         for (endpoint, enabled) in subscribers.get(&e.tenant).into_iter().flatten() {
             if subscribed(enabled, &e.kind) {
@@ -422,12 +424,12 @@ pub(crate) async fn pg_write_events(tx: &deadpool_postgres::Transaction<'_>, eve
     let find = tx.prepare_cached(&SUBSCRIBERS.replace('#', "$")).await?;
     for e in events {
         tx.execute(&insert, &[&e.id.as_str(), &e.tenant.0, &e.kind, &e.object_id, &e.sequence, &e.log_seq, &e.created_at.micros(), &e.body]).await?;
-        if !subscribers.contains_key(&e.tenant) {
+        if let std::collections::hash_map::Entry::Vacant(slot) = subscribers.entry(e.tenant) {
             let mut found = Vec::new();
             for r in tx.query(&find, &[&e.tenant.0]).await? {
                 found.push((r.try_get(0)?, r.try_get(1)?));
             }
-            subscribers.insert(e.tenant, found);
+            slot.insert(found);
         }
         for (endpoint, enabled) in subscribers.get(&e.tenant).into_iter().flatten() {
             if subscribed(enabled, &e.kind) {

@@ -239,7 +239,10 @@ const INSERT_IDEMPOTENCY: &str = "INSERT INTO idempotency_keys (tenant_id, key, 
 
 fn sqlite_idempotency(tx: &rusqlite::Transaction<'_>, record: Option<&IdempotencyRecord>) -> Result<(), StoreError> {
     if let Some(r) = record {
-        tx.execute(&INSERT_IDEMPOTENCY.replace('#', "?"), params![r.tenant.0, r.key, r.fingerprint, r.response.status, r.response.body, r.created_at.micros()])?;
+        tx.execute(
+            &INSERT_IDEMPOTENCY.replace('#', "?"),
+            params![r.tenant.0, r.key, r.fingerprint, r.response.status, r.response.body, r.created_at.micros()],
+        )?;
     }
     Ok(())
 }
@@ -275,7 +278,8 @@ impl Store {
     /// Stores a new endpoint and, when the request carried an
     /// `Idempotency-Key`, its idempotency record, in one transaction.
     pub async fn create_webhook_endpoint(&self, e: WebhookEndpointRecord, idempotency: Option<IdempotencyRecord>) -> Result<Written<()>, StoreError> {
-        const SQL: &str = "INSERT INTO webhook_endpoints (id, tenant_id, url, description, enabled_events, api_version, metadata, status, secret, created_at, updated_at)
+        const SQL: &str =
+            "INSERT INTO webhook_endpoints (id, tenant_id, url, description, enabled_events, api_version, metadata, status, secret, created_at, updated_at)
                            VALUES (#1, #2, #3, #4, #5, #6, #7, 'enabled', #8, #9, #9)";
         let key = idempotency.as_ref().map(|r| (r.tenant, r.key.clone()));
         let events = events_json(&e.enabled_events);
@@ -398,7 +402,8 @@ impl Store {
         e.updated_at = now;
         const SQL: &str = "UPDATE webhook_endpoints SET url = #3, enabled_events = #4, description = #5, metadata = #6, status = #7, disabled_reason = #8,
                            failing_since = #9, updated_at = #10 WHERE id = #1 AND tenant_id = #2";
-        const DEAD_LETTER: &str = "UPDATE webhook_deliveries SET status = 'failed', lease_owner = NULL, updated_at = #2 WHERE endpoint_id = #1 AND status = 'pending'";
+        const DEAD_LETTER: &str =
+            "UPDATE webhook_deliveries SET status = 'failed', lease_owner = NULL, updated_at = #2 WHERE endpoint_id = #1 AND status = 'pending'";
         let (events, metadata) = (events_json(&e.enabled_events), rows::metadata_json(&e.metadata));
         let status = if e.is_enabled { "enabled" } else { "disabled" };
         let failing = e.failing_since.map(Timestamp::micros);
@@ -541,10 +546,11 @@ impl Store {
                 let (tx_key_tx, tx_key_rx) = std::sync::mpsc::channel();
                 let result = s
                     .write_pooled(move |tx| {
-                        let found = tx
-                            .prepare_cached(&ENDPOINTS.replace('#', "?"))?
-                            .query_map([tenant.0], |r| Ok((r.get(0)?, r.get(1)?)))?
-                            .collect::<Result<Vec<(String, String)>, _>>()?;
+                        let found = tx.prepare_cached(&ENDPOINTS.replace('#', "?"))?.query_map([tenant.0], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<
+                            Vec<(String, String)>,
+                            _,
+                        >>(
+                        )?;
                         let targets = pick(found);
                         let mut stmt = tx.prepare_cached(&UPSERT.replace('#', "?"))?;
                         for id in &targets {
@@ -760,7 +766,14 @@ impl Store {
 
     /// Records an attempt and what follows from it, in one transaction;
     /// `false` (nothing written) when `owner` no longer holds the delivery.
-    pub async fn finish_delivery(&self, owner: &str, attempt: AttemptRecord, next: DeliveryNext, health: EndpointHealth, now: Timestamp) -> Result<bool, StoreError> {
+    pub async fn finish_delivery(
+        &self,
+        owner: &str,
+        attempt: AttemptRecord,
+        next: DeliveryNext,
+        health: EndpointHealth,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
         const DELIVERY: &str = "UPDATE webhook_deliveries SET status = #4, attempts = attempts + 1, next_attempt_at = #5, lease_owner = NULL, updated_at = #6
                                 WHERE endpoint_id = #1 AND event_id = #2 AND lease_owner = #3 AND status = 'pending'";
         const ATTEMPT: &str = "INSERT INTO webhook_attempts (id, endpoint_id, event_id, tenant_id, attempt, status, response_status, response_body, error, latency_ms, created_at)
@@ -768,7 +781,8 @@ impl Store {
         const HEALTHY: &str = "UPDATE webhook_endpoints SET failing_since = NULL WHERE id = #1 AND failing_since IS NOT NULL";
         const FAILING: &str = "UPDATE webhook_endpoints SET failing_since = #2 WHERE id = #1 AND failing_since IS NULL";
         const DISABLE: &str = "UPDATE webhook_endpoints SET status = 'disabled', disabled_reason = #2, updated_at = #3 WHERE id = #1 AND status = 'enabled'";
-        const DEAD_LETTER: &str = "UPDATE webhook_deliveries SET status = 'failed', lease_owner = NULL, updated_at = #2 WHERE endpoint_id = #1 AND status = 'pending'";
+        const DEAD_LETTER: &str =
+            "UPDATE webhook_deliveries SET status = 'failed', lease_owner = NULL, updated_at = #2 WHERE endpoint_id = #1 AND status = 'pending'";
         let owner = owner.to_owned();
         let (status, next_at) = match next {
             DeliveryNext::Succeeded => ("succeeded", now),
@@ -885,7 +899,19 @@ impl Store {
                 let client = p.pool().get().await?;
                 let mut out = Vec::new();
                 for r in client.query(&sql("$"), &[&endpoint.as_str(), &tenant.0, &bound, &limit]).await? {
-                    out.push((pg(&r, 0)?, pg(&r, 1)?, pg(&r, 2)?, pg(&r, 3)?, pg(&r, 4)?, pg(&r, 5)?, pg(&r, 6)?, pg(&r, 7)?, pg(&r, 8)?, pg(&r, 9)?, pg(&r, 10)?));
+                    out.push((
+                        pg(&r, 0)?,
+                        pg(&r, 1)?,
+                        pg(&r, 2)?,
+                        pg(&r, 3)?,
+                        pg(&r, 4)?,
+                        pg(&r, 5)?,
+                        pg(&r, 6)?,
+                        pg(&r, 7)?,
+                        pg(&r, 8)?,
+                        pg(&r, 9)?,
+                        pg(&r, 10)?,
+                    ));
                 }
                 out
             }
@@ -912,16 +938,20 @@ impl Store {
     /// How many deliveries are `pending`, `succeeded` and `failed` for the
     /// tenant (tests and operators).
     pub async fn delivery_counts(&self, tenant: TenantId) -> Result<(i64, i64, i64), StoreError> {
-        const SQL: &str = "SELECT COALESCE(SUM(CASE WHEN status = 'pending' THEN 1 ELSE 0 END), 0), COALESCE(SUM(CASE WHEN status = 'succeeded' THEN 1 ELSE 0 END), 0),
+        const SQL: &str =
+            "SELECT COALESCE(SUM(CASE WHEN status = 'pending' THEN 1 ELSE 0 END), 0), COALESCE(SUM(CASE WHEN status = 'succeeded' THEN 1 ELSE 0 END), 0),
                                   COALESCE(SUM(CASE WHEN status = 'failed' THEN 1 ELSE 0 END), 0) FROM webhook_deliveries WHERE tenant_id = ";
         // SQLite sums to an integer; PostgreSQL's SUM of integers is numeric, so it counts per status instead.
         match self {
-            Store::Sqlite(s) => s.read(move |c| Ok(c.prepare_cached(&format!("{SQL}?1"))?.query_row([tenant.0], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?)).await,
+            Store::Sqlite(s) => {
+                s.read(move |c| Ok(c.prepare_cached(&format!("{SQL}?1"))?.query_row([tenant.0], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?)).await
+            }
             Store::Postgres(p) => {
                 let client = p.pool().get().await?;
                 let mut counts = [0i64; 3];
                 for (i, status) in ["pending", "succeeded", "failed"].iter().enumerate() {
-                    counts[i] = pg(&client.query_one("SELECT COUNT(*) FROM webhook_deliveries WHERE tenant_id = $1 AND status = $2", &[&tenant.0, status]).await?, 0)?;
+                    counts[i] =
+                        pg(&client.query_one("SELECT COUNT(*) FROM webhook_deliveries WHERE tenant_id = $1 AND status = $2", &[&tenant.0, status]).await?, 0)?;
                 }
                 Ok((counts[0], counts[1], counts[2]))
             }

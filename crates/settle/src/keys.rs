@@ -126,7 +126,10 @@ pub async fn run(command: KeysCommand) -> anyhow::Result<ExitCode> {
             } else {
                 scopes
                     .iter()
-                    .map(|s| Scope::parse(s).with_context(|| format!("unknown scope {s:?}; known: ledger:read, ledger:write, events:read, webhooks:read, webhooks:write")))
+                    .map(|s| {
+                        Scope::parse(s)
+                            .with_context(|| format!("unknown scope {s:?}; known: ledger:read, ledger:write, events:read, webhooks:read, webhooks:write"))
+                    })
                     .collect::<anyhow::Result<_>>()?
             };
             let store = db.open().await?;

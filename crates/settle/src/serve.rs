@@ -274,7 +274,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         async_batch_threshold: usize::try_from(args.async_batch_threshold).unwrap_or(settle_api::operations::DEFAULT_ASYNC_BATCH_THRESHOLD),
         ..settle_api::operations::OperationsConfig::default()
     };
-    let state = settle_api::AppState::new(store, engine, clock).with_http(http).with_signing(signing).with_operations(operations).with_metrics(metrics).with_events(hub).with_webhooks(webhooks);
+    let state = settle_api::AppState::new(store, engine, clock)
+        .with_http(http)
+        .with_signing(signing)
+        .with_operations(operations)
+        .with_metrics(metrics)
+        .with_events(hub)
+        .with_webhooks(webhooks);
     let worker = settle_api::operations::worker::spawn(state.clone());
     let projector = settle_api::events::projector::spawn(state.clone(), settle_api::events::projector::ProjectorConfig::default());
     let deliveries = settle_api::webhooks::worker::spawn(state.clone());

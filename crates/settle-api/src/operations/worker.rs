@@ -179,8 +179,16 @@ pub async fn apply_chunk(state: &AppState, op: &OperationRecord, index: usize, c
     let claim = IdempotencyClaim { key: chunk_key(&op.id, index), fingerprint: chunk_fingerprint(&op.id, index), request_id: op.request_id.clone(), render };
     for attempt in 1..=MAX_CHUNK_ATTEMPTS {
         let correlation = op.correlation_id.as_deref().and_then(settle_core::correlation::CorrelationId::parse);
-        let reply =
-            state.engine.submit_with(op.tenant, command.clone(), Some(claim.clone()), SubmitContext { request_id: Some(op.request_id.clone()), correlation_id: correlation }).await.map_err(|_| ChunkInterrupted::EngineStopped)?;
+        let reply = state
+            .engine
+            .submit_with(
+                op.tenant,
+                command.clone(),
+                Some(claim.clone()),
+                SubmitContext { request_id: Some(op.request_id.clone()), correlation_id: correlation },
+            )
+            .await
+            .map_err(|_| ChunkInterrupted::EngineStopped)?;
         match reply {
             Reply::Done { result: Err(CommandError::Unavailable | CommandError::OutcomeUnknown), .. } => {
                 // Nothing, or something we cannot see, was written: the same

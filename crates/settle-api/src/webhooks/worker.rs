@@ -269,7 +269,8 @@ async fn disable(state: &AppState, d: &ClaimedDelivery, reason: &'static str, no
     let Ok(Some(endpoint)) = state.store.get_webhook_endpoint(d.tenant, d.endpoint_id.clone()).await else {
         return EndpointHealth::Failing;
     };
-    let sequence = state.store.object_sequences(vec![(d.tenant, endpoint.id.as_str().to_owned())]).await.ok().and_then(|m| m.into_values().next()).unwrap_or(0) + 1;
+    let sequence =
+        state.store.object_sequences(vec![(d.tenant, endpoint.id.as_str().to_owned())]).await.ok().and_then(|m| m.into_values().next()).unwrap_or(0) + 1;
     let after = WebhookEndpointRecord { is_enabled: false, disabled_reason: Some(reason.to_owned()), updated_at: now, ..endpoint.clone() };
     let (Ok(after_json), Ok(before_json)) = (serde_json::to_value(endpoint_json(&after, None)), serde_json::to_value(endpoint_json(&endpoint, None))) else {
         return EndpointHealth::Failing;

@@ -573,8 +573,7 @@ impl TestApp {
         let (state, server, url, worker, background) = TestApp::serve(&store, &clock, &master_key, &options).await;
         let deprecation_usage = Arc::clone(&state.deprecation_usage);
         let http = reqwest::Client::builder().timeout(REQUEST_TIMEOUT).build().expect("an HTTP client");
-        let mut app =
-            TestApp {
+        let mut app = TestApp {
             api: Api { url, key: None, http },
             clock,
             store,

@@ -70,7 +70,13 @@ pub fn validate(schema: &Value, value: &Value, path: &str, errors: &mut Vec<Stri
                     e.is_empty()
                 })
                 .count();
-            let ok = if all { passing == options.len() } else if key == "oneOf" { passing == 1 } else { passing >= 1 };
+            let ok = if all {
+                passing == options.len()
+            } else if key == "oneOf" {
+                passing == 1
+            } else {
+                passing >= 1
+            };
             if !ok {
                 errors.push(format!("{path}: {value} does not satisfy {key}"));
             }
@@ -299,5 +305,8 @@ fn docs_events_md_is_generated_from_the_catalog() {
         std::fs::write(&path, &generated).unwrap();
         return;
     }
-    assert!(committed == generated, "docs/events.md is stale: run `SETTLE_UPDATE_DOCS=1 cargo test -p settle-api --test it docs_events_md` or `settle events catalog > docs/events.md`");
+    assert!(
+        committed == generated,
+        "docs/events.md is stale: run `SETTLE_UPDATE_DOCS=1 cargo test -p settle-api --test it docs_events_md` or `settle events catalog > docs/events.md`"
+    );
 }

@@ -287,7 +287,7 @@ ledger_test! {
             app.account("credit", None).await;
         }
         recorded(&app, &failing_id, 3).await;
-        for day in 1..=6 {
+        for _day in 1..=6 {
             let before = recorded(&app, &failing_id, 0).await.len();
             app.clock.advance_secs(24 * 3600);
             // Keep events coming, as a live ledger would.
