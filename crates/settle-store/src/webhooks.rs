@@ -935,6 +935,28 @@ impl Store {
         Ok(Page::from_rows(records, &page))
     }
 
+    /// On SQLite, one server owns the file: at its start, whatever a
+    /// previous process held (the projector's lease, claimed deliveries) was
+    /// held by a process that is gone, so it is released at once instead of
+    /// when the leases lapse. On PostgreSQL another server may be alive and
+    /// holding them: leases there only lapse.
+    pub async fn release_leases_of_dead_servers(&self, now: Timestamp) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(s) => {
+                s.write_pooled(move |tx| {
+                    tx.execute("UPDATE event_projection SET lease_owner = NULL, lease_expires_at = NULL", [])?;
+                    tx.execute(
+                        "UPDATE webhook_deliveries SET lease_owner = NULL, next_attempt_at = ?1 WHERE status = 'pending' AND lease_owner IS NOT NULL",
+                        [now.micros()],
+                    )?;
+                    Ok(())
+                })
+                .await
+            }
+            Store::Postgres(_) => Ok(()),
+        }
+    }
+
     /// How many deliveries are `pending`, `succeeded` and `failed` for the
     /// tenant (tests and operators).
     pub async fn delivery_counts(&self, tenant: TenantId) -> Result<(i64, i64, i64), StoreError> {

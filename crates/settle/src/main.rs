@@ -5,6 +5,7 @@
 mod bench;
 mod deprecations;
 mod keys;
+mod listen;
 mod orgs;
 mod reconcile;
 mod serve;
@@ -93,11 +94,26 @@ enum Command {
         #[command(subcommand)]
         command: versions::VersionsCommand,
     },
+    /// Forward a sandbox's events, as they happen, to a local URL, signed with a printed secret.
+    Listen(listen::ListenArgs),
+    /// Make the sandbox objects that fire an event type.
+    Trigger(listen::TriggerArgs),
+    /// The event catalog.
+    Events {
+        #[command(subcommand)]
+        command: EventsCommand,
+    },
     /// Who still uses deprecated API versions and endpoints.
     Deprecations {
         #[command(subcommand)]
         command: deprecations::DeprecationsCommand,
     },
+}
+
+#[derive(Subcommand)]
+enum EventsCommand {
+    /// Print docs/events.md: every event type and its JSON Schema.
+    Catalog,
 }
 
 #[derive(Subcommand)]
@@ -169,6 +185,12 @@ fn main() -> ExitCode {
             Command::Orgs { command } => orgs::run(command).await,
             Command::Versions { command } => Ok(versions::run(command)),
             Command::Deprecations { command } => deprecations::run(command).await,
+            Command::Listen(args) => listen::listen(args).await,
+            Command::Trigger(args) => listen::trigger(args).await,
+            Command::Events { command: EventsCommand::Catalog } => {
+                print!("{}", settle_api::events::catalog::markdown());
+                Ok(ExitCode::SUCCESS)
+            }
         }
     });
     match result {

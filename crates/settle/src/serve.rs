@@ -282,6 +282,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .with_events(hub)
         .with_webhooks(webhooks);
     let worker = settle_api::operations::worker::spawn(state.clone());
+    state.store.release_leases_of_dead_servers(state.clock.now()).await.context("releasing the event and webhook leases of the previous process")?;
     let projector = settle_api::events::projector::spawn(state.clone(), settle_api::events::projector::ProjectorConfig::default());
     let deliveries = settle_api::webhooks::worker::spawn(state.clone());
     let deprecation_flusher =

@@ -10,3 +10,4 @@ mod lifecycle;
 mod limits;
 mod reconcile;
 mod versioning;
+mod webhooks;
