@@ -116,12 +116,15 @@ pub struct Clients {
 
 impl Clients {
     pub fn new(config: &WebhookConfig) -> Result<Clients, reqwest::Error> {
+        // One process-wide TLS provider (ring); an error means one is already installed.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let build = |rule: destination::Destinations| {
             reqwest::Client::builder()
                 .timeout(config.attempt_timeout)
                 .connect_timeout(config.attempt_timeout)
                 // A redirect would be a request to a URL nobody checked.
                 .redirect(reqwest::redirect::Policy::none())
+                .https_only(false)
                 .user_agent(concat!("Settle-Webhooks/", env!("CARGO_PKG_VERSION")))
                 .pool_max_idle_per_host(config.concurrency)
                 .dns_resolver(Arc::new(destination::Resolver(rule)))
@@ -383,4 +386,40 @@ fn describe(e: &reqwest::Error) -> String {
         source = s.source();
     }
     if cause.is_empty() { what.to_owned() } else { format!("{what}: {cause}") }
+}
+
+#[cfg(test)]
+#[expect(clippy::unwrap_used, reason = "test code: a panic is the failure report")]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn https_endpoints_are_spoken_to_over_tls() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let first_bytes = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut record = [0u8; 3];
+            tokio::io::AsyncReadExt::read_exact(&mut socket, &mut record).await.unwrap();
+            record
+        });
+        let clients = Clients::new(&WebhookConfig::default()).unwrap();
+        let (client, _) = clients.for_environment(Environment::Sandbox);
+        assert!(client.post(format!("https://127.0.0.1:{port}/")).send().await.is_err(), "no TLS server there");
+        // A TLS handshake record (0x16), TLS major version 3.
+        assert_eq!(first_bytes.await.unwrap()[..2], [0x16, 0x03]);
+    }
+
+    #[test]
+    fn the_schedule_parses_and_retries_end_when_it_does() {
+        let schedule = WebhookConfig::parse_schedule("0,5s,5m,30m,2h,5h,10h,10h").unwrap();
+        assert_eq!(schedule, WebhookConfig::default().schedule);
+        assert!(WebhookConfig::parse_schedule("5x").is_none());
+        assert!(WebhookConfig::parse_schedule("").is_none());
+        let config = WebhookConfig { schedule: vec![Duration::ZERO, Duration::from_secs(10)], jitter: 0.1, ..WebhookConfig::default() };
+        let now = Timestamp::from_micros(0);
+        let next = config.next_attempt(1, now).unwrap().micros();
+        assert!((10_000_000..=11_000_000).contains(&next), "10 s plus at most 10%: {next}");
+        assert_eq!(config.next_attempt(2, now), None, "dead-lettered after the last delay");
+    }
 }
