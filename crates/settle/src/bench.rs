@@ -402,7 +402,8 @@ async fn measure(args: &BenchArgs, url: &str, key: &str) -> anyhow::Result<()> {
     let seconds = started.elapsed().as_secs_f64();
     bar.finish_and_clear();
     let ms = |q: f64| (histogram.value_at_quantile(q) as f64 / 1000.0 * 100.0).round() / 100.0;
-    let webhooks = if args.webhooks { Some(webhook_report(&arrivals, args.transfers.saturating_sub(errors.load(Ordering::Relaxed) as usize)).await?) } else { None };
+    let webhooks =
+        if args.webhooks { Some(webhook_report(&arrivals, args.transfers.saturating_sub(errors.load(Ordering::Relaxed) as usize)).await?) } else { None };
     let report = serde_json::json!({
         "webhooks": webhooks,
         "transfers": args.transfers,

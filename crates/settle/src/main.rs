@@ -149,6 +149,8 @@ fn init_logging() {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Before any HTTP client is built (webhook deliveries, listen, bench).
+    settle_api::webhooks::worker::install_tls_provider();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

@@ -106,6 +106,17 @@ impl WebhookConfig {
     }
 }
 
+/// Installs the process's TLS provider (rustls with ring) unless one is:
+/// every HTTP client of the process (reqwest built without a default
+/// provider) needs it before it is built. Call it first thing in `main` and
+/// in test harnesses; calling it again does nothing.
+pub fn install_tls_provider() {
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        // Err: another thread installed one meanwhile, which is as good.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+}
+
 /// The HTTP clients deliveries go out on: one per destination rule, each
 /// resolving names only to the addresses its rule allows.
 pub struct Clients {
@@ -116,8 +127,7 @@ pub struct Clients {
 
 impl Clients {
     pub fn new(config: &WebhookConfig) -> Result<Clients, reqwest::Error> {
-        // One process-wide TLS provider (ring); an error means one is already installed.
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        install_tls_provider();
         let build = |rule: destination::Destinations| {
             reqwest::Client::builder()
                 .timeout(config.attempt_timeout)

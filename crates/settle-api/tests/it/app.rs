@@ -215,7 +215,7 @@ impl Api {
     pub fn with_version(&self, version: &str) -> Api {
         let mut headers = HeaderMap::new();
         headers.insert("settle-version", version.parse().expect("a header value"));
-        let http = reqwest::Client::builder().timeout(REQUEST_TIMEOUT).default_headers(headers).build().expect("an HTTP client");
+        let http = crate::tls_builder().timeout(REQUEST_TIMEOUT).default_headers(headers).build().expect("an HTTP client");
         Api { url: self.url.clone(), key: self.key.clone(), http }
     }
 
@@ -549,7 +549,7 @@ impl TestApp {
         }
         let (state, server, url, worker, background) = TestApp::serve(&self.store, &self.clock, &self.master_key, &options).await;
         // A new client, so that no kept-alive connection reaches the old server.
-        let http = reqwest::Client::builder().timeout(REQUEST_TIMEOUT).build().expect("an HTTP client");
+        let http = crate::tls_builder().timeout(REQUEST_TIMEOUT).build().expect("an HTTP client");
         self.api = Api { url, key: self.api.key.clone(), http };
         self.deprecation_usage = Arc::clone(&state.deprecation_usage);
         (self.state, self.server, self.worker, self.background) = (state, server, worker, background);
@@ -572,7 +572,7 @@ impl TestApp {
         let master_key = MasterKey::generate();
         let (state, server, url, worker, background) = TestApp::serve(&store, &clock, &master_key, &options).await;
         let deprecation_usage = Arc::clone(&state.deprecation_usage);
-        let http = reqwest::Client::builder().timeout(REQUEST_TIMEOUT).build().expect("an HTTP client");
+        let http = crate::tls_builder().timeout(REQUEST_TIMEOUT).build().expect("an HTTP client");
         let mut app = TestApp {
             api: Api { url, key: None, http },
             clock,
