@@ -132,6 +132,14 @@ pub enum DeliveryNext {
     DeadLettered,
 }
 
+/// One attempt with what follows from it, to record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FinishedDelivery {
+    pub attempt: AttemptRecord,
+    pub next: DeliveryNext,
+    pub health: EndpointHealth,
+}
+
 /// What happens to the endpoint after an attempt.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum EndpointHealth {
@@ -764,16 +772,12 @@ impl Store {
             .collect()
     }
 
-    /// Records an attempt and what follows from it, in one transaction;
-    /// `false` (nothing written) when `owner` no longer holds the delivery.
-    pub async fn finish_delivery(
-        &self,
-        owner: &str,
-        attempt: AttemptRecord,
-        next: DeliveryNext,
-        health: EndpointHealth,
-        now: Timestamp,
-    ) -> Result<bool, StoreError> {
+    /// Records attempts and what follows from each, all in one transaction
+    /// (one commit for many attempts: recording, not sending, would
+    /// otherwise bound the delivery rate). An attempt whose delivery `owner`
+    /// no longer holds (its lease lapsed and another worker took it) is
+    /// skipped. Returns how many were recorded.
+    pub async fn finish_deliveries(&self, owner: &str, finished: Vec<FinishedDelivery>) -> Result<usize, StoreError> {
         const DELIVERY: &str = "UPDATE webhook_deliveries SET status = #4, attempts = attempts + 1, next_attempt_at = #5, lease_owner = NULL, updated_at = #6
                                 WHERE endpoint_id = #1 AND event_id = #2 AND lease_owner = #3 AND status = 'pending'";
         const ATTEMPT: &str = "INSERT INTO webhook_attempts (id, endpoint_id, event_id, tenant_id, attempt, status, response_status, response_body, error, latency_ms, created_at)
@@ -783,49 +787,64 @@ impl Store {
         const DISABLE: &str = "UPDATE webhook_endpoints SET status = 'disabled', disabled_reason = #2, updated_at = #3 WHERE id = #1 AND status = 'enabled'";
         const DEAD_LETTER: &str =
             "UPDATE webhook_deliveries SET status = 'failed', lease_owner = NULL, updated_at = #2 WHERE endpoint_id = #1 AND status = 'pending'";
+        if finished.is_empty() {
+            return Ok(0);
+        }
         let owner = owner.to_owned();
-        let (status, next_at) = match next {
-            DeliveryNext::Succeeded => ("succeeded", now),
-            DeliveryNext::RetryAt(at) => ("pending", at),
-            DeliveryNext::DeadLettered => ("failed", now),
+        let columns = |f: &FinishedDelivery| {
+            let now = f.attempt.created_at;
+            let (status, next_at) = match f.next {
+                DeliveryNext::Succeeded => ("succeeded", now),
+                DeliveryNext::RetryAt(at) => ("pending", at),
+                DeliveryNext::DeadLettered => ("failed", now),
+            };
+            (now, status, next_at, if f.attempt.succeeded { "succeeded" } else { "failed" })
         };
-        let a = attempt;
-        let attempt_status = if a.succeeded { "succeeded" } else { "failed" };
         match self {
             Store::Sqlite(s) => {
                 s.write_pooled(move |tx| {
                     let q = |sql: &str| sql.replace('#', "?");
-                    if tx.execute(&q(DELIVERY), params![a.endpoint_id.as_str(), a.event_id.as_str(), owner, status, next_at.micros(), now.micros()])? != 1 {
-                        return Ok(false);
-                    }
-                    tx.prepare_cached(&q(ATTEMPT))?.execute(params![
-                        a.id.as_str(),
-                        a.endpoint_id.as_str(),
-                        a.event_id.as_str(),
-                        a.tenant.0,
-                        a.attempt,
-                        attempt_status,
-                        a.response_status,
-                        a.response_body,
-                        a.error,
-                        a.latency_ms,
-                        a.created_at.micros()
-                    ])?;
-                    match &health {
-                        EndpointHealth::Healthy => {
-                            tx.execute(&q(HEALTHY), [a.endpoint_id.as_str()])?;
+                    let mut recorded = 0;
+                    let mut delivery = tx.prepare_cached(&q(DELIVERY))?;
+                    let mut attempt = tx.prepare_cached(&q(ATTEMPT))?;
+                    let mut healthy = tx.prepare_cached(&q(HEALTHY))?;
+                    let mut failing = tx.prepare_cached(&q(FAILING))?;
+                    for f in &finished {
+                        let (now, status, next_at, attempt_status) = columns(f);
+                        let a = &f.attempt;
+                        if delivery.execute(params![a.endpoint_id.as_str(), a.event_id.as_str(), owner, status, next_at.micros(), now.micros()])? != 1 {
+                            continue;
                         }
-                        EndpointHealth::Failing => {
-                            tx.execute(&q(FAILING), params![a.endpoint_id.as_str(), now.micros()])?;
-                        }
-                        EndpointHealth::Disable { reason, event } => {
-                            if tx.execute(&q(DISABLE), params![a.endpoint_id.as_str(), reason, now.micros()])? == 1 {
-                                tx.execute(&q(DEAD_LETTER), params![a.endpoint_id.as_str(), now.micros()])?;
-                                sqlite_write_events(tx, std::slice::from_ref(event), now)?;
+                        recorded += 1;
+                        attempt.execute(params![
+                            a.id.as_str(),
+                            a.endpoint_id.as_str(),
+                            a.event_id.as_str(),
+                            a.tenant.0,
+                            a.attempt,
+                            attempt_status,
+                            a.response_status,
+                            a.response_body,
+                            a.error,
+                            a.latency_ms,
+                            a.created_at.micros()
+                        ])?;
+                        match &f.health {
+                            EndpointHealth::Healthy => {
+                                healthy.execute([a.endpoint_id.as_str()])?;
+                            }
+                            EndpointHealth::Failing => {
+                                failing.execute(params![a.endpoint_id.as_str(), now.micros()])?;
+                            }
+                            EndpointHealth::Disable { reason, event } => {
+                                if tx.execute(&q(DISABLE), params![a.endpoint_id.as_str(), reason, now.micros()])? == 1 {
+                                    tx.execute(&q(DEAD_LETTER), params![a.endpoint_id.as_str(), now.micros()])?;
+                                    sqlite_write_events(tx, std::slice::from_ref(event), now)?;
+                                }
                             }
                         }
                     }
-                    Ok(true)
+                    Ok(recorded)
                 })
                 .await
             }
@@ -833,42 +852,50 @@ impl Store {
                 let q = |sql: &str| sql.replace('#', "$");
                 let mut client = p.pool().get().await?;
                 let tx = client.transaction().await?;
-                if tx.execute(&q(DELIVERY), &[&a.endpoint_id.as_str(), &a.event_id.as_str(), &owner, &status, &next_at.micros(), &now.micros()]).await? != 1 {
-                    return Ok(false);
-                }
-                tx.execute(
-                    &q(ATTEMPT),
-                    &[
-                        &a.id.as_str(),
-                        &a.endpoint_id.as_str(),
-                        &a.event_id.as_str(),
-                        &a.tenant.0,
-                        &a.attempt,
-                        &attempt_status,
-                        &a.response_status,
-                        &a.response_body,
-                        &a.error,
-                        &a.latency_ms,
-                        &a.created_at.micros(),
-                    ],
-                )
-                .await?;
-                match &health {
-                    EndpointHealth::Healthy => {
-                        tx.execute(&q(HEALTHY), &[&a.endpoint_id.as_str()]).await?;
+                let (delivery, attempt) = (tx.prepare_cached(&q(DELIVERY)).await?, tx.prepare_cached(&q(ATTEMPT)).await?);
+                let (healthy, failing) = (tx.prepare_cached(&q(HEALTHY)).await?, tx.prepare_cached(&q(FAILING)).await?);
+                let mut recorded = 0;
+                for f in &finished {
+                    let (now, status, next_at, attempt_status) = columns(f);
+                    let a = &f.attempt;
+                    if tx.execute(&delivery, &[&a.endpoint_id.as_str(), &a.event_id.as_str(), &owner, &status, &next_at.micros(), &now.micros()]).await? != 1 {
+                        continue;
                     }
-                    EndpointHealth::Failing => {
-                        tx.execute(&q(FAILING), &[&a.endpoint_id.as_str(), &now.micros()]).await?;
-                    }
-                    EndpointHealth::Disable { reason, event } => {
-                        if tx.execute(&q(DISABLE), &[&a.endpoint_id.as_str(), reason, &now.micros()]).await? == 1 {
-                            tx.execute(&q(DEAD_LETTER), &[&a.endpoint_id.as_str(), &now.micros()]).await?;
-                            pg_write_events(&tx, std::slice::from_ref(event), now).await?;
+                    recorded += 1;
+                    tx.execute(
+                        &attempt,
+                        &[
+                            &a.id.as_str(),
+                            &a.endpoint_id.as_str(),
+                            &a.event_id.as_str(),
+                            &a.tenant.0,
+                            &a.attempt,
+                            &attempt_status,
+                            &a.response_status,
+                            &a.response_body,
+                            &a.error,
+                            &a.latency_ms,
+                            &a.created_at.micros(),
+                        ],
+                    )
+                    .await?;
+                    match &f.health {
+                        EndpointHealth::Healthy => {
+                            tx.execute(&healthy, &[&a.endpoint_id.as_str()]).await?;
+                        }
+                        EndpointHealth::Failing => {
+                            tx.execute(&failing, &[&a.endpoint_id.as_str(), &now.micros()]).await?;
+                        }
+                        EndpointHealth::Disable { reason, event } => {
+                            if tx.execute(&q(DISABLE), &[&a.endpoint_id.as_str(), reason, &now.micros()]).await? == 1 {
+                                tx.execute(&q(DEAD_LETTER), &[&a.endpoint_id.as_str(), &now.micros()]).await?;
+                                pg_write_events(&tx, std::slice::from_ref(event), now).await?;
+                            }
                         }
                     }
                 }
                 tx.commit().await?;
-                Ok(true)
+                Ok(recorded)
             }
         }
     }

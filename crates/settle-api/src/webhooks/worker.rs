@@ -21,13 +21,15 @@ use settle_core::clock::Timestamp;
 use settle_core::ids::OperationId;
 use settle_core::tenancy::Environment;
 use settle_store::events::NewEvent;
-use settle_store::webhooks::{AttemptRecord, ClaimedDelivery, DeliveryNext, EndpointHealth, WebhookEndpointRecord};
+use settle_store::webhooks::{AttemptRecord, ClaimedDelivery, DeliveryNext, EndpointHealth, FinishedDelivery, WebhookEndpointRecord};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Semaphore, mpsc, watch};
 
 /// Bytes of a response body kept with an attempt.
 pub const MAX_RESPONSE_BODY_BYTES: usize = 1024;
+/// Attempts recorded per database transaction.
+const MAX_RECORDS_PER_COMMIT: usize = 512;
 
 /// Delivery settings.
 #[derive(Clone, Debug)]
@@ -184,6 +186,8 @@ async fn run(state: AppState, mut stopped: watch::Receiver<bool>) {
     let owner = state.events.ids.operation().as_str().replacen(OperationId::PREFIX, "dlv_", 1);
     let permits = Arc::new(Semaphore::new(config.concurrency.max(1)));
     let mut tasks = tokio::task::JoinSet::new();
+    let (finished, outcomes) = mpsc::channel::<FinishedDelivery>(config.concurrency.max(1) * 4);
+    let recorder = tokio::spawn(record(state.clone(), owner.clone(), outcomes));
     loop {
         if *stopped.borrow() {
             break;
@@ -199,9 +203,11 @@ async fn run(state: AppState, mut stopped: watch::Receiver<bool>) {
                     full = claimed.len() == free;
                     for delivery in claimed {
                         let Ok(permit) = Arc::clone(&permits).acquire_owned().await else { break };
-                        let (state, owner) = (state.clone(), owner.clone());
+                        let (state, finished) = (state.clone(), finished.clone());
                         tasks.spawn(async move {
-                            attempt(&state, &owner, delivery).await;
+                            let outcome = attempt(&state, delivery).await;
+                            // The recorder is gone only when the worker stops; the lease makes it retried.
+                            let _ = finished.send(outcome).await;
                             drop(permit);
                         });
                     }
@@ -220,6 +226,36 @@ async fn run(state: AppState, mut stopped: watch::Receiver<bool>) {
         }
     }
     while tasks.join_next().await.is_some() {}
+    drop(finished);
+    let _ = recorder.await;
+}
+
+/// Writes attempts as they finish, many per transaction. An outcome that
+/// cannot be written is dropped: its delivery's lease lapses and it is
+/// attempted again (same `webhook-id`).
+async fn record(state: AppState, owner: String, mut outcomes: mpsc::Receiver<FinishedDelivery>) {
+    while let Some(first) = outcomes.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_RECORDS_PER_COMMIT {
+            match outcomes.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        let disabled = batch.iter().any(|f| matches!(f.health, EndpointHealth::Disable { .. }));
+        let count = batch.len();
+        match state.store.finish_deliveries(&owner, batch).await {
+            Ok(recorded) => {
+                if recorded < count {
+                    tracing::info!(lapsed = count - recorded, "webhook deliveries whose lease lapsed before their attempt was recorded");
+                }
+                if disabled {
+                    state.events.stored.notify_waiters();
+                }
+            }
+            Err(error) => tracing::warn!(%error, attempts = count, "could not record webhook attempts; they will be retried when their leases lapse"),
+        }
+    }
 }
 
 /// What one HTTP attempt gave.
@@ -230,8 +266,8 @@ struct Answer {
     latency: Duration,
 }
 
-/// Sends one delivery and records what happened.
-pub async fn attempt(state: &AppState, owner: &str, d: ClaimedDelivery) {
+/// Sends one delivery and decides what follows.
+pub async fn attempt(state: &AppState, d: ClaimedDelivery) -> FinishedDelivery {
     let config = &state.webhooks.config;
     let answer = send(state, &d).await;
     let now = state.clock.now();
@@ -265,16 +301,7 @@ pub async fn attempt(state: &AppState, owner: &str, d: ClaimedDelivery) {
         latency_ms: i64::try_from(answer.latency.as_millis()).unwrap_or(i64::MAX),
         created_at: now,
     };
-    let disabled = matches!(health, EndpointHealth::Disable { .. });
-    match state.store.finish_delivery(owner, record, next, health, now).await {
-        Ok(true) => {
-            if disabled {
-                state.events.stored.notify_waiters();
-            }
-        }
-        Ok(false) => tracing::info!(endpoint = %d.endpoint_id, event = %d.event_id, "a webhook delivery's lease lapsed before its attempt was recorded"),
-        Err(error) => tracing::warn!(%error, endpoint = %d.endpoint_id, "could not record a webhook attempt; it will be retried when its lease lapses"),
-    }
+    FinishedDelivery { attempt: record, next, health }
 }
 
 /// The event announcing that the endpoint is disabled, with the endpoint as it is now.
