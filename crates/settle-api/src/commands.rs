@@ -8,8 +8,8 @@ use crate::state::AppState;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use settle_core::tenancy::Principal;
-use settle_store::engine::SubmitError;
 use settle_store::engine::{Command, CommandError, IdempotencyClaim, Renderer, Reply};
+use settle_store::engine::{SubmitContext, SubmitError};
 use settle_store::records::StoredResponse;
 
 /// What a POST handler hands over once it has parsed its input.
@@ -60,7 +60,8 @@ pub async fn submit(state: &AppState, s: Submission<'_>) -> Result<Response, Api
         }
     };
     let correlation_id = crate::correlation::from_headers(s.headers);
-    let reply = match state.engine.try_submit_correlated(tenant, s.command, claim, correlation_id).await {
+    let context = SubmitContext { request_id: Some(s.request_id.0.clone()), correlation_id };
+    let reply = match state.engine.try_submit_with(tenant, s.command, claim, context).await {
         Ok(reply) => reply,
         Err(SubmitError::Overloaded) => return Ok(crate::hygiene::unavailable_now(ApiError::overloaded())),
         Err(SubmitError::Stopped) => return Err(ApiError::unavailable()),

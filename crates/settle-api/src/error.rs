@@ -238,6 +238,12 @@ pub const ERROR_CODES: &[ErrorCode] = &[
         when: "`Settle-Version` is not a date or not a version this server knows; nothing ran",
     },
     ErrorCode {
+        code: "invalid_webhook_url",
+        status: 400,
+        kind: ErrorType::InvalidRequestError,
+        when: "a webhook endpoint's `url` is malformed, not https:// in live, or names (or resolves to) a private, loopback or link-local address in live",
+    },
+    ErrorCode {
         code: "invalid_signature",
         status: 401,
         kind: ErrorType::AuthenticationError,

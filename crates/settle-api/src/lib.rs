@@ -10,6 +10,7 @@ pub mod commands;
 pub mod correlation;
 pub mod deprecation;
 pub mod error;
+pub mod events;
 pub mod feature_flags;
 pub mod hygiene;
 pub mod idempotency;
@@ -28,6 +29,7 @@ pub mod test_helpers;
 pub mod trace_context;
 pub mod transactions;
 pub mod versions;
+pub mod webhooks;
 pub mod wire;
 
 use axum::Router;
@@ -87,6 +89,15 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/reconciliation/lines/{id}/match", post(reconciliation::match_line))
         .route("/v1/reconciliation/lines/{id}/unmatch", post(reconciliation::unmatch_line))
         .route("/v1/reconciliation/reports/{date}", get(reconciliation::day_report))
+        .route("/v1/events", get(events::list))
+        .route("/v1/events/{id}", get(events::get))
+        .route("/v1/events/{id}/redeliver", post(events::redeliver))
+        .route("/v1/event_types", get(events::types))
+        .route("/v1/webhook_endpoints", post(webhooks::create).get(webhooks::list))
+        .route("/v1/webhook_endpoints/{id}", get(webhooks::get).patch(webhooks::update).delete(webhooks::delete))
+        .route("/v1/webhook_endpoints/{id}/rotate_secret", post(webhooks::rotate_secret))
+        .route("/v1/webhook_endpoints/{id}/attempts", get(webhooks::attempts))
+        .route("/v1/webhook_endpoints/{id}/recover", post(webhooks::recover))
         .merge(test_helpers::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -4,7 +4,7 @@
 //! `docs/openapi.json`, and rendered for people at `GET /docs`.
 
 use crate::error::{ERROR_CODES, ErrorCode};
-use crate::{accounts, api_versions, operations, reconciliation, render, test_helpers, transactions, wire};
+use crate::{accounts, api_versions, events, operations, reconciliation, render, test_helpers, transactions, webhooks, wire};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -64,6 +64,18 @@ and every response carries `Request-Id`. See docs/api.md for the walkthrough.",
         reconciliation::day_report,
         test_helpers::fund,
         api_versions::list,
+        events::list,
+        events::get,
+        events::redeliver,
+        events::types,
+        webhooks::create,
+        webhooks::list,
+        webhooks::get,
+        webhooks::update,
+        webhooks::delete,
+        webhooks::rotate_secret,
+        webhooks::attempts,
+        webhooks::recover,
     ),
     components(schemas(crate::error::ErrorEnvelope, crate::error::ErrorBody, wire::DirectionRequest, render::BatchItemJson, transactions::TransactionStatusFilter)),
     tags(
@@ -72,6 +84,8 @@ and every response carries `Request-Id`. See docs/api.md for the walkthrough.",
         (name = "Operations", description = "Work accepted with `202 Accepted` (large batches, or `Prefer: respond-async`) and run in the background; see docs/async.md."),
         (name = "Reconciliation", description = "Bank statements (camt.053/054, MT940, BAI2, CSV) matched against the ledger, manual matches and reports; see docs/reconciliation.md."),
         (name = "Test helpers", description = "Sandbox keys only (live keys get 404): simulate the outside world; see docs/sandbox.md."),
+        (name = "Events", description = "What happened, for clients that poll, and the catalog of event types; see docs/events.md."),
+        (name = "Webhooks", description = "Endpoints that receive events, signed the Standard Webhooks way; see docs/webhooks.md."),
         (name = "Versions", description = "Date-based API versions (`Settle-Version`) and their changes; see docs/versioning.md."),
     ),
     modifiers(&Security, &Errors, &Links, &CommonHeaders),
@@ -174,6 +188,15 @@ fn codes_of(operation_id: &str) -> &'static [&'static str] {
             &["not_found", "transaction_not_posted", "transaction_already_matched", "reconciliation_account_mismatch", "reconciliation_conflict"]
         }
         "unmatch_bank_statement_line" => &["not_found", "line_not_matched", "reconciliation_conflict"],
+        "get_event"
+        | "redeliver_event"
+        | "get_webhook_endpoint"
+        | "delete_webhook_endpoint"
+        | "rotate_webhook_endpoint_secret"
+        | "list_webhook_endpoint_attempts"
+        | "recover_webhook_endpoint" => &["not_found"],
+        "create_webhook_endpoint" => &["invalid_webhook_url"],
+        "update_webhook_endpoint" => &["not_found", "invalid_webhook_url"],
         _ => &[],
     }
 }

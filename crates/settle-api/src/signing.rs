@@ -78,7 +78,7 @@ impl Signing {
         Signing { master: cell, master_file, cache: Mutex::default(), last_purge_secs: AtomicI64::new(0) }
     }
 
-    fn master_key(&self) -> Option<&MasterKey> {
+    pub(crate) fn master_key(&self) -> Option<&MasterKey> {
         if let Some(key) = self.master.get() {
             return Some(key);
         }

@@ -37,6 +37,10 @@ pub struct Shared {
     pub flags: Arc<crate::feature_flags::FeatureFlags>,
     /// Ids of bank statements, their lines, matches and audited actions.
     pub reconciliation_ids: Arc<settle_core::ids::IdGenerator>,
+    /// The event projector's and the delivery worker's wake-ups and ids.
+    pub events: crate::events::Hub,
+    /// Webhook delivery settings and HTTP clients.
+    pub webhooks: Arc<crate::webhooks::Webhooks>,
 }
 
 impl AppState {
@@ -55,6 +59,8 @@ impl AppState {
             metrics: Arc::default(),
             flags: Arc::default(),
             reconciliation_ids: Arc::default(),
+            events: Arc::default(),
+            webhooks: Arc::default(),
         }))
     }
 
@@ -78,6 +84,18 @@ impl AppState {
     /// The same state with these settings for long-running operations.
     pub fn with_operations(mut self, config: OperationsConfig) -> AppState {
         self.shared_mut().operations = Arc::new(Operations::new(config));
+        self
+    }
+
+    /// The event hub shared with the engine's commit signal.
+    pub fn with_events(mut self, hub: crate::events::Hub) -> AppState {
+        self.shared_mut().events = hub;
+        self
+    }
+
+    /// The same state with these webhook delivery settings.
+    pub fn with_webhooks(mut self, webhooks: crate::webhooks::Webhooks) -> AppState {
+        self.shared_mut().webhooks = Arc::new(webhooks);
         self
     }
 

@@ -80,6 +80,36 @@ prefixed_id!(
 prefixed_id!(
     /// A manual reconciliation action, as audited.
     BankReconciliationActionId, "bra_");
+prefixed_id!(
+    /// An event: something that happened, as integrators learn of it (`/v1/events`, webhooks).
+    EventId, "evt_");
+prefixed_id!(
+    /// A webhook endpoint: a URL that receives events.
+    WebhookEndpointId, "we_");
+prefixed_id!(
+    /// One attempt at delivering an event to a webhook endpoint.
+    WebhookAttemptId, "wha_");
+
+impl EventId {
+    /// The id of the `index`-th event projected from ledger log record `seq`
+    /// written at `at`: a ULID whose time is the change's (so ids sort like
+    /// `created_at` and a time filter is an id range) and whose other 80 bits
+    /// are the log position (so a re-projection makes the same ids, and the
+    /// events of one instant sort in log order). Unguessable it is not; every
+    /// read is filtered by tenant, so guessing one gains nothing.
+    pub fn for_log(at: crate::clock::Timestamp, seq: i64, index: usize) -> EventId {
+        let millis = u64::try_from(at.micros().max(0) / 1000).unwrap_or(0);
+        let low = (u128::from(seq.max(0) as u64) << 16) | (index.min(usize::from(u16::MAX)) as u128);
+        EventId(format!("{}{}", EventId::PREFIX, ulid::Ulid::from_parts(millis, low).to_string().to_ascii_lowercase()))
+    }
+
+    /// The smallest event id of the millisecond `at` falls in: events created
+    /// at or after `at` have ids at or above it.
+    pub fn floor_of(at: crate::clock::Timestamp) -> String {
+        let millis = u64::try_from(at.micros().max(0) / 1000).unwrap_or(0);
+        format!("{}{}", EventId::PREFIX, ulid::Ulid::from_parts(millis, 0).to_string().to_ascii_lowercase())
+    }
+}
 
 /// One leg of a transaction. Its id is the transaction's ULID followed by
 /// the entry's two-digit position, so an entry sorts with its transaction and
@@ -193,6 +223,18 @@ impl IdGenerator {
 
     pub fn bank_reconciliation_action(&self) -> BankReconciliationActionId {
         BankReconciliationActionId(format!("{}{}", BankReconciliationActionId::PREFIX, self.next_body()))
+    }
+
+    pub fn event(&self) -> EventId {
+        EventId(format!("{}{}", EventId::PREFIX, self.next_body()))
+    }
+
+    pub fn webhook_endpoint(&self) -> WebhookEndpointId {
+        WebhookEndpointId(format!("{}{}", WebhookEndpointId::PREFIX, self.next_body()))
+    }
+
+    pub fn webhook_attempt(&self) -> WebhookAttemptId {
+        WebhookAttemptId(format!("{}{}", WebhookAttemptId::PREFIX, self.next_body()))
     }
 }
 

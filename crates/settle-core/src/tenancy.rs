@@ -42,10 +42,24 @@ pub enum Scope {
     ReconciliationRead,
     /// Importing statements and matching or unmatching lines by hand.
     ReconciliationWrite,
+    /// `GET /v1/events`: what happened, for clients that poll.
+    EventsRead,
+    /// Webhook endpoints and their attempts, read.
+    WebhooksRead,
+    /// Webhook endpoints created, changed, rotated; events redelivered.
+    WebhooksWrite,
 }
 
 impl Scope {
-    pub const ALL: [Scope; 4] = [Scope::LedgerRead, Scope::LedgerWrite, Scope::ReconciliationRead, Scope::ReconciliationWrite];
+    pub const ALL: [Scope; 7] = [
+        Scope::LedgerRead,
+        Scope::LedgerWrite,
+        Scope::ReconciliationRead,
+        Scope::ReconciliationWrite,
+        Scope::EventsRead,
+        Scope::WebhooksRead,
+        Scope::WebhooksWrite,
+    ];
 
     pub fn parse(text: &str) -> Option<Scope> {
         match text {
@@ -53,6 +67,9 @@ impl Scope {
             "ledger:write" => Some(Scope::LedgerWrite),
             "reconciliation:read" => Some(Scope::ReconciliationRead),
             "reconciliation:write" => Some(Scope::ReconciliationWrite),
+            "events:read" => Some(Scope::EventsRead),
+            "webhooks:read" => Some(Scope::WebhooksRead),
+            "webhooks:write" => Some(Scope::WebhooksWrite),
             _ => None,
         }
     }
@@ -63,6 +80,9 @@ impl Scope {
             Scope::LedgerWrite => "ledger:write",
             Scope::ReconciliationRead => "reconciliation:read",
             Scope::ReconciliationWrite => "reconciliation:write",
+            Scope::EventsRead => "events:read",
+            Scope::WebhooksRead => "webhooks:read",
+            Scope::WebhooksWrite => "webhooks:write",
         }
     }
 }

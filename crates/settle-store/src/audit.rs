@@ -38,6 +38,9 @@ type LoggedEntry = (String, String, String, i64, String, String);
 #[derive(Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 enum Fragment {
+    /// Who asked for the change (request, idempotency key, correlation id):
+    /// for events, not for the ledger.
+    Context {},
     AccountCreated {},
     /// A reconciliation corrected derived counters; entries are untouched.
     CountersRepaired {},
@@ -128,7 +131,7 @@ pub async fn fold(store: &Store) -> Result<Result<Folded, AuditFailure>, StoreEr
             };
             for fragment in fragments {
                 match fragment {
-                    Fragment::AccountCreated {} | Fragment::CountersRepaired {} => {}
+                    Fragment::Context {} | Fragment::AccountCreated {} | Fragment::CountersRepaired {} => {}
                     Fragment::TransactionCreated { id, status, entries: legs } | Fragment::TransactionChanged { id, status, entries: legs } => {
                         for leg in legs {
                             entries.insert(leg.0.clone(), (leg, id.clone()));

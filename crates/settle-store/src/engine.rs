@@ -135,6 +135,16 @@ struct Envelope {
     reply: oneshot::Sender<Reply>,
     /// Stamped on every object the command creates.
     correlation_id: Option<CorrelationId>,
+    /// The HTTP request that sent the command, for the events it causes.
+    request_id: Option<String>,
+}
+
+/// Who asked for a command: logged with its effect (a [`LogFragment::Context`])
+/// so that the events projected from the log name their request.
+#[derive(Clone, Debug, Default)]
+pub struct SubmitContext {
+    pub request_id: Option<String>,
+    pub correlation_id: Option<CorrelationId>,
 }
 
 /// The engine stopped (shutdown) or is not taking commands.
@@ -173,8 +183,20 @@ impl EngineHandle {
         idempotency: Option<IdempotencyClaim>,
         correlation_id: Option<CorrelationId>,
     ) -> Result<Reply, EngineStopped> {
+        self.submit_with(tenant, command, idempotency, SubmitContext { request_id: None, correlation_id }).await
+    }
+
+    /// [`EngineHandle::submit`] with the request's context (logged for its events).
+    pub async fn submit_with(
+        &self,
+        tenant: TenantId,
+        command: Command,
+        idempotency: Option<IdempotencyClaim>,
+        context: SubmitContext,
+    ) -> Result<Reply, EngineStopped> {
         let (reply, answer) = oneshot::channel();
-        self.sender.send(Envelope { tenant, command, idempotency, reply, correlation_id }).await.map_err(|_| EngineStopped)?;
+        let SubmitContext { request_id, correlation_id } = context;
+        self.sender.send(Envelope { tenant, command, idempotency, reply, correlation_id, request_id }).await.map_err(|_| EngineStopped)?;
         answer.await.map_err(|_| EngineStopped)
     }
 
@@ -193,8 +215,20 @@ impl EngineHandle {
         idempotency: Option<IdempotencyClaim>,
         correlation_id: Option<CorrelationId>,
     ) -> Result<Reply, SubmitError> {
+        self.try_submit_with(tenant, command, idempotency, SubmitContext { request_id: None, correlation_id }).await
+    }
+
+    /// [`EngineHandle::try_submit`] with the request's context (logged for its events).
+    pub async fn try_submit_with(
+        &self,
+        tenant: TenantId,
+        command: Command,
+        idempotency: Option<IdempotencyClaim>,
+        context: SubmitContext,
+    ) -> Result<Reply, SubmitError> {
         let (reply, answer) = oneshot::channel();
-        self.sender.try_send(Envelope { tenant, command, idempotency, reply, correlation_id }).map_err(|e| match e {
+        let SubmitContext { request_id, correlation_id } = context;
+        self.sender.try_send(Envelope { tenant, command, idempotency, reply, correlation_id, request_id }).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => SubmitError::Overloaded,
             mpsc::error::TrySendError::Closed(_) => SubmitError::Stopped,
         })?;
@@ -635,6 +669,20 @@ impl BatchState<'_> {
             Command::ReverseTransaction { id } => self.reverse(tenant, id, &mut log).map(|t| Outcome::Reversal(Box::new(t))),
             Command::RepairCounters { account } => self.repair(tenant, account, &mut log),
         };
+        if !log.is_empty() {
+            // Who asked, first: the events projected from this record name it.
+            let mut with_context = LogWriter::default();
+            let (request_id, idempotency_key, correlation_id) = (
+                envelope.request_id.as_deref(),
+                envelope.idempotency.as_ref().map(|c| c.key.as_str()),
+                envelope.correlation_id.as_ref().map(CorrelationId::as_str),
+            );
+            if request_id.is_some() || idempotency_key.is_some() || correlation_id.is_some() {
+                with_context.push(&LogFragment::Context { request_id, idempotency_key, correlation_id });
+            }
+            with_context.extend(log);
+            log = with_context;
+        }
         if let Some(content) = log.finish() {
             self.log.push(content);
         }
@@ -835,6 +883,14 @@ impl BatchState<'_> {
 #[derive(Serialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum LogFragment<'a> {
+    /// Who asked for the change (first in a command's record, when known):
+    /// not needed to rebuild the ledger, only to tell integrators which
+    /// request caused each event. `settle audit verify` skips it.
+    Context {
+        request_id: Option<&'a str>,
+        idempotency_key: Option<&'a str>,
+        correlation_id: Option<&'a str>,
+    },
     AccountCreated {
         id: &'a str,
         tenant: i64,
@@ -901,6 +957,10 @@ impl LogWriter {
         if serde_json::to_writer(&mut self.buffer, fragment).is_err() {
             tracing::error!("ledger log fragment failed to serialize");
         }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.buffer.is_empty()
     }
 
     fn extend(&mut self, other: LogWriter) {

@@ -6,6 +6,7 @@ pub mod audit;
 pub mod bank_recon;
 pub mod engine;
 pub mod error;
+pub mod events;
 pub mod flags;
 pub mod history;
 pub mod operations;
@@ -16,6 +17,7 @@ pub mod rows;
 pub mod sqlite;
 pub mod store;
 pub mod versioning;
+pub mod webhooks;
 
 pub use error::StoreError;
 pub use store::Store;

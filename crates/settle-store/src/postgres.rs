@@ -36,9 +36,11 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("../migrations/postgres/0003_rate_limits.sql")),
     (4, include_str!("../migrations/postgres/0004_signatures.sql")),
     (5, include_str!("../migrations/postgres/0005_operations.sql")),
+    (6, include_str!("../migrations/postgres/0006_events.sql")),
     (7, include_str!("../migrations/postgres/0007_bank_reconciliation.sql")),
     (8, include_str!("../migrations/postgres/0008_account_changes.sql")),
     (10, include_str!("../migrations/postgres/0010_feature_flags.sql")),
+    (11, include_str!("../migrations/postgres/0011_reconciliation_scopes.sql")),
 ];
 /// Connections per server, the engine's included. PostgreSQL's default
 /// `max_connections` (100) leaves room for several servers.
@@ -624,7 +626,7 @@ async fn account_owner(c: &impl GenericClient, account: &str) -> Result<Option<T
 
 /// Transactions with their entries, in id order, in one statement (so one
 /// snapshot): each transaction row joined with its entry-id range.
-async fn read_transactions(c: &impl GenericClient, ids: &[&str]) -> Result<Vec<Transaction>, StoreError> {
+pub(crate) async fn read_transactions(c: &impl GenericClient, ids: &[&str]) -> Result<Vec<Transaction>, StoreError> {
     if ids.is_empty() {
         return Ok(Vec::new());
     }

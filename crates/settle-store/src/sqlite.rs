@@ -31,9 +31,11 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("../migrations/sqlite/0003_rate_limits.sql")),
     (4, include_str!("../migrations/sqlite/0004_signatures.sql")),
     (5, include_str!("../migrations/sqlite/0005_operations.sql")),
+    (6, include_str!("../migrations/sqlite/0006_events.sql")),
     (7, include_str!("../migrations/sqlite/0007_bank_reconciliation.sql")),
     (8, include_str!("../migrations/sqlite/0008_account_changes.sql")),
     (10, include_str!("../migrations/sqlite/0010_feature_flags.sql")),
+    (11, include_str!("../migrations/sqlite/0011_reconciliation_scopes.sql")),
 ];
 /// Read connections kept open; more are opened on demand and dropped after.
 const READ_POOL_SIZE: usize = 8;
@@ -312,7 +314,7 @@ fn entries_of(conn: &Connection, id: &TransactionId) -> Result<Vec<Entry>, Store
     rows.map(|r| r.map_err(StoreError::from).and_then(EntryRowData::into_entry)).collect()
 }
 
-fn transaction_by_id(conn: &Connection, id: &str) -> Result<Option<Transaction>, StoreError> {
+pub(crate) fn transaction_by_id(conn: &Connection, id: &str) -> Result<Option<Transaction>, StoreError> {
     let mut stmt = conn.prepare_cached(&format!("SELECT {TRANSACTION_COLUMNS} FROM transactions WHERE id = ?1"))?;
     let Some(row) = stmt.query_row([id], transaction_row).optional()? else {
         return Ok(None);
@@ -1163,7 +1165,7 @@ impl SqliteStore {
     /// Runs `f` in an immediate write transaction on a pooled connection:
     /// for small writes on the request path (nonces), which would pay for
     /// opening a connection each time with [`SqliteStore::write_blocking`].
-    fn write_pooled_blocking<T>(&self, f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T, StoreError>) -> Result<T, StoreError> {
+    pub(crate) fn write_pooled_blocking<T>(&self, f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T, StoreError>) -> Result<T, StoreError> {
         self.with_pooled(|conn| {
             let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let value = f(&tx)?;

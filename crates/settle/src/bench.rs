@@ -43,6 +43,47 @@ pub struct BenchArgs {
     /// Share of transfers (0.0–1.0) that touch one hot account.
     #[arg(long, default_value_t = 0.0)]
     pub hot_accounts: f64,
+    /// Also measure webhooks: subscribe a local receiver to every
+    /// `ledger.transaction.created` and report deliveries per second and
+    /// the time from commit (the event's `created_at`) to its first attempt.
+    #[arg(long)]
+    pub webhooks: bool,
+}
+
+/// What the bench's own webhook receiver saw: (when it arrived, the event's created_at), in microseconds.
+type Arrivals = Arc<std::sync::Mutex<Vec<(i64, i64)>>>;
+
+fn now_micros() -> i64 {
+    i64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1000).unwrap_or(i64::MAX)
+}
+
+/// A receiver on 127.0.0.1 that answers 200 and notes each arrival.
+async fn start_receiver(arrivals: Arrivals) -> anyhow::Result<String> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("binding the webhook receiver")?;
+    let url = format!("http://{}/hook", listener.local_addr()?);
+    let router = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let arrivals = Arc::clone(&arrivals);
+            async move {
+                let at = now_micros();
+                let created = std::str::from_utf8(&body)
+                    .ok()
+                    .and_then(|t| t.find("\"created_at\":\"").map(|i| &t[i + 14..]))
+                    .and_then(|t| t.get(..27))
+                    .and_then(settle_core::clock::Timestamp::parse_rfc3339)
+                    .map_or(0, settle_core::clock::Timestamp::micros);
+                if let Ok(mut a) = arrivals.lock() {
+                    a.push((at, created));
+                }
+                "ok"
+            }
+        }),
+    );
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    Ok(url)
 }
 
 /// A server started by bench, killed when dropped.
@@ -224,6 +265,38 @@ fn transfer_json(out: &mut String, accounts: &[String], hot_share: f64, rng: &mu
     ));
 }
 
+/// Waits (at most 10 minutes) for `expected` deliveries, then reports
+/// deliveries per second (first to last arrival) and commit-to-first-attempt times.
+async fn webhook_report(arrivals: &Arrivals, expected: usize) -> anyhow::Result<serde_json::Value> {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let bar = progress(expected, "webhooks ");
+    loop {
+        let got = arrivals.lock().map(|a| a.len()).unwrap_or(0);
+        bar.set_position(got as u64);
+        if got >= expected || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bar.finish_and_clear();
+    let seen = arrivals.lock().map(|a| a.clone()).unwrap_or_default();
+    let mut lag = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3)?;
+    for (at, created) in &seen {
+        lag.saturating_record(u64::try_from(at - created).unwrap_or(0).max(1));
+    }
+    let first = seen.iter().map(|a| a.0).min().unwrap_or(0);
+    let last = seen.iter().map(|a| a.0).max().unwrap_or(0);
+    let seconds = ((last - first) as f64 / 1e6).max(1e-6);
+    let ms = |q: f64| (lag.value_at_quantile(q) as f64 / 1000.0 * 10.0).round() / 10.0;
+    Ok(serde_json::json!({
+        "deliveries": seen.len(),
+        "expected": expected,
+        "deliveries_per_sec": (seen.len() as f64 / seconds).round(),
+        "commit_to_first_attempt_p50_ms": ms(0.50),
+        "commit_to_first_attempt_p99_ms": ms(0.99),
+    }))
+}
+
 /// The `failed` count of a batch result, found in its first bytes.
 fn failed_count(body: &[u8]) -> Option<u64> {
     let head = std::str::from_utf8(&body[..body.len().min(200)]).ok()?;
@@ -263,6 +336,15 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
 async fn measure(args: &BenchArgs, url: &str, key: &str) -> anyhow::Result<()> {
     let client = reqwest::Client::builder().pool_max_idle_per_host(args.concurrency).timeout(Duration::from_secs(60)).build()?;
     let accounts = Arc::new(create_accounts(&client, url, key, args.accounts).await?);
+    let arrivals: Arrivals = Arc::default();
+    if args.webhooks {
+        let hook = start_receiver(Arc::clone(&arrivals)).await?;
+        let body = serde_json::json!({"url": hook, "enabled_events": ["ledger.transaction.created"]});
+        let response = client.post(format!("{url}/v1/webhook_endpoints")).bearer_auth(key).json(&body).send().await?;
+        if response.status() != reqwest::StatusCode::CREATED {
+            bail!("creating the bench's webhook endpoint answered {}", response.status());
+        }
+    }
 
     let target = Target::new(url, key)?;
     let requests = args.transfers.div_ceil(args.batch_size);
@@ -320,7 +402,10 @@ async fn measure(args: &BenchArgs, url: &str, key: &str) -> anyhow::Result<()> {
     let seconds = started.elapsed().as_secs_f64();
     bar.finish_and_clear();
     let ms = |q: f64| (histogram.value_at_quantile(q) as f64 / 1000.0 * 100.0).round() / 100.0;
+    let webhooks =
+        if args.webhooks { Some(webhook_report(&arrivals, args.transfers.saturating_sub(errors.load(Ordering::Relaxed) as usize)).await?) } else { None };
     let report = serde_json::json!({
+        "webhooks": webhooks,
         "transfers": args.transfers,
         "seconds": (seconds * 1000.0).round() / 1000.0,
         "transfers_per_sec": (args.transfers as f64 / seconds).round(),

@@ -128,7 +128,7 @@ pub async fn run(command: KeysCommand) -> anyhow::Result<ExitCode> {
                     .iter()
                     .map(|s| {
                         Scope::parse(s)
-                            .with_context(|| format!("unknown scope {s:?}; known: ledger:read, ledger:write, reconciliation:read, reconciliation:write"))
+                            .with_context(|| format!("unknown scope {s:?}; known: ledger:read, ledger:write, reconciliation:read, reconciliation:write, events:read, webhooks:read, webhooks:write"))
                     })
                     .collect::<anyhow::Result<_>>()?
             };

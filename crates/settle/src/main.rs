@@ -6,6 +6,7 @@ mod bench;
 mod deprecations;
 mod flags;
 mod keys;
+mod listen;
 mod orgs;
 mod reconcile;
 mod serve;
@@ -99,11 +100,26 @@ enum Command {
         #[command(subcommand)]
         command: versions::VersionsCommand,
     },
+    /// Forward a sandbox's events, as they happen, to a local URL, signed with a printed secret.
+    Listen(listen::ListenArgs),
+    /// Make the sandbox objects that fire an event type.
+    Trigger(listen::TriggerArgs),
+    /// The event catalog.
+    Events {
+        #[command(subcommand)]
+        command: EventsCommand,
+    },
     /// Who still uses deprecated API versions and endpoints.
     Deprecations {
         #[command(subcommand)]
         command: deprecations::DeprecationsCommand,
     },
+}
+
+#[derive(Subcommand)]
+enum EventsCommand {
+    /// Print docs/events.md: every event type and its JSON Schema.
+    Catalog,
 }
 
 #[derive(Subcommand)]
@@ -183,6 +199,8 @@ fn init_logging() {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Before any HTTP client is built (webhook deliveries, listen, bench).
+    settle_api::webhooks::worker::install_tls_provider();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -226,6 +244,12 @@ fn main() -> ExitCode {
             Command::Orgs { command } => orgs::run(command).await,
             Command::Versions { command } => Ok(versions::run(command)),
             Command::Deprecations { command } => deprecations::run(command).await,
+            Command::Listen(args) => listen::listen(args).await,
+            Command::Trigger(args) => listen::trigger(args).await,
+            Command::Events { command: EventsCommand::Catalog } => {
+                print!("{}", settle_api::events::catalog::markdown());
+                Ok(ExitCode::SUCCESS)
+            }
         }
     });
     match result {

@@ -46,6 +46,32 @@ pub struct ServeArgs {
     pub db: DatabaseArgs,
     #[command(flatten)]
     pub http: HttpArgs,
+    #[command(flatten)]
+    pub webhooks: WebhookArgs,
+}
+
+/// Webhook deliveries (docs/webhooks.md).
+#[derive(Args, Clone, Debug)]
+pub struct WebhookArgs {
+    /// Delays before each attempt of a delivery (the first is the first attempt), comma-separated, with s/m/h/d units.
+    #[arg(long, env = "SETTLE_WEBHOOK_RETRY_SCHEDULE", default_value = "0,5s,5m,30m,2h,5h,10h,10h")]
+    pub webhook_retry_schedule: String,
+    /// Which addresses sandbox deliveries may reach: `any`, or `loopback` (live deliveries: public addresses only, always).
+    #[arg(long, env = "SETTLE_WEBHOOK_SANDBOX_DESTINATIONS", default_value = "any", value_parser = ["any", "loopback"])]
+    pub webhook_sandbox_destinations: String,
+    /// Delivery attempts in flight at once on this server.
+    #[arg(long, env = "SETTLE_WEBHOOK_CONCURRENCY", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub webhook_concurrency: u64,
+}
+
+impl WebhookArgs {
+    pub fn config(&self) -> anyhow::Result<settle_api::webhooks::worker::WebhookConfig> {
+        use settle_api::webhooks::{destination::Destinations, worker::WebhookConfig};
+        let schedule = WebhookConfig::parse_schedule(&self.webhook_retry_schedule)
+            .context("--webhook-retry-schedule must be 1 to 32 comma-separated delays such as 0,5s,5m,2h,1d")?;
+        let sandbox_destinations = Destinations::parse(&self.webhook_sandbox_destinations).context("--webhook-sandbox-destinations must be any or loopback")?;
+        Ok(WebhookConfig { schedule, sandbox_destinations, concurrency: usize::try_from(self.webhook_concurrency).unwrap_or(64), ..WebhookConfig::default() })
+    }
 }
 
 /// Rate limits, timeouts, overload, CORS and security headers (docs/rate-limits.md, docs/http.md).
@@ -228,13 +254,16 @@ async fn reconcile_periodically(store: Store, every: Duration, metrics: Arc<sett
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let http = args.http.policy()?;
+    let webhooks = settle_api::webhooks::Webhooks::new(args.webhooks.config()?).context("building the webhook HTTP client")?;
     let store = args.db.open().await?;
     tracing::info!(backend = store.backend_name(), "migrations applied");
     bootstrap(&store, &args.db.data_dir).await?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let config = EngineConfig { idempotency_retention: Duration::from_secs(args.idempotency_retention_hours.saturating_mul(3600)), ..EngineConfig::default() };
     let metrics = Arc::new(settle_api::metrics::Metrics::default());
-    let observer: Arc<dyn settle_store::engine::BatchObserver> = metrics.clone();
+    let hub = settle_api::events::Hub::default();
+    let observer: Arc<dyn settle_store::engine::BatchObserver> =
+        Arc::new(settle_api::events::CommitSignal { inner: Some(metrics.clone()), hub: Arc::clone(&hub) });
     let config = EngineConfig { queue_capacity: args.http.engine_queue_capacity.max(1), observer: Some(observer), ..config };
     let (engine, engine_task) = store.start_engine(Arc::clone(&clock), Arc::new(IdGenerator::default()), config).await.context("starting the ledger engine")?;
     if args.reconcile_interval_secs > 0 {
@@ -245,8 +274,17 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         async_batch_threshold: usize::try_from(args.async_batch_threshold).unwrap_or(settle_api::operations::DEFAULT_ASYNC_BATCH_THRESHOLD),
         ..settle_api::operations::OperationsConfig::default()
     };
-    let state = settle_api::AppState::new(store, engine, clock).with_http(http).with_signing(signing).with_operations(operations).with_metrics(metrics);
+    let state = settle_api::AppState::new(store, engine, clock)
+        .with_http(http)
+        .with_signing(signing)
+        .with_operations(operations)
+        .with_metrics(metrics)
+        .with_events(hub)
+        .with_webhooks(webhooks);
     let worker = settle_api::operations::worker::spawn(state.clone());
+    state.store.release_leases_of_dead_servers(state.clock.now()).await.context("releasing the event and webhook leases of the previous process")?;
+    let projector = settle_api::events::projector::spawn(state.clone(), settle_api::events::projector::ProjectorConfig::default());
+    let deliveries = settle_api::webhooks::worker::spawn(state.clone());
     let deprecation_flusher =
         settle_api::deprecation::Flusher::start(Arc::clone(&state.deprecation_usage), state.store.clone(), Duration::from_secs(args.deprecation_flush_secs));
     let (metrics_stop, metrics_server) = match args.metrics_listen {
@@ -277,6 +315,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     // The worker finishes the chunk it is applying and gives its operation
     // back, so the next start (or another server) resumes it at once.
     worker.stop().await;
+    // Attempts in flight finish and are recorded; the projector gives its lease back.
+    deliveries.stop().await;
+    projector.stop().await;
     // Every request has been answered: store the last deprecation counts.
     deprecation_flusher.finish().await;
     // The metrics listener holds an engine handle too.
@@ -298,7 +339,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
 /// server sharing a database must share its master key.
 async fn signing_setup(store: &Store, data_dir: &Path) -> anyhow::Result<Signing> {
     let variable = std::env::var(MASTER_KEY_VAR).ok();
-    let master = MasterKey::load(variable.as_deref(), data_dir).context("loading the master key")?;
+    // Webhook endpoints' secrets are sealed under the master key, and any
+    // sandbox key may create one: a server without a master key makes one
+    // (several servers sharing PostgreSQL must share SETTLE_MASTER_KEY).
+    let master = match &variable {
+        Some(_) => MasterKey::load(variable.as_deref(), data_dir).context("loading the master key")?,
+        None => Some(MasterKey::load_or_create(None, data_dir).context("loading or creating the master key")?),
+    };
     let signed = store.signing_secrets().await.context("reading keys that require signatures")?;
     if let Some((key_id, sealed)) = signed.first() {
         let Some(master) = &master else {

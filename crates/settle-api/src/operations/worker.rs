@@ -21,7 +21,7 @@ use crate::wire::{BatchRequest, CreateAccountRequest, CreateTransactionRequest, 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use settle_core::ids::{AccountId, OperationId, TransactionId};
-use settle_store::engine::{Command, CommandError, IdempotencyClaim, Renderer, Reply};
+use settle_store::engine::{Command, CommandError, IdempotencyClaim, Renderer, Reply, SubmitContext};
 use settle_store::operations::{ClaimedOperation, OperationRecord};
 use settle_store::records::StoredResponse;
 use sha2::{Digest, Sha256};
@@ -179,8 +179,16 @@ pub async fn apply_chunk(state: &AppState, op: &OperationRecord, index: usize, c
     let claim = IdempotencyClaim { key: chunk_key(&op.id, index), fingerprint: chunk_fingerprint(&op.id, index), request_id: op.request_id.clone(), render };
     for attempt in 1..=MAX_CHUNK_ATTEMPTS {
         let correlation = op.correlation_id.as_deref().and_then(settle_core::correlation::CorrelationId::parse);
-        let reply =
-            state.engine.submit_correlated(op.tenant, command.clone(), Some(claim.clone()), correlation).await.map_err(|_| ChunkInterrupted::EngineStopped)?;
+        let reply = state
+            .engine
+            .submit_with(
+                op.tenant,
+                command.clone(),
+                Some(claim.clone()),
+                SubmitContext { request_id: Some(op.request_id.clone()), correlation_id: correlation },
+            )
+            .await
+            .map_err(|_| ChunkInterrupted::EngineStopped)?;
         match reply {
             Reply::Done { result: Err(CommandError::Unavailable | CommandError::OutcomeUnknown), .. } => {
                 // Nothing, or something we cannot see, was written: the same

@@ -151,9 +151,20 @@ impl MasterKey {
 
     /// `1 ‖ nonce ‖ AES-256-GCM(secret)`, bound to `key_id`.
     pub fn encrypt(&self, key_id: &ApiKeyId, secret: &SigningSecret) -> Result<Vec<u8>, VaultError> {
+        self.seal(key_id.as_str(), secret.0.as_bytes())
+    }
+
+    pub fn decrypt(&self, key_id: &ApiKeyId, stored: &[u8]) -> Result<SigningSecret, VaultError> {
+        String::from_utf8(self.open(key_id.as_str(), stored)?).map(SigningSecret).map_err(|_| VaultError::UnknownFormat)
+    }
+
+    /// `1 ‖ nonce ‖ AES-256-GCM(plain)`, bound to `owner` (the id of the
+    /// row it is stored on): any secret at rest (API keys' signing secrets,
+    /// webhook endpoints' secrets) is sealed this one way.
+    pub fn seal(&self, owner: &str, plain: &[u8]) -> Result<Vec<u8>, VaultError> {
         let cipher = Aes256Gcm::new(&self.0);
         let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
-        let sealed = cipher.encrypt(&nonce, Payload { msg: secret.0.as_bytes(), aad: key_id.as_str().as_bytes() }).map_err(|_| VaultError::Encrypt)?;
+        let sealed = cipher.encrypt(&nonce, Payload { msg: plain, aad: owner.as_bytes() }).map_err(|_| VaultError::Encrypt)?;
         let mut out = Vec::with_capacity(1 + NONCE_BYTES + sealed.len());
         out.push(FORMAT_V1);
         out.extend_from_slice(&nonce);
@@ -161,15 +172,15 @@ impl MasterKey {
         Ok(out)
     }
 
-    pub fn decrypt(&self, key_id: &ApiKeyId, stored: &[u8]) -> Result<SigningSecret, VaultError> {
+    /// What [`MasterKey::seal`] sealed for `owner`.
+    pub fn open(&self, owner: &str, stored: &[u8]) -> Result<Vec<u8>, VaultError> {
         let (format, rest) = stored.split_first().ok_or(VaultError::UnknownFormat)?;
         if *format != FORMAT_V1 || rest.len() <= NONCE_BYTES {
             return Err(VaultError::UnknownFormat);
         }
         let (nonce, sealed) = rest.split_at(NONCE_BYTES);
         let cipher = Aes256Gcm::new(&self.0);
-        let plain = cipher.decrypt(Nonce::from_slice(nonce), Payload { msg: sealed, aad: key_id.as_str().as_bytes() }).map_err(|_| VaultError::WrongKey)?;
-        String::from_utf8(plain).map(SigningSecret).map_err(|_| VaultError::UnknownFormat)
+        cipher.decrypt(Nonce::from_slice(nonce), Payload { msg: sealed, aad: owner.as_bytes() }).map_err(|_| VaultError::WrongKey)
     }
 }
 

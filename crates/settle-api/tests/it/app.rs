@@ -211,6 +211,14 @@ impl Api {
         Api { url: self.url.clone(), key: key.map(str::to_owned), http: self.http.clone() }
     }
 
+    /// The same server and key, every request sent with `Settle-Version: version`.
+    pub fn with_version(&self, version: &str) -> Api {
+        let mut headers = HeaderMap::new();
+        headers.insert("settle-version", version.parse().expect("a header value"));
+        let http = crate::tls_builder().timeout(REQUEST_TIMEOUT).default_headers(headers).build().expect("an HTTP client");
+        Api { url: self.url.clone(), key: self.key.clone(), http }
+    }
+
     /// The same key against another server.
     pub fn with_url(&self, url: &str) -> Api {
         Api { url: url.to_owned(), key: self.key.clone(), http: self.http.clone() }
@@ -398,6 +406,9 @@ pub struct TestOptions {
     pub operations: OperationsConfig,
     /// Adjusts the server's state (for example a test-only deprecated endpoint).
     pub configure: fn(AppState) -> AppState,
+    /// Whether the event projector and the webhook delivery worker run.
+    pub events: bool,
+    pub webhooks: settle_api::webhooks::worker::WebhookConfig,
 }
 
 impl Default for TestOptions {
@@ -407,6 +418,12 @@ impl Default for TestOptions {
             worker: true,
             operations: OperationsConfig { poll_interval: Duration::from_millis(20), ..OperationsConfig::default() },
             configure: |state| state,
+            events: true,
+            webhooks: settle_api::webhooks::worker::WebhookConfig {
+                poll_interval: Duration::from_millis(20),
+                attempt_timeout: Duration::from_secs(5),
+                ..settle_api::webhooks::worker::WebhookConfig::default()
+            },
         }
     }
 }
@@ -426,6 +443,7 @@ pub struct TestApp {
     pub state: AppState,
     server: tokio::task::JoinHandle<()>,
     worker: Option<WorkerHandle>,
+    background: Option<Background>,
     // Dropped after the server task is aborted (fields drop in this order).
     _dir: tempfile::TempDir,
     _database: Option<PgDatabase>,
@@ -445,6 +463,28 @@ impl Drop for TestApp {
         if let Some(worker) = self.worker.take() {
             worker.abort();
         }
+        if let Some(background) = self.background.take() {
+            background.abort();
+        }
+    }
+}
+
+/// The event projector and the webhook delivery worker of a test server.
+pub struct Background {
+    projector: settle_api::events::projector::ProjectorHandle,
+    deliveries: settle_api::webhooks::worker::DeliveryHandle,
+}
+
+impl Background {
+    fn start(state: &AppState) -> Background {
+        let config = settle_api::events::projector::ProjectorConfig { poll_interval: Duration::from_millis(20) };
+        Background { projector: settle_api::events::projector::spawn(state.clone(), config), deliveries: settle_api::webhooks::worker::spawn(state.clone()) }
+    }
+
+    /// As a crash would: leases stay held until they lapse.
+    pub fn abort(self) {
+        self.projector.abort();
+        self.deliveries.abort();
     }
 }
 
@@ -470,25 +510,30 @@ impl TestApp {
         clock: &ManualClock,
         master_key: &MasterKey,
         options: &TestOptions,
-    ) -> (AppState, tokio::task::JoinHandle<()>, String, Option<WorkerHandle>) {
+    ) -> (AppState, tokio::task::JoinHandle<()>, String, Option<WorkerHandle>, Option<Background>) {
         let shared: Arc<dyn Clock> = Arc::new(clock.clone());
         let metrics = Arc::new(settle_api::metrics::Metrics::default());
-        let observer: Arc<dyn settle_store::engine::BatchObserver> = metrics.clone();
+        let hub = settle_api::events::Hub::default();
+        let observer: Arc<dyn settle_store::engine::BatchObserver> =
+            Arc::new(settle_api::events::CommitSignal { inner: Some(metrics.clone()), hub: Arc::clone(&hub) });
         let config = EngineConfig { sweep_interval: SWEEP_INTERVAL, observer: Some(observer), ..EngineConfig::default() };
         let (engine, _engine_task) = store.start_engine(Arc::clone(&shared), Arc::new(IdGenerator::default()), config).await.expect("starting the engine");
         let state = AppState::new(store.clone(), engine, shared)
             .with_signing(Signing::new(Some(master_key.clone()), None))
             .with_operations(options.operations.clone())
-            .with_metrics(metrics);
+            .with_metrics(metrics)
+            .with_events(hub)
+            .with_webhooks(settle_api::webhooks::Webhooks::new(options.webhooks.clone()).expect("a webhook HTTP client"));
         let state = (options.configure)(state);
         let worker = options.worker.then(|| settle_api::operations::worker::spawn(state.clone()));
+        let background = options.events.then(|| Background::start(&state));
         let router = settle_api::router(state.clone()).merge(settle_api::metrics::router(state.clone()));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("binding a port");
         let address = listener.local_addr().expect("the bound address");
         let server = tokio::spawn(async move {
             axum::serve(listener, router).await.expect("serving");
         });
-        (state, server, format!("http://{address}"), worker)
+        (state, server, format!("http://{address}"), worker, background)
     }
 
     /// Stops this server as a crash would (its worker ends mid-step, leases
@@ -499,12 +544,15 @@ impl TestApp {
         if let Some(worker) = self.worker.take() {
             worker.abort();
         }
-        let (state, server, url, worker) = TestApp::serve(&self.store, &self.clock, &self.master_key, &options).await;
+        if let Some(background) = self.background.take() {
+            background.abort();
+        }
+        let (state, server, url, worker, background) = TestApp::serve(&self.store, &self.clock, &self.master_key, &options).await;
         // A new client, so that no kept-alive connection reaches the old server.
-        let http = reqwest::Client::builder().timeout(REQUEST_TIMEOUT).build().expect("an HTTP client");
+        let http = crate::tls_builder().timeout(REQUEST_TIMEOUT).build().expect("an HTTP client");
         self.api = Api { url, key: self.api.key.clone(), http };
         self.deprecation_usage = Arc::clone(&state.deprecation_usage);
-        (self.state, self.server, self.worker) = (state, server, worker);
+        (self.state, self.server, self.worker, self.background) = (state, server, worker, background);
     }
 
     pub async fn start_with(backend: Backend, options: TestOptions) -> TestApp {
@@ -522,11 +570,22 @@ impl TestApp {
         let start = SystemClock.now().micros() / 1_000_000 * 1_000_000;
         let clock = ManualClock::new(Timestamp::from_micros(start));
         let master_key = MasterKey::generate();
-        let (state, server, url, worker) = TestApp::serve(&store, &clock, &master_key, &options).await;
+        let (state, server, url, worker, background) = TestApp::serve(&store, &clock, &master_key, &options).await;
         let deprecation_usage = Arc::clone(&state.deprecation_usage);
-        let http = reqwest::Client::builder().timeout(REQUEST_TIMEOUT).build().expect("an HTTP client");
-        let mut app =
-            TestApp { api: Api { url, key: None, http }, clock, store, master_key, deprecation_usage, state, server, worker, _dir: dir, _database: database };
+        let http = crate::tls_builder().timeout(REQUEST_TIMEOUT).build().expect("an HTTP client");
+        let mut app = TestApp {
+            api: Api { url, key: None, http },
+            clock,
+            store,
+            master_key,
+            deprecation_usage,
+            state,
+            server,
+            worker,
+            background,
+            _dir: dir,
+            _database: database,
+        };
         let key = app.key("acme", Environment::Sandbox, &Scope::ALL).await;
         app.api.key = Some(key);
         app

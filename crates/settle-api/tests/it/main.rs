@@ -12,6 +12,7 @@ mod accounts;
 mod app;
 mod batches;
 mod correlation;
+mod events;
 mod holds;
 mod idempotency;
 mod invariants;
@@ -26,3 +27,16 @@ mod tenancy;
 mod test_helpers;
 mod transactions;
 mod versioning;
+mod webhooks;
+
+/// A reqwest client builder, after installing the process's TLS provider
+/// (the workspace's reqwest has none by default; see `install_tls_provider`).
+pub fn tls_builder() -> reqwest::ClientBuilder {
+    settle_api::webhooks::worker::install_tls_provider();
+    reqwest::Client::builder()
+}
+
+/// A default reqwest client (see [`tls_builder`]).
+pub fn tls_client() -> reqwest::Client {
+    tls_builder().build().unwrap()
+}

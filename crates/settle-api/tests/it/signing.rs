@@ -240,7 +240,7 @@ ledger_test! {
         for drop in ["signature", "signature-input", "content-digest"] {
             let mut request = full.try_clone().unwrap();
             request.headers_mut().remove(drop);
-            let reply = signer.api.send(reqwest::RequestBuilder::from_parts(reqwest::Client::new(), request)).await;
+            let reply = signer.api.send(reqwest::RequestBuilder::from_parts(crate::tls_client(), request)).await;
             reply.expect_error(401, "invalid_signature");
         }
         assert_eq!(signer.account_count(&app).await, 0);
@@ -261,12 +261,12 @@ ledger_test! {
         let mut tampered = signed.try_clone().unwrap();
         *tampered.body_mut() = Some(other.clone().into());
         tampered.headers_mut().insert("content-digest", digest_of(&other).parse().unwrap());
-        let reply = signer.api.send(reqwest::RequestBuilder::from_parts(reqwest::Client::new(), tampered)).await;
+        let reply = signer.api.send(reqwest::RequestBuilder::from_parts(crate::tls_client(), tampered)).await;
         expect_invalid_signature(&reply, "Signature", "does not match the request");
         // Signed for another path or method.
         let mut moved = signed.try_clone().unwrap();
         *moved.url_mut() = format!("{}/v1/transactions", signer.api.url).parse().unwrap();
-        let reply = signer.api.send(reqwest::RequestBuilder::from_parts(reqwest::Client::new(), moved)).await;
+        let reply = signer.api.send(reqwest::RequestBuilder::from_parts(crate::tls_client(), moved)).await;
         expect_invalid_signature(&reply, "Signature", "does not match");
         // A digest without sha-256, or not a dictionary.
         for digest in ["sha-512=:AAAA:", "sha-256=abc"] {
@@ -322,7 +322,7 @@ ledger_test! {
         // A signed request that waited too long becomes stale as the clock moves.
         let waiting = signer.request(&signer.defaults(&app, "POST", "/v1/accounts", &body)).build().unwrap();
         app.clock.advance_secs(301);
-        let reply = signer.api.send(reqwest::RequestBuilder::from_parts(reqwest::Client::new(), waiting)).await;
+        let reply = signer.api.send(reqwest::RequestBuilder::from_parts(crate::tls_client(), waiting)).await;
         expect_invalid_signature(&reply, "Signature-Input", "stale");
         assert_eq!(signer.account_count(&app).await, 0);
         // At the edges of the window it is accepted.
@@ -342,9 +342,9 @@ ledger_test! {
         let mut s = signer.defaults(&app, "POST", "/v1/accounts", &body);
         s.nonce = String::from("shared-nonce");
         let request = signer.request(&s).build().unwrap();
-        let first = signer.api.send(reqwest::RequestBuilder::from_parts(reqwest::Client::new(), request.try_clone().unwrap())).await;
+        let first = signer.api.send(reqwest::RequestBuilder::from_parts(crate::tls_client(), request.try_clone().unwrap())).await;
         first.expect_status(201);
-        let replay = signer.api.send(reqwest::RequestBuilder::from_parts(reqwest::Client::new(), request)).await;
+        let replay = signer.api.send(reqwest::RequestBuilder::from_parts(crate::tls_client(), request)).await;
         expect_invalid_signature(&replay, "Signature-Input", "already used");
         // A fresh signature with the same nonce is a replay too.
         let mut again = signer.defaults(&app, "POST", "/v1/accounts", &body);
@@ -365,11 +365,11 @@ ledger_test! {
         let (second, _server) = app.another_server().await;
         let body = serde_json::to_vec(&account_body()).unwrap();
         let request = signer.request(&signer.defaults(&app, "POST", "/v1/accounts", &body)).build().unwrap();
-        let first = signer.api.send(reqwest::RequestBuilder::from_parts(reqwest::Client::new(), request.try_clone().unwrap())).await;
+        let first = signer.api.send(reqwest::RequestBuilder::from_parts(crate::tls_client(), request.try_clone().unwrap())).await;
         first.expect_status(201);
         let mut replayed = request;
         *replayed.url_mut() = format!("{}/v1/accounts", second.url).parse().unwrap();
-        let reply = second.send(reqwest::RequestBuilder::from_parts(reqwest::Client::new(), replayed)).await;
+        let reply = second.send(reqwest::RequestBuilder::from_parts(crate::tls_client(), replayed)).await;
         expect_invalid_signature(&reply, "Signature-Input", "already used");
         assert_eq!(signer.account_count(&app).await, 1);
     }

@@ -87,7 +87,7 @@ impl Server {
     }
 
     async fn wait_ready(&self) {
-        let client = reqwest::Client::new();
+        let client = crate::tls_client();
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
             if client.get(format!("{}/readyz", self.url)).send().await.is_ok_and(|r| r.status() == 200) {
@@ -176,7 +176,7 @@ pub struct Api {
 
 impl Api {
     pub fn new(url: &str, key: &str) -> Api {
-        Api { url: url.to_owned(), key: key.to_owned(), client: reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap() }
+        Api { url: url.to_owned(), key: key.to_owned(), client: crate::tls_builder().timeout(Duration::from_secs(10)).build().unwrap() }
     }
 
     pub async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Result<(u16, Value), reqwest::Error> {

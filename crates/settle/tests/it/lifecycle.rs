@@ -91,7 +91,7 @@ async fn metrics_can_live_on_their_own_address_and_the_server_still_stops_cleanl
     let metrics_port = crate::harness::free_port();
     let metrics_listen = format!("127.0.0.1:{metrics_port}");
     let mut server = crate::harness::Server::start_with_args(dir.path(), None, &["--metrics-listen", &metrics_listen]).await;
-    let client = reqwest::Client::new();
+    let client = crate::tls_client();
     let scraped = client.get(format!("http://{metrics_listen}/metrics")).send().await.unwrap();
     assert_eq!(scraped.status(), 200);
     let text = scraped.text().await.unwrap();

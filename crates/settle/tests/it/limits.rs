@@ -28,7 +28,7 @@ async fn a_key_created_with_its_own_rate_limit_is_listed_and_held_to_it() {
     assert!(text.lines().any(|l| l.starts_with(id) && l.ends_with("\t1/s burst 2")), "{text}");
     assert!(text.lines().any(|l| !l.starts_with(id) && l.ends_with("\tdefault")), "{text}");
 
-    let client = reqwest::Client::new();
+    let client = crate::tls_client();
     let secret = key["secret"].as_str().unwrap();
     let started = Instant::now();
     let mut answers = Vec::new();

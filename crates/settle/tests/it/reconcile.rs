@@ -162,7 +162,7 @@ async fn the_scheduled_reconciliation_reports_drift_in_metrics() {
     let (a, b) = (api.account("debit", None).await, api.account("credit", None).await);
     assert_eq!(api.post("/v1/transactions", Api::transfer_body(&a, &b, 100)).await.0, 201);
     tamper(dir.path(), None, "UPDATE accounts SET posted_credits = posted_credits + 1 WHERE id = ?1", &b).await;
-    let client = reqwest::Client::new();
+    let client = crate::tls_client();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
         let text = client.get(format!("{}/metrics", server.url)).send().await.unwrap().text().await.unwrap();

@@ -22,7 +22,7 @@ fn stdout(out: &std::process::Output) -> String {
 
 /// (Settle-Version, Deprecation) of `GET /v1/accounts`, optionally naming a version.
 async fn served(url: &str, secret: &str, version: Option<&str>) -> (String, Option<String>) {
-    let mut request = reqwest::Client::new().get(format!("{url}/v1/accounts")).bearer_auth(secret);
+    let mut request = crate::tls_client().get(format!("{url}/v1/accounts")).bearer_auth(secret);
     if let Some(v) = version {
         request = request.header("Settle-Version", v);
     }

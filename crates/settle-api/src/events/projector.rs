@@ -1,0 +1,372 @@
+//! The event projector: turns ledger log records into events, off the
+//! engine's path.
+//!
+//! One server at a time projects (the lease in `event_projection`; another
+//! server takes over when it lapses). Each round reads the log records after
+//! the cursor, renders their events with the API's own renderers, and stores
+//! them with the new cursor in one transaction: a crash between the ledger's
+//! commit and the projection loses nothing (the log is durable, the cursor
+//! did not move), and nothing is projected twice (the cursor moves with the
+//! events, and event ids are derived from the log position).
+//!
+//! `data.object` is the object as it was at the change, not as it is when
+//! projected: the log names each change's status and new entries, the row
+//! gives the fields that never change, and the fields a change sets are
+//! rewound to that change (a hold created then posted yields a `created`
+//! event with `status: pending` and a `posted` event with
+//! `previous_attributes: {status: "pending", …}`).
+
+use super::{EventDataJson, EventJson, EventRequestJson};
+use crate::render;
+use crate::state::AppState;
+use serde::Deserialize;
+use serde_json::Value;
+use settle_core::clock::Timestamp;
+use settle_core::ids::{AccountId, EventId, OperationId, TransactionId};
+use settle_core::ledger::{Counters, Transaction, TransactionStatus};
+use settle_core::tenancy::TenantId;
+use settle_store::StoreError;
+use settle_store::events::{LoggedChange, NewEvent};
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Log records projected per round (one database transaction).
+const MAX_RECORDS_PER_ROUND: i64 = 256;
+/// Events stored per round, whatever the records hold (a record of a batch holds thousands).
+const MAX_EVENTS_PER_ROUND: usize = 20_000;
+/// How long the projector's lease lasts; renewed every round.
+pub const LEASE_SECS: i64 = 15;
+
+/// Projector settings.
+#[derive(Clone, Debug)]
+pub struct ProjectorConfig {
+    /// How often an idle projector looks at the log (it is also woken by commits).
+    pub poll_interval: Duration,
+}
+
+impl Default for ProjectorConfig {
+    fn default() -> Self {
+        ProjectorConfig { poll_interval: Duration::from_millis(100) }
+    }
+}
+
+/// A running projector; [`ProjectorHandle::stop`] ends it after its round
+/// and gives its lease back.
+pub struct ProjectorHandle {
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ProjectorHandle {
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+
+    /// Ends it at once, as a crash would (its lease stays until it lapses).
+    pub fn abort(self) {
+        self.task.abort();
+    }
+}
+
+pub fn spawn(state: AppState, config: ProjectorConfig) -> ProjectorHandle {
+    let (stop, stopped) = watch::channel(false);
+    let task = tokio::spawn(run(state, config, stopped));
+    ProjectorHandle { stop, task }
+}
+
+async fn run(state: AppState, config: ProjectorConfig, mut stopped: watch::Receiver<bool>) {
+    let owner = state.events.ids.operation().as_str().replacen(OperationId::PREFIX, "prj_", 1);
+    loop {
+        if *stopped.borrow() {
+            break;
+        }
+        let now = state.clock.now();
+        let mut more = false;
+        match state.store.claim_event_projection(&owner, now, now.plus_secs(LEASE_SECS)).await {
+            Ok(Some(cursor)) => match project(&state, &owner, cursor).await {
+                Ok(stored) => {
+                    if stored > 0 {
+                        state.events.stored.notify_waiters();
+                    }
+                    more = stored > 0;
+                }
+                Err(error) => tracing::warn!(%error, "event projection failed; retrying"),
+            },
+            Ok(None) => {}
+            Err(error) => tracing::warn!(%error, "could not take the event projector's lease"),
+        }
+        if more {
+            continue;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(config.poll_interval) => {}
+            () = state.events.logged.notified() => {}
+            _ = stopped.changed() => {}
+        }
+    }
+    if let Err(error) = state.store.release_event_projection(&owner).await {
+        tracing::warn!(%error, "could not give the event projector's lease back");
+    }
+}
+
+/// One change in a log record, as far as events need it (the engine's
+/// `LogFragment`, read back).
+#[derive(Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+enum Fragment {
+    Context {
+        request_id: Option<String>,
+        idempotency_key: Option<String>,
+        correlation_id: Option<String>,
+    },
+    AccountCreated {
+        id: String,
+        tenant: i64,
+    },
+    TransactionCreated {
+        id: String,
+        status: String,
+    },
+    TransactionChanged {
+        id: String,
+        status: String,
+        reversed_by: Option<String>,
+    },
+    /// Operator repairs and anything newer than this server: no event.
+    #[serde(other)]
+    Other,
+}
+
+/// An event before its sequence and id are known.
+struct Pending {
+    tenant: TenantId,
+    kind: &'static str,
+    object_id: String,
+    object: Value,
+    previous: Option<Value>,
+    request: EventRequestJson,
+    correlation_id: Option<String>,
+    seq: i64,
+    created_at: Timestamp,
+}
+
+/// Projects the records after `cursor`; returns how many events it stored.
+pub async fn project(state: &AppState, owner: &str, cursor: i64) -> Result<usize, StoreError> {
+    let records = state.store.logged_changes(cursor, MAX_RECORDS_PER_ROUND).await?;
+    let Some(last) = records.last().map(|r| r.seq) else {
+        return Ok(0);
+    };
+    let parsed: Vec<(&LoggedChange, Vec<Fragment>)> = records
+        .iter()
+        .map(|r| {
+            let fragments = serde_json::from_slice::<Vec<Fragment>>(&r.content).unwrap_or_else(|e| {
+                tracing::error!(seq = r.seq, error = %e, "a ledger log record is not readable; it yields no events");
+                Vec::new()
+            });
+            (r, fragments)
+        })
+        .collect();
+    // Stop early (at a record boundary) when a round would hold too many events.
+    let mut upto = last;
+    let mut count = 0;
+    for (r, fragments) in &parsed {
+        count += fragments.len();
+        if count > MAX_EVENTS_PER_ROUND && r.seq > cursor + 1 {
+            upto = r.seq - 1;
+            break;
+        }
+    }
+    let mut wanted: Vec<String> = Vec::new();
+    for (r, fragments) in &parsed {
+        if r.seq > upto {
+            break;
+        }
+        for f in fragments {
+            if let Fragment::TransactionCreated { id, .. } | Fragment::TransactionChanged { id, .. } = f {
+                wanted.push(id.clone());
+            }
+        }
+    }
+    wanted.sort_unstable();
+    wanted.dedup();
+    let transactions: HashMap<String, Transaction> =
+        state.store.transactions_for_events(wanted).await?.into_iter().map(|t| (t.id.as_str().to_owned(), t)).collect();
+
+    let mut pending: Vec<Pending> = Vec::new();
+    for (r, fragments) in &parsed {
+        if r.seq > upto {
+            break;
+        }
+        let (mut request, mut correlation_id) = (EventRequestJson::default(), None);
+        for f in fragments {
+            match f {
+                Fragment::Context { request_id, idempotency_key, correlation_id: c } => {
+                    request = EventRequestJson { id: request_id.clone(), idempotency_key: idempotency_key.clone() };
+                    correlation_id = c.clone();
+                }
+                Fragment::AccountCreated { id, tenant } => {
+                    let Some(object) = account_created(state, TenantId(*tenant), id, r.created_at).await? else {
+                        tracing::error!(account = %id, "a logged account is missing; its event is skipped");
+                        continue;
+                    };
+                    pending.push(Pending {
+                        tenant: TenantId(*tenant),
+                        kind: "ledger.account.created",
+                        object_id: id.clone(),
+                        object,
+                        previous: None,
+                        request: request.clone(),
+                        correlation_id: correlation_id.clone(),
+                        seq: r.seq,
+                        created_at: r.created_at,
+                    });
+                }
+                Fragment::TransactionCreated { id, status } | Fragment::TransactionChanged { id, status, .. } => {
+                    let Some(row) = transactions.get(id) else {
+                        tracing::error!(transaction = %id, "a logged transaction is missing; its event is skipped");
+                        continue;
+                    };
+                    let reversed_by = match f {
+                        Fragment::TransactionChanged { reversed_by, .. } => reversed_by.as_deref(),
+                        _ => None,
+                    };
+                    let created = matches!(f, Fragment::TransactionCreated { .. });
+                    let Some((kind, object, previous)) = transaction_change(row, created, status, reversed_by) else {
+                        tracing::error!(transaction = %id, status, "a logged transaction change has no event type; skipped");
+                        continue;
+                    };
+                    pending.push(Pending {
+                        tenant: row.tenant,
+                        kind,
+                        object_id: id.clone(),
+                        object,
+                        previous,
+                        request: request.clone(),
+                        correlation_id: correlation_id.clone(),
+                        seq: r.seq,
+                        created_at: r.created_at,
+                    });
+                }
+                Fragment::Other => {}
+            }
+        }
+    }
+
+    // Per-object sequences continue from what is stored (a created event starts at 1).
+    let mut objects: Vec<(TenantId, String)> = Vec::new();
+    let mut seen = HashSet::new();
+    for p in &pending {
+        if p.kind != "ledger.account.created" && p.kind != "ledger.transaction.created" && seen.insert(p.object_id.clone()) {
+            objects.push((p.tenant, p.object_id.clone()));
+        }
+    }
+    let mut sequences = state.store.object_sequences(objects).await?;
+    let mut index_in_record: HashMap<i64, usize> = HashMap::new();
+    let mut events = Vec::with_capacity(pending.len());
+    for p in pending {
+        let sequence = sequences.entry(p.object_id.clone()).or_insert(0);
+        *sequence += 1;
+        let index = index_in_record.entry(p.seq).or_insert(0);
+        let id = EventId::for_log(p.created_at, p.seq, *index);
+        *index += 1;
+        let json = EventJson {
+            object: String::from("event"),
+            id: id.as_str().to_owned(),
+            kind: p.kind.to_owned(),
+            api_version: crate::versions::NEWEST.to_string(),
+            created_at: p.created_at.to_rfc3339(),
+            data: EventDataJson { object: p.object, previous_attributes: p.previous },
+            request: p.request,
+            correlation_id: p.correlation_id,
+            sequence: *sequence,
+        };
+        let body = serde_json::to_vec(&json).map_err(|e| StoreError::Other(e.to_string()))?;
+        events.push(NewEvent {
+            id,
+            tenant: p.tenant,
+            kind: p.kind.to_owned(),
+            object_id: p.object_id,
+            sequence: *sequence,
+            log_seq: Some(p.seq),
+            created_at: p.created_at,
+            body,
+        });
+    }
+    let stored = events.len();
+    if state.store.append_events(owner, cursor, upto, events, state.clock.now()).await? {
+        Ok(stored.max(1))
+    } else {
+        // Another server took the lease meanwhile; it projects from the stored cursor.
+        Ok(0)
+    }
+}
+
+/// An account as it was when opened: zero balances, lock version 0.
+async fn account_created(state: &AppState, tenant: TenantId, id: &str, at: Timestamp) -> Result<Option<Value>, StoreError> {
+    let Some(account_id) = AccountId::parse(id) else {
+        return Ok(None);
+    };
+    let Some(mut record) = state.store.get_account(tenant, account_id, at).await? else {
+        return Ok(None);
+    };
+    record.state.counters = Counters::default();
+    record.state.version = 0;
+    let json = render::account(&record).map_err(|e| StoreError::Other(e.message))?;
+    serde_json::to_value(json).map(Some).map_err(|e| StoreError::Other(e.to_string()))
+}
+
+fn rendered(t: &Transaction) -> Value {
+    serde_json::to_value(render::transaction(t)).unwrap_or(Value::Null)
+}
+
+/// The event of one logged transaction change: its type, the transaction
+/// right after it, and (for updates) the fields it changed, as they were.
+fn transaction_change(row: &Transaction, created: bool, status: &str, reversed_by: Option<&str>) -> Option<(&'static str, Value, Option<Value>)> {
+    let status = TransactionStatus::parse(status)?;
+    let mut after = row.clone();
+    after.status = status;
+    // What later changes set is not there yet.
+    after.reversed_by = reversed_by.map(|r| TransactionId::from_trusted(r.to_owned()));
+    if status != TransactionStatus::Posted {
+        after.posted_at = None;
+    }
+    if status != TransactionStatus::Voided {
+        after.voided_at = None;
+        after.void_reason = None;
+    }
+    if created {
+        return Some(("ledger.transaction.created", rendered(&after), None));
+    }
+    let mut before = after.clone();
+    let kind = if reversed_by.is_some() {
+        before.reversed_by = None;
+        "ledger.transaction.reversed"
+    } else {
+        before.status = TransactionStatus::Pending;
+        before.posted_at = None;
+        before.voided_at = None;
+        before.void_reason = None;
+        match status {
+            TransactionStatus::Posted => "ledger.transaction.posted",
+            TransactionStatus::Voided => "ledger.transaction.voided",
+            TransactionStatus::Pending => return None,
+        }
+    };
+    let (after, before) = (rendered(&after), rendered(&before));
+    Some((kind, after.clone(), Some(changed_fields(&before, &after))))
+}
+
+/// The fields of `before` whose values differ in `after`.
+pub fn changed_fields(before: &Value, after: &Value) -> Value {
+    let mut previous = serde_json::Map::new();
+    if let (Some(b), Some(a)) = (before.as_object(), after.as_object()) {
+        for (k, v) in b {
+            if a.get(k) != Some(v) {
+                previous.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    Value::Object(previous)
+}

@@ -1,0 +1,441 @@
+//! Events: what integrators learn happened, projected from the ledger log.
+//!
+//! The hash-chained `ledger_log` is the outbox. Each command's record is
+//! written by the engine in the same database transaction as its effect, so
+//! nothing the ledger did can be missing from it. The projector (one server
+//! at a time, under the lease in `event_projection`) reads the records after
+//! its cursor, turns them into `events` rows, and advances the cursor in the
+//! same transaction as it writes them ([`Store::append_events`]): a crash
+//! anywhere loses nothing and writes nothing twice. Each event also becomes
+//! one `webhook_deliveries` row per subscribed endpoint, in that transaction.
+//!
+//! Event ids come from the log position and the change's time
+//! ([`EventId::for_log`]), so they sort like `created_at` and a time filter
+//! is an id range on the same indexes as every other filter.
+
+use crate::error::StoreError;
+use crate::records::{Page, PageRequest};
+use crate::store::Store;
+use crate::webhooks::subscribed;
+use rusqlite::{OptionalExtension, params};
+use settle_core::clock::Timestamp;
+use settle_core::ids::EventId;
+use settle_core::ledger::Transaction;
+use settle_core::tenancy::TenantId;
+use std::collections::HashMap;
+
+/// One ledger log record, as the projector reads it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LoggedChange {
+    pub seq: i64,
+    /// A JSON array of the engine's log fragments.
+    pub content: Vec<u8>,
+    pub created_at: Timestamp,
+}
+
+/// An event to store.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewEvent {
+    pub id: EventId,
+    pub tenant: TenantId,
+    pub kind: String,
+    pub object_id: String,
+    pub sequence: i64,
+    /// The ledger log record it comes from; `None` for events about things
+    /// outside the ledger (a webhook endpoint disabled).
+    pub log_seq: Option<i64>,
+    pub created_at: Timestamp,
+    /// The event as JSON, in the newest API version.
+    pub body: Vec<u8>,
+}
+
+/// A stored event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EventRecord {
+    pub id: EventId,
+    pub tenant: TenantId,
+    pub kind: String,
+    pub object_id: String,
+    pub sequence: i64,
+    pub created_at: Timestamp,
+    pub body: Vec<u8>,
+}
+
+/// What `GET /v1/events` filters on; every filter is a keyset range.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EventFilter {
+    pub kind: Option<String>,
+    pub object_id: Option<String>,
+    pub created_gte: Option<Timestamp>,
+    pub created_lt: Option<Timestamp>,
+}
+
+const COLUMNS: &str = "id, tenant_id, type, object_id, sequence, created_at, body";
+
+type EventRow = (String, i64, String, String, i64, i64, Vec<u8>);
+
+fn into_record(row: EventRow) -> EventRecord {
+    let (id, tenant, kind, object_id, sequence, created_at, body) = row;
+    EventRecord { id: EventId::from_trusted(id), tenant: TenantId(tenant), kind, object_id, sequence, created_at: Timestamp::from_micros(created_at), body }
+}
+
+fn sqlite_event(r: &rusqlite::Row<'_>) -> rusqlite::Result<EventRow> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
+}
+
+fn pg_event(r: &tokio_postgres::Row) -> Result<EventRow, StoreError> {
+    let get = |e: tokio_postgres::Error| StoreError::Corrupt(format!("events row: {e}"));
+    Ok((
+        r.try_get(0).map_err(get)?,
+        r.try_get(1).map_err(get)?,
+        r.try_get(2).map_err(get)?,
+        r.try_get(3).map_err(get)?,
+        r.try_get(4).map_err(get)?,
+        r.try_get(5).map_err(get)?,
+        r.try_get(6).map_err(get)?,
+    ))
+}
+
+/// A bound of a dynamically built query.
+#[derive(Clone, Debug)]
+enum Bound {
+    Int(i64),
+    Text(String),
+}
+
+/// A `WHERE` clause built from optional filters, with placeholders in the
+/// style of each driver (`?N` for SQLite, `$N` for PostgreSQL).
+struct Query {
+    clauses: Vec<String>,
+    values: Vec<Bound>,
+    postgres: bool,
+}
+
+impl Query {
+    fn new(postgres: bool) -> Query {
+        Query { clauses: Vec::new(), values: Vec::new(), postgres }
+    }
+
+    fn push(&mut self, clause: &str, value: Bound) {
+        self.values.push(value);
+        let n = self.values.len();
+        let placeholder = if self.postgres { format!("${n}") } else { format!("?{n}") };
+        self.clauses.push(clause.replace('#', &placeholder));
+    }
+
+    fn sqlite_values(&self) -> Vec<Box<dyn rusqlite::ToSql>> {
+        self.values
+            .iter()
+            .map(|v| -> Box<dyn rusqlite::ToSql> {
+                match v {
+                    Bound::Int(i) => Box::new(*i),
+                    Bound::Text(t) => Box::new(t.clone()),
+                }
+            })
+            .collect()
+    }
+
+    fn pg_values(&self) -> Vec<Box<dyn tokio_postgres::types::ToSql + Sync + Send>> {
+        self.values
+            .iter()
+            .map(|v| -> Box<dyn tokio_postgres::types::ToSql + Sync + Send> {
+                match v {
+                    Bound::Int(i) => Box::new(*i),
+                    Bound::Text(t) => Box::new(t.clone()),
+                }
+            })
+            .collect()
+    }
+}
+
+impl Store {
+    /// Ledger log records after `after`, oldest first, at most `limit`.
+    pub async fn logged_changes(&self, after: i64, limit: i64) -> Result<Vec<LoggedChange>, StoreError> {
+        const SQL: &str = "SELECT seq, content, created_at FROM ledger_log WHERE seq > ";
+        let rows: Vec<(i64, Vec<u8>, i64)> = match self {
+            Store::Sqlite(s) => {
+                s.read(move |c| {
+                    let mut stmt = c.prepare_cached(&format!("{SQL}?1 ORDER BY seq LIMIT ?2"))?;
+                    let rows = stmt.query_map(params![after, limit], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+                    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+                })
+                .await?
+            }
+            Store::Postgres(p) => {
+                let client = p.pool().get().await?;
+                let stmt = client.prepare_cached(&format!("{SQL}$1 ORDER BY seq LIMIT $2")).await?;
+                let mut out = Vec::new();
+                for r in client.query(&stmt, &[&after, &limit]).await? {
+                    out.push((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?));
+                }
+                out
+            }
+        };
+        Ok(rows.into_iter().map(|(seq, content, at)| LoggedChange { seq, content, created_at: Timestamp::from_micros(at) }).collect())
+    }
+
+    /// The newest ledger log sequence number (0 when the log is empty).
+    pub async fn log_head_seq(&self) -> Result<i64, StoreError> {
+        const SQL: &str = "SELECT COALESCE(MAX(seq), 0) FROM ledger_log";
+        match self {
+            Store::Sqlite(s) => s.read(|c| Ok(c.prepare_cached(SQL)?.query_row([], |r| r.get(0))?)).await,
+            Store::Postgres(p) => {
+                let client = p.pool().get().await?;
+                Ok(client.query_one(SQL, &[]).await?.try_get(0)?)
+            }
+        }
+    }
+
+    /// Takes (or renews) the projector's lease for `owner` until
+    /// `lease_until`, and returns the cursor: the last log record already
+    /// turned into events. `None` while another server holds the lease.
+    pub async fn claim_event_projection(&self, owner: &str, now: Timestamp, lease_until: Timestamp) -> Result<Option<i64>, StoreError> {
+        const SQL: &str = "UPDATE event_projection SET lease_owner = #1, lease_expires_at = #2
+                           WHERE name = 'events' AND (lease_owner IS NULL OR lease_owner = #1 OR lease_expires_at < #3) RETURNING log_seq";
+        let owner = owner.to_owned();
+        match self {
+            Store::Sqlite(s) => {
+                s.write(move |tx| {
+                    Ok(tx.prepare_cached(&SQL.replace('#', "?"))?.query_row(params![owner, lease_until.micros(), now.micros()], |r| r.get(0)).optional()?)
+                })
+                .await
+            }
+            Store::Postgres(p) => {
+                let client = p.pool().get().await?;
+                let stmt = client.prepare_cached(&SQL.replace('#', "$")).await?;
+                Ok(client.query_opt(&stmt, &[&owner, &lease_until.micros(), &now.micros()]).await?.map(|r| r.try_get(0)).transpose()?)
+            }
+        }
+    }
+
+    /// Gives the projector's lease back (on shutdown), so another server takes over at once.
+    pub async fn release_event_projection(&self, owner: &str) -> Result<(), StoreError> {
+        const SQL: &str = "UPDATE event_projection SET lease_owner = NULL, lease_expires_at = NULL WHERE name = 'events' AND lease_owner = ";
+        let owner = owner.to_owned();
+        match self {
+            Store::Sqlite(s) => s.write(move |tx| Ok(tx.execute(&format!("{SQL}?1"), [owner]).map(|_| ())?)).await,
+            Store::Postgres(p) => {
+                let client = p.pool().get().await?;
+                client.execute(&format!("{SQL}$1"), &[&owner]).await?;
+                Ok(())
+            }
+        }
+    }
+
+    /// Transactions as stored now, with every entry ever written (the
+    /// projector rewinds them to the state of each change).
+    pub async fn transactions_for_events(&self, ids: Vec<String>) -> Result<Vec<Transaction>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        match self {
+            Store::Sqlite(s) => {
+                s.read(move |c| {
+                    let mut out = Vec::with_capacity(ids.len());
+                    for id in &ids {
+                        if let Some(t) = crate::sqlite::transaction_by_id(c, id)? {
+                            out.push(t);
+                        }
+                    }
+                    Ok(out)
+                })
+                .await
+            }
+            Store::Postgres(p) => {
+                let client = p.pool().get().await?;
+                let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+                crate::postgres::read_transactions(&client, &refs).await
+            }
+        }
+    }
+
+    /// The highest event `sequence` stored for each (tenant, object).
+    pub async fn object_sequences(&self, objects: Vec<(TenantId, String)>) -> Result<HashMap<String, i64>, StoreError> {
+        const SQL: &str = "SELECT MAX(sequence) FROM events WHERE tenant_id = #1 AND object_id = #2";
+        if objects.is_empty() {
+            return Ok(HashMap::new());
+        }
+        match self {
+            Store::Sqlite(s) => {
+                s.read(move |c| {
+                    let mut stmt = c.prepare_cached(&SQL.replace('#', "?"))?;
+                    let mut out = HashMap::new();
+                    for (tenant, object) in objects {
+                        let max: Option<i64> = stmt.query_row(params![tenant.0, object], |r| r.get(0))?;
+                        out.insert(object, max.unwrap_or(0));
+                    }
+                    Ok(out)
+                })
+                .await
+            }
+            Store::Postgres(p) => {
+                let client = p.pool().get().await?;
+                let stmt = client.prepare_cached(&SQL.replace('#', "$")).await?;
+                let mut out = HashMap::new();
+                for (tenant, object) in objects {
+                    let max: Option<i64> = client.query_one(&stmt, &[&tenant.0, &object]).await?.try_get(0)?;
+                    out.insert(object, max.unwrap_or(0));
+                }
+                Ok(out)
+            }
+        }
+    }
+
+    /// Stores `events` projected from log records `from + 1 ..= to`, fans
+    /// each out to the endpoints subscribed to it, and moves the cursor to
+    /// `to`, all in one transaction. `false` (nothing written) when `owner`
+    /// no longer holds the lease or the cursor moved meanwhile.
+    pub async fn append_events(&self, owner: &str, from: i64, to: i64, events: Vec<NewEvent>, now: Timestamp) -> Result<bool, StoreError> {
+        const ADVANCE: &str = "UPDATE event_projection SET log_seq = #1 WHERE name = 'events' AND log_seq = #2 AND lease_owner = #3";
+        let owner = owner.to_owned();
+        match self {
+            Store::Sqlite(s) => {
+                s.write_pooled(move |tx| {
+                    if tx.execute(&ADVANCE.replace('#', "?"), params![to, from, owner])? != 1 {
+                        return Ok(false);
+                    }
+                    sqlite_write_events(tx, &events, now)?;
+                    Ok(true)
+                })
+                .await
+            }
+            Store::Postgres(p) => {
+                let mut client = p.pool().get().await?;
+                let tx = client.transaction().await?;
+                if tx.execute(&ADVANCE.replace('#', "$"), &[&to, &from, &owner]).await? != 1 {
+                    return Ok(false);
+                }
+                pg_write_events(&tx, &events, now).await?;
+                tx.commit().await?;
+                Ok(true)
+            }
+        }
+    }
+
+    /// The tenant's event `id`.
+    pub async fn get_event(&self, tenant: TenantId, id: EventId) -> Result<Option<EventRecord>, StoreError> {
+        let row = match self {
+            Store::Sqlite(s) => {
+                s.read(move |c| {
+                    let mut stmt = c.prepare_cached(&format!("SELECT {COLUMNS} FROM events WHERE id = ?1 AND tenant_id = ?2"))?;
+                    Ok(stmt.query_row(params![id.as_str(), tenant.0], sqlite_event).optional()?)
+                })
+                .await?
+            }
+            Store::Postgres(p) => {
+                let client = p.pool().get().await?;
+                let stmt = client.prepare_cached(&format!("SELECT {COLUMNS} FROM events WHERE id = $1 AND tenant_id = $2")).await?;
+                client.query_opt(&stmt, &[&id.as_str(), &tenant.0]).await?.as_ref().map(pg_event).transpose()?
+            }
+        };
+        Ok(row.map(into_record))
+    }
+
+    /// A page of the tenant's events, newest first. Each filter narrows an
+    /// id range of one index: `(tenant_id, id)`, `(tenant_id, type, id)` or
+    /// `(tenant_id, object_id, id)`; a time bound is an id bound too.
+    pub async fn list_events(&self, tenant: TenantId, filter: EventFilter, page: PageRequest) -> Result<Page<EventRecord>, StoreError> {
+        let (descending, bound) = page.cursor.keyset_start(false);
+        let (cmp, order) = if descending { ("<", "DESC") } else { (">", "ASC") };
+        let limit = i64::from(page.limit) + 1;
+        let build = |postgres: bool| {
+            let mut q = Query::new(postgres);
+            q.push("tenant_id = #", Bound::Int(tenant.0));
+            if let Some(kind) = &filter.kind {
+                q.push("type = #", Bound::Text(kind.clone()));
+            }
+            if let Some(object) = &filter.object_id {
+                q.push("object_id = #", Bound::Text(object.clone()));
+            }
+            q.push(&format!("id {cmp} #"), Bound::Text(bound.clone()));
+            if let Some(at) = filter.created_gte {
+                q.push("id >= #", Bound::Text(EventId::floor_of(at)));
+                q.push("created_at >= #", Bound::Int(at.micros()));
+            }
+            if let Some(at) = filter.created_lt {
+                // Ids of the millisecond after `at` and later are out; the
+                // exact bound is checked on the rows of that millisecond.
+                q.push("id < #", Bound::Text(EventId::floor_of(Timestamp::from_micros(at.micros().saturating_add(1000)))));
+                q.push("created_at < #", Bound::Int(at.micros()));
+            }
+            q.push(&format!("1 = 1 ORDER BY id {order} LIMIT #"), Bound::Int(limit));
+            let sql = format!("SELECT {COLUMNS} FROM events WHERE {}", q.clauses.join(" AND "));
+            (sql, q)
+        };
+        let rows = match self {
+            Store::Sqlite(s) => {
+                let (sql, q) = build(false);
+                s.read(move |c| {
+                    let values = q.sqlite_values();
+                    let mut stmt = c.prepare_cached(&sql)?;
+                    let rows = stmt.query_map(rusqlite::params_from_iter(values.iter()), sqlite_event)?;
+                    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+                })
+                .await?
+            }
+            Store::Postgres(p) => {
+                let (sql, q) = build(true);
+                let client = p.pool().get().await?;
+                let stmt = client.prepare_cached(&sql).await?;
+                let values = q.pg_values();
+                let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+                    values.iter().map(|v| v.as_ref() as &(dyn tokio_postgres::types::ToSql + Sync)).collect();
+                client.query(&stmt, &refs).await?.iter().map(pg_event).collect::<Result<Vec<_>, _>>()?
+            }
+        };
+        Ok(Page::from_rows(rows.into_iter().map(into_record).collect(), &page))
+    }
+}
+
+/// The tenant's enabled endpoints: (id, enabled_events JSON).
+type Subscribers = HashMap<TenantId, Vec<(String, String)>>;
+
+const SUBSCRIBERS: &str = "SELECT id, enabled_events FROM webhook_endpoints WHERE tenant_id = #1 AND status = 'enabled' ORDER BY id";
+const INSERT_EVENT: &str = "INSERT INTO events (id, tenant_id, type, object_id, sequence, log_seq, created_at, body) VALUES (#1, #2, #3, #4, #5, #6, #7, #8)";
+/// A delivery owed: due now. An event redelivered later reuses its row.
+const INSERT_DELIVERY: &str = "INSERT INTO webhook_deliveries (endpoint_id, event_id, tenant_id, status, attempts, next_attempt_at, created_at, updated_at)
+                               VALUES (#1, #2, #3, 'pending', 0, #4, #4, #4) ON CONFLICT (endpoint_id, event_id) DO NOTHING";
+
+/// Writes events and their deliveries inside the caller's SQLite transaction.
+pub(crate) fn sqlite_write_events(tx: &rusqlite::Transaction<'_>, events: &[NewEvent], now: Timestamp) -> Result<(), StoreError> {
+    let mut subscribers: Subscribers = HashMap::new();
+    let mut insert = tx.prepare_cached(&INSERT_EVENT.replace('#', "?"))?;
+    let mut deliver = tx.prepare_cached(&INSERT_DELIVERY.replace('#', "?"))?;
+    for e in events {
+        insert.execute(params![e.id.as_str(), e.tenant.0, e.kind, e.object_id, e.sequence, e.log_seq, e.created_at.micros(), e.body])?;
+        if let std::collections::hash_map::Entry::Vacant(slot) = subscribers.entry(e.tenant) {
+            let mut stmt = tx.prepare_cached(&SUBSCRIBERS.replace('#', "?"))?;
+            slot.insert(stmt.query_map([e.tenant.0], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<Vec<_>, _>>()?);
+        }
+        for (endpoint, enabled) in subscribers.get(&e.tenant).into_iter().flatten() {
+            if subscribed(enabled, &e.kind) {
+                deliver.execute(params![endpoint, e.id.as_str(), e.tenant.0, now.micros()])?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Writes events and their deliveries inside the caller's PostgreSQL transaction.
+pub(crate) async fn pg_write_events(tx: &deadpool_postgres::Transaction<'_>, events: &[NewEvent], now: Timestamp) -> Result<(), StoreError> {
+    let mut subscribers: Subscribers = HashMap::new();
+    let insert = tx.prepare_cached(&INSERT_EVENT.replace('#', "$")).await?;
+    let deliver = tx.prepare_cached(&INSERT_DELIVERY.replace('#', "$")).await?;
+    let find = tx.prepare_cached(&SUBSCRIBERS.replace('#', "$")).await?;
+    for e in events {
+        tx.execute(&insert, &[&e.id.as_str(), &e.tenant.0, &e.kind, &e.object_id, &e.sequence, &e.log_seq, &e.created_at.micros(), &e.body]).await?;
+        if let std::collections::hash_map::Entry::Vacant(slot) = subscribers.entry(e.tenant) {
+            let mut found = Vec::new();
+            for r in tx.query(&find, &[&e.tenant.0]).await? {
+                found.push((r.try_get(0)?, r.try_get(1)?));
+            }
+            slot.insert(found);
+        }
+        for (endpoint, enabled) in subscribers.get(&e.tenant).into_iter().flatten() {
+            if subscribed(enabled, &e.kind) {
+                tx.execute(&deliver, &[endpoint, &e.id.as_str(), &e.tenant.0, &now.micros()]).await?;
+            }
+        }
+    }
+    Ok(())
+}
