@@ -42,10 +42,27 @@ pub enum Scope {
     ReconciliationRead,
     /// Importing statements and matching or unmatching lines by hand.
     ReconciliationWrite,
+    /// Customers, their KYC state, consents and screenings, personal fields masked.
+    CustomersRead,
+    /// Creating and changing customers, consents, verification and screening decisions.
+    CustomersWrite,
+    /// Personal fields in clear (names, email, tax id, date of birth, address, documents).
+    CustomersPiiRead,
+    /// The audit trail of customer-side resources.
+    AuditRead,
 }
 
 impl Scope {
-    pub const ALL: [Scope; 4] = [Scope::LedgerRead, Scope::LedgerWrite, Scope::ReconciliationRead, Scope::ReconciliationWrite];
+    pub const ALL: [Scope; 8] = [
+        Scope::LedgerRead,
+        Scope::LedgerWrite,
+        Scope::ReconciliationRead,
+        Scope::ReconciliationWrite,
+        Scope::CustomersRead,
+        Scope::CustomersWrite,
+        Scope::CustomersPiiRead,
+        Scope::AuditRead,
+    ];
 
     pub fn parse(text: &str) -> Option<Scope> {
         match text {
@@ -53,6 +70,10 @@ impl Scope {
             "ledger:write" => Some(Scope::LedgerWrite),
             "reconciliation:read" => Some(Scope::ReconciliationRead),
             "reconciliation:write" => Some(Scope::ReconciliationWrite),
+            "customers:read" => Some(Scope::CustomersRead),
+            "customers:write" => Some(Scope::CustomersWrite),
+            "customers:pii:read" => Some(Scope::CustomersPiiRead),
+            "audit:read" => Some(Scope::AuditRead),
             _ => None,
         }
     }
@@ -63,6 +84,10 @@ impl Scope {
             Scope::LedgerWrite => "ledger:write",
             Scope::ReconciliationRead => "reconciliation:read",
             Scope::ReconciliationWrite => "reconciliation:write",
+            Scope::CustomersRead => "customers:read",
+            Scope::CustomersWrite => "customers:write",
+            Scope::CustomersPiiRead => "customers:pii:read",
+            Scope::AuditRead => "audit:read",
         }
     }
 }
