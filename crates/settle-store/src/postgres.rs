@@ -38,6 +38,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (5, include_str!("../migrations/postgres/0005_operations.sql")),
     (7, include_str!("../migrations/postgres/0007_bank_reconciliation.sql")),
     (8, include_str!("../migrations/postgres/0008_account_changes.sql")),
+    (9, include_str!("../migrations/postgres/0009_customers.sql")),
 ];
 /// Connections per server, the engine's included. PostgreSQL's default
 /// `max_connections` (100) leaves room for several servers.

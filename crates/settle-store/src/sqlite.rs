@@ -33,6 +33,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (5, include_str!("../migrations/sqlite/0005_operations.sql")),
     (7, include_str!("../migrations/sqlite/0007_bank_reconciliation.sql")),
     (8, include_str!("../migrations/sqlite/0008_account_changes.sql")),
+    (9, include_str!("../migrations/sqlite/0009_customers.sql")),
 ];
 /// Read connections kept open; more are opened on demand and dropped after.
 const READ_POOL_SIZE: usize = 8;
