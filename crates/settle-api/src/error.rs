@@ -316,6 +316,27 @@ pub const ERROR_CODES: &[ErrorCode] = &[
         when: "the transaction has no entry on the bank statement's ledger account",
     },
     ErrorCode {
+        code: "customer_conflict",
+        status: 409,
+        kind: ErrorType::ConflictError,
+        when: "the customer changed while the request was decided; nothing was written, read it again and retry",
+    },
+    ErrorCode { code: "customer_erased", status: 409, kind: ErrorType::ConflictError, when: "the customer's personal data was erased; it cannot be changed or used" },
+    ErrorCode {
+        code: "invalid_kyc_transition",
+        status: 409,
+        kind: ErrorType::ConflictError,
+        when: "the customer's KYC status does not allow this step (only unverified or needs_more_info customers are submitted; only pending ones decided)",
+    },
+    ErrorCode { code: "consent_already_revoked", status: 409, kind: ErrorType::ConflictError, when: "the consent was revoked already" },
+    ErrorCode { code: "screening_not_resolvable", status: 409, kind: ErrorType::ConflictError, when: "only an unresolved potential match can be resolved" },
+    ErrorCode {
+        code: "verification_requirements_due",
+        status: 422,
+        kind: ErrorType::InvalidRequestError,
+        when: "the customer lacks fields verification needs; the message lists `kyc.requirements.currently_due`",
+    },
+    ErrorCode {
         code: "request_headers_too_large",
         status: 431,
         kind: ErrorType::InvalidRequestError,

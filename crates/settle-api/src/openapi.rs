@@ -4,7 +4,7 @@
 //! `docs/openapi.json`, and rendered for people at `GET /docs`.
 
 use crate::error::{ERROR_CODES, ErrorCode};
-use crate::{accounts, api_versions, operations, reconciliation, render, test_helpers, transactions, wire};
+use crate::{accounts, api_versions, customers, operations, reconciliation, render, test_helpers, transactions, wire};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -62,7 +62,22 @@ and every response carries `Request-Id`. See docs/api.md for the walkthrough.",
         reconciliation::match_line,
         reconciliation::unmatch_line,
         reconciliation::day_report,
+        customers::profile::create,
+        customers::profile::list,
+        customers::profile::get,
+        customers::profile::update,
+        customers::profile::verify,
+        customers::profile::kyc_history,
+        customers::profile::erase,
+        customers::consents::create,
+        customers::consents::list,
+        customers::consents::revoke,
+        customers::screening::list,
+        customers::screening::get,
+        customers::screening::resolve,
+        customers::audit::list,
         test_helpers::fund,
+        customers::profile::decide,
         api_versions::list,
     ),
     components(schemas(crate::error::ErrorEnvelope, crate::error::ErrorBody, wire::DirectionRequest, render::BatchItemJson, transactions::TransactionStatusFilter)),
@@ -71,6 +86,9 @@ and every response carries `Request-Id`. See docs/api.md for the walkthrough.",
         (name = "Transactions", description = "Balanced movements of money: posted, pending (holds), voided, reversed."),
         (name = "Operations", description = "Work accepted with `202 Accepted` (large batches, or `Prefer: respond-async`) and run in the background; see docs/async.md."),
         (name = "Reconciliation", description = "Bank statements (camt.053/054, MT940, BAI2, CSV) matched against the ledger, manual matches and reports; see docs/reconciliation.md."),
+        (name = "Customers", description = "People and businesses, their KYC state, consents and personal data (masked without `customers:pii:read`); see docs/compliance.md."),
+        (name = "Screenings", description = "Sanctions screenings of customers and their resolution; see docs/compliance.md."),
+        (name = "Audit", description = "The hash-chained audit trail of customers, consents and screenings (`audit:read`)."),
         (name = "Test helpers", description = "Sandbox keys only (live keys get 404): simulate the outside world; see docs/sandbox.md."),
         (name = "Versions", description = "Date-based API versions (`Settle-Version`) and their changes; see docs/versioning.md."),
     ),
@@ -174,6 +192,15 @@ fn codes_of(operation_id: &str) -> &'static [&'static str] {
             &["not_found", "transaction_not_posted", "transaction_already_matched", "reconciliation_account_mismatch", "reconciliation_conflict"]
         }
         "unmatch_bank_statement_line" => &["not_found", "line_not_matched", "reconciliation_conflict"],
+        "create_customer" => &["duplicate_external_id"],
+        "get_customer" | "list_customer_kyc_events" | "get_screening" | "list_consents" => &["not_found"],
+        "update_customer" => &["not_found", "duplicate_external_id", "customer_conflict", "customer_erased"],
+        "verify_customer" => &["not_found", "verification_requirements_due", "invalid_kyc_transition", "customer_conflict", "customer_erased"],
+        "decide_customer_verification" => &["not_found", "invalid_kyc_transition", "customer_conflict"],
+        "erase_customer_personal_data" => &["not_found", "customer_conflict"],
+        "create_consent" => &["not_found", "customer_erased"],
+        "revoke_consent" => &["not_found", "consent_already_revoked"],
+        "resolve_screening" => &["not_found", "screening_not_resolvable"],
         _ => &[],
     }
 }

@@ -35,6 +35,8 @@ pub struct Shared {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Ids of bank statements, their lines, matches and audited actions.
     pub reconciliation_ids: Arc<settle_core::ids::IdGenerator>,
+    /// Customers: the keyring of their data keys, the loaded sanctions lists.
+    pub customers: Arc<crate::customers::Customers>,
 }
 
 impl AppState {
@@ -52,6 +54,7 @@ impl AppState {
             http: Arc::default(),
             metrics: Arc::default(),
             reconciliation_ids: Arc::default(),
+            customers: Arc::default(),
         }))
     }
 
@@ -81,6 +84,12 @@ impl AppState {
     /// Where this server finds the master key that decrypts signing secrets.
     pub fn with_signing(mut self, signing: Signing) -> AppState {
         self.shared_mut().signing = Arc::new(signing);
+        self
+    }
+
+    /// Where this server finds customers' key-encryption keys (see `customers::keyring`).
+    pub fn with_customers(mut self, customers: crate::customers::Customers) -> AppState {
+        self.shared_mut().customers = Arc::new(customers);
         self
     }
 
