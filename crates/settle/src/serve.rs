@@ -245,8 +245,19 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         async_batch_threshold: usize::try_from(args.async_batch_threshold).unwrap_or(settle_api::operations::DEFAULT_ASYNC_BATCH_THRESHOLD),
         ..settle_api::operations::OperationsConfig::default()
     };
-    let state = settle_api::AppState::new(store, engine, clock).with_http(http).with_signing(signing).with_operations(operations).with_metrics(metrics);
+    let keyring_path = args.db.keyring_path();
+    let keyring = settle_api::customers::keyring::Keyring::load_or_create(&keyring_path).context("loading the customer keyring")?;
+    tracing::info!(path = %keyring_path.display(), versions = ?keyring.versions(), "customer keyring loaded");
+    let customers = settle_api::customers::Customers::with_keyring(Arc::new(keyring));
+    let state = settle_api::AppState::new(store, engine, clock)
+        .with_http(http)
+        .with_signing(signing)
+        .with_operations(operations)
+        .with_metrics(metrics)
+        .with_customers(customers);
     let worker = settle_api::operations::worker::spawn(state.clone());
+    // Loads sanctions list snapshots as `settle sanctions load` stores them, and re-screens.
+    let screening_refresher = settle_api::customers::screening::spawn_refresher(state.clone());
     let deprecation_flusher =
         settle_api::deprecation::Flusher::start(Arc::clone(&state.deprecation_usage), state.store.clone(), Duration::from_secs(args.deprecation_flush_secs));
     let (metrics_stop, metrics_server) = match args.metrics_listen {
@@ -277,6 +288,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     // The worker finishes the chunk it is applying and gives its operation
     // back, so the next start (or another server) resumes it at once.
     worker.stop().await;
+    screening_refresher.abort();
     // Every request has been answered: store the last deprecation counts.
     deprecation_flusher.finish().await;
     // The metrics listener holds an engine handle too.

@@ -162,3 +162,47 @@ pub(crate) fn reason_of(text: &str, param: &str) -> Result<String, ApiError> {
     }
     Ok(trimmed.to_owned())
 }
+
+/// Data keys re-wrapped per page during a rotation.
+const REWRAP_PAGE: i64 = 500;
+
+/// Re-wraps every data key wrapped by an older KEK with the keyring's
+/// newest, while servers keep serving: each key is replaced only if it is
+/// still wrapped by the version that was read (a key erased meanwhile stays
+/// erased), and passes repeat until no older key remains (servers that had
+/// not yet seen the new KEK may have wrapped new customers' keys with the
+/// old one in the meantime). Returns how many keys were re-wrapped.
+pub async fn rewrap_all(store: &settle_store::Store, ring: &keyring::Keyring) -> Result<usize, RewrapError> {
+    let target = ring.current_version();
+    let mut total = 0;
+    loop {
+        let mut after = String::new();
+        let mut pass = 0;
+        loop {
+            let keys = store.data_keys_wrapped_before(target, after.clone(), REWRAP_PAGE).await?;
+            let Some(last) = keys.last() else { break };
+            after = last.customer_id.clone();
+            for k in keys {
+                let dek = ring.unwrap(k.tenant, &k.customer_id, k.kek_version, &k.wrapped)?;
+                let (version, wrapped) = ring.wrap(k.tenant, &k.customer_id, &dek)?;
+                let old = k.kek_version;
+                if store.rewrap_data_key(settle_store::customers::DataKeyRecord { kek_version: version, wrapped, ..k }, old).await? {
+                    pass += 1;
+                }
+            }
+        }
+        total += pass;
+        if pass == 0 {
+            return Ok(total);
+        }
+    }
+}
+
+/// Why a rotation's re-wrap stopped (it can be run again: it resumes).
+#[derive(Debug, thiserror::Error)]
+pub enum RewrapError {
+    #[error(transparent)]
+    Store(#[from] settle_store::StoreError),
+    #[error(transparent)]
+    Key(#[from] keyring::KeyringError),
+}
