@@ -184,6 +184,7 @@ pub async fn create(
     let full = principal.has_scope(Scope::CustomersPiiRead);
     let (response, bytes) = json_response(StatusCode::CREATED, &consent_json(&state, &record, full).await?)?;
     let audit = vec![actor.audit(&state.customers.ids, "consent.granted", ("consent", &consent_id), vec![String::from("type"), String::from("text_version")], None, now)];
+    let bytes = super::seal_body(Some((&customer.id, &dek)), bytes)?;
     state.store.insert_consent(record, audit, idempotency_record(customer.tenant, key, StatusCode::CREATED, bytes, now)).await?;
     Ok(response)
 }
@@ -251,6 +252,8 @@ pub async fn revoke(
     after.revocation = Some(revocation.clone());
     let full = principal.has_scope(Scope::CustomersPiiRead);
     let (response, bytes) = json_response(StatusCode::OK, &consent_json(&state, &after, full).await?)?;
+    let dek = data_key(&state, principal.tenant, &customer_id).await?;
+    let bytes = super::seal_body(dek.as_ref().map(|d| (customer_id.as_str(), d)), bytes)?;
     let audit = vec![actor.audit(&state.customers.ids, "consent.revoked", ("consent", &consent_id), vec![String::from("status")], Some(reason), now)];
     if !state.store.revoke_consent(principal.tenant, revocation, audit, idempotency_record(principal.tenant, key, StatusCode::OK, bytes, now)).await? {
         return Err(conflict("consent_already_revoked", "this consent was revoked already"));

@@ -94,13 +94,41 @@ pub(crate) async fn keyed(state: &AppState, principal: &Principal, headers: &Hea
             return Err(idempotency::reused());
         }
         let status = StatusCode::from_u16(record.response.status).unwrap_or(StatusCode::OK);
-        let mut response = (status, record.response.body).into_response();
+        let body = open_body(state, principal.tenant, record.response.body).await?;
+        let mut response = (status, body).into_response();
         response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
         return Ok(Keyed { key: None, replay: Some(response), _guard: None });
     }
     let guard = state.in_flight.claim(principal.tenant, &key).ok_or_else(idempotency::in_use)?;
     Ok(Keyed { key: Some((key, fingerprint)), replay: None, _guard: Some(guard) })
+}
+
+/// Marks a stored response body sealed under a customer's data key.
+const SEALED_BODY: &[u8] = b"settle-sealed-v1:";
+
+/// A response body for the idempotency table: sealed under the customer's
+/// data key when it may hold personal data (`dek` given), so the table
+/// holds no personal data in clear and erasure shreds stored replays too.
+pub(crate) fn seal_body(dek: Option<(&str, &keyring::DataKey)>, body: Vec<u8>) -> Result<Vec<u8>, ApiError> {
+    let Some((customer_id, dek)) = dek else { return Ok(body) };
+    let sealed = dek.seal(&format!("replay:{customer_id}"), &body).map_err(|e| key_fault(&e))?;
+    let mut out = SEALED_BODY.to_vec();
+    out.extend_from_slice(customer_id.as_bytes());
+    out.push(b':');
+    out.extend_from_slice(&sealed);
+    Ok(out)
+}
+
+/// The stored body in clear (see [`seal_body`]); a replay after erasure is refused.
+async fn open_body(state: &AppState, tenant: TenantId, body: Vec<u8>) -> Result<Vec<u8>, ApiError> {
+    let Some(rest) = body.strip_prefix(SEALED_BODY) else { return Ok(body) };
+    let Some(colon) = rest.iter().position(|b| *b == b':') else { return Err(ApiError::internal(&"a sealed replay body is malformed")) };
+    let customer_id = String::from_utf8_lossy(&rest[..colon]).into_owned();
+    let dek = profile::data_key(state, tenant, &customer_id)
+        .await?
+        .ok_or_else(|| conflict("customer_erased", "this request's customer was erased since; its answer cannot be replayed"))?;
+    dek.open(&format!("replay:{customer_id}"), &rest[colon + 1..]).map_err(|e| key_fault(&e))
 }
 
 pub(crate) fn idempotency_record(tenant: TenantId, key: Option<(String, String)>, status: StatusCode, body: Vec<u8>, now: Timestamp) -> Option<IdempotencyRecord> {

@@ -594,6 +594,7 @@ pub async fn create(
         audit.push(actor.audit(&state.customers.ids, "screening.created", ("screening", &s.id), vec![String::from("status")], Some(format!("trigger create: {}", s.status)), now));
     }
     let (response, bytes) = json_response(StatusCode::CREATED, &customer_json(&record, Some(&personal), sees_pii(&principal)))?;
+    let bytes = super::seal_body(Some((&id, &dek)), bytes)?;
     let effects = CustomerEffects { kyc_events: Vec::new(), screening, audit, idempotency: idempotency_record(tenant, key, StatusCode::CREATED, bytes, now) };
     let data_key = DataKeyRecord { customer_id: id.clone(), tenant, kek_version, wrapped };
     match state.store.insert_customer(record.clone(), data_key, effects).await? {
@@ -711,8 +712,8 @@ pub async fn update(
     }
     let actor = Actor::of(&principal, &request_id, &headers);
     let mut effects = CustomerEffects::default();
+    let dek = data_key(&state, after.tenant, &after.id).await?.ok_or_else(|| ApiError::internal(&"a customer's data key is missing"))?;
     if !fields.is_empty() {
-        let dek = data_key(&state, after.tenant, &after.id).await?.ok_or_else(|| ApiError::internal(&"a customer's data key is missing"))?;
         after.personal = Some(seal_personal(&dek, &after.id, &personal)?);
         (after.email_index, after.tax_id_index) = indexes(&state, after.tenant, &personal)?;
         // Errors about a field are answered by changing it.
@@ -744,6 +745,7 @@ pub async fn update(
     if effects.audit.is_empty() {
         return Ok(response);
     }
+    let bytes = super::seal_body(Some((&after.id, &dek)), bytes)?;
     effects.idempotency = idempotency_record(after.tenant, key, StatusCode::OK, bytes, now);
     if !state.store.update_customer(after.clone(), before.version, effects).await? {
         if let Some(e) = &after.external_id {
@@ -823,7 +825,11 @@ async fn finish(
     now: Timestamp,
 ) -> Result<Response, ApiError> {
     let (response, bytes) = json_response(StatusCode::OK, &customer_json(&after, personal, sees_pii(principal)))?;
-    effects.idempotency = idempotency_record(after.tenant, key, StatusCode::OK, bytes, now);
+    if key.is_some() {
+        let dek = data_key(state, after.tenant, &after.id).await?;
+        let bytes = super::seal_body(dek.as_ref().map(|d| (after.id.as_str(), d)), bytes)?;
+        effects.idempotency = idempotency_record(after.tenant, key, StatusCode::OK, bytes, now);
+    }
     if !state.store.update_customer(after, expected_version, effects).await? {
         return Err(conflict("customer_conflict", "the customer changed while this request was being decided; read it again and retry"));
     }

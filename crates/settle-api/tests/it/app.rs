@@ -420,6 +420,9 @@ pub struct TestApp {
     pub store: Store,
     /// The master key this server decrypts signing secrets with.
     pub master_key: MasterKey,
+    /// The customer keyring file (in the data dir) and the server's keyring.
+    pub keyring_path: std::path::PathBuf,
+    pub keyring: Arc<settle_api::customers::keyring::Keyring>,
     /// The server's in-memory deprecation counts (flush them into `store` to read them back).
     pub deprecation_usage: Arc<settle_api::deprecation::DeprecationCounter>,
     /// The server's state, for tests that drive its parts directly.
@@ -469,6 +472,7 @@ impl TestApp {
         store: &Store,
         clock: &ManualClock,
         master_key: &MasterKey,
+        keyring: &Arc<settle_api::customers::keyring::Keyring>,
         options: &TestOptions,
     ) -> (AppState, tokio::task::JoinHandle<()>, String, Option<WorkerHandle>) {
         let shared: Arc<dyn Clock> = Arc::new(clock.clone());
@@ -479,7 +483,8 @@ impl TestApp {
         let state = AppState::new(store.clone(), engine, shared)
             .with_signing(Signing::new(Some(master_key.clone()), None))
             .with_operations(options.operations.clone())
-            .with_metrics(metrics);
+            .with_metrics(metrics)
+            .with_customers(settle_api::customers::Customers::with_keyring(Arc::clone(keyring)));
         let state = (options.configure)(state);
         let worker = options.worker.then(|| settle_api::operations::worker::spawn(state.clone()));
         let router = settle_api::router(state.clone()).merge(settle_api::metrics::router(state.clone()));
@@ -499,7 +504,7 @@ impl TestApp {
         if let Some(worker) = self.worker.take() {
             worker.abort();
         }
-        let (state, server, url, worker) = TestApp::serve(&self.store, &self.clock, &self.master_key, &options).await;
+        let (state, server, url, worker) = TestApp::serve(&self.store, &self.clock, &self.master_key, &self.keyring, &options).await;
         // A new client, so that no kept-alive connection reaches the old server.
         let http = reqwest::Client::builder().timeout(REQUEST_TIMEOUT).build().expect("an HTTP client");
         self.api = Api { url, key: self.api.key.clone(), http };
@@ -522,11 +527,26 @@ impl TestApp {
         let start = SystemClock.now().micros() / 1_000_000 * 1_000_000;
         let clock = ManualClock::new(Timestamp::from_micros(start));
         let master_key = MasterKey::generate();
-        let (state, server, url, worker) = TestApp::serve(&store, &clock, &master_key, &options).await;
+        let keyring_path = dir.path().join(settle_api::customers::keyring::KEYRING_FILE);
+        let keyring = Arc::new(settle_api::customers::keyring::Keyring::load_or_create(&keyring_path).expect("a customer keyring"));
+        let (state, server, url, worker) = TestApp::serve(&store, &clock, &master_key, &keyring, &options).await;
         let deprecation_usage = Arc::clone(&state.deprecation_usage);
         let http = reqwest::Client::builder().timeout(REQUEST_TIMEOUT).build().expect("an HTTP client");
         let mut app =
-            TestApp { api: Api { url, key: None, http }, clock, store, master_key, deprecation_usage, state, server, worker, _dir: dir, _database: database };
+            TestApp {
+            api: Api { url, key: None, http },
+            clock,
+            store,
+            master_key,
+            keyring_path,
+            keyring,
+            deprecation_usage,
+            state,
+            server,
+            worker,
+            _dir: dir,
+            _database: database,
+        };
         let key = app.key("acme", Environment::Sandbox, &Scope::ALL).await;
         app.api.key = Some(key);
         app
