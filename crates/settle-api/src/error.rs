@@ -321,7 +321,12 @@ pub const ERROR_CODES: &[ErrorCode] = &[
         kind: ErrorType::ConflictError,
         when: "the customer changed while the request was decided; nothing was written, read it again and retry",
     },
-    ErrorCode { code: "customer_erased", status: 409, kind: ErrorType::ConflictError, when: "the customer's personal data was erased; it cannot be changed or used" },
+    ErrorCode {
+        code: "customer_erased",
+        status: 409,
+        kind: ErrorType::ConflictError,
+        when: "the customer's personal data was erased; it cannot be changed or used",
+    },
     ErrorCode {
         code: "invalid_kyc_transition",
         status: 409,

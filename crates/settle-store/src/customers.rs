@@ -237,7 +237,14 @@ fn audit_params(a: &AuditRecord, seq: i64, prev: &str, hash: &str) -> Vec<Val> {
 fn idempotency_stmt(r: &IdempotencyRecord) -> Stmt {
     stmt(
         INSERT_IDEMPOTENCY,
-        vec![int(r.tenant.0), text(&r.key), text(&r.fingerprint), int(i64::from(r.response.status)), Val::Bytes(Some(r.response.body.clone())), int(r.created_at.micros())],
+        vec![
+            int(r.tenant.0),
+            text(&r.key),
+            text(&r.fingerprint),
+            int(i64::from(r.response.status)),
+            Val::Bytes(Some(r.response.body.clone())),
+            int(r.created_at.micros()),
+        ],
     )
 }
 
@@ -302,7 +309,10 @@ impl Store {
                 for a in &audit {
                     let last = tx.query_opt(LAST_AUDIT, &[&a.tenant.0]).await?;
                     let (seq, prev) = match last {
-                        Some(r) => (r.try_get::<_, i64>(0).map_err(|e| StoreError::Corrupt(e.to_string()))? + 1, r.try_get::<_, String>(1).map_err(|e| StoreError::Corrupt(e.to_string()))?),
+                        Some(r) => (
+                            r.try_get::<_, i64>(0).map_err(|e| StoreError::Corrupt(e.to_string()))? + 1,
+                            r.try_get::<_, String>(1).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                        ),
                         None => (1, GENESIS_HASH.to_owned()),
                     };
                     let hash = audit_hash(&prev, seq, a);
@@ -371,8 +381,7 @@ pub struct CustomerRecord {
     pub updated_at: i64,
 }
 
-const CUSTOMER_COLUMNS: &str =
-    "id, tenant_id, kind, kyc_status, kyc_errors, screening_status, external_id, metadata, personal, email_index, tax_id_index, version, erased_at, created_at, updated_at";
+const CUSTOMER_COLUMNS: &str = "id, tenant_id, kind, kyc_status, kyc_errors, screening_status, external_id, metadata, personal, email_index, tax_id_index, version, erased_at, created_at, updated_at";
 
 fn customer_of(r: &Row) -> Result<CustomerRecord, StoreError> {
     Ok(CustomerRecord {
@@ -616,13 +625,17 @@ impl Store {
     }
 
     pub async fn get_customer(&self, tenant: TenantId, id: String) -> Result<Option<CustomerRecord>, StoreError> {
-        let rows = self.compliance_query(format!("SELECT {CUSTOMER_COLUMNS} FROM customers WHERE tenant_id = $1 AND id = $2"), vec![int(tenant.0), text(id)]).await?;
+        let rows =
+            self.compliance_query(format!("SELECT {CUSTOMER_COLUMNS} FROM customers WHERE tenant_id = $1 AND id = $2"), vec![int(tenant.0), text(id)]).await?;
         rows.first().map(customer_of).transpose()
     }
 
     pub async fn customer_by_external_id(&self, tenant: TenantId, external_id: String) -> Result<Option<CustomerRecord>, StoreError> {
         let rows = self
-            .compliance_query(format!("SELECT {CUSTOMER_COLUMNS} FROM customers WHERE tenant_id = $1 AND external_id = $2"), vec![int(tenant.0), text(external_id)])
+            .compliance_query(
+                format!("SELECT {CUSTOMER_COLUMNS} FROM customers WHERE tenant_id = $1 AND external_id = $2"),
+                vec![int(tenant.0), text(external_id)],
+            )
             .await?;
         rows.first().map(customer_of).transpose()
     }
@@ -655,7 +668,10 @@ impl Store {
     /// Customers of every tenant after `after` (by id), for re-screening.
     pub async fn customers_after(&self, after: String, limit: i64) -> Result<Vec<CustomerRecord>, StoreError> {
         let rows = self
-            .compliance_query(format!("SELECT {CUSTOMER_COLUMNS} FROM customers WHERE id > $1 AND erased_at IS NULL ORDER BY id LIMIT $2"), vec![text(after), int(limit)])
+            .compliance_query(
+                format!("SELECT {CUSTOMER_COLUMNS} FROM customers WHERE id > $1 AND erased_at IS NULL ORDER BY id LIMIT $2"),
+                vec![text(after), int(limit)],
+            )
             .await?;
         rows.iter().map(customer_of).collect()
     }
@@ -696,8 +712,9 @@ impl Store {
 
     /// How many data keys each key-encryption key version wraps.
     pub async fn data_key_versions(&self) -> Result<Vec<(i64, i64)>, StoreError> {
-        let rows =
-            self.compliance_query(String::from("SELECT kek_version, COUNT(*) FROM customer_data_keys GROUP BY kek_version ORDER BY kek_version"), Vec::new()).await?;
+        let rows = self
+            .compliance_query(String::from("SELECT kek_version, COUNT(*) FROM customer_data_keys GROUP BY kek_version ORDER BY kek_version"), Vec::new())
+            .await?;
         rows.iter().map(|r| Ok((r.int(0)?, r.int(1)?))).collect()
     }
 
@@ -767,7 +784,9 @@ const CONSENT_SELECT: &str = "SELECT c.id, c.tenant_id, c.customer_id, c.consent
 fn consent_of(r: &Row) -> Result<ConsentRecord, StoreError> {
     let id = r.text(0)?;
     let revocation = match r.opt_text(10)? {
-        Some(rid) => Some(RevocationRecord { id: rid, consent_id: id.clone(), reason: r.text(11)?, revoked_at: r.int(12)?, actor: r.text(13)?, created_at: r.int(14)? }),
+        Some(rid) => {
+            Some(RevocationRecord { id: rid, consent_id: id.clone(), reason: r.text(11)?, revoked_at: r.int(12)?, actor: r.text(13)?, created_at: r.int(14)? })
+        }
         None => None,
     };
     Ok(ConsentRecord {
@@ -834,7 +853,10 @@ impl Store {
     /// A customer's consents, oldest first (at most 1,000).
     pub async fn list_consents(&self, tenant: TenantId, customer_id: String) -> Result<Vec<ConsentRecord>, StoreError> {
         let rows = self
-            .compliance_query(format!("{CONSENT_SELECT} WHERE c.tenant_id = $1 AND c.customer_id = $2 ORDER BY c.id LIMIT 1000"), vec![int(tenant.0), text(customer_id)])
+            .compliance_query(
+                format!("{CONSENT_SELECT} WHERE c.tenant_id = $1 AND c.customer_id = $2 ORDER BY c.id LIMIT 1000"),
+                vec![int(tenant.0), text(customer_id)],
+            )
             .await?;
         rows.iter().map(consent_of).collect()
     }
@@ -904,7 +926,15 @@ impl Store {
     pub async fn insert_sanctions_list(&self, list: SanctionsListRecord, entries: Vec<SanctionsEntryRecord>) -> Result<(), StoreError> {
         let mut stmts = vec![stmt(
             &format!("INSERT INTO sanctions_lists ({LIST_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"),
-            vec![text(&list.id), text(&list.source), text(&list.format), int(list.entry_count), text(&list.fingerprint), text(&list.loaded_by), int(list.loaded_at)],
+            vec![
+                text(&list.id),
+                text(&list.source),
+                text(&list.format),
+                int(list.entry_count),
+                text(&list.fingerprint),
+                text(&list.loaded_by),
+                int(list.loaded_at),
+            ],
         )];
         for e in &entries {
             let names = serde_json::to_string(&e.names).map_err(|x| StoreError::Other(x.to_string()))?;
@@ -921,7 +951,9 @@ impl Store {
     pub async fn latest_sanctions_lists(&self) -> Result<Vec<SanctionsListRecord>, StoreError> {
         let rows = self
             .compliance_query(
-                format!("SELECT {LIST_COLUMNS} FROM sanctions_lists l WHERE id = (SELECT MAX(id) FROM sanctions_lists m WHERE m.source = l.source) ORDER BY source"),
+                format!(
+                    "SELECT {LIST_COLUMNS} FROM sanctions_lists l WHERE id = (SELECT MAX(id) FROM sanctions_lists m WHERE m.source = l.source) ORDER BY source"
+                ),
                 Vec::new(),
             )
             .await?;
@@ -970,7 +1002,9 @@ impl Store {
     }
 
     pub async fn get_screening(&self, tenant: TenantId, id: String) -> Result<Option<ScreeningRecord>, StoreError> {
-        let rows = self.compliance_query(format!("SELECT {SCREENING_COLUMNS} FROM screenings WHERE tenant_id = $1 AND id = $2"), vec![int(tenant.0), text(id)]).await?;
+        let rows = self
+            .compliance_query(format!("SELECT {SCREENING_COLUMNS} FROM screenings WHERE tenant_id = $1 AND id = $2"), vec![int(tenant.0), text(id)])
+            .await?;
         rows.first().map(screening_of).transpose()
     }
 
@@ -992,16 +1026,18 @@ impl Store {
     /// Resolves an unresolved screening, and sets the customer's screening
     /// status when this is the customer's latest screening. `Ok(false)` when
     /// it was resolved meanwhile.
-    pub async fn resolve_screening(
-        &self,
-        s: ScreeningRecord,
-        audit: Vec<AuditRecord>,
-        idempotency: Option<IdempotencyRecord>,
-    ) -> Result<bool, StoreError> {
+    pub async fn resolve_screening(&self, s: ScreeningRecord, audit: Vec<AuditRecord>, idempotency: Option<IdempotencyRecord>) -> Result<bool, StoreError> {
         let stmts = vec![
             guarded(
                 "UPDATE screenings SET status = $3, resolution_reason = $4, resolved_by = $5, resolved_at = $6 WHERE tenant_id = $1 AND id = $2 AND resolved_at IS NULL",
-                vec![int(s.tenant.0), text(&s.id), text(&s.status), opt_text(s.resolution_reason.clone()), opt_text(s.resolved_by.clone()), opt_int(s.resolved_at)],
+                vec![
+                    int(s.tenant.0),
+                    text(&s.id),
+                    text(&s.status),
+                    opt_text(s.resolution_reason.clone()),
+                    opt_text(s.resolved_by.clone()),
+                    opt_int(s.resolved_at),
+                ],
                 1,
             ),
             stmt(
@@ -1067,7 +1103,9 @@ impl Store {
         let (cmp, order, bound) = keyset(&page);
         let mut params = vec![int(tenant.0), text(bound)];
         let mut sql = format!("SELECT {AUDIT_COLUMNS} FROM compliance_audit_events WHERE tenant_id = $1 AND id {cmp} $2");
-        for (column, value) in [("resource_id", filter.resource_id), ("resource_type", filter.resource_type), ("action", filter.action), ("actor", filter.actor)] {
+        for (column, value) in
+            [("resource_id", filter.resource_id), ("resource_type", filter.resource_type), ("action", filter.action), ("actor", filter.actor)]
+        {
             if let Some(v) = value {
                 params.push(text(v));
                 sql.push_str(&format!(" AND {column} = ${}", params.len()));

@@ -68,7 +68,8 @@ pub async fn kms(command: KmsCommand) -> anyhow::Result<ExitCode> {
                 ring.reload().context("reading the keyring back")?;
                 println!("added key-encryption key v{version} to {}", path.display());
             }
-            let count = settle_api::customers::rewrap_all(&store, &ring).await.context("re-wrapping data keys (run `settle kms rotate --resume` to continue)")?;
+            let count =
+                settle_api::customers::rewrap_all(&store, &ring).await.context("re-wrapping data keys (run `settle kms rotate --resume` to continue)")?;
             println!("re-wrapped {count} data keys with v{}", ring.current_version());
             Ok(ExitCode::SUCCESS)
         }
@@ -126,8 +127,34 @@ fn synthetic(entries: usize) -> Vec<ListedParty> {
         "fatima", "yusuf", "ibrahim", "nikolai", "anna", "pedro", "carlos", "hamid", "reza", "jamal", "khalid", "boris", "natalia",
     ];
     const FAMILY: &[&str] = &[
-        "petrov", "ivanov", "al-rashid", "khan", "garcia", "rodriguez", "chen", "wang", "park", "hosseini", "karimi", "nasser", "haddad", "volkov",
-        "sokolov", "morales", "fernandez", "zhang", "liu", "rahman", "aziz", "salem", "yilmaz", "kaya", "popescu", "novak", "kowalski", "smirnov",
+        "petrov",
+        "ivanov",
+        "al-rashid",
+        "khan",
+        "garcia",
+        "rodriguez",
+        "chen",
+        "wang",
+        "park",
+        "hosseini",
+        "karimi",
+        "nasser",
+        "haddad",
+        "volkov",
+        "sokolov",
+        "morales",
+        "fernandez",
+        "zhang",
+        "liu",
+        "rahman",
+        "aziz",
+        "salem",
+        "yilmaz",
+        "kaya",
+        "popescu",
+        "novak",
+        "kowalski",
+        "smirnov",
     ];
     let mut seed: u64 = 0x5eed;
     let mut next = move |n: usize| {
@@ -138,7 +165,13 @@ fn synthetic(entries: usize) -> Vec<ListedParty> {
         .map(|i| {
             let name = format!("{} {} {}{}", GIVEN[next(GIVEN.len())], FAMILY[next(FAMILY.len())], FAMILY[next(FAMILY.len())], i % 97);
             let alias = format!("{}, {}", FAMILY[next(FAMILY.len())].to_uppercase(), GIVEN[next(GIVEN.len())]);
-            ListedParty { reference: i.to_string(), names: vec![name, alias], birth_year: Some(1940 + (i % 60) as i32), countries: Vec::new(), programs: String::new() }
+            ListedParty {
+                reference: i.to_string(),
+                names: vec![name, alias],
+                birth_year: Some(1940 + (i % 60) as i32),
+                countries: Vec::new(),
+                programs: String::new(),
+            }
         })
         .collect()
 }

@@ -92,11 +92,9 @@ fn rfc3339(micros: i64) -> String {
 
 async fn consent_json(state: &AppState, c: &ConsentRecord, full: bool) -> Result<ConsentJson, ApiError> {
     let mut sealed = Sealed::default();
-    if full {
-        if let (Some(bytes), Some(dek)) = (&c.sealed, data_key(state, c.tenant, &c.customer_id).await?) {
-            let plain = dek.open(&format!("consent:{}", c.id), bytes).map_err(|e| super::key_fault(&e))?;
-            sealed = serde_json::from_slice(&plain).map_err(|e| ApiError::internal(&e))?;
-        }
+    if full && let (Some(bytes), Some(dek)) = (&c.sealed, data_key(state, c.tenant, &c.customer_id).await?) {
+        let plain = dek.open(&format!("consent:{}", c.id), bytes).map_err(|e| super::key_fault(&e))?;
+        sealed = serde_json::from_slice(&plain).map_err(|e| ApiError::internal(&e))?;
     }
     Ok(ConsentJson {
         object: "consent",
@@ -146,13 +144,20 @@ pub async fn create(
     }
     let req = &body.value;
     let now = state.clock.now();
-    let kind = CONSENT_TYPES.iter().find(|t| **t == req.kind).ok_or_else(|| ApiError::invalid("type", format!("type must be one of {}", CONSENT_TYPES.join(", "))))?;
-    let channel = CHANNELS.iter().find(|c| **c == req.channel).ok_or_else(|| ApiError::invalid("channel", format!("channel must be one of {}", CHANNELS.join(", "))))?;
+    let kind =
+        CONSENT_TYPES.iter().find(|t| **t == req.kind).ok_or_else(|| ApiError::invalid("type", format!("type must be one of {}", CONSENT_TYPES.join(", "))))?;
+    let channel =
+        CHANNELS.iter().find(|c| **c == req.channel).ok_or_else(|| ApiError::invalid("channel", format!("channel must be one of {}", CHANNELS.join(", "))))?;
     let text_version = req.text_version.trim();
     if text_version.is_empty() || text_version.chars().count() > 100 || text_version.chars().any(char::is_control) {
         return Err(ApiError::invalid("text_version", "text_version must be 1 to 100 characters"));
     }
-    let ip = req.ip_address.as_deref().map(|ip| ip.trim().parse::<std::net::IpAddr>().map(|a| a.to_string())).transpose().map_err(|_| ApiError::invalid("ip_address", "ip_address must be an IPv4 or IPv6 address"))?;
+    let ip = req
+        .ip_address
+        .as_deref()
+        .map(|ip| ip.trim().parse::<std::net::IpAddr>().map(|a| a.to_string()))
+        .transpose()
+        .map_err(|_| ApiError::invalid("ip_address", "ip_address must be an IPv4 or IPv6 address"))?;
     let agent = req.user_agent.as_deref().map(str::trim).filter(|a| !a.is_empty()).map(str::to_owned);
     if agent.as_ref().is_some_and(|a| a.chars().count() > 500 || a.chars().any(char::is_control)) {
         return Err(ApiError::invalid("user_agent", "user_agent must be at most 500 characters without control characters"));
@@ -183,7 +188,14 @@ pub async fn create(
     };
     let full = principal.has_scope(Scope::CustomersPiiRead);
     let (response, bytes) = json_response(StatusCode::CREATED, &consent_json(&state, &record, full).await?)?;
-    let audit = vec![actor.audit(&state.customers.ids, "consent.granted", ("consent", &consent_id), vec![String::from("type"), String::from("text_version")], None, now)];
+    let audit = vec![actor.audit(
+        &state.customers.ids,
+        "consent.granted",
+        ("consent", &consent_id),
+        vec![String::from("type"), String::from("text_version")],
+        None,
+        now,
+    )];
     let bytes = super::seal_body(Some((&customer.id, &dek)), bytes)?;
     state.store.insert_consent(record, audit, idempotency_record(customer.tenant, key, StatusCode::CREATED, bytes, now)).await?;
     Ok(response)
@@ -232,7 +244,8 @@ pub async fn revoke(
     body: JsonBody<RevokeConsentRequest>,
 ) -> Result<Response, ApiError> {
     require(&principal, Scope::CustomersWrite)?;
-    let Keyed { key, replay, _guard } = keyed(&state, &principal, &headers, &format!("/v1/customers/{customer_id}/consents/{consent_id}/revoke"), &body.canonical).await?;
+    let Keyed { key, replay, _guard } =
+        keyed(&state, &principal, &headers, &format!("/v1/customers/{customer_id}/consents/{consent_id}/revoke"), &body.canonical).await?;
     if let Some(r) = replay {
         return Ok(r);
     }
@@ -241,13 +254,24 @@ pub async fn revoke(
     if ConsentId::parse(&consent_id).is_none() {
         return Err(ApiError::not_found("consent"));
     }
-    let consent = state.store.get_consent(principal.tenant, consent_id.clone()).await?.filter(|c| c.customer_id == customer_id).ok_or_else(|| ApiError::not_found("consent"))?;
+    let consent = state
+        .store
+        .get_consent(principal.tenant, consent_id.clone())
+        .await?
+        .filter(|c| c.customer_id == customer_id)
+        .ok_or_else(|| ApiError::not_found("consent"))?;
     if consent.revocation.is_some() {
         return Err(conflict("consent_already_revoked", "this consent was revoked already"));
     }
     let actor = Actor::of(&principal, &request_id, &headers);
-    let revocation =
-        RevocationRecord { id: state.customers.ids.consent_revocation().to_string(), consent_id: consent_id.clone(), reason: reason.clone(), revoked_at: now.micros(), actor: actor.actor.clone(), created_at: now.micros() };
+    let revocation = RevocationRecord {
+        id: state.customers.ids.consent_revocation().to_string(),
+        consent_id: consent_id.clone(),
+        reason: reason.clone(),
+        revoked_at: now.micros(),
+        actor: actor.actor.clone(),
+        created_at: now.micros(),
+    };
     let mut after = consent.clone();
     after.revocation = Some(revocation.clone());
     let full = principal.has_scope(Scope::CustomersPiiRead);

@@ -157,7 +157,8 @@ impl Keyring {
             if let Some(dir) = path.parent() {
                 std::fs::create_dir_all(dir).map_err(io)?;
             }
-            let file = KeyringFile { format: 1, index_key: random_key_b64(), keks: vec![KekEntry { version: 1, key: random_key_b64(), created_at: now_text() }] };
+            let file =
+                KeyringFile { format: 1, index_key: random_key_b64(), keks: vec![KekEntry { version: 1, key: random_key_b64(), created_at: now_text() }] };
             match write_new(path, &file) {
                 Ok(()) => {}
                 // Another process created it first: use theirs.

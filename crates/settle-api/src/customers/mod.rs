@@ -32,17 +32,12 @@ pub use profile::{create, erase, get, kyc_history, list, update, verify};
 
 /// What the customer endpoints share: the keyring, the screening lists in
 /// memory, and the id generator of customer-side objects.
+#[derive(Default)]
 pub struct Customers {
     /// `None` on a server started without one: customer endpoints answer 503.
     pub keyring: Option<Arc<keyring::Keyring>>,
     pub screener: screening::Screener,
     pub ids: IdGenerator,
-}
-
-impl Default for Customers {
-    fn default() -> Self {
-        Customers { keyring: None, screener: screening::Screener::default(), ids: IdGenerator::default() }
-    }
 }
 
 impl Customers {
@@ -131,7 +126,13 @@ async fn open_body(state: &AppState, tenant: TenantId, body: Vec<u8>) -> Result<
     dek.open(&format!("replay:{customer_id}"), &rest[colon + 1..]).map_err(|e| key_fault(&e))
 }
 
-pub(crate) fn idempotency_record(tenant: TenantId, key: Option<(String, String)>, status: StatusCode, body: Vec<u8>, now: Timestamp) -> Option<IdempotencyRecord> {
+pub(crate) fn idempotency_record(
+    tenant: TenantId,
+    key: Option<(String, String)>,
+    status: StatusCode,
+    body: Vec<u8>,
+    now: Timestamp,
+) -> Option<IdempotencyRecord> {
     key.map(|(key, fingerprint)| IdempotencyRecord { tenant, key, fingerprint, response: StoredResponse { status: status.as_u16(), body }, created_at: now })
 }
 

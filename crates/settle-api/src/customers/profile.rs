@@ -457,7 +457,11 @@ pub fn customer_json(c: &CustomerRecord, personal: Option<&Personal>, full: bool
             eventually_due: r.eventually_due.iter().map(|s| s.to_string()).collect(),
             errors: r.errors.into_iter().map(|e| RequirementErrorJson { field: e.field, code: e.code, reason: e.reason }).collect(),
         },
-        capabilities: CapabilitiesJson { ledger_hold: cap(Capability::LedgerHold), ach_debit: cap(Capability::AchDebit), card_issuing: cap(Capability::CardIssuing) },
+        capabilities: CapabilitiesJson {
+            ledger_hold: cap(Capability::LedgerHold),
+            ach_debit: cap(Capability::AchDebit),
+            card_issuing: cap(Capability::CardIssuing),
+        },
     };
     let empty = Personal::default();
     let p = personal.unwrap_or(&empty);
@@ -517,6 +521,7 @@ fn sees_pii(principal: &Principal) -> bool {
 
 // ---- handlers -------------------------------------------------------------
 
+#[expect(clippy::too_many_arguments, reason = "one history record's fields, named at each call")]
 fn kyc_event(state: &AppState, customer_id: &str, from: &str, to: KycStatus, decided_by: &str, actor: &str, reason: &str, now: Timestamp) -> KycEventRecord {
     KycEventRecord {
         id: state.customers.ids.kyc_event().to_string(),
@@ -591,7 +596,14 @@ pub async fn create(
     };
     let mut audit = vec![actor.audit(&state.customers.ids, "customer.created", ("customer", &id), fields, None, now)];
     if let Some(s) = &screening {
-        audit.push(actor.audit(&state.customers.ids, "screening.created", ("screening", &s.id), vec![String::from("status")], Some(format!("trigger create: {}", s.status)), now));
+        audit.push(actor.audit(
+            &state.customers.ids,
+            "screening.created",
+            ("screening", &s.id),
+            vec![String::from("status")],
+            Some(format!("trigger create: {}", s.status)),
+            now,
+        ));
     }
     let (response, bytes) = json_response(StatusCode::CREATED, &customer_json(&record, Some(&personal), sees_pii(&principal)))?;
     let bytes = super::seal_body(Some((&id, &dek)), bytes)?;
@@ -726,7 +738,16 @@ pub async fn update(
             let to = kyc::after_identity_change(from);
             if to != from {
                 after.kyc_status = to.as_str().to_owned();
-                effects.kyc_events.push(kyc_event(&state, &after.id, from.as_str(), to, "system", &actor.actor, &format!("identity fields changed: {}", fields.join(", ")), now));
+                effects.kyc_events.push(kyc_event(
+                    &state,
+                    &after.id,
+                    from.as_str(),
+                    to,
+                    "system",
+                    &actor.actor,
+                    &format!("identity fields changed: {}", fields.join(", ")),
+                    now,
+                ));
             }
         }
         let rescreen = ["given_name", "family_name", "legal_name", "date_of_birth", "nationality", "address"];
@@ -734,7 +755,14 @@ pub async fn update(
             effects.screening = super::screening::screen(&state, after.tenant, &after.id, &personal, "update", now).await?;
             if let Some(s) = &effects.screening {
                 after.screening_status = s.status.clone();
-                effects.audit.push(actor.audit(&state.customers.ids, "screening.created", ("screening", &s.id), vec![String::from("status")], Some(format!("trigger update: {}", s.status)), now));
+                effects.audit.push(actor.audit(
+                    &state.customers.ids,
+                    "screening.created",
+                    ("screening", &s.id),
+                    vec![String::from("status")],
+                    Some(format!("trigger update: {}", s.status)),
+                    now,
+                ));
             }
         }
         after.version += 1;
@@ -748,10 +776,10 @@ pub async fn update(
     let bytes = super::seal_body(Some((&after.id, &dek)), bytes)?;
     effects.idempotency = idempotency_record(after.tenant, key, StatusCode::OK, bytes, now);
     if !state.store.update_customer(after.clone(), before.version, effects).await? {
-        if let Some(e) = &after.external_id {
-            if let Some(other) = state.store.customer_by_external_id(after.tenant, e.clone()).await?.filter(|o| o.id != after.id) {
-                return Err(conflict("duplicate_external_id", format!("external_id belongs to customer {}", other.id)).with_param("external_id"));
-            }
+        if let Some(e) = &after.external_id
+            && let Some(other) = state.store.customer_by_external_id(after.tenant, e.clone()).await?.filter(|o| o.id != after.id)
+        {
+            return Err(conflict("duplicate_external_id", format!("external_id belongs to customer {}", other.id)).with_param("external_id"));
         }
         return Err(conflict("customer_conflict", "the customer changed while this request was being decided; read it again and retry"));
     }
@@ -785,7 +813,8 @@ pub async fn verify(
     let requirements = kyc::requirements(&facts, errors);
     let pending = kyc::submit(from, &requirements).map_err(|e| match e {
         kyc::TransitionError::RequirementsDue(_) => {
-            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, ErrorType::InvalidRequestError, "verification_requirements_due", e.to_string()).with_param("kyc.requirements.currently_due")
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, ErrorType::InvalidRequestError, "verification_requirements_due", e.to_string())
+                .with_param("kyc.requirements.currently_due")
         }
         other => conflict("invalid_kyc_transition", other.to_string()),
     })?;
@@ -802,7 +831,14 @@ pub async fn verify(
         if let Some((decision, errors, reason)) = kyc::sandbox_decision(name.as_deref().unwrap_or(""), tax.as_deref()) {
             let decided = kyc::decide(pending, decision).map_err(|e| ApiError::internal(&e))?;
             effects.kyc_events.push(kyc_event(&state, &id, pending.as_str(), decided, "sandbox_rules", "sandbox", reason, now));
-            effects.audit.push(Actor::system(after.tenant, "sandbox").audit(&state.customers.ids, "customer.kyc_decided", ("customer", &id), vec![String::from("kyc.status")], Some(reason.to_owned()), now));
+            effects.audit.push(Actor::system(after.tenant, "sandbox").audit(
+                &state.customers.ids,
+                "customer.kyc_decided",
+                ("customer", &id),
+                vec![String::from("kyc.status")],
+                Some(reason.to_owned()),
+                now,
+            ));
             after.kyc_status = decided.as_str().to_owned();
             after.kyc_errors = serde_json::to_string(&errors).map_err(|e| ApiError::internal(&e))?;
         }
@@ -872,7 +908,8 @@ pub async fn decide(
     if let Some(r) = replay {
         return Ok(r);
     }
-    let decision = kyc::Decision::parse(&body.value.decision).ok_or_else(|| ApiError::invalid("decision", "decision must be verified, rejected or needs_more_info"))?;
+    let decision =
+        kyc::Decision::parse(&body.value.decision).ok_or_else(|| ApiError::invalid("decision", "decision must be verified, rejected or needs_more_info"))?;
     let reason = super::reason_of(&body.value.reason, "reason")?;
     let now = state.clock.now();
     let before = load_customer(&state, principal.tenant, &id).await?;
@@ -882,7 +919,9 @@ pub async fn decide(
     let mut after = before.clone();
     after.kyc_status = to.as_str().to_owned();
     let errors = match (decision, &body.value.field) {
-        (kyc::Decision::NeedsMoreInfo, Some(f)) => vec![RequirementError { field: f.clone(), code: String::from("more_info_requested"), reason: reason.clone() }],
+        (kyc::Decision::NeedsMoreInfo, Some(f)) => {
+            vec![RequirementError { field: f.clone(), code: String::from("more_info_requested"), reason: reason.clone() }]
+        }
         _ => Vec::new(),
     };
     after.kyc_errors = serde_json::to_string(&errors).map_err(|e| ApiError::internal(&e))?;

@@ -101,11 +101,7 @@ pub fn birth_year(remarks: &str) -> Option<i64> {
     let at = remarks.find("DOB ")?;
     let rest = &remarks[at + 4..];
     let end = rest.find(';').unwrap_or(rest.len());
-    rest[..end]
-        .split(|c: char| !c.is_ascii_digit())
-        .find(|t| t.len() == 4)
-        .and_then(|t| t.parse::<i64>().ok())
-        .filter(|y| (1800..=2100).contains(y))
+    rest[..end].split(|c: char| !c.is_ascii_digit()).find(|t| t.len() == 4).and_then(|t| t.parse::<i64>().ok()).filter(|y| (1800..=2100).contains(y))
 }
 
 /// Parses an OFAC SDN legacy CSV directory.
@@ -215,7 +211,8 @@ mod tests {
              2674,\"ABU ZUBAIDA\",\"individual\",\"SDGT\",-0- ,-0- ,-0- ,-0- ,-0- ,-0- ,-0- ,\"DOB 12 Mar 1971; POB Riyadh, Saudi Arabia; nationality Saudi Arabia.\"\r\n\x1a",
         )
         .unwrap();
-        std::fs::write(dir.path().join("alt.csv"), "2674,1,\"aka\",\"ABU ZUBAYDAH\",-0- \r\n2674,2,\"aka\",\"HUSAYN, Zayn al-Abidin Muhammad\",-0- \r\n").unwrap();
+        std::fs::write(dir.path().join("alt.csv"), "2674,1,\"aka\",\"ABU ZUBAYDAH\",-0- \r\n2674,2,\"aka\",\"HUSAYN, Zayn al-Abidin Muhammad\",-0- \r\n")
+            .unwrap();
         std::fs::write(dir.path().join("add.csv"), "36,25,-0- ,\"Havana\",\"Cuba\",-0- \r\n").unwrap();
         let entries = parse_ofac_dir(dir.path()).unwrap();
         assert_eq!(entries.len(), 2);

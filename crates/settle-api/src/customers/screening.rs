@@ -122,7 +122,14 @@ fn subject(p: &Personal) -> Subject {
 }
 
 /// Screens `p` against the loaded lists: `None` when no list is loaded.
-pub async fn screen(state: &AppState, tenant: TenantId, customer_id: &str, p: &Personal, trigger: &str, now: Timestamp) -> Result<Option<ScreeningRecord>, ApiError> {
+pub async fn screen(
+    state: &AppState,
+    tenant: TenantId,
+    customer_id: &str,
+    p: &Personal,
+    trigger: &str,
+    now: Timestamp,
+) -> Result<Option<ScreeningRecord>, ApiError> {
     let Some(loaded) = state.customers.screener.current() else { return Ok(None) };
     let hits = loaded.index.screen(&subject(p));
     let matches: Vec<MatchJson> = hits
@@ -285,10 +292,8 @@ pub async fn list(State(state): State<AppState>, principal: Principal, RawQuery(
     require(&principal, Scope::CustomersRead)?;
     let params: ScreeningListParams = parse_query(query.as_deref())?;
     let page = page(params.limit.as_deref(), params.starting_after, params.ending_before, |id| ScreeningId::parse(id).is_some())?;
-    if let Some(c) = &params.customer_id {
-        if CustomerId::parse(c).is_none() {
-            return Err(ApiError::invalid("customer_id", "customer_id must be a customer id (cus_…)"));
-        }
+    if params.customer_id.as_deref().is_some_and(|c| CustomerId::parse(c).is_none()) {
+        return Err(ApiError::invalid("customer_id", "customer_id must be a customer id (cus_…)"));
     }
     let result = state.store.list_screenings(principal.tenant, params.customer_id, page).await?;
     Ok(axum::Json(crate::render::list(result.items.iter().map(screening_json).collect(), result.has_more)).into_response())
@@ -339,7 +344,14 @@ pub async fn resolve(
     after.resolution_reason = Some(reason.clone());
     after.resolved_by = Some(actor.actor.clone());
     after.resolved_at = Some(now.micros());
-    let audit = vec![actor.audit(&state.customers.ids, "screening.resolved", ("screening", &id), vec![String::from("status")], Some(format!("{resolution}: {reason}")), now)];
+    let audit = vec![actor.audit(
+        &state.customers.ids,
+        "screening.resolved",
+        ("screening", &id),
+        vec![String::from("status")],
+        Some(format!("{resolution}: {reason}")),
+        now,
+    )];
     let (response, bytes) = json_response(StatusCode::OK, &screening_json(&after))?;
     let idem = idempotency_record(principal.tenant, key, StatusCode::OK, bytes, now);
     if !state.store.resolve_screening(after, audit, idem).await? {

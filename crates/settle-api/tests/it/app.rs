@@ -532,8 +532,7 @@ impl TestApp {
         let (state, server, url, worker) = TestApp::serve(&store, &clock, &master_key, &keyring, &options).await;
         let deprecation_usage = Arc::clone(&state.deprecation_usage);
         let http = reqwest::Client::builder().timeout(REQUEST_TIMEOUT).build().expect("an HTTP client");
-        let mut app =
-            TestApp {
+        let mut app = TestApp {
             api: Api { url, key: None, http },
             clock,
             store,

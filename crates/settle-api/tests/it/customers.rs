@@ -348,13 +348,37 @@ async fn no_fixture_personal_data_reaches_the_database_file_or_the_logs() {
     patch(&app, &format!("/v1/customers/{id}"), &json!({"phone": "+44 20 7946 0958"})).await.expect_status(200);
     let consent = json!({"type": "data_sharing", "text_version": "1", "channel": "web", "ip_address": "203.0.113.99", "user_agent": "FixtureAgent/9.9", "granted_at": app.now().to_rfc3339()});
     app.post(&format!("/v1/customers/{id}/consents"), &consent).await.expect_status(201);
-    app.post("/v1/customers", &json!({"type": "individual", "given_name": GIVEN, "tax_id": {"type": "us_ssn", "value": "666-12-3456"}})).await.expect_error(400, "invalid_request");
+    app.send(app.request(Method::POST, "/v1/customers").header("Idempotency-Key", "pii-1").json(&individual())).await.expect_status(201);
+    assert_eq!(
+        app.get("/v1/customers?email=zoella.quixotefield@example.com").await.body["data"].as_array().map(Vec::len),
+        Some(2),
+        "two customers share the email"
+    );
+    app.post("/v1/customers", &json!({"type": "individual", "given_name": GIVEN, "tax_id": {"type": "us_ssn", "value": "666-12-3456"}}))
+        .await
+        .expect_error(400, "invalid_request");
     let dir = app.keyring_path.parent().unwrap().to_owned();
     let db = database_bytes(&dir);
     assert!(db.len() > 10_000, "the database files were found");
     assert!(db.windows(16).any(|w| w == b"customer.created"), "the search reads the rows (the audit action is there in clear)");
     let logged = logs.lock().unwrap().clone();
-    let fixtures = [GIVEN, FAMILY, "zoella.quixotefield", "123456789", SSN, "6789", STREET, "Evergreen", "+14155552671", "4155552671", "1984-02-29", "442079460958", "203.0.113.99", "FixtureAgent", "666-12-3456"];
+    let fixtures = [
+        GIVEN,
+        FAMILY,
+        "zoella.quixotefield",
+        "123456789",
+        SSN,
+        "6789",
+        STREET,
+        "Evergreen",
+        "+14155552671",
+        "4155552671",
+        "1984-02-29",
+        "442079460958",
+        "203.0.113.99",
+        "FixtureAgent",
+        "666-12-3456",
+    ];
     for f in fixtures {
         // "6789" alone is too short to be meaningful in a binary file; check it in logs only.
         if f != "6789" {

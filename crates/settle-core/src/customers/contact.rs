@@ -28,9 +28,8 @@ pub fn parse_email(value: &str) -> Result<String, Invalid> {
     }
     let domain = domain.to_ascii_lowercase();
     let labels: Vec<&str> = domain.split('.').collect();
-    let label_ok = |l: &&str| {
-        !l.is_empty() && l.len() <= 63 && !l.starts_with('-') && !l.ends_with('-') && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-    };
+    let label_ok =
+        |l: &&str| !l.is_empty() && l.len() <= 63 && !l.starts_with('-') && !l.ends_with('-') && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
     if labels.len() < 2 || !labels.iter().all(label_ok) {
         return Err(bad());
     }

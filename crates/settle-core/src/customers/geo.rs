@@ -112,7 +112,18 @@ fn gb_postcode(compact: &str) -> Option<String> {
     let i = inward.as_bytes();
     // The inward code's letters exclude C, I, K, M, O and V.
     let inward_ok = i[0].is_ascii_digit() && i[1..].iter().all(|c| c.is_ascii_uppercase() && !b"CIKMOV".contains(c));
-    let shape: String = outward.bytes().map(|b| if b.is_ascii_digit() { '9' } else if b.is_ascii_uppercase() { 'A' } else { '?' }).collect();
+    let shape: String = outward
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_digit() {
+                '9'
+            } else if b.is_ascii_uppercase() {
+                'A'
+            } else {
+                '?'
+            }
+        })
+        .collect();
     let outward_ok = matches!(shape.as_str(), "A9" | "A99" | "AA9" | "AA99" | "A9A" | "AA9A");
     (inward_ok && outward_ok).then(|| format!("{outward} {inward}"))
 }
@@ -197,14 +208,23 @@ mod tests {
         assert_eq!(ok("10115", "DE"), "10115");
         assert_eq!(ok("75008", "FR"), "75008");
         assert_eq!(ok("1012ab", "NL"), "1012 AB");
-        for (v, c) in [("9410", "US"), ("941031", "US"), ("D1A 0B1", "CA"), ("W1A 0B1", "CA"), ("SW1A 1CA", "GB"), ("1011", "DE"), ("0123 AB", "NL"), ("1012 SS", "NL")] {
+        for (v, c) in
+            [("9410", "US"), ("941031", "US"), ("D1A 0B1", "CA"), ("W1A 0B1", "CA"), ("SW1A 1CA", "GB"), ("1011", "DE"), ("0123 AB", "NL"), ("1012 SS", "NL")]
+        {
             assert!(parse_postal_code(v, c).is_err(), "{v} {c} should be refused");
         }
     }
 
     #[test]
     fn us_addresses_need_a_state_and_zip() {
-        let input = AddressInput { line1: Some("1 Main St"), city: Some("Springfield"), country: Some("us"), region: Some("IL"), postal_code: Some("62701"), ..Default::default() };
+        let input = AddressInput {
+            line1: Some("1 Main St"),
+            city: Some("Springfield"),
+            country: Some("us"),
+            region: Some("IL"),
+            postal_code: Some("62701"),
+            ..Default::default()
+        };
         let a = parse_address(&input).unwrap_or_else(|e| panic!("{e:?}"));
         assert_eq!((a.country.as_str(), a.region.as_deref()), ("US", Some("US-IL")));
         let missing = AddressInput { region: None, ..input.clone() };

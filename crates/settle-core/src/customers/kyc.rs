@@ -145,11 +145,8 @@ impl Capability {
 
 /// The fields a capability needs, by wire name.
 pub fn needs(capability: Capability, facts: &Facts) -> Vec<&'static str> {
-    let mut fields: Vec<(&'static str, bool)> = if facts.is_business {
-        vec![("legal_name", facts.names)]
-    } else {
-        vec![("given_name", facts.names), ("family_name", facts.names)]
-    };
+    let mut fields: Vec<(&'static str, bool)> =
+        if facts.is_business { vec![("legal_name", facts.names)] } else { vec![("given_name", facts.names), ("family_name", facts.names)] };
     if matches!(capability, Capability::AchDebit | Capability::CardIssuing) {
         fields.push(("address", facts.address));
         fields.push(("tax_id", facts.tax_id));
@@ -189,10 +186,12 @@ pub struct Requirements {
 pub fn requirements(facts: &Facts, errors: Vec<RequirementError>) -> Requirements {
     let mut currently_due = needs(Capability::AchDebit, facts);
     for field in &errors {
-        if let Some(f) = ["given_name", "family_name", "legal_name", "date_of_birth", "address", "tax_id", "registration_number"].iter().find(|f| **f == field.field) {
-            if !currently_due.contains(f) {
-                currently_due.push(f);
-            }
+        let named =
+            ["given_name", "family_name", "legal_name", "date_of_birth", "address", "tax_id", "registration_number"].iter().find(|f| **f == field.field);
+        if let Some(f) = named
+            && !currently_due.contains(f)
+        {
+            currently_due.push(f);
         }
     }
     let eventually_due = needs(Capability::CardIssuing, facts).into_iter().filter(|f| !currently_due.contains(f)).collect();

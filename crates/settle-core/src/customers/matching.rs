@@ -150,11 +150,10 @@ impl Index {
             candidates.dedup();
             for key in candidates {
                 let Some(entry_tokens) = self.names.get(&key) else { continue };
-                let forward: f64 = sims.iter().map(|row| entry_tokens.iter().map(|t| row.get(t).copied().unwrap_or(0.0)).fold(0.0, f64::max)).sum::<f64>()
-                    / sims.len() as f64;
-                let backward: f64 =
-                    entry_tokens.iter().map(|t| sims.iter().map(|row| row.get(t).copied().unwrap_or(0.0)).fold(0.0, f64::max)).sum::<f64>()
-                        / entry_tokens.len() as f64;
+                let forward: f64 =
+                    sims.iter().map(|row| entry_tokens.iter().map(|t| row.get(t).copied().unwrap_or(0.0)).fold(0.0, f64::max)).sum::<f64>() / sims.len() as f64;
+                let backward: f64 = entry_tokens.iter().map(|t| sims.iter().map(|row| row.get(t).copied().unwrap_or(0.0)).fold(0.0, f64::max)).sum::<f64>()
+                    / entry_tokens.len() as f64;
                 let party = &self.parties[key.0 as usize];
                 let mut score = 0.75 * forward + 0.25 * backward;
                 if let (Some(a), Some(b)) = (subject.birth_year, party.birth_year) {
@@ -183,7 +182,13 @@ mod tests {
     use proptest::prelude::*;
 
     fn party(reference: &str, names: &[&str], birth_year: Option<i32>) -> ListedParty {
-        ListedParty { reference: reference.into(), names: names.iter().map(|n| n.to_string()).collect(), birth_year, countries: Vec::new(), programs: String::new() }
+        ListedParty {
+            reference: reference.into(),
+            names: names.iter().map(|n| n.to_string()).collect(),
+            birth_year,
+            countries: Vec::new(),
+            programs: String::new(),
+        }
     }
 
     fn index() -> Index {

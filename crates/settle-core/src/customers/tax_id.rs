@@ -79,18 +79,14 @@ impl TaxId {
 
 /// The IRS's EIN prefixes.
 const EIN_PREFIXES: &[u8] = &[
-    1, 2, 3, 4, 5, 6, 10, 11, 12, 13, 14, 15, 16, 20, 21, 22, 23, 24, 25, 26, 27, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 45, 46, 47,
-    48, 50, 51, 52, 53, 54, 55, 56, 57, 58, 59, 60, 61, 62, 63, 64, 65, 66, 67, 68, 71, 72, 73, 74, 75, 76, 77, 80, 81, 82, 83, 84, 85, 86, 87, 88, 90, 91,
-    92, 93, 94, 95, 98, 99,
+    1, 2, 3, 4, 5, 6, 10, 11, 12, 13, 14, 15, 16, 20, 21, 22, 23, 24, 25, 26, 27, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 45, 46, 47, 48,
+    50, 51, 52, 53, 54, 55, 56, 57, 58, 59, 60, 61, 62, 63, 64, 65, 66, 67, 68, 71, 72, 73, 74, 75, 76, 77, 80, 81, 82, 83, 84, 85, 86, 87, 88, 90, 91, 92, 93,
+    94, 95, 98, 99,
 ];
 
 fn nine_digits(value: &str, what: &str) -> Result<String, Invalid> {
     let compact: String = value.chars().filter(|c| *c != '-' && *c != ' ').collect();
-    if compact.len() == 9 && compact.bytes().all(|b| b.is_ascii_digit()) {
-        Ok(compact)
-    } else {
-        Err(Invalid::new(format!("must be a {what} of 9 digits")))
-    }
+    if compact.len() == 9 && compact.bytes().all(|b| b.is_ascii_digit()) { Ok(compact) } else { Err(Invalid::new(format!("must be a {what} of 9 digits"))) }
 }
 
 fn num(s: &str) -> u32 {
@@ -212,7 +208,7 @@ fn luhn(d: &str) -> bool {
             }
         })
         .sum();
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 /// Spanish NIF (DNI: 8 digits and a letter), NIE (X/Y/Z, 7 digits, letter) or CIF (letter, 7 digits, control).
@@ -270,7 +266,19 @@ mod tests {
 
     #[test]
     fn eu_vat_check_digits() {
-        for good in ["DE136695976", "DE 811 569 869", "FR40303265045", "NL123456782B01", "IT00743110157", "ES12345678Z", "ESX1234567L", "ESA28015865", "BE0411905847", "BE 0403.019.261", "ATU12345678"] {
+        for good in [
+            "DE136695976",
+            "DE 811 569 869",
+            "FR40303265045",
+            "NL123456782B01",
+            "IT00743110157",
+            "ES12345678Z",
+            "ESX1234567L",
+            "ESA28015865",
+            "BE0411905847",
+            "BE 0403.019.261",
+            "ATU12345678",
+        ] {
             assert!(ok(TaxIdType::EuVat, good), "{good} should be valid");
         }
         for bad in ["DE136695977", "FR41303265045", "NL123456783B01", "IT00743110158", "ES12345678A", "ESA28015866", "BE0411905848", "US123456789", "DE12"] {
