@@ -336,6 +336,12 @@ pub const ERROR_CODES: &[ErrorCode] = &[
     ErrorCode { code: "consent_already_revoked", status: 409, kind: ErrorType::ConflictError, when: "the consent was revoked already" },
     ErrorCode { code: "screening_not_resolvable", status: 409, kind: ErrorType::ConflictError, when: "only an unresolved potential match can be resolved" },
     ErrorCode {
+        code: "unsupported_document",
+        status: 422,
+        kind: ErrorType::InvalidRequestError,
+        when: "the uploaded file is not a PDF, JPEG, PNG or WebP, judged by its content (the declared type is not trusted)",
+    },
+    ErrorCode {
         code: "verification_requirements_due",
         status: 422,
         kind: ErrorType::InvalidRequestError,

@@ -1143,3 +1143,87 @@ impl Store {
         }
     }
 }
+
+// ---- documents ------------------------------------------------------------
+
+/// A customer's document; `sealed` is filled only by [`Store::customer_document_content`].
+#[derive(Clone, PartialEq, Eq)]
+pub struct DocumentRecord {
+    pub id: String,
+    pub tenant: TenantId,
+    pub customer_id: String,
+    pub document_type: String,
+    pub content_type: String,
+    pub size_bytes: i64,
+    pub sealed: Option<Vec<u8>>,
+    pub actor: String,
+    pub created_at: i64,
+}
+
+impl std::fmt::Debug for DocumentRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "DocumentRecord({}, {}, {} bytes, <sealed>)", self.id, self.content_type, self.size_bytes)
+    }
+}
+
+const DOCUMENT_COLUMNS: &str = "id, tenant_id, customer_id, document_type, content_type, size_bytes, actor, created_at";
+
+fn document_of(r: &Row) -> Result<DocumentRecord, StoreError> {
+    Ok(DocumentRecord {
+        id: r.text(0)?,
+        tenant: TenantId(r.int(1)?),
+        customer_id: r.text(2)?,
+        document_type: r.text(3)?,
+        content_type: r.text(4)?,
+        size_bytes: r.int(5)?,
+        sealed: None,
+        actor: r.text(6)?,
+        created_at: r.int(7)?,
+    })
+}
+
+impl Store {
+    pub async fn insert_customer_document(&self, d: DocumentRecord, audit: Vec<AuditRecord>, idempotency: Option<IdempotencyRecord>) -> Result<(), StoreError> {
+        let stmts = vec![stmt(
+            "INSERT INTO customer_documents (id, tenant_id, customer_id, document_type, content_type, size_bytes, sealed, actor, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            vec![
+                text(&d.id),
+                int(d.tenant.0),
+                text(&d.customer_id),
+                text(&d.document_type),
+                text(&d.content_type),
+                int(d.size_bytes),
+                Val::Bytes(Some(d.sealed.clone().unwrap_or_default())),
+                text(&d.actor),
+                int(d.created_at),
+            ],
+        )];
+        self.compliance_write(Write { tenant: Some(d.tenant), stmts, audit, idempotency }).await.map(|_| ())
+    }
+
+    /// A customer's documents (metadata only), oldest first, at most 100.
+    pub async fn list_customer_documents(&self, tenant: TenantId, customer_id: String) -> Result<Vec<DocumentRecord>, StoreError> {
+        let rows = self
+            .compliance_query(
+                format!("SELECT {DOCUMENT_COLUMNS} FROM customer_documents WHERE tenant_id = $1 AND customer_id = $2 ORDER BY id LIMIT 100"),
+                vec![int(tenant.0), text(customer_id)],
+            )
+            .await?;
+        rows.iter().map(document_of).collect()
+    }
+
+    /// One document with its sealed content.
+    pub async fn customer_document_content(&self, tenant: TenantId, customer_id: String, id: String) -> Result<Option<DocumentRecord>, StoreError> {
+        let rows = self
+            .compliance_query(
+                format!("SELECT {DOCUMENT_COLUMNS}, sealed FROM customer_documents WHERE tenant_id = $1 AND customer_id = $2 AND id = $3"),
+                vec![int(tenant.0), text(customer_id), text(id)],
+            )
+            .await?;
+        let Some(r) = rows.first() else { return Ok(None) };
+        let mut d = document_of(r)?;
+        d.sealed = r.opt_bytes(8)?;
+        Ok(Some(d))
+    }
+}

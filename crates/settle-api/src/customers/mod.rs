@@ -10,6 +10,7 @@
 
 pub mod audit;
 pub mod consents;
+pub mod documents;
 pub mod keyring;
 pub mod profile;
 pub mod sanctions;

@@ -389,3 +389,46 @@ async fn no_fixture_personal_data_reaches_the_database_file_or_the_logs() {
     // The customer still reads back (the bytes were sealed, not lost).
     assert_eq!(app.get(&format!("/v1/customers/{id}")).await.body["given_name"], GIVEN);
 }
+
+fn form(kind: &str, file: &[u8], declared: &str) -> (String, Vec<u8>) {
+    let boundary = "settle-test-boundary-7f3a";
+    let mut body = format!("--{boundary}\r\nContent-Disposition: form-data; name=\"type\"\r\n\r\n{kind}\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"scan\"\r\nContent-Type: {declared}\r\n\r\n").into_bytes();
+    body.extend_from_slice(file);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+ledger_test! {
+    async fn documents_are_typed_by_content_sealed_readable_only_with_the_pii_scope_and_shredded_on_erasure(app) {
+        let id = app.post("/v1/customers", &individual()).await.id();
+        let scan: Vec<u8> = [b"\x89PNG\r\n\x1a\n".as_slice(), b"passport scan of Quixotefield"].concat();
+        let (ct, body) = form("passport", &scan, "application/pdf");
+        let path = format!("/v1/customers/{id}/documents");
+        let uploaded = app.send(app.request(Method::POST, &path).header("content-type", ct).header("Idempotency-Key", "doc-1").body(body.clone())).await;
+        uploaded.expect_status(201);
+        assert_eq!((uploaded.body["content_type"].as_str(), uploaded.body["size_bytes"].as_i64()), (Some("image/png"), Some(scan.len() as i64)), "typed by content, not by the declared type");
+        let doc = uploaded.id();
+        let (ct2, _) = form("passport", &scan, "application/pdf");
+        let replay = app.send(app.request(Method::POST, &path).header("content-type", ct2).header("Idempotency-Key", "doc-1").body(body)).await;
+        assert_eq!((replay.status, replay.header("idempotent-replayed")), (201, Some("true")));
+        let (ct, exe) = form("passport", b"MZ\x90\x00 not a document", "image/png");
+        app.send(app.request(Method::POST, &path).header("content-type", ct).body(exe)).await.expect_error(422, "unsupported_document");
+        let (ct, bad) = form("tax_return", &scan, "image/png");
+        app.send(app.request(Method::POST, &path).header("content-type", ct).body(bad)).await.expect_error(400, "invalid_request");
+        let big = vec![0xffu8; settle_api::customers::documents::MAX_UPLOAD_BYTES + 1];
+        let (ct, huge) = form("passport", &big, "image/jpeg");
+        app.send(app.request(Method::POST, &path).header("content-type", ct).body(huge)).await.expect_error(413, "request_too_large");
+        assert_eq!(app.list_all(&path).await.len(), 1);
+
+        let content = app.get(&format!("/v1/customers/{id}/documents/{doc}/content")).await;
+        assert_eq!((content.status, content.header("content-type"), content.bytes.clone()), (200, Some("image/png"), scan.clone()));
+        let reader = app.api.with_key(Some(&app.key("acme", Environment::Sandbox, &[Scope::CustomersRead]).await));
+        reader.get(&format!("/v1/customers/{id}/documents/{doc}/content")).await.expect_error(403, "insufficient_scope");
+        assert_eq!(reader.get(&path).await.body["data"][0]["id"], doc.as_str());
+
+        app.send(app.request(Method::DELETE, &format!("/v1/customers/{id}/personal_data"))).await.expect_status(200);
+        app.get(&format!("/v1/customers/{id}/documents/{doc}/content")).await.expect_error(409, "customer_erased");
+        let (ct, body) = form("passport", &scan, "image/png");
+        app.send(app.request(Method::POST, &path).header("content-type", ct).body(body)).await.expect_error(409, "customer_erased");
+    }
+}

@@ -78,6 +78,21 @@ CREATE TABLE customer_consent_revocations (
     created_at BIGINT NOT NULL
 );
 
+-- Documents a customer supplied: the content sealed under the customer's data key.
+CREATE TABLE customer_documents (
+    id TEXT COLLATE "C" PRIMARY KEY,
+    tenant_id BIGINT NOT NULL,
+    customer_id TEXT NOT NULL,
+    document_type TEXT NOT NULL,
+    -- Sniffed from the content's magic bytes, never taken from the client.
+    content_type TEXT NOT NULL,
+    size_bytes BIGINT NOT NULL,
+    sealed BYTEA NOT NULL,
+    actor TEXT NOT NULL,
+    created_at BIGINT NOT NULL
+);
+CREATE INDEX customer_documents_by_customer ON customer_documents (tenant_id, customer_id, id);
+
 -- Sanctions lists and watchlists: global (every tenant screens against them), one row per loaded snapshot.
 CREATE TABLE sanctions_lists (
     id TEXT COLLATE "C" PRIMARY KEY,
