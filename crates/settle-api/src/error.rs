@@ -336,6 +336,18 @@ pub const ERROR_CODES: &[ErrorCode] = &[
     ErrorCode { code: "consent_already_revoked", status: 409, kind: ErrorType::ConflictError, when: "the consent was revoked already" },
     ErrorCode { code: "screening_not_resolvable", status: 409, kind: ErrorType::ConflictError, when: "only an unresolved potential match can be resolved" },
     ErrorCode {
+        code: "account_already_linked",
+        status: 409,
+        kind: ErrorType::ConflictError,
+        when: "the ledger account belongs to a customer already; the message names it",
+    },
+    ErrorCode {
+        code: "customer_blocked",
+        status: 422,
+        kind: ErrorType::LedgerError,
+        when: "an account the transaction touches belongs to a customer blocked by a confirmed sanctions match; nothing was written",
+    },
+    ErrorCode {
         code: "unsupported_document",
         status: 422,
         kind: ErrorType::InvalidRequestError,

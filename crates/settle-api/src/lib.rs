@@ -96,6 +96,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/customers/{id}/consents/{consent_id}/revoke", post(customers::consents::revoke))
         .route("/v1/customers/{id}/documents", post(customers::documents::upload).get(customers::documents::list))
         .route("/v1/customers/{id}/documents/{document_id}/content", get(customers::documents::content))
+        .route("/v1/customers/{id}/accounts", post(customers::accounts::link).get(customers::accounts::list))
         .route("/v1/screenings", get(customers::screening::list))
         .route("/v1/screenings/{id}", get(customers::screening::get))
         .route("/v1/screenings/{id}/resolve", post(customers::screening::resolve))

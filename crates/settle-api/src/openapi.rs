@@ -72,6 +72,8 @@ and every response carries `Request-Id`. See docs/api.md for the walkthrough.",
         customers::consents::create,
         customers::consents::list,
         customers::consents::revoke,
+        customers::accounts::link,
+        customers::accounts::list,
         customers::documents::upload,
         customers::documents::list,
         customers::documents::content,
@@ -173,6 +175,7 @@ fn codes_of(operation_id: &str) -> &'static [&'static str] {
     match operation_id {
         "create_account" => &["duplicate_external_id"],
         "create_transaction" => &[
+            "customer_blocked",
             "account_not_found",
             "currency_mismatch",
             "unbalanced_transaction",
@@ -181,10 +184,17 @@ fn codes_of(operation_id: &str) -> &'static [&'static str] {
             "version_conflict",
             "duplicate_external_id",
         ],
-        "create_transaction_batch" => &[],
-        "post_transaction" => {
-            &["not_found", "transaction_not_pending", "amount_exceeds_hold", "account_not_found", "currency_mismatch", "insufficient_funds", "balance_overflow"]
-        }
+        "create_transaction_batch" => &["customer_blocked"],
+        "post_transaction" => &[
+            "not_found",
+            "customer_blocked",
+            "transaction_not_pending",
+            "amount_exceeds_hold",
+            "account_not_found",
+            "currency_mismatch",
+            "insufficient_funds",
+            "balance_overflow",
+        ],
         "void_transaction" => &["not_found", "transaction_not_pending"],
         "reverse_transaction" => &["not_found", "transaction_not_posted", "transaction_already_reversed", "insufficient_funds", "balance_overflow"],
         "get_account" | "get_account_balances" | "list_account_entries" | "get_transaction" | "get_operation" => &["not_found"],
@@ -204,7 +214,8 @@ fn codes_of(operation_id: &str) -> &'static [&'static str] {
         "create_consent" => &["not_found", "customer_erased"],
         "revoke_consent" => &["not_found", "consent_already_revoked"],
         "upload_customer_document" => &["not_found", "unsupported_document", "customer_erased"],
-        "list_customer_documents" => &["not_found"],
+        "list_customer_documents" | "list_customer_accounts" => &["not_found"],
+        "link_customer_account" => &["not_found", "account_not_found", "account_already_linked"],
         "get_customer_document_content" => &["not_found", "customer_erased"],
         "resolve_screening" => &["not_found", "screening_not_resolvable"],
         _ => &[],

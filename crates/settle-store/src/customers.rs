@@ -1227,3 +1227,88 @@ impl Store {
         Ok(Some(d))
     }
 }
+
+// ---- customers' ledger accounts -------------------------------------------
+
+impl Store {
+    /// Links a ledger account to a customer; `Ok(false)` when the account is linked already.
+    #[expect(clippy::too_many_arguments, reason = "one link's fields and its write's records")]
+    pub async fn link_customer_account(
+        &self,
+        tenant: TenantId,
+        customer_id: String,
+        account_id: String,
+        actor: String,
+        now: i64,
+        audit: Vec<AuditRecord>,
+        idempotency: Option<IdempotencyRecord>,
+    ) -> Result<bool, StoreError> {
+        let stmts = vec![guarded(
+            "INSERT INTO customer_accounts (tenant_id, account_id, customer_id, actor, created_at) \
+             SELECT $1, $2, $3, $4, $5 WHERE NOT EXISTS (SELECT 1 FROM customer_accounts WHERE tenant_id = $1 AND account_id = $2)",
+            vec![int(tenant.0), text(account_id), text(customer_id), text(actor), int(now)],
+            1,
+        )];
+        match self.compliance_write(Write { tenant: Some(tenant), stmts, audit, idempotency }).await {
+            Err(StoreError::Conflict(_)) => Ok(false),
+            other => other,
+        }
+    }
+
+    /// The customer a ledger account belongs to, if any.
+    pub async fn account_customer(&self, tenant: TenantId, account_id: String) -> Result<Option<String>, StoreError> {
+        let rows = self
+            .compliance_query(
+                String::from("SELECT customer_id FROM customer_accounts WHERE tenant_id = $1 AND account_id = $2"),
+                vec![int(tenant.0), text(account_id)],
+            )
+            .await?;
+        rows.first().map(|r| r.text(0)).transpose()
+    }
+
+    /// A customer's ledger accounts (at most 1,000).
+    pub async fn customer_accounts(&self, tenant: TenantId, customer_id: String) -> Result<Vec<(String, i64)>, StoreError> {
+        let rows = self
+            .compliance_query(
+                String::from("SELECT account_id, created_at FROM customer_accounts WHERE tenant_id = $1 AND customer_id = $2 ORDER BY account_id LIMIT 1000"),
+                vec![int(tenant.0), text(customer_id)],
+            )
+            .await?;
+        rows.iter().map(|r| Ok((r.text(0)?, r.int(1)?))).collect()
+    }
+
+    /// Every account of the tenant that belongs to a customer whose latest
+    /// screening is a confirmed sanctions match (at most 100,000).
+    pub async fn blocked_accounts_of_tenant(&self, tenant: TenantId) -> Result<Vec<String>, StoreError> {
+        let rows = self
+            .compliance_query(
+                String::from(
+                    "SELECT a.account_id FROM customer_accounts a JOIN customers c ON c.tenant_id = a.tenant_id AND c.id = a.customer_id \
+                     WHERE a.tenant_id = $1 AND c.screening_status = 'confirmed_match' LIMIT 100000",
+                ),
+                vec![int(tenant.0)],
+            )
+            .await?;
+        rows.iter().map(|r| r.text(0)).collect()
+    }
+
+    /// Of `account_ids`, those that belong to a customer whose latest
+    /// screening is a confirmed sanctions match: `(account, customer)`.
+    pub async fn blocked_accounts(&self, tenant: TenantId, account_ids: Vec<String>) -> Result<Vec<(String, String)>, StoreError> {
+        let mut found = Vec::new();
+        for chunk in account_ids.chunks(500) {
+            let list = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect::<Vec<_>>().join(", ");
+            let sql = format!(
+                "SELECT a.account_id, a.customer_id FROM customer_accounts a JOIN customers c ON c.tenant_id = a.tenant_id AND c.id = a.customer_id \
+                 WHERE a.tenant_id = $1 AND c.screening_status = 'confirmed_match' AND a.account_id IN ({list}) ORDER BY a.account_id"
+            );
+            let mut params = vec![int(tenant.0)];
+            params.extend(chunk.iter().map(text));
+            let rows = self.compliance_query(sql, params).await?;
+            for r in &rows {
+                found.push((r.text(0)?, r.text(1)?));
+            }
+        }
+        Ok(found)
+    }
+}

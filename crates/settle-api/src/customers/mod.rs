@@ -8,6 +8,7 @@
 //! key ([`keyring`]) and never logged: error messages name the field
 //! (`param`) and the rule, never the value.
 
+pub mod accounts;
 pub mod audit;
 pub mod consents;
 pub mod documents;
@@ -39,6 +40,8 @@ pub struct Customers {
     pub keyring: Option<Arc<keyring::Keyring>>,
     pub screener: screening::Screener,
     pub ids: IdGenerator,
+    /// Accounts of blocked customers, per tenant, briefly cached.
+    pub blocked: accounts::BlockedCache,
 }
 
 impl Customers {

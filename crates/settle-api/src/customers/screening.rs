@@ -357,5 +357,7 @@ pub async fn resolve(
     if !state.store.resolve_screening(after, audit, idem).await? {
         return Err(conflict("screening_not_resolvable", "the screening was resolved meanwhile"));
     }
+    // A confirmation blocks the customer's accounts on this server at once.
+    state.customers.blocked.invalidate(principal.tenant);
     Ok(response)
 }

@@ -432,3 +432,36 @@ ledger_test! {
         app.send(app.request(Method::POST, &path).header("content-type", ct).body(body)).await.expect_error(409, "customer_erased");
     }
 }
+
+ledger_test! {
+    async fn money_movements_touching_a_blocked_customers_accounts_are_refused_and_change_nothing(app) {
+        let wallet = app.account("credit", None).await;
+        let other = app.account("credit", None).await;
+        let funding = app.account("debit", None).await;
+        app.transfer_ok(&funding, &wallet, 5000).await;
+        let hold = app.hold_ok(&wallet, &other, 1000).await;
+        let id = app.post("/v1/customers", &json!({"type": "individual", "given_name": "Ivan", "family_name": "Petrov", "date_of_birth": "1961-03-03"})).await.id();
+        let linked = app.post(&format!("/v1/customers/{id}/accounts"), &json!({"account_id": wallet})).await;
+        linked.expect_status(201);
+        let second = app.post("/v1/customers", &json!({"type": "individual", "given_name": "Grace", "family_name": "Hopper"})).await.id();
+        app.post(&format!("/v1/customers/{second}/accounts"), &json!({"account_id": wallet})).await.expect_error(409, "account_already_linked");
+        app.post(&format!("/v1/customers/{second}/accounts"), &json!({"account_id": "acct_01jdx3q5g3n3n5v8y2w4h6k9m1"})).await.expect_error(422, "account_not_found");
+        assert_eq!(app.get(&format!("/v1/customers/{id}/accounts")).await.body["data"][0]["account_id"], wallet.as_str());
+        // A potential match does not block money; a confirmed one does.
+        load_watchlist(&app, &[("PETROV, Ivan", &[], Some(1961))]).await;
+        settle_api::customers::screening::refresh(&app.state).await.unwrap();
+        app.transfer_ok(&funding, &wallet, 100).await;
+        let screening = app.get(&format!("/v1/screenings?customer_id={id}")).await.body["data"][0]["id"].as_str().unwrap().to_owned();
+        app.post(&format!("/v1/screenings/{screening}/resolve"), &json!({"resolution": "confirmed_match", "reason": "confirmed by compliance"})).await.expect_status(200);
+
+        let before = app.balances(&wallet).await;
+        app.transfer(&funding, &wallet, 100).await.expect_error(422, "customer_blocked");
+        app.transfer(&wallet, &other, 100).await.expect_error(422, "customer_blocked");
+        let batch = json!({"atomic": false, "transactions": [crate::app::transfer_body(&funding, &other, 1), crate::app::transfer_body(&wallet, &other, 1)]});
+        app.post("/v1/transactions/batch", &batch).await.expect_error(422, "customer_blocked");
+        app.post(&format!("/v1/transactions/{hold}/post"), &json!({})).await.expect_error(422, "customer_blocked");
+        assert_eq!(app.balances(&wallet).await, before, "refusals change nothing");
+        // Accounts of other customers (and of none) move as before.
+        app.transfer_ok(&funding, &other, 100).await;
+    }
+}

@@ -93,6 +93,19 @@ CREATE TABLE customer_documents (
 );
 CREATE INDEX customer_documents_by_customer ON customer_documents (tenant_id, customer_id, id);
 
+-- Ledger accounts that belong to a customer. A link (not a column on
+-- `accounts`) because accounts are written by the ledger engine alone; the
+-- API refuses transactions touching a blocked customer's accounts.
+CREATE TABLE customer_accounts (
+    tenant_id BIGINT NOT NULL,
+    account_id TEXT COLLATE "C" NOT NULL,
+    customer_id TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    PRIMARY KEY (tenant_id, account_id)
+);
+CREATE INDEX customer_accounts_by_customer ON customer_accounts (tenant_id, customer_id, account_id);
+
 -- Sanctions lists and watchlists: global (every tenant screens against them), one row per loaded snapshot.
 CREATE TABLE sanctions_lists (
     id TEXT COLLATE "C" PRIMARY KEY,
