@@ -9,7 +9,8 @@
 //! mostly "is every part of the customer's name in the listed name", a
 //! little "is the listed name covered". A date of birth on both sides that
 //! differs by more than a year multiplies the score by 0.85; an equal year
-//! adds 0.03 (capped at 1).
+//! adds 0.03, and a listed country equal to the customer's (nationality, else
+//! address country; compared as ISO codes) adds 0.02 (capped at 1).
 //!
 //! A score of at least [`MATCH_THRESHOLD`] (0.88) is a potential match.
 //! The threshold is where, on our test names, spelling variants
@@ -163,6 +164,13 @@ impl Index {
                         score = (score + 0.03).min(1.0);
                     }
                 }
+                // A listed country equal to the customer's (ISO code, as internal
+                // watchlists give it) adds a little.
+                if let Some(c) = &subject.country
+                    && party.countries.iter().any(|pc| pc.eq_ignore_ascii_case(c))
+                {
+                    score = (score + 0.02).min(1.0);
+                }
                 if score >= MATCH_THRESHOLD && best.get(&key.0).is_none_or(|h| h.score < score) {
                     let matched_name = party.names.get(usize::from(key.1)).cloned().unwrap_or_default();
                     best.insert(key.0, Hit { party: key.0 as usize, matched_name, score });
@@ -224,6 +232,17 @@ mod tests {
         let idx2 = Index::new(vec![party("3", &["SMITH, John"], Some(1950))]);
         assert!(idx2.screen(&Subject { names: vec![String::from("John Smyth")], birth_year: Some(1990), country: None }).is_empty());
         assert_eq!(idx2.screen(&Subject { names: vec![String::from("John Smyth")], birth_year: Some(1950), country: None }).len(), 1);
+    }
+
+    #[test]
+    fn a_matching_country_raises_the_score() {
+        let mut p = party("9", &["HASSAN, Omar"], None);
+        let plain =
+            Index::new(vec![p.clone()]).screen(&Subject { names: vec![String::from("Omar Hasan")], birth_year: None, country: Some(String::from("SY")) });
+        p.countries = vec![String::from("SY")];
+        let with = Index::new(vec![p]).screen(&Subject { names: vec![String::from("Omar Hasan")], birth_year: None, country: Some(String::from("SY")) });
+        assert_eq!((plain.len(), with.len()), (1, 1));
+        assert!(with[0].score > plain[0].score);
     }
 
     proptest! {
