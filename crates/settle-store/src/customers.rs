@@ -710,6 +710,21 @@ impl Store {
         self.compliance_write(Write { tenant: None, stmts, audit: Vec::new(), idempotency: None }).await
     }
 
+    /// One stored data key per KEK version (to check, at start, that this
+    /// server's keyring is the one that wrapped them).
+    pub async fn sample_data_keys(&self) -> Result<Vec<DataKeyRecord>, StoreError> {
+        let rows = self
+            .compliance_query(
+                String::from(
+                    "SELECT customer_id, tenant_id, kek_version, wrapped FROM customer_data_keys \
+                     WHERE customer_id IN (SELECT MIN(customer_id) FROM customer_data_keys GROUP BY kek_version) ORDER BY kek_version",
+                ),
+                Vec::new(),
+            )
+            .await?;
+        rows.iter().map(data_key_of).collect()
+    }
+
     /// How many data keys each key-encryption key version wraps.
     pub async fn data_key_versions(&self) -> Result<Vec<(i64, i64)>, StoreError> {
         let rows = self

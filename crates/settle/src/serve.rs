@@ -248,6 +248,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let keyring_path = args.db.keyring_path();
     let keyring = settle_api::customers::keyring::Keyring::load_or_create(&keyring_path).context("loading the customer keyring")?;
     tracing::info!(path = %keyring_path.display(), versions = ?keyring.versions(), "customer keyring loaded");
+    // A server with another keyring would answer every customer read with an
+    // error (or, worse, wrap new keys with a KEK the others lack): refuse to start.
+    let foreign = keys_this_keyring_cannot_open(&store, &keyring).await?;
+    if !foreign.is_empty() {
+        anyhow::bail!(
+            "the customer keyring {} cannot unwrap stored customer data keys of key-encryption key versions {foreign:?}; every server sharing this database must read the same keyring (--customer-keyring)",
+            keyring_path.display()
+        );
+    }
     let customers = settle_api::customers::Customers::with_keyring(Arc::new(keyring));
     let state = settle_api::AppState::new(store, engine, clock)
         .with_http(http)
@@ -301,6 +310,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     engine_task.finished().await;
     tracing::info!("stopped cleanly");
     Ok(ExitCode::SUCCESS)
+}
+
+/// KEK versions of stored data keys that `keyring` cannot unwrap (one key tried per version).
+async fn keys_this_keyring_cannot_open(store: &Store, keyring: &settle_api::customers::keyring::Keyring) -> anyhow::Result<Vec<i64>> {
+    let samples = store.sample_data_keys().await.context("reading customer data keys")?;
+    Ok(samples.into_iter().filter(|k| keyring.unwrap(k.tenant, &k.customer_id, k.kek_version, &k.wrapped).is_err()).map(|k| k.kek_version).collect())
 }
 
 /// Where this server finds the master key that decrypts keys' signing
