@@ -36,6 +36,21 @@ const MAX_PARTS: usize = 8;
 /// Kinds of documents.
 pub const DOCUMENT_TYPES: &[&str] = &["passport", "national_id", "driving_licence", "proof_of_address", "company_registration", "other"];
 
+/// An oversized upload up to this size is read and dropped before the 413.
+const MAX_DRAIN_BYTES: usize = 32 * 1024 * 1024;
+
+async fn drain(body: axum::body::Body) {
+    use http_body_util::BodyExt;
+    let mut body = body;
+    let mut seen = 0usize;
+    while let Some(Ok(frame)) = body.frame().await {
+        seen += frame.data_ref().map_or(0, |d| d.len());
+        if seen > MAX_DRAIN_BYTES {
+            break;
+        }
+    }
+}
+
 /// One part of a `multipart/form-data` body.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Part<'a> {
@@ -189,6 +204,11 @@ pub async fn upload(
     };
     let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n > MAX_UPLOAD_BYTES) {
+        // Read (and drop) a moderately oversized body before answering, so the
+        // client reads the 413 instead of a reset connection (as `body` does).
+        if declared.is_some_and(|n| n <= MAX_DRAIN_BYTES) {
+            drain(body).await;
+        }
         return Err(too_large());
     }
     let bytes = axum::body::to_bytes(body, MAX_UPLOAD_BYTES).await.map_err(|_| too_large())?;
