@@ -11,6 +11,7 @@ pub mod correlation;
 pub mod customers;
 pub mod deprecation;
 pub mod error;
+pub mod feature_flags;
 pub mod hygiene;
 pub mod idempotency;
 pub mod metrics;

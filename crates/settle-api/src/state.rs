@@ -33,6 +33,8 @@ pub struct Shared {
     /// Rate limits, timeouts, CORS and security headers (see `hygiene`).
     pub http: Arc<crate::hygiene::HttpPolicy>,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Feature flag rollouts, read again every second.
+    pub flags: Arc<crate::feature_flags::FeatureFlags>,
     /// Ids of bank statements, their lines, matches and audited actions.
     pub reconciliation_ids: Arc<settle_core::ids::IdGenerator>,
     /// Customers: the keyring of their data keys, the loaded sanctions lists.
@@ -53,6 +55,7 @@ impl AppState {
             operations: Arc::default(),
             http: Arc::default(),
             metrics: Arc::default(),
+            flags: Arc::default(),
             reconciliation_ids: Arc::default(),
             customers: Arc::default(),
         }))

@@ -71,8 +71,10 @@ pub async fn batch(
     body: JsonBody<BatchRequest, MAX_BATCH_BODY_BYTES>,
 ) -> Result<Response, ApiError> {
     let req = body.value;
-    // Over the threshold a batch runs as an operation (202), which may hold more.
-    let over_threshold = req.transactions.len() > state.operations.config.async_batch_threshold;
+    // Over the threshold a batch runs as an operation (202), which may hold
+    // more, unless the organization's rollout of that behaviour is off.
+    let over_threshold = req.transactions.len() > state.operations.config.async_batch_threshold
+        && state.flags.enabled(&state.store, &settle_core::flags::ASYNC_LARGE_BATCHES, principal.org_id.as_str()).await;
     let max = if over_threshold || crate::operations::prefers_async(&headers) { MAX_ASYNC_BATCH_TRANSACTIONS } else { MAX_BATCH_TRANSACTIONS };
     if req.transactions.is_empty() || req.transactions.len() > max {
         return Err(ApiError::invalid("transactions", format!("a batch holds 1 to {max} transactions")));

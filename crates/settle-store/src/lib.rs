@@ -7,6 +7,7 @@ pub mod bank_recon;
 pub mod customers;
 pub mod engine;
 pub mod error;
+pub mod flags;
 pub mod history;
 pub mod operations;
 pub mod postgres;

@@ -34,6 +34,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (7, include_str!("../migrations/sqlite/0007_bank_reconciliation.sql")),
     (8, include_str!("../migrations/sqlite/0008_account_changes.sql")),
     (9, include_str!("../migrations/sqlite/0009_customers.sql")),
+    (10, include_str!("../migrations/sqlite/0010_feature_flags.sql")),
 ];
 /// Read connections kept open; more are opened on demand and dropped after.
 const READ_POOL_SIZE: usize = 8;
@@ -90,6 +91,8 @@ pub struct SqliteStore {
     /// engine (the first writer opened here) for this process's readers.
     overlay: Arc<Overlay>,
     overlay_taken: Arc<std::sync::atomic::AtomicBool>,
+    /// Reads that replayed the account stream instead of using the overlay.
+    replayed_reads: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl SqliteStore {
@@ -99,6 +102,7 @@ impl SqliteStore {
             readers: Arc::new(Mutex::new(Vec::new())),
             overlay: Arc::new(Overlay::default()),
             overlay_taken: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            replayed_reads: Arc::default(),
         }
     }
 
@@ -207,7 +211,14 @@ impl SqliteStore {
             }
             std::thread::yield_now();
         }
+        self.replayed_reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.read_blocking(|c| f(c, &View::folded(c)?))
+    }
+
+    /// How many reads replayed the account stream (no engine in this
+    /// process, another process wrote, or a read lost its race three times).
+    pub fn replayed_reads(&self) -> u64 {
+        self.replayed_reads.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// [`SqliteStore::read_accounts_blocking`], off the async runtime.
@@ -1080,10 +1091,14 @@ impl WriteBackend for SqliteWriter {
             return Err(e.into());
         }
         self.in_transaction = false;
-        if !self.changes.is_empty() {
-            self.stream_records += self.changes.len();
-            let seq = self.batch_log_seq.unwrap_or_else(|| self.overlay.published());
-            self.overlay.publish(seq, std::mem::take(&mut self.changes));
+        // Published even without account changes (a batch that only opens
+        // accounts): readers compare the overlay with the log head they see.
+        let changes = std::mem::take(&mut self.changes);
+        self.stream_records += changes.len();
+        match self.batch_log_seq {
+            Some(seq) => self.overlay.publish(seq, changes),
+            None if !changes.is_empty() => self.overlay.publish(self.overlay.published(), changes),
+            None => {}
         }
         if self.cache.len() + self.written.len() > ACCOUNT_CACHE_LIMIT {
             self.cache.clear();

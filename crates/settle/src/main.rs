@@ -5,6 +5,7 @@
 mod bench;
 mod customers;
 mod deprecations;
+mod flags;
 mod keys;
 mod orgs;
 mod reconcile;
@@ -101,6 +102,11 @@ enum Command {
     Sanctions {
         #[command(subcommand)]
         command: customers::SanctionsCommand,
+    },
+    /// Feature flags: stage new behaviour per organization, roll it back at once.
+    Flags {
+        #[command(subcommand)]
+        command: flags::FlagsCommand,
     },
     /// Organizations and their pinned API versions.
     Orgs {
@@ -235,6 +241,7 @@ fn main() -> ExitCode {
                 print!("{}", settle_api::openapi::document_json());
                 Ok(ExitCode::SUCCESS)
             }
+            Command::Flags { command } => flags::run(command).await,
             Command::Orgs { command } => orgs::run(command).await,
             Command::Kms { command } => customers::kms(command).await,
             Command::Sanctions { command } => customers::sanctions(command).await,

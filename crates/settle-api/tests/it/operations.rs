@@ -434,3 +434,45 @@ ledger_test! {
         accepted(&post_async(&other, "/v1/accounts", &body).await);
     }
 }
+
+ledger_test! {
+    async fn a_rolled_back_flag_turns_large_batches_back_into_synchronous_ones_within_a_second(app) {
+        let mut app = app;
+        app.restart(small(true)).await;
+        let source = app.account("debit", None).await;
+        let wallet = app.account("credit", None).await;
+        let five = || batch(false, (0..5).map(|_| transfer_body(&source, &wallet, 1)).collect());
+        accepted(&app.post("/v1/transactions/batch", &five()).await);
+
+        // Rolled back for everyone but another organization: acme's batches run at once again.
+        let orgs = app.store.organizations().await.unwrap();
+        let acme = orgs.iter().find(|o| o.name == "acme").unwrap().id.as_str().to_owned();
+        let now = app.now();
+        let only_others = settle_core::flags::Rollout { percent: 0, orgs: vec![format!("org_{}", "0".repeat(26))] };
+        app.store.set_feature_flag(settle_core::flags::ASYNC_LARGE_BATCHES.name, &only_others, now).await.unwrap();
+        let body = five();
+        let synchronous = eventually("the rollback to reach the server", || {
+            let reply = app.post("/v1/transactions/batch", &body);
+            async move {
+                let reply = reply.await;
+                (reply.status == 200).then_some(reply)
+            }
+        })
+        .await;
+        assert_eq!(synchronous.body["results"].as_array().map(Vec::len), Some(5), "{}", synchronous.body);
+
+        // Listed again: back to 202.
+        let acme_only = settle_core::flags::Rollout { percent: 0, orgs: vec![acme] };
+        app.store.set_feature_flag(settle_core::flags::ASYNC_LARGE_BATCHES.name, &acme_only, now).await.unwrap();
+        let op = eventually("the rollout to reach the server", || {
+            let reply = app.post("/v1/transactions/batch", &body);
+            async move {
+                let reply = reply.await;
+                (reply.status == 202).then_some(reply)
+            }
+        })
+        .await;
+        let id = accepted(&op);
+        assert_eq!(finished(&app, &id).await["status"], "succeeded");
+    }
+}

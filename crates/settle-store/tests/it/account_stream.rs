@@ -34,12 +34,20 @@ async fn changes_live_in_the_stream_until_a_checkpoint_folds_them_into_the_rows(
     assert_eq!(stored_posted_credits(&db, wallet.as_str()), 0);
     let streamed: i64 = db.query_row("SELECT COUNT(*) FROM account_changes", [], |r| r.get(0)).unwrap();
     assert!(streamed >= 1, "the batches appended to the stream");
-    // …and readers see the current state all the same, with its history.
+    // …and readers see the current state all the same, with its history,
+    // from the engine's overlay (no read had to replay the stream).
     assert_eq!(l.balances(&wallet).await.posted, 600);
     assert_eq!(l.account(&wallet).await.state.version, 3);
     let entries = l.store.list_entries(l.tenant, wallet.clone(), crate::harness::first_page(10), l.now()).await.unwrap().unwrap();
     assert_eq!(entries.items.len(), 3);
     assert_eq!(account_changes::current(&db, wallet.as_str()).unwrap().unwrap().counters.posted_credits, 600);
+    // A batch that only opens an account moves the log head without changing
+    // any account: readers must still find the overlay current.
+    let newer = l.open_account("newer", Direction::Credit, None).await;
+    assert_eq!(l.balances(&newer).await.posted, 0);
+    assert_eq!(l.balances(&wallet).await.posted, 600);
+    let Store::Sqlite(sqlite) = &l.store else { panic!("a SQLite scenario") };
+    assert_eq!(sqlite.replayed_reads(), 0, "reads in the engine's process use its overlay");
     l.finish().await;
 }
 

@@ -5,6 +5,7 @@
 #![expect(clippy::unwrap_used, reason = "test code: a panic is the failure report")]
 
 mod durability;
+mod flags;
 mod harness;
 mod lifecycle;
 mod limits;
