@@ -8,6 +8,7 @@ pub mod auth;
 pub mod body;
 pub mod commands;
 pub mod correlation;
+pub mod customers;
 pub mod deprecation;
 pub mod error;
 pub mod events;
@@ -36,7 +37,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use error::{ApiError, ErrorType};
 pub use state::AppState;
 
@@ -98,6 +99,21 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/webhook_endpoints/{id}/rotate_secret", post(webhooks::rotate_secret))
         .route("/v1/webhook_endpoints/{id}/attempts", get(webhooks::attempts))
         .route("/v1/webhook_endpoints/{id}/recover", post(webhooks::recover))
+        .route("/v1/customers", post(customers::create).get(customers::list))
+        .route("/v1/customers/{id}", get(customers::get).patch(customers::update))
+        .route("/v1/customers/{id}/verify", post(customers::verify))
+        .route("/v1/customers/{id}/kyc_events", get(customers::kyc_history))
+        .route("/v1/customers/{id}/personal_data", delete(customers::erase))
+        .route("/v1/customers/{id}/consents", post(customers::consents::create).get(customers::consents::list))
+        .route("/v1/customers/{id}/consents/{consent_id}/revoke", post(customers::consents::revoke))
+        .route("/v1/customers/{id}/documents", post(customers::documents::upload).get(customers::documents::list))
+        .route("/v1/customers/{id}/documents/{document_id}/content", get(customers::documents::content))
+        .route("/v1/customers/{id}/accounts", post(customers::accounts::link).get(customers::accounts::list))
+        .route("/v1/screenings", get(customers::screening::list))
+        .route("/v1/screenings/{id}", get(customers::screening::get))
+        .route("/v1/screenings/{id}/resolve", post(customers::screening::resolve))
+        .route("/v1/audit_events", get(customers::audit::list))
+        .route("/v1/test_helpers/customers/{id}/decide", axum::routing::any(customers::profile::decide))
         .merge(test_helpers::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -4,7 +4,7 @@
 //! `docs/openapi.json`, and rendered for people at `GET /docs`.
 
 use crate::error::{ERROR_CODES, ErrorCode};
-use crate::{accounts, api_versions, events, operations, reconciliation, render, test_helpers, transactions, webhooks, wire};
+use crate::{accounts, api_versions, customers, events, operations, reconciliation, render, test_helpers, transactions, webhooks, wire};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -62,7 +62,27 @@ and every response carries `Request-Id`. See docs/api.md for the walkthrough.",
         reconciliation::match_line,
         reconciliation::unmatch_line,
         reconciliation::day_report,
+        customers::profile::create,
+        customers::profile::list,
+        customers::profile::get,
+        customers::profile::update,
+        customers::profile::verify,
+        customers::profile::kyc_history,
+        customers::profile::erase,
+        customers::consents::create,
+        customers::consents::list,
+        customers::consents::revoke,
+        customers::accounts::link,
+        customers::accounts::list,
+        customers::documents::upload,
+        customers::documents::list,
+        customers::documents::content,
+        customers::screening::list,
+        customers::screening::get,
+        customers::screening::resolve,
+        customers::audit::list,
         test_helpers::fund,
+        customers::profile::decide,
         api_versions::list,
         events::list,
         events::get,
@@ -83,6 +103,9 @@ and every response carries `Request-Id`. See docs/api.md for the walkthrough.",
         (name = "Transactions", description = "Balanced movements of money: posted, pending (holds), voided, reversed."),
         (name = "Operations", description = "Work accepted with `202 Accepted` (large batches, or `Prefer: respond-async`) and run in the background; see docs/async.md."),
         (name = "Reconciliation", description = "Bank statements (camt.053/054, MT940, BAI2, CSV) matched against the ledger, manual matches and reports; see docs/reconciliation.md."),
+        (name = "Customers", description = "People and businesses, their KYC state, consents and personal data (masked without `customers:pii:read`); see docs/compliance.md."),
+        (name = "Screenings", description = "Sanctions screenings of customers and their resolution; see docs/compliance.md."),
+        (name = "Audit", description = "The hash-chained audit trail of customers, consents and screenings (`audit:read`)."),
         (name = "Test helpers", description = "Sandbox keys only (live keys get 404): simulate the outside world; see docs/sandbox.md."),
         (name = "Events", description = "What happened, for clients that poll, and the catalog of event types; see docs/events.md."),
         (name = "Webhooks", description = "Endpoints that receive events, signed the Standard Webhooks way; see docs/webhooks.md."),
@@ -166,6 +189,7 @@ fn codes_of(operation_id: &str) -> &'static [&'static str] {
     match operation_id {
         "create_account" => &["duplicate_external_id"],
         "create_transaction" => &[
+            "customer_blocked",
             "account_not_found",
             "currency_mismatch",
             "unbalanced_transaction",
@@ -174,10 +198,17 @@ fn codes_of(operation_id: &str) -> &'static [&'static str] {
             "version_conflict",
             "duplicate_external_id",
         ],
-        "create_transaction_batch" => &[],
-        "post_transaction" => {
-            &["not_found", "transaction_not_pending", "amount_exceeds_hold", "account_not_found", "currency_mismatch", "insufficient_funds", "balance_overflow"]
-        }
+        "create_transaction_batch" => &["customer_blocked"],
+        "post_transaction" => &[
+            "not_found",
+            "customer_blocked",
+            "transaction_not_pending",
+            "amount_exceeds_hold",
+            "account_not_found",
+            "currency_mismatch",
+            "insufficient_funds",
+            "balance_overflow",
+        ],
         "void_transaction" => &["not_found", "transaction_not_pending"],
         "reverse_transaction" => &["not_found", "transaction_not_posted", "transaction_already_reversed", "insufficient_funds", "balance_overflow"],
         "get_account" | "get_account_balances" | "list_account_entries" | "get_transaction" | "get_operation" => &["not_found"],
@@ -197,6 +228,19 @@ fn codes_of(operation_id: &str) -> &'static [&'static str] {
         | "recover_webhook_endpoint" => &["not_found"],
         "create_webhook_endpoint" => &["invalid_webhook_url"],
         "update_webhook_endpoint" => &["not_found", "invalid_webhook_url"],
+        "create_customer" => &["duplicate_external_id"],
+        "get_customer" | "list_customer_kyc_events" | "get_screening" | "list_consents" => &["not_found"],
+        "update_customer" => &["not_found", "duplicate_external_id", "customer_conflict", "customer_erased"],
+        "verify_customer" => &["not_found", "verification_requirements_due", "invalid_kyc_transition", "customer_conflict", "customer_erased"],
+        "decide_customer_verification" => &["not_found", "invalid_kyc_transition", "customer_conflict"],
+        "erase_customer_personal_data" => &["not_found", "customer_conflict"],
+        "create_consent" => &["not_found", "customer_erased"],
+        "revoke_consent" => &["not_found", "consent_already_revoked"],
+        "upload_customer_document" => &["not_found", "unsupported_document", "customer_erased"],
+        "list_customer_documents" | "list_customer_accounts" => &["not_found"],
+        "link_customer_account" => &["not_found", "account_not_found", "account_already_linked"],
+        "get_customer_document_content" => &["not_found", "customer_erased"],
+        "resolve_screening" => &["not_found", "screening_not_resolvable"],
         _ => &[],
     }
 }

@@ -41,6 +41,8 @@ pub struct Shared {
     pub events: crate::events::Hub,
     /// Webhook delivery settings and HTTP clients.
     pub webhooks: Arc<crate::webhooks::Webhooks>,
+    /// Customers: the keyring of their data keys, the loaded sanctions lists.
+    pub customers: Arc<crate::customers::Customers>,
 }
 
 impl AppState {
@@ -61,6 +63,7 @@ impl AppState {
             reconciliation_ids: Arc::default(),
             events: Arc::default(),
             webhooks: Arc::default(),
+            customers: Arc::default(),
         }))
     }
 
@@ -102,6 +105,12 @@ impl AppState {
     /// Where this server finds the master key that decrypts signing secrets.
     pub fn with_signing(mut self, signing: Signing) -> AppState {
         self.shared_mut().signing = Arc::new(signing);
+        self
+    }
+
+    /// Where this server finds customers' key-encryption keys (see `customers::keyring`).
+    pub fn with_customers(mut self, customers: crate::customers::Customers) -> AppState {
+        self.shared_mut().customers = Arc::new(customers);
         self
     }
 

@@ -111,6 +111,31 @@ impl EventId {
     }
 }
 
+prefixed_id!(
+    /// A customer: a person or a business the fintech serves (issue 6).
+    CustomerId, "cus_");
+prefixed_id!(
+    /// A document a customer supplied (stored encrypted).
+    CustomerDocumentId, "cdoc_");
+prefixed_id!(
+    /// A consent a customer granted (immutable; revocation is another record).
+    ConsentId, "cns_");
+prefixed_id!(
+    /// The revocation of a consent.
+    ConsentRevocationId, "cnr_");
+prefixed_id!(
+    /// One sanctions screening of a customer against the loaded lists.
+    ScreeningId, "scr_");
+prefixed_id!(
+    /// One loaded snapshot of a sanctions list or watchlist.
+    SanctionsListId, "sls_");
+prefixed_id!(
+    /// One KYC status change of a customer, with who decided and why.
+    KycEventId, "kev_");
+prefixed_id!(
+    /// One audit record of a change to a customer-side resource.
+    AuditEventId, "aev_");
+
 /// One leg of a transaction. Its id is the transaction's ULID followed by
 /// the entry's two-digit position, so an entry sorts with its transaction and
 /// the entries of one transaction are one contiguous key range.
@@ -235,6 +260,38 @@ impl IdGenerator {
 
     pub fn webhook_attempt(&self) -> WebhookAttemptId {
         WebhookAttemptId(format!("{}{}", WebhookAttemptId::PREFIX, self.next_body()))
+    }
+
+    pub fn customer(&self) -> CustomerId {
+        CustomerId(format!("{}{}", CustomerId::PREFIX, self.next_body()))
+    }
+
+    pub fn customer_document(&self) -> CustomerDocumentId {
+        CustomerDocumentId(format!("{}{}", CustomerDocumentId::PREFIX, self.next_body()))
+    }
+
+    pub fn consent(&self) -> ConsentId {
+        ConsentId(format!("{}{}", ConsentId::PREFIX, self.next_body()))
+    }
+
+    pub fn consent_revocation(&self) -> ConsentRevocationId {
+        ConsentRevocationId(format!("{}{}", ConsentRevocationId::PREFIX, self.next_body()))
+    }
+
+    pub fn screening(&self) -> ScreeningId {
+        ScreeningId(format!("{}{}", ScreeningId::PREFIX, self.next_body()))
+    }
+
+    pub fn sanctions_list(&self) -> SanctionsListId {
+        SanctionsListId(format!("{}{}", SanctionsListId::PREFIX, self.next_body()))
+    }
+
+    pub fn kyc_event(&self) -> KycEventId {
+        KycEventId(format!("{}{}", KycEventId::PREFIX, self.next_body()))
+    }
+
+    pub fn audit_event(&self) -> AuditEventId {
+        AuditEventId(format!("{}{}", AuditEventId::PREFIX, self.next_body()))
     }
 }
 

@@ -9,6 +9,7 @@ pub mod calendar;
 pub mod chain;
 pub mod clock;
 pub mod correlation;
+pub mod customers;
 pub mod flags;
 pub mod ids;
 pub mod ledger;

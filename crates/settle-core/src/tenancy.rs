@@ -48,10 +48,18 @@ pub enum Scope {
     WebhooksRead,
     /// Webhook endpoints created, changed, rotated; events redelivered.
     WebhooksWrite,
+    /// Customers, their KYC state, consents and screenings, personal fields masked.
+    CustomersRead,
+    /// Creating and changing customers, consents, verification and screening decisions.
+    CustomersWrite,
+    /// Personal fields in clear (names, email, tax id, date of birth, address, documents).
+    CustomersPiiRead,
+    /// The audit trail of customer-side resources.
+    AuditRead,
 }
 
 impl Scope {
-    pub const ALL: [Scope; 7] = [
+    pub const ALL: [Scope; 11] = [
         Scope::LedgerRead,
         Scope::LedgerWrite,
         Scope::ReconciliationRead,
@@ -59,6 +67,10 @@ impl Scope {
         Scope::EventsRead,
         Scope::WebhooksRead,
         Scope::WebhooksWrite,
+        Scope::CustomersRead,
+        Scope::CustomersWrite,
+        Scope::CustomersPiiRead,
+        Scope::AuditRead,
     ];
 
     pub fn parse(text: &str) -> Option<Scope> {
@@ -70,6 +82,10 @@ impl Scope {
             "events:read" => Some(Scope::EventsRead),
             "webhooks:read" => Some(Scope::WebhooksRead),
             "webhooks:write" => Some(Scope::WebhooksWrite),
+            "customers:read" => Some(Scope::CustomersRead),
+            "customers:write" => Some(Scope::CustomersWrite),
+            "customers:pii:read" => Some(Scope::CustomersPiiRead),
+            "audit:read" => Some(Scope::AuditRead),
             _ => None,
         }
     }
@@ -83,6 +99,10 @@ impl Scope {
             Scope::EventsRead => "events:read",
             Scope::WebhooksRead => "webhooks:read",
             Scope::WebhooksWrite => "webhooks:write",
+            Scope::CustomersRead => "customers:read",
+            Scope::CustomersWrite => "customers:write",
+            Scope::CustomersPiiRead => "customers:pii:read",
+            Scope::AuditRead => "audit:read",
         }
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod audit;
 pub mod bank_recon;
+pub mod customers;
 pub mod engine;
 pub mod error;
 pub mod events;

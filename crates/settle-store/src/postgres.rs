@@ -39,8 +39,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (6, include_str!("../migrations/postgres/0006_events.sql")),
     (7, include_str!("../migrations/postgres/0007_bank_reconciliation.sql")),
     (8, include_str!("../migrations/postgres/0008_account_changes.sql")),
+    (9, include_str!("../migrations/postgres/0009_customers.sql")),
     (10, include_str!("../migrations/postgres/0010_feature_flags.sql")),
     (11, include_str!("../migrations/postgres/0011_reconciliation_scopes.sql")),
+    (12, include_str!("../migrations/postgres/0012_customers_scopes.sql")),
 ];
 /// Connections per server, the engine's included. PostgreSQL's default
 /// `max_connections` (100) leaves room for several servers.

@@ -34,8 +34,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (6, include_str!("../migrations/sqlite/0006_events.sql")),
     (7, include_str!("../migrations/sqlite/0007_bank_reconciliation.sql")),
     (8, include_str!("../migrations/sqlite/0008_account_changes.sql")),
+    (9, include_str!("../migrations/sqlite/0009_customers.sql")),
     (10, include_str!("../migrations/sqlite/0010_feature_flags.sql")),
     (11, include_str!("../migrations/sqlite/0011_reconciliation_scopes.sql")),
+    (12, include_str!("../migrations/sqlite/0012_customers_scopes.sql")),
 ];
 /// Read connections kept open; more are opened on demand and dropped after.
 const READ_POOL_SIZE: usize = 8;

@@ -3,6 +3,7 @@
 //! flags (and environment variables), so it always finds the server's data.
 
 mod bench;
+mod customers;
 mod deprecations;
 mod flags;
 mod keys;
@@ -40,6 +41,10 @@ pub struct DatabaseArgs {
     /// `postgres://…` selects PostgreSQL; default: a SQLite file in the data dir.
     #[arg(long, env = "SETTLE_DATABASE_URL")]
     pub database_url: Option<String>,
+    /// The keyring of customers' key-encryption keys (default: `<data-dir>/customer-keys.json`).
+    /// Every server sharing a database must read the same keyring.
+    #[arg(long, env = "SETTLE_CUSTOMER_KEYRING")]
+    pub customer_keyring: Option<PathBuf>,
 }
 
 impl DatabaseArgs {
@@ -47,6 +52,10 @@ impl DatabaseArgs {
         let store = Store::open(self.database_url.as_deref(), &self.data_dir).await.context("opening the database")?;
         store.migrate().await.context("applying migrations")?;
         Ok(store)
+    }
+
+    pub fn keyring_path(&self) -> PathBuf {
+        self.customer_keyring.clone().unwrap_or_else(|| self.data_dir.join(settle_api::customers::keyring::KEYRING_FILE))
     }
 }
 
@@ -84,6 +93,16 @@ enum Command {
         /// The year (default: this year, UTC).
         #[arg(long, value_parser = clap::value_parser!(i32).range(1900..=2199))]
         year: Option<i32>,
+    },
+    /// Customers' key-encryption keys: rotation.
+    Kms {
+        #[command(subcommand)]
+        command: customers::KmsCommand,
+    },
+    /// Sanctions lists and watchlists: load a snapshot, measure screening.
+    Sanctions {
+        #[command(subcommand)]
+        command: customers::SanctionsCommand,
     },
     /// Feature flags: stage new behaviour per organization, roll it back at once.
     Flags {
@@ -242,6 +261,8 @@ fn main() -> ExitCode {
             }
             Command::Flags { command } => flags::run(command).await,
             Command::Orgs { command } => orgs::run(command).await,
+            Command::Kms { command } => customers::kms(command).await,
+            Command::Sanctions { command } => customers::sanctions(command).await,
             Command::Versions { command } => Ok(versions::run(command)),
             Command::Deprecations { command } => deprecations::run(command).await,
             Command::Listen(args) => listen::listen(args).await,

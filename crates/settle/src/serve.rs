@@ -274,17 +274,33 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         async_batch_threshold: usize::try_from(args.async_batch_threshold).unwrap_or(settle_api::operations::DEFAULT_ASYNC_BATCH_THRESHOLD),
         ..settle_api::operations::OperationsConfig::default()
     };
+    let keyring_path = args.db.keyring_path();
+    let keyring = settle_api::customers::keyring::Keyring::load_or_create(&keyring_path).context("loading the customer keyring")?;
+    tracing::info!(path = %keyring_path.display(), versions = ?keyring.versions(), "customer keyring loaded");
+    // A server with another keyring would answer every customer read with an
+    // error (or, worse, wrap new keys with a KEK the others lack): refuse to start.
+    let foreign = keys_this_keyring_cannot_open(&store, &keyring).await?;
+    if !foreign.is_empty() {
+        anyhow::bail!(
+            "the customer keyring {} cannot unwrap stored customer data keys of key-encryption key versions {foreign:?}; every server sharing this database must read the same keyring (--customer-keyring)",
+            keyring_path.display()
+        );
+    }
+    let customers = settle_api::customers::Customers::with_keyring(Arc::new(keyring));
     let state = settle_api::AppState::new(store, engine, clock)
         .with_http(http)
         .with_signing(signing)
         .with_operations(operations)
         .with_metrics(metrics)
         .with_events(hub)
-        .with_webhooks(webhooks);
+        .with_webhooks(webhooks)
+        .with_customers(customers);
     let worker = settle_api::operations::worker::spawn(state.clone());
     state.store.release_leases_of_dead_servers(state.clock.now()).await.context("releasing the event and webhook leases of the previous process")?;
     let projector = settle_api::events::projector::spawn(state.clone(), settle_api::events::projector::ProjectorConfig::default());
     let deliveries = settle_api::webhooks::worker::spawn(state.clone());
+    // Loads sanctions list snapshots as `settle sanctions load` stores them, and re-screens.
+    let screening_refresher = settle_api::customers::screening::spawn_refresher(state.clone());
     let deprecation_flusher =
         settle_api::deprecation::Flusher::start(Arc::clone(&state.deprecation_usage), state.store.clone(), Duration::from_secs(args.deprecation_flush_secs));
     let (metrics_stop, metrics_server) = match args.metrics_listen {
@@ -318,6 +334,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     // Attempts in flight finish and are recorded; the projector gives its lease back.
     deliveries.stop().await;
     projector.stop().await;
+    screening_refresher.abort();
     // Every request has been answered: store the last deprecation counts.
     deprecation_flusher.finish().await;
     // The metrics listener holds an engine handle too.
@@ -330,6 +347,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     engine_task.finished().await;
     tracing::info!("stopped cleanly");
     Ok(ExitCode::SUCCESS)
+}
+
+/// KEK versions of stored data keys that `keyring` cannot unwrap (one key tried per version).
+async fn keys_this_keyring_cannot_open(store: &Store, keyring: &settle_api::customers::keyring::Keyring) -> anyhow::Result<Vec<i64>> {
+    let samples = store.sample_data_keys().await.context("reading customer data keys")?;
+    Ok(samples.into_iter().filter(|k| keyring.unwrap(k.tenant, &k.customer_id, k.kek_version, &k.wrapped).is_err()).map(|k| k.kek_version).collect())
 }
 
 /// Where this server finds the master key that decrypts keys' signing

@@ -437,6 +437,9 @@ pub struct TestApp {
     pub store: Store,
     /// The master key this server decrypts signing secrets with.
     pub master_key: MasterKey,
+    /// The customer keyring file (in the data dir) and the server's keyring.
+    pub keyring_path: std::path::PathBuf,
+    pub keyring: Arc<settle_api::customers::keyring::Keyring>,
     /// The server's in-memory deprecation counts (flush them into `store` to read them back).
     pub deprecation_usage: Arc<settle_api::deprecation::DeprecationCounter>,
     /// The server's state, for tests that drive its parts directly.
@@ -509,6 +512,7 @@ impl TestApp {
         store: &Store,
         clock: &ManualClock,
         master_key: &MasterKey,
+        keyring: &Arc<settle_api::customers::keyring::Keyring>,
         options: &TestOptions,
     ) -> (AppState, tokio::task::JoinHandle<()>, String, Option<WorkerHandle>, Option<Background>) {
         let shared: Arc<dyn Clock> = Arc::new(clock.clone());
@@ -523,7 +527,8 @@ impl TestApp {
             .with_operations(options.operations.clone())
             .with_metrics(metrics)
             .with_events(hub)
-            .with_webhooks(settle_api::webhooks::Webhooks::new(options.webhooks.clone()).expect("a webhook HTTP client"));
+            .with_webhooks(settle_api::webhooks::Webhooks::new(options.webhooks.clone()).expect("a webhook HTTP client"))
+            .with_customers(settle_api::customers::Customers::with_keyring(Arc::clone(keyring)));
         let state = (options.configure)(state);
         let worker = options.worker.then(|| settle_api::operations::worker::spawn(state.clone()));
         let background = options.events.then(|| Background::start(&state));
@@ -547,7 +552,7 @@ impl TestApp {
         if let Some(background) = self.background.take() {
             background.abort();
         }
-        let (state, server, url, worker, background) = TestApp::serve(&self.store, &self.clock, &self.master_key, &options).await;
+        let (state, server, url, worker, background) = TestApp::serve(&self.store, &self.clock, &self.master_key, &self.keyring, &options).await;
         // A new client, so that no kept-alive connection reaches the old server.
         let http = crate::tls_builder().timeout(REQUEST_TIMEOUT).build().expect("an HTTP client");
         self.api = Api { url, key: self.api.key.clone(), http };
@@ -570,7 +575,9 @@ impl TestApp {
         let start = SystemClock.now().micros() / 1_000_000 * 1_000_000;
         let clock = ManualClock::new(Timestamp::from_micros(start));
         let master_key = MasterKey::generate();
-        let (state, server, url, worker, background) = TestApp::serve(&store, &clock, &master_key, &options).await;
+        let keyring_path = dir.path().join(settle_api::customers::keyring::KEYRING_FILE);
+        let keyring = Arc::new(settle_api::customers::keyring::Keyring::load_or_create(&keyring_path).expect("a customer keyring"));
+        let (state, server, url, worker, background) = TestApp::serve(&store, &clock, &master_key, &keyring, &options).await;
         let deprecation_usage = Arc::clone(&state.deprecation_usage);
         let http = crate::tls_builder().timeout(REQUEST_TIMEOUT).build().expect("an HTTP client");
         let mut app = TestApp {
@@ -578,6 +585,8 @@ impl TestApp {
             clock,
             store,
             master_key,
+            keyring_path,
+            keyring,
             deprecation_usage,
             state,
             server,

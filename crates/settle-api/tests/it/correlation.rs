@@ -154,7 +154,7 @@ async fn an_invalid_traceparent_starts_a_fresh_trace_and_is_not_an_error() {
 
 /// Log lines written by this test binary, captured once for all tests in
 /// the production format (JSON, one line per event, span fields listed).
-fn captured_logs() -> Arc<Mutex<Vec<u8>>> {
+pub(crate) fn captured_logs() -> Arc<Mutex<Vec<u8>>> {
     static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
     LOGS.get_or_init(|| {
         let buffer = Arc::new(Mutex::new(Vec::new()));

@@ -12,6 +12,7 @@ mod accounts;
 mod app;
 mod batches;
 mod correlation;
+mod customers;
 mod events;
 mod holds;
 mod idempotency;
