@@ -296,6 +296,12 @@ pub trait WriteBackend: Send {
     fn fold_accounts(&mut self, ids: &[AccountId]) -> impl Future<Output = Result<HashMap<AccountId, Counters>, StoreError>> + Send;
     /// Deletes idempotency records created before `before`, outside any batch.
     fn purge_idempotency(&mut self, before: Timestamp) -> impl Future<Output = Result<u64, StoreError>> + Send;
+    /// The next `load_accounts` of this batch reads these accounts as stored,
+    /// bypassing anything the backend keeps in memory.
+    fn reread(&mut self, ids: &[AccountId]) -> impl Future<Output = ()> + Send {
+        let _ = ids;
+        async {}
+    }
     /// Housekeeping between batches, after their callers were answered
     /// (SQLite folds its account stream here); `force` on shutdown.
     fn maintain(&mut self, force: bool) -> impl Future<Output = ()> + Send {
@@ -537,6 +543,10 @@ async fn apply_batch<B: WriteBackend>(backend: &mut B, batch: &[Envelope], now: 
         }
     }
     let wanted_accounts: Vec<AccountId> = wanted_accounts.into_iter().collect();
+    if !repair_accounts.is_empty() {
+        // A repair measures what is stored, not what this engine remembers.
+        backend.reread(&repair_accounts).await;
+    }
     let accounts = backend.load_accounts(&wanted_accounts).await?;
     // Summed after the accounts are locked, so no other writer can add entries in between.
     let mut repairs = HashMap::new();

@@ -128,7 +128,8 @@ impl SqliteStore {
             heads: HashMap::new(),
             cache: HashMap::new(),
             written: Vec::new(),
-            data_version: None,
+            known: None,
+            reread: std::collections::HashSet::new(),
             overlay,
             changes: Vec::new(),
             batch_log_seq: None,
@@ -784,13 +785,18 @@ pub struct SqliteWriter {
     /// History heads of the accounts this batch loaded or created.
     heads: HashMap<String, Head>,
     /// Accounts as last committed, so a batch need not read them again. Valid
-    /// while no other connection has committed (`PRAGMA data_version`): this
-    /// writer is the only one that changes accounts, but another process
-    /// opened on the same file would be noticed and the cache dropped.
+    /// while no other writer has changed the ledger: another engine (a second
+    /// process, `settle reconcile --repair`) always appends to the ledger log
+    /// or checkpoints, so both are compared at every BEGIN, and the cache and
+    /// the overlay are loaded again when they moved. Writes to other tables
+    /// (events, webhooks, customers…) leave them valid.
     cache: HashMap<String, (AccountState, Head)>,
     /// What this batch wrote, for the cache once COMMIT succeeds.
     written: Vec<(AccountState, Head)>,
-    data_version: Option<i64>,
+    /// (ledger-log head, checkpoint) as this writer last left them.
+    known: Option<(i64, i64)>,
+    /// Accounts this batch reads as stored (repairs), not from memory.
+    reread: std::collections::HashSet<String>,
     /// Changes since the last checkpoint (shared with this process's readers
     /// when this is its first writer).
     overlay: Arc<Overlay>,
@@ -841,6 +847,7 @@ impl SqliteWriter {
             return Err(e);
         }
         self.in_transaction = false;
+        self.known = Some((through, through));
         self.overlay.pruned(through);
         self.stream_records = 0;
         self.last_checkpoint = std::time::Instant::now();
@@ -853,13 +860,13 @@ impl SqliteWriter {
     fn begin_transaction(&mut self) -> Result<(), StoreError> {
         self.conn.execute_batch("BEGIN IMMEDIATE")?;
         self.in_transaction = true;
-        let version: i64 = self.conn.query_row("PRAGMA data_version", [], |r| r.get(0))?;
-        if self.data_version != Some(version) || self.reload {
+        let now = (account_changes::log_head(&self.conn)?, account_changes::checkpointed_through(&self.conn)?);
+        if self.known != Some(now) || self.reload {
             self.cache.clear();
             let folded = account_changes::fold(&self.conn)?;
             self.stream_records = folded.len();
-            self.overlay.reset(&folded, account_changes::log_head(&self.conn)?, account_changes::checkpointed_through(&self.conn)?);
-            self.data_version = Some(version);
+            self.overlay.reset(&folded, now.0, now.1);
+            self.known = Some(now);
             self.reload = false;
         }
         Ok(())
@@ -881,6 +888,7 @@ impl WriteBackend for SqliteWriter {
         self.written.clear();
         self.changes.clear();
         self.batch_log_seq = None;
+        self.reread.clear();
         self.begin_transaction()
     }
 
@@ -906,14 +914,16 @@ impl WriteBackend for SqliteWriter {
         let mut stmt = self.conn.prepare_cached(&format!("SELECT {ACCOUNT_COLUMNS}, head_transaction_id, history_length FROM accounts WHERE id = ?1"))?;
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
-            if let Some((state, head)) = self.cache.get(id.as_str()) {
+            let stored_only = self.reread.contains(id.as_str());
+            if !stored_only && let Some((state, head)) = self.cache.get(id.as_str()) {
                 self.heads.insert(id.as_str().to_owned(), head.clone());
                 out.push(state.clone());
                 continue;
             }
             let row = stmt.query_row([id.as_str()], |r| Ok((account_row(r)?, Head { transaction: r.get(15)?, length: r.get(16)? }))).optional()?;
             if let Some((mut row, mut head)) = row {
-                if let Some(change) = self.overlay.current(id.as_str()) {
+                let change = if stored_only { account_changes::current(&self.conn, id.as_str())? } else { self.overlay.current(id.as_str()) };
+                if let Some(change) = change {
                     change.apply_to(&mut row);
                     head = change.head;
                 }
@@ -1098,6 +1108,9 @@ impl WriteBackend for SqliteWriter {
         // accounts): readers compare the overlay with the log head they see.
         let changes = std::mem::take(&mut self.changes);
         self.stream_records += changes.len();
+        if let (Some(seq), Some((_, checkpoint))) = (self.batch_log_seq, self.known) {
+            self.known = Some((seq, checkpoint));
+        }
         match self.batch_log_seq {
             Some(seq) => self.overlay.publish(seq, changes),
             None if !changes.is_empty() => self.overlay.publish(self.overlay.published(), changes),
@@ -1116,6 +1129,10 @@ impl WriteBackend for SqliteWriter {
         self.written.clear();
         self.changes.clear();
         self.rollback_transaction();
+    }
+
+    async fn reread(&mut self, ids: &[AccountId]) {
+        self.reread.extend(ids.iter().map(|id| id.as_str().to_owned()));
     }
 
     async fn maintain(&mut self, force: bool) {
