@@ -837,7 +837,10 @@ impl SqliteWriter {
             return Ok(());
         }
         let started = std::time::Instant::now();
-        self.begin_transaction()?;
+        if let Err(e) = self.begin_transaction() {
+            self.rollback_transaction();
+            return Err(e);
+        }
         let held = self.overlay.snapshot();
         let mut changes: Vec<(&str, &AccountChange)> = held.iter().map(|(id, c)| (id.as_str(), c)).collect();
         let through = account_changes::log_head(&self.conn)?;
