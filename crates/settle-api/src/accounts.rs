@@ -5,6 +5,7 @@ use crate::auth::{Writer, require};
 use crate::body::JsonBody;
 use crate::commands::{Submission, submit};
 use crate::error::ApiError;
+use crate::error::ErrorType;
 use crate::observe::RequestId;
 use crate::pagination::{page, parse_query};
 use crate::path::IdPath;
@@ -13,15 +14,17 @@ use crate::state::AppState;
 use crate::wire::{self, CreateAccountRequest};
 use axum::extract::{RawQuery, State};
 use axum::http::HeaderMap;
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde::Deserialize;
 use settle_core::clock::Timestamp;
+use settle_core::ids::CustomerId;
 use settle_core::ids::{AccountId, EntryId};
 use settle_core::limits::{MAX_EXTERNAL_ID_CHARS, MAX_TEXT_CHARS};
 use settle_core::tenancy::{Principal, Scope};
 use settle_store::engine::Command;
-use settle_store::records::NewAccount;
+use settle_store::records::{CustomerLink, NewAccount};
 use utoipa::IntoParams;
 
 /// Opens an account. Its currency and normal side never change.
@@ -36,8 +39,11 @@ pub async fn create(
     headers: HeaderMap,
     body: JsonBody<CreateAccountRequest>,
 ) -> Result<Response, ApiError> {
-    let new = new_account(body.value)?;
-    submit(
+    let customer = body.value.customer_id.clone();
+    let mut new = new_account(body.value)?;
+    new.customer = owner(&state, &principal, principal.key_id.as_str(), customer).await?;
+    let blocks_money = new.customer.is_some();
+    let response = submit(
         &state,
         Submission {
             principal: &principal,
@@ -49,7 +55,30 @@ pub async fn create(
             render: render::render_created,
         },
     )
-    .await
+    .await;
+    if blocks_money {
+        // The new account may belong to a blocked customer.
+        state.customers.blocked.invalidate(principal.tenant);
+    }
+    response
+}
+
+/// The customer an account is opened for: it must exist in the tenant, and
+/// the key must be allowed to change customers (as linking later would).
+pub async fn owner(state: &AppState, principal: &Principal, actor: &str, customer_id: Option<String>) -> Result<Option<CustomerLink>, ApiError> {
+    let Some(customer_id) = customer_id else {
+        return Ok(None);
+    };
+    require(principal, Scope::CustomersWrite)?;
+    let missing = || {
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, ErrorType::InvalidRequestError, "customer_not_found", "customer_id names no customer")
+            .with_param("customer_id")
+    };
+    if CustomerId::parse(&customer_id).is_none() {
+        return Err(missing());
+    }
+    let customer = state.store.get_customer(principal.tenant, customer_id).await?.ok_or_else(missing)?;
+    Ok(Some(CustomerLink { customer_id: customer.id, actor: actor.to_owned() }))
 }
 
 /// Converts a create-account request (shared with the operation worker).
@@ -62,6 +91,7 @@ pub fn new_account(req: CreateAccountRequest) -> Result<NewAccount, ApiError> {
         min_available_balance: req.min_available_balance,
         external_id: wire::text("external_id", req.external_id, MAX_EXTERNAL_ID_CHARS)?,
         metadata: wire::metadata_of("metadata", req.metadata)?,
+        customer: None,
     })
 }
 

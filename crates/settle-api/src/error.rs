@@ -348,10 +348,16 @@ pub const ERROR_CODES: &[ErrorCode] = &[
         when: "the ledger account belongs to a customer already; the message names it",
     },
     ErrorCode {
+        code: "customer_not_found",
+        status: 422,
+        kind: ErrorType::InvalidRequestError,
+        when: "the customer_id in the body names no customer of this organization and environment; nothing was written",
+    },
+    ErrorCode {
         code: "customer_blocked",
         status: 422,
         kind: ErrorType::LedgerError,
-        when: "an account the transaction touches belongs to a customer blocked by a confirmed sanctions match; nothing was written",
+        when: "an account the transaction touches belongs to a customer blocked by an unresolved or confirmed sanctions match; nothing was written",
     },
     ErrorCode {
         code: "unsupported_document",

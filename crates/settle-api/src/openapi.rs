@@ -187,7 +187,7 @@ const WRITES: &[&str] = &["request_too_large", "idempotency_key_in_use", "idempo
 /// The codes each operation can answer, besides [`ALWAYS`] (and [`WRITES`] for POSTs).
 fn codes_of(operation_id: &str) -> &'static [&'static str] {
     match operation_id {
-        "create_account" => &["duplicate_external_id"],
+        "create_account" => &["duplicate_external_id", "customer_not_found"],
         "create_transaction" => &[
             "customer_blocked",
             "account_not_found",

@@ -68,6 +68,9 @@ pub struct AccountJson<'a> {
     external_id: Option<&'a str>,
     #[schema(value_type = BTreeMap<String, String>)]
     metadata: &'a Metadata,
+    /// The customer the account belongs to, if any.
+    #[schema(value_type = Option<String>)]
+    customer_id: Option<&'a str>,
     /// The `X-Correlation-Id` of the request that created the object.
     #[schema(value_type = Option<String>)]
     correlation_id: Option<&'a str>,
@@ -89,6 +92,7 @@ pub fn account(a: &AccountRecord) -> Result<AccountJson<'_>, ApiError> {
         lock_version: a.state.version,
         external_id: a.external_id.as_deref(),
         metadata: &a.metadata,
+        customer_id: a.customer.as_ref().map(|c| c.customer_id.as_str()),
         correlation_id: a.correlation_id.as_ref().map(|c| c.as_str()),
         created_at: a.created_at.to_rfc3339(),
     })

@@ -100,6 +100,7 @@ async fn funding_account(state: &AppState, tenant: TenantId, currency: Currency)
         min_available_balance: None,
         external_id: Some(funding_external_id(currency)),
         metadata: Metadata::from([(String::from("settle_sandbox"), String::from("funding"))]),
+        customer: None,
     };
     let reply = state.engine.submit(tenant, Command::CreateAccount(new), None).await.map_err(|_| ApiError::unavailable())?;
     match reply {

@@ -63,6 +63,12 @@ pub struct CreateAccountRequest {
     #[serde(default)]
     #[schema(value_type = Option<BTreeMap<String, String>>)]
     pub metadata: Option<Metadata>,
+    /// The customer (`cus_…`) the account belongs to, linked in the same
+    /// transaction; needs the `customers:write` scope. Money stops on it
+    /// while the customer is blocked by sanctions screening.
+    #[serde(default)]
+    #[schema(example = "cus_01jdx3q5g3n3n5v8y2w4h6k9m1")]
+    pub customer_id: Option<String>,
 }
 
 /// One leg of a transaction.

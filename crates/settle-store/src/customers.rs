@@ -14,10 +14,11 @@
 //! a small executor ([`Val`], [`Row`], [`Stmt`]).
 
 use crate::error::StoreError;
-use crate::records::{IdempotencyRecord, Page, PageRequest};
+use crate::records::{CustomerLink, IdempotencyRecord, Page, PageRequest};
 use crate::store::Store;
 use settle_core::tenancy::TenantId;
 use sha2::{Digest, Sha256};
+use std::collections::HashMap;
 
 /// Key space of the advisory lock serializing a tenant's compliance writes
 /// on PostgreSQL ("cust" in the high bytes, the tenant in the low ones).
@@ -1281,6 +1282,21 @@ impl Store {
         rows.first().map(|r| r.text(0)).transpose()
     }
 
+    /// The owners of those of `account_ids` that belong to a customer.
+    pub async fn account_customers(&self, tenant: TenantId, account_ids: Vec<String>) -> Result<HashMap<String, CustomerLink>, StoreError> {
+        let mut found = HashMap::new();
+        for chunk in account_ids.chunks(500) {
+            let list = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect::<Vec<_>>().join(", ");
+            let sql = format!("SELECT account_id, customer_id, actor FROM customer_accounts WHERE tenant_id = $1 AND account_id IN ({list})");
+            let mut params = vec![int(tenant.0)];
+            params.extend(chunk.iter().map(text));
+            for r in &self.compliance_query(sql, params).await? {
+                found.insert(r.text(0)?, CustomerLink { customer_id: r.text(1)?, actor: r.text(2)? });
+            }
+        }
+        Ok(found)
+    }
+
     /// A customer's ledger accounts (at most 1,000).
     pub async fn customer_accounts(&self, tenant: TenantId, customer_id: String) -> Result<Vec<(String, i64)>, StoreError> {
         let rows = self
@@ -1293,13 +1309,13 @@ impl Store {
     }
 
     /// Every account of the tenant that belongs to a customer whose latest
-    /// screening is a confirmed sanctions match (at most 100,000).
+    /// screening is a potential (unresolved) or confirmed sanctions match (at most 100,000).
     pub async fn blocked_accounts_of_tenant(&self, tenant: TenantId) -> Result<Vec<String>, StoreError> {
         let rows = self
             .compliance_query(
                 String::from(
                     "SELECT a.account_id FROM customer_accounts a JOIN customers c ON c.tenant_id = a.tenant_id AND c.id = a.customer_id \
-                     WHERE a.tenant_id = $1 AND c.screening_status = 'confirmed_match' LIMIT 100000",
+                     WHERE a.tenant_id = $1 AND c.screening_status IN ('potential_match', 'confirmed_match') LIMIT 100000",
                 ),
                 vec![int(tenant.0)],
             )
@@ -1308,14 +1324,14 @@ impl Store {
     }
 
     /// Of `account_ids`, those that belong to a customer whose latest
-    /// screening is a confirmed sanctions match: `(account, customer)`.
+    /// screening is a potential (unresolved) or confirmed sanctions match: `(account, customer)`.
     pub async fn blocked_accounts(&self, tenant: TenantId, account_ids: Vec<String>) -> Result<Vec<(String, String)>, StoreError> {
         let mut found = Vec::new();
         for chunk in account_ids.chunks(500) {
             let list = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect::<Vec<_>>().join(", ");
             let sql = format!(
                 "SELECT a.account_id, a.customer_id FROM customer_accounts a JOIN customers c ON c.tenant_id = a.tenant_id AND c.id = a.customer_id \
-                 WHERE a.tenant_id = $1 AND c.screening_status = 'confirmed_match' AND a.account_id IN ({list}) ORDER BY a.account_id"
+                 WHERE a.tenant_id = $1 AND c.screening_status IN ('potential_match', 'confirmed_match') AND a.account_id IN ({list}) ORDER BY a.account_id"
             );
             let mut params = vec![int(tenant.0)];
             params.extend(chunk.iter().map(text));

@@ -736,6 +736,7 @@ impl BatchState<'_> {
             metadata: new.metadata.clone(),
             created_at: self.now,
             correlation_id: self.correlation_id.clone(),
+            customer: new.customer.clone(),
         };
         if let Some(ext) = &new.external_id {
             self.account_external_ids.insert((tenant, ext.clone()), state.id.to_string());
@@ -746,6 +747,7 @@ impl BatchState<'_> {
             currency: state.currency.code(),
             normal_balance: state.normal_balance.as_str(),
             min_available_balance: state.min_available_balance,
+            customer_id: new.customer.as_ref().map(|c| c.customer_id.as_str()),
         });
         self.view.insert(state.id.clone(), state);
         self.new_accounts.push(record.clone());
@@ -907,6 +909,9 @@ pub enum LogFragment<'a> {
         currency: &'a str,
         normal_balance: &'a str,
         min_available_balance: Option<i64>,
+        /// The owning customer, when the account was opened as theirs.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        customer_id: Option<&'a str>,
     },
     TransactionCreated {
         id: &'a str,

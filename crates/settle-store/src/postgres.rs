@@ -947,6 +947,21 @@ async fn insert_accounts(c: &Object, effects: &BatchEffects) -> Result<(), Store
         ],
     )
     .await?;
+    let owned: Vec<&AccountRecord> = accounts.iter().filter(|a| a.customer.is_some()).collect();
+    if !owned.is_empty() {
+        let stmt = c
+            .prepare_cached(
+                "INSERT INTO customer_accounts (tenant_id, account_id, customer_id, actor, created_at)
+                 SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::bigint[])",
+            )
+            .await?;
+        let tenants: Vec<i64> = owned.iter().map(|a| a.state.tenant.0).collect();
+        let ids: Vec<&str> = owned.iter().map(|a| a.state.id.as_str()).collect();
+        let customers: Vec<&str> = owned.iter().filter_map(|a| a.customer.as_ref()).map(|o| o.customer_id.as_str()).collect();
+        let actors: Vec<&str> = owned.iter().filter_map(|a| a.customer.as_ref()).map(|o| o.actor.as_str()).collect();
+        let created: Vec<i64> = owned.iter().map(|a| a.created_at.micros()).collect();
+        c.execute(&stmt, &[&tenants, &ids, &customers, &actors, &created]).await?;
+    }
     Ok(())
 }
 

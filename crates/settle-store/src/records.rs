@@ -17,6 +17,15 @@ pub struct AccountRecord {
     pub created_at: Timestamp,
     /// The correlation id of the request that opened it.
     pub correlation_id: Option<settle_core::correlation::CorrelationId>,
+    /// The customer the account belongs to, if any (kept in `customer_accounts`).
+    pub customer: Option<CustomerLink>,
+}
+
+/// An account's owner, and who made it so (an API key id), for the audit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CustomerLink {
+    pub customer_id: String,
+    pub actor: String,
 }
 
 /// A request to open an account, parsed at the boundary.
@@ -28,6 +37,9 @@ pub struct NewAccount {
     pub min_available_balance: Option<i64>,
     pub external_id: Option<String>,
     pub metadata: Metadata,
+    /// Opens the account as the customer's, in the same transaction (the
+    /// API checked that the customer exists).
+    pub customer: Option<CustomerLink>,
 }
 
 /// An API key as stored: never the secret, only its SHA-256.

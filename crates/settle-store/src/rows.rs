@@ -75,6 +75,7 @@ impl AccountRow {
             metadata: metadata(&self.metadata)?,
             created_at: Timestamp::from_micros(self.created_at),
             correlation_id: self.correlation_id.map(CorrelationId::from_trusted),
+            customer: None,
         })
     }
 }

@@ -1010,6 +1010,13 @@ impl WriteBackend for SqliteWriter {
                     head.length
                 ])?;
             }
+            let mut link =
+                c.prepare_cached("INSERT INTO customer_accounts (tenant_id, account_id, customer_id, actor, created_at) VALUES (?1, ?2, ?3, ?4, ?5)")?;
+            for a in &effects.new_accounts {
+                if let Some(owner) = &a.customer {
+                    link.execute(params![a.state.tenant.0, a.state.id.as_str(), owner.customer_id, owner.actor, a.created_at.micros()])?;
+                }
+            }
         }
         {
             // Changed accounts go to the stream, not to their rows (see account_changes.rs).

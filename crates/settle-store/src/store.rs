@@ -106,17 +106,36 @@ impl Store {
     }
 
     pub async fn get_account(&self, tenant: TenantId, id: AccountId, now: Timestamp) -> Result<Option<AccountRecord>, StoreError> {
-        match self {
+        let mut found = match self {
             Store::Sqlite(s) => s.get_account(tenant, id, now).await,
             Store::Postgres(p) => p.get_account(tenant, id, now).await,
+        }?;
+        if let Some(account) = found.as_mut() {
+            self.with_customers(tenant, std::slice::from_mut(account)).await?;
         }
+        Ok(found)
     }
 
     pub async fn list_accounts(&self, tenant: TenantId, page: PageRequest, now: Timestamp) -> Result<Page<AccountRecord>, StoreError> {
-        match self {
+        let mut page = match self {
             Store::Sqlite(s) => s.list_accounts(tenant, page, now).await,
             Store::Postgres(p) => p.list_accounts(tenant, page, now).await,
+        }?;
+        self.with_customers(tenant, &mut page.items).await?;
+        Ok(page)
+    }
+
+    /// Fills in the owning customer of each account (the link lives in
+    /// `customer_accounts`, written with the account or linked later).
+    async fn with_customers(&self, tenant: TenantId, accounts: &mut [AccountRecord]) -> Result<(), StoreError> {
+        if accounts.is_empty() {
+            return Ok(());
         }
+        let mut owners = self.account_customers(tenant, accounts.iter().map(|a| a.state.id.as_str().to_owned()).collect()).await?;
+        for account in accounts {
+            account.customer = owners.remove(account.state.id.as_str());
+        }
+        Ok(())
     }
 
     pub async fn get_transaction(&self, tenant: TenantId, id: TransactionId, now: Timestamp) -> Result<Option<Transaction>, StoreError> {

@@ -1,14 +1,16 @@
 //! Customers' ledger accounts, and the refusal of money movements that
 //! touch a blocked customer's account (`422 customer_blocked`).
 //!
-//! The link lives on the customer side (`customer_accounts`) because ledger
-//! accounts are written by the engine alone. A customer is blocked while its
-//! latest screening is a `confirmed_match`. The check runs in the API before
-//! a command reaches the engine, against a per-tenant set of blocked
-//! accounts cached for [`BLOCKED_TTL`] (like API keys): a confirmation
-//! decided on this server takes effect at once, one decided on another
-//! server within that time. The engine itself is unchanged, so a
-//! transaction already queued when a customer is confirmed can still commit.
+//! The link lives in `customer_accounts`: written by the engine in the
+//! account's own transaction when `POST /v1/accounts` names a `customer_id`,
+//! or here when an existing account is linked. A customer is blocked while
+//! its latest screening is a `potential_match` (unresolved) or a
+//! `confirmed_match`. The check runs in the API before a command reaches the
+//! engine, against a per-tenant set of blocked accounts cached for
+//! [`BLOCKED_TTL`] (like API keys): a decision taken on this server applies
+//! at once, one taken on another server within that time. The engine itself
+//! does not check, so a transaction already queued when a customer becomes
+//! blocked can still commit.
 
 use super::{Actor, Keyed, conflict, idempotency_record, json_response, keyed, load_customer};
 use crate::auth::require;
@@ -84,7 +86,7 @@ pub async fn refuse_blocked(state: &AppState, tenant: TenantId, accounts: &[&Acc
             StatusCode::UNPROCESSABLE_ENTITY,
             ErrorType::LedgerError,
             "customer_blocked",
-            format!("account {account} belongs to a customer blocked by a confirmed sanctions match; nothing was written"),
+            format!("account {account} belongs to a customer blocked by an unresolved or confirmed sanctions match; nothing was written"),
         )
         .with_param("entries"));
     }

@@ -783,6 +783,10 @@ pub async fn update(
         }
         return Err(conflict("customer_conflict", "the customer changed while this request was being decided; read it again and retry"));
     }
+    if before.screening_status != after.screening_status {
+        // Whether its accounts may move money just changed.
+        state.customers.blocked.invalidate(after.tenant);
+    }
     Ok(response)
 }
 

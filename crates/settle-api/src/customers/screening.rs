@@ -234,7 +234,11 @@ async fn rescreen_all(state: &AppState) -> Result<usize, ApiError> {
                     Some(format!("trigger list_update: {}", s.status)),
                     now,
                 );
+                let blocks = super::profile::screening_blocks(&s.status);
                 state.store.record_screening(s, vec![audit]).await?;
+                if blocks || super::profile::screening_blocks(&c.screening_status) {
+                    state.customers.blocked.invalidate(c.tenant);
+                }
                 count += 1;
             }
         }

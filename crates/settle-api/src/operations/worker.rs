@@ -23,7 +23,7 @@ use serde::de::DeserializeOwned;
 use settle_core::ids::{AccountId, OperationId, TransactionId};
 use settle_store::engine::{Command, CommandError, IdempotencyClaim, Renderer, Reply, SubmitContext};
 use settle_store::operations::{ClaimedOperation, OperationRecord};
-use settle_store::records::StoredResponse;
+use settle_store::records::{CustomerLink, StoredResponse};
 use sha2::{Digest, Sha256};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -112,7 +112,12 @@ pub async fn plan(state: &AppState, op: &OperationRecord, body: &[u8]) -> Result
     let one = |command: Command, render: Renderer| Plan { chunks: vec![(command, 1)], render, is_batch: false };
     Ok(match kind {
         OperationKind::AccountsCreate => {
-            one(Command::CreateAccount(crate::accounts::new_account(parse::<CreateAccountRequest>(body)?)?), render::render_created)
+            let request = parse::<CreateAccountRequest>(body)?;
+            // The owner was checked (scope, existence) when the operation was accepted.
+            let owner = request.customer_id.clone().map(|customer_id| CustomerLink { customer_id, actor: op.api_key_id.to_string() });
+            let mut new = crate::accounts::new_account(request)?;
+            new.customer = owner;
+            one(Command::CreateAccount(new), render::render_created)
         }
         OperationKind::TransactionsCreate => {
             let draft = crate::wire::transaction_draft("", parse::<CreateTransactionRequest>(body)?)?;

@@ -47,7 +47,7 @@ ledger_test! {
                 "object": "account", "id": id, "name": "Customer wallet", "currency": "EUR", "normal_balance": "credit",
                 "min_available_balance": 0, "balances": {"posted": 0, "pending": 0, "available": 0},
                 "totals": {"posted_debits": 0, "posted_credits": 0, "pending_debits": 0, "pending_credits": 0},
-                "version": 0, "external_id": "wallet-1", "metadata": {"customer": "c_42"}, "created_at": created_at,
+                "version": 0, "external_id": "wallet-1", "metadata": {"customer": "c_42"}, "customer_id": null, "created_at": created_at,
                 "correlation_id": reply.header("x-correlation-id").unwrap(),
             })
         );

@@ -443,10 +443,10 @@ ledger_test! {
         app.post(&format!("/v1/customers/{second}/accounts"), &json!({"account_id": wallet})).await.expect_error(409, "account_already_linked");
         app.post(&format!("/v1/customers/{second}/accounts"), &json!({"account_id": "acct_01jdx3q5g3n3n5v8y2w4h6k9m1"})).await.expect_error(422, "account_not_found");
         assert_eq!(app.get(&format!("/v1/customers/{id}/accounts")).await.body["data"][0]["account_id"], wallet.as_str());
-        // A potential match does not block money; a confirmed one does.
+        // An unresolved (potential) match blocks money already; so does a confirmed one.
         load_watchlist(&app, &[("PETROV, Ivan", &[], Some(1961))]).await;
         settle_api::customers::screening::refresh(&app.state).await.unwrap();
-        app.transfer_ok(&funding, &wallet, 100).await;
+        app.transfer(&funding, &wallet, 100).await.expect_error(422, "customer_blocked");
         let screening = app.get(&format!("/v1/screenings?customer_id={id}")).await.body["data"][0]["id"].as_str().unwrap().to_owned();
         app.post(&format!("/v1/screenings/{screening}/resolve"), &json!({"resolution": "confirmed_match", "reason": "confirmed by compliance"})).await.expect_status(200);
 
@@ -459,5 +459,46 @@ ledger_test! {
         assert_eq!(app.balances(&wallet).await, before, "refusals change nothing");
         // Accounts of other customers (and of none) move as before.
         app.transfer_ok(&funding, &other, 100).await;
+    }
+}
+
+ledger_test! {
+    async fn an_account_opened_for_a_customer_names_it_and_stops_money_until_a_match_is_cleared(app) {
+        let id = app.post("/v1/customers", &json!({"type": "individual", "given_name": "Ivan", "family_name": "Petrov", "date_of_birth": "1961-03-03"})).await.id();
+        let open = |customer: &str| json!({"name": "Ivan wallet", "currency": "USD", "normal_balance": "credit", "customer_id": customer});
+        let created = app.send(app.request(Method::POST, "/v1/accounts").header("Idempotency-Key", "ivan-wallet").json(&open(&id))).await;
+        created.expect_status(201);
+        assert_eq!(created.body["customer_id"], id.as_str());
+        let wallet = created.id();
+        let replay = app.send(app.request(Method::POST, "/v1/accounts").header("Idempotency-Key", "ivan-wallet").json(&open(&id))).await;
+        assert_eq!((replay.status, replay.id()), (201, wallet.clone()));
+        assert_eq!(app.get(&format!("/v1/accounts/{wallet}")).await.body["customer_id"], id.as_str());
+        let listed = app.list_all("/v1/accounts").await;
+        assert_eq!(listed.iter().find(|a| a["id"] == wallet.as_str()).map(|a| a["customer_id"].clone()), Some(json!(id)));
+        assert_eq!(app.get(&format!("/v1/customers/{id}/accounts")).await.body["data"][0]["account_id"], wallet.as_str());
+
+        // Bad owners are refused and open nothing.
+        let count = listed.len();
+        app.post("/v1/accounts", &open("cus_01jdx3q5g3n3n5v8y2w4h6k9m1")).await.expect_error(422, "customer_not_found");
+        app.post("/v1/accounts", &open("nobody")).await.expect_error(422, "customer_not_found");
+        let ledger_only = app.api.with_key(Some(&app.key("acme", Environment::Sandbox, &[Scope::LedgerRead, Scope::LedgerWrite]).await));
+        ledger_only.post("/v1/accounts", &open(&id)).await.expect_error(403, "insufficient_scope");
+        let other_tenant = app.client_for("globex").await;
+        other_tenant.post("/v1/accounts", &open(&id)).await.expect_error(422, "customer_not_found");
+        assert_eq!(app.list_all("/v1/accounts").await.len(), count, "refusals open nothing");
+        let plain = app.account("credit", None).await;
+        assert_eq!(app.get(&format!("/v1/accounts/{plain}")).await.body["customer_id"], Value::Null);
+
+        // A potential match stops money at once; clearing it as a false positive lets it move again.
+        let funding = app.account("debit", None).await;
+        app.transfer_ok(&funding, &wallet, 500).await;
+        load_watchlist(&app, &[("PETROV, Ivan", &[], Some(1961))]).await;
+        settle_api::customers::screening::refresh(&app.state).await.unwrap();
+        app.transfer(&funding, &wallet, 100).await.expect_error(422, "customer_blocked");
+        let screening = app.get(&format!("/v1/screenings?customer_id={id}")).await.body["data"][0]["id"].as_str().unwrap().to_owned();
+        app.post(&format!("/v1/screenings/{screening}/resolve"), &json!({"resolution": "false_positive", "reason": "different date of birth on the passport"}))
+            .await
+            .expect_status(200);
+        app.transfer_ok(&funding, &wallet, 100).await;
     }
 }

@@ -281,7 +281,15 @@ pub async fn new_tenant(store: &Store, org: &str) -> TenantId {
 }
 
 pub fn new_account(name: &str, normal: Direction, min_available_balance: Option<i64>) -> NewAccount {
-    NewAccount { name: name.to_owned(), currency: usd(), normal_balance: normal, min_available_balance, external_id: None, metadata: BTreeMap::new() }
+    NewAccount {
+        name: name.to_owned(),
+        currency: usd(),
+        normal_balance: normal,
+        min_available_balance,
+        external_id: None,
+        metadata: BTreeMap::new(),
+        customer: None,
+    }
 }
 
 pub fn leg(account: &AccountId, direction: Direction, amount: i64) -> EntryDraft {
