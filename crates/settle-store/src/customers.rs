@@ -1160,6 +1160,71 @@ impl Store {
     }
 }
 
+/// A tenant that has compliance audit records, named for an auditor.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditedTenant {
+    pub tenant: TenantId,
+    pub org_name: String,
+    pub environment: String,
+}
+
+/// One ledger log record as exported: its place in the chain and its content.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExportedLogRecord {
+    pub seq: i64,
+    pub created_at: i64,
+    pub content: Vec<u8>,
+    pub prev_hash: Vec<u8>,
+    pub hash: Vec<u8>,
+}
+
+impl Store {
+    /// Every tenant with a compliance audit chain, in id order.
+    pub async fn compliance_audit_tenants(&self) -> Result<Vec<AuditedTenant>, StoreError> {
+        let rows = self
+            .compliance_query(
+                String::from(
+                    "SELECT t.id, o.name, t.environment FROM tenants t JOIN organizations o ON o.id = t.org_id \
+                     WHERE EXISTS (SELECT 1 FROM compliance_audit_events a WHERE a.tenant_id = t.id) ORDER BY t.id",
+                ),
+                Vec::new(),
+            )
+            .await?;
+        rows.iter().map(|r| Ok(AuditedTenant { tenant: TenantId(r.int(0)?), org_name: r.text(1)?, environment: r.text(2)? })).collect()
+    }
+
+    /// A tenant's audit records created in `[from, to)` (micros), after
+    /// chain position `after`, in chain order.
+    pub async fn compliance_audit_between(&self, tenant: TenantId, from: i64, to: i64, after: i64, limit: i64) -> Result<Vec<StoredAudit>, StoreError> {
+        let rows = self
+            .compliance_query(
+                format!(
+                    "SELECT {AUDIT_COLUMNS} FROM compliance_audit_events WHERE tenant_id = $1 AND seq > $2 AND created_at >= $3 AND created_at < $4 \
+                     ORDER BY seq LIMIT $5"
+                ),
+                vec![int(tenant.0), int(after), int(from), int(to), int(limit)],
+            )
+            .await?;
+        rows.iter().map(audit_of).collect()
+    }
+
+    /// Ledger log records written in `[from, to)` (micros), after `after`, in log order.
+    pub async fn ledger_log_between(&self, from: i64, to: i64, after: i64, limit: i64) -> Result<Vec<ExportedLogRecord>, StoreError> {
+        let rows = self
+            .compliance_query(
+                String::from(
+                    "SELECT seq, created_at, content, prev_hash, hash FROM ledger_log WHERE seq > $1 AND created_at >= $2 AND created_at < $3 ORDER BY seq LIMIT $4",
+                ),
+                vec![int(after), int(from), int(to), int(limit)],
+            )
+            .await?;
+        let bytes = |r: &Row, i: usize| r.opt_bytes(i)?.ok_or_else(|| Row::corrupt(i));
+        rows.iter()
+            .map(|r| Ok(ExportedLogRecord { seq: r.int(0)?, created_at: r.int(1)?, content: bytes(r, 2)?, prev_hash: bytes(r, 3)?, hash: bytes(r, 4)? }))
+            .collect()
+    }
+}
+
 // ---- documents ------------------------------------------------------------
 
 /// A customer's document; `sealed` is filled only by [`Store::customer_document_content`].

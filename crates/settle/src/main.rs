@@ -2,6 +2,7 @@
 //! touches the database takes the same `--data-dir` / `--database-url`
 //! flags (and environment variables), so it always finds the server's data.
 
+mod audit;
 mod bench;
 mod customers;
 mod deprecations;
@@ -73,10 +74,10 @@ enum Command {
         #[command(subcommand)]
         command: keys::KeysCommand,
     },
-    /// Check the tamper-evident ledger log.
+    /// Check the tamper-evident trails (ledger log, compliance audit), or export them.
     Audit {
         #[command(subcommand)]
-        command: AuditCommand,
+        command: audit::AuditCommand,
     },
     /// Measure transfers per second over HTTP.
     Bench(bench::BenchArgs),
@@ -139,15 +140,6 @@ enum Command {
 enum EventsCommand {
     /// Print docs/events.md: every event type and its JSON Schema.
     Catalog,
-}
-
-#[derive(Subcommand)]
-enum AuditCommand {
-    /// Recompute the hash chain and check entries and balances against it; exit 1 on the first discrepancy.
-    Verify {
-        #[command(flatten)]
-        db: DatabaseArgs,
-    },
 }
 
 #[derive(Subcommand)]
@@ -239,7 +231,7 @@ fn main() -> ExitCode {
                 Ok(ExitCode::SUCCESS)
             }
             Command::Keys { command } => keys::run(command).await,
-            Command::Audit { command: AuditCommand::Verify { db } } => audit_verify(db).await,
+            Command::Audit { command } => audit::run(command).await,
             Command::Bench(args) => bench::run(args).await,
             Command::Reconcile { command: ReconcileCommand::Ledger { db, repair, json } } => reconcile::ledger(db, repair, json).await,
             Command::Reconcile {
@@ -278,20 +270,6 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("settle: {e:#}");
             ExitCode::FAILURE
-        }
-    }
-}
-
-async fn audit_verify(db: DatabaseArgs) -> anyhow::Result<ExitCode> {
-    let store = db.open().await?;
-    match settle_store::audit::verify(&store).await.context("reading the ledger")? {
-        Ok(report) => {
-            println!("ok: {} log records, {} entries, {} accounts verified", report.log_records, report.entries, report.accounts);
-            Ok(ExitCode::SUCCESS)
-        }
-        Err(failure) => {
-            println!("FAILED: {failure}");
-            Ok(ExitCode::FAILURE)
         }
     }
 }

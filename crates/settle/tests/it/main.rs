@@ -4,6 +4,7 @@
 
 #![expect(clippy::unwrap_used, reason = "test code: a panic is the failure report")]
 
+mod audit;
 mod durability;
 mod flags;
 mod harness;
