@@ -18,6 +18,19 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 use tracing::Instrument;
 
+/// The address of the connection's peer, for audit records. Proxy headers
+/// (`X-Forwarded-For`) are not trusted: behind a proxy this is the proxy.
+#[derive(Clone, Copy, Debug)]
+pub struct ClientIp(pub Option<std::net::IpAddr>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ClientIp {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(ClientIp(parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip())))
+    }
+}
+
 /// The id of the current request, available to handlers as an extension.
 #[derive(Clone, Debug)]
 pub struct RequestId(pub String);

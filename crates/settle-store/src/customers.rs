@@ -173,6 +173,8 @@ pub struct AuditRecord {
     pub reason: Option<String>,
     pub request_id: Option<String>,
     pub correlation_id: Option<String>,
+    /// The address of the API client that made the request, when there was one.
+    pub client_ip: Option<String>,
     pub created_at: i64,
 }
 
@@ -204,7 +206,8 @@ pub fn audit_hash(prev_hash: &str, seq: i64, a: &AuditRecord) -> String {
         a.correlation_id.clone().unwrap_or_default(),
         a.created_at.to_string(),
     ];
-    for f in &fields {
+    // Records from before client IPs were kept hash as they always did.
+    for f in fields.iter().chain(a.client_ip.as_ref()) {
         h.update((f.len() as u64).to_be_bytes());
         h.update(f.as_bytes());
     }
@@ -213,7 +216,7 @@ pub fn audit_hash(prev_hash: &str, seq: i64, a: &AuditRecord) -> String {
 
 const LAST_AUDIT: &str = "SELECT seq, hash FROM compliance_audit_events WHERE tenant_id = $1 ORDER BY seq DESC LIMIT 1";
 const INSERT_AUDIT: &str = "INSERT INTO compliance_audit_events (id, tenant_id, seq, actor, action, resource_type, resource_id, changed_fields, reason, \
-    request_id, correlation_id, created_at, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)";
+    request_id, correlation_id, created_at, prev_hash, hash, client_ip) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)";
 const INSERT_IDEMPOTENCY: &str = "INSERT INTO idempotency_keys (tenant_id, key, fingerprint, status, body, created_at) VALUES ($1, $2, $3, $4, $5, $6)";
 
 fn audit_params(a: &AuditRecord, seq: i64, prev: &str, hash: &str) -> Vec<Val> {
@@ -232,6 +235,7 @@ fn audit_params(a: &AuditRecord, seq: i64, prev: &str, hash: &str) -> Vec<Val> {
         int(a.created_at),
         text(prev),
         text(hash),
+        opt_text(a.client_ip.clone()),
     ]
 }
 
@@ -1080,7 +1084,7 @@ impl Store {
 // ---- audit ----------------------------------------------------------------
 
 const AUDIT_COLUMNS: &str =
-    "id, tenant_id, actor, action, resource_type, resource_id, changed_fields, reason, request_id, correlation_id, created_at, seq, prev_hash, hash";
+    "id, tenant_id, actor, action, resource_type, resource_id, changed_fields, reason, request_id, correlation_id, created_at, seq, prev_hash, hash, client_ip";
 
 fn audit_of(r: &Row) -> Result<StoredAudit, StoreError> {
     let fields = r.text(6)?;
@@ -1096,6 +1100,7 @@ fn audit_of(r: &Row) -> Result<StoredAudit, StoreError> {
             reason: r.opt_text(7)?,
             request_id: r.opt_text(8)?,
             correlation_id: r.opt_text(9)?,
+            client_ip: r.opt_text(14)?,
             created_at: r.int(10)?,
         },
         seq: r.int(11)?,

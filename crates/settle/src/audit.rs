@@ -156,6 +156,7 @@ fn compliance_line(org: &str, environment: &str, a: &StoredAudit) -> Value {
         "reason": r.reason,
         "request_id": r.request_id,
         "correlation_id": r.correlation_id,
+        "client_ip": r.client_ip,
         "previous_hash": a.prev_hash,
         "hash": a.hash,
     })

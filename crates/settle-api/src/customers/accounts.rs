@@ -16,7 +16,7 @@ use super::{Actor, Keyed, conflict, idempotency_record, json_response, keyed, lo
 use crate::auth::require;
 use crate::body::JsonBody;
 use crate::error::{ApiError, ErrorType};
-use crate::observe::RequestId;
+use crate::observe::{ClientIp, RequestId};
 use crate::path::IdPath;
 use crate::state::AppState;
 use axum::Extension;
@@ -120,6 +120,7 @@ pub async fn link(
     State(state): State<AppState>,
     principal: Principal,
     Extension(request_id): Extension<RequestId>,
+    client: ClientIp,
     headers: HeaderMap,
     IdPath(id): IdPath,
     body: JsonBody<LinkAccountRequest>,
@@ -135,7 +136,7 @@ pub async fn link(
         || ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, ErrorType::LedgerError, "account_not_found", "account_id names no account").with_param("account_id");
     let account = AccountId::parse(&body.value.account_id).ok_or_else(account_missing)?;
     state.store.get_account(principal.tenant, account.clone(), now).await?.ok_or_else(account_missing)?;
-    let actor = Actor::of(&principal, &request_id, &headers);
+    let actor = Actor::of(&principal, &request_id, &headers, client);
     let json = CustomerAccountJson {
         object: "customer_account",
         customer_id: customer.id.clone(),

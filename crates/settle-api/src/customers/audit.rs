@@ -35,6 +35,9 @@ pub struct AuditEventJson {
     pub reason: Option<String>,
     pub request_id: Option<String>,
     pub correlation_id: Option<String>,
+    /// The address of the API client that made the request (your backend,
+    /// or the proxy in front of Settle); `null` for `system` actions.
+    pub client_ip: Option<String>,
     /// SHA-256 over the previous event's hash and this event.
     pub hash: String,
     pub previous_hash: String,
@@ -56,6 +59,7 @@ fn json(a: &StoredAudit) -> AuditEventJson {
         reason: r.reason.clone(),
         request_id: r.request_id.clone(),
         correlation_id: r.correlation_id.clone(),
+        client_ip: r.client_ip.clone(),
         hash: a.hash.clone(),
         previous_hash: a.prev_hash.clone(),
         created_at: Timestamp::from_micros(r.created_at).to_rfc3339(),

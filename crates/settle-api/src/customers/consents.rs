@@ -8,7 +8,7 @@ use super::{Actor, Keyed, conflict, idempotency_record, json_response, keyed, lo
 use crate::auth::require;
 use crate::body::JsonBody;
 use crate::error::ApiError;
-use crate::observe::RequestId;
+use crate::observe::{ClientIp, RequestId};
 use crate::path::IdPath;
 use crate::state::AppState;
 use axum::Extension;
@@ -133,6 +133,7 @@ pub async fn create(
     State(state): State<AppState>,
     principal: Principal,
     Extension(request_id): Extension<RequestId>,
+    client: ClientIp,
     headers: HeaderMap,
     IdPath(id): IdPath,
     body: JsonBody<CreateConsentRequest>,
@@ -172,7 +173,7 @@ pub async fn create(
     } else {
         None
     };
-    let actor = Actor::of(&principal, &request_id, &headers);
+    let actor = Actor::of(&principal, &request_id, &headers, client);
     let record = ConsentRecord {
         id: consent_id.clone(),
         tenant: customer.tenant,
@@ -239,6 +240,7 @@ pub async fn revoke(
     State(state): State<AppState>,
     principal: Principal,
     Extension(request_id): Extension<RequestId>,
+    client: ClientIp,
     headers: HeaderMap,
     ConsentPath(customer_id, consent_id): ConsentPath,
     body: JsonBody<RevokeConsentRequest>,
@@ -263,7 +265,7 @@ pub async fn revoke(
     if consent.revocation.is_some() {
         return Err(conflict("consent_already_revoked", "this consent was revoked already"));
     }
-    let actor = Actor::of(&principal, &request_id, &headers);
+    let actor = Actor::of(&principal, &request_id, &headers, client);
     let revocation = RevocationRecord {
         id: state.customers.ids.consent_revocation().to_string(),
         consent_id: consent_id.clone(),

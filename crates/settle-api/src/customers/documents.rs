@@ -12,7 +12,7 @@ use super::profile::data_key;
 use super::{Actor, Keyed, conflict, idempotency_record, json_response, keyed, load_customer};
 use crate::auth::require;
 use crate::error::{ApiError, ErrorType};
-use crate::observe::RequestId;
+use crate::observe::{ClientIp, RequestId};
 use crate::state::AppState;
 use axum::Extension;
 use axum::extract::{FromRequestParts, Path, State};
@@ -189,6 +189,7 @@ pub async fn upload(
     State(state): State<AppState>,
     principal: Principal,
     Extension(request_id): Extension<RequestId>,
+    client: ClientIp,
     headers: HeaderMap,
     crate::path::IdPath(id): crate::path::IdPath,
     body: axum::body::Body,
@@ -236,7 +237,7 @@ pub async fn upload(
     let now = state.clock.now();
     let doc_id = state.customers.ids.customer_document().to_string();
     let sealed = dek.seal(&format!("document:{doc_id}"), file.data).map_err(|e| super::key_fault(&e))?;
-    let actor = Actor::of(&principal, &request_id, &headers);
+    let actor = Actor::of(&principal, &request_id, &headers, client);
     let record = DocumentRecord {
         id: doc_id.clone(),
         tenant: customer.tenant,

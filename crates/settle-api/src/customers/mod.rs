@@ -146,20 +146,22 @@ pub(crate) struct Actor {
     pub actor: String,
     pub request_id: Option<String>,
     pub correlation_id: Option<String>,
+    pub client_ip: Option<String>,
 }
 
 impl Actor {
-    pub fn of(principal: &Principal, request_id: &crate::observe::RequestId, headers: &HeaderMap) -> Actor {
+    pub fn of(principal: &Principal, request_id: &crate::observe::RequestId, headers: &HeaderMap, client: crate::observe::ClientIp) -> Actor {
         Actor {
             tenant: principal.tenant,
             actor: principal.key_id.to_string(),
             request_id: Some(request_id.0.clone()),
             correlation_id: crate::correlation::from_headers(headers).map(|c| c.as_str().to_owned()),
+            client_ip: client.0.map(|ip| ip.to_string()),
         }
     }
 
     pub fn system(tenant: TenantId, actor: &str) -> Actor {
-        Actor { tenant, actor: actor.to_owned(), request_id: None, correlation_id: None }
+        Actor { tenant, actor: actor.to_owned(), request_id: None, correlation_id: None, client_ip: None }
     }
 
     pub fn audit(&self, ids: &IdGenerator, action: &str, resource: (&str, &str), fields: Vec<String>, reason: Option<String>, now: Timestamp) -> AuditRecord {
@@ -174,6 +176,7 @@ impl Actor {
             reason,
             request_id: self.request_id.clone(),
             correlation_id: self.correlation_id.clone(),
+            client_ip: self.client_ip.clone(),
             created_at: now.micros(),
         }
     }

@@ -5,7 +5,7 @@ use super::{Actor, Keyed, conflict, idempotency_record, json_response, key_fault
 use crate::auth::require;
 use crate::body::JsonBody;
 use crate::error::{ApiError, ErrorType};
-use crate::observe::RequestId;
+use crate::observe::{ClientIp, RequestId};
 use crate::pagination::{page, parse_query};
 use crate::path::IdPath;
 use crate::state::AppState;
@@ -545,6 +545,7 @@ pub async fn create(
     State(state): State<AppState>,
     principal: Principal,
     Extension(request_id): Extension<RequestId>,
+    client: ClientIp,
     headers: HeaderMap,
     body: JsonBody<CreateCustomerRequest>,
 ) -> Result<Response, ApiError> {
@@ -576,7 +577,7 @@ pub async fn create(
     let (kek_version, wrapped) = ring.wrap(tenant, &id, &dek).map_err(|e| key_fault(&e))?;
     let (email_index, tax_id_index) = indexes(&state, tenant, &personal)?;
     let screening = super::screening::screen(&state, tenant, &id, &personal, "create", now).await?;
-    let actor = Actor::of(&principal, &request_id, &headers);
+    let actor = Actor::of(&principal, &request_id, &headers, client);
     let mut record = CustomerRecord {
         id: id.clone(),
         tenant,
@@ -689,6 +690,7 @@ pub async fn update(
     State(state): State<AppState>,
     principal: Principal,
     Extension(request_id): Extension<RequestId>,
+    client: ClientIp,
     headers: HeaderMap,
     IdPath(id): IdPath,
     body: JsonBody<CustomerFieldsRequest>,
@@ -722,7 +724,7 @@ pub async fn update(
             fields.push(String::from("external_id"));
         }
     }
-    let actor = Actor::of(&principal, &request_id, &headers);
+    let actor = Actor::of(&principal, &request_id, &headers, client);
     let mut effects = CustomerEffects::default();
     let dek = data_key(&state, after.tenant, &after.id).await?.ok_or_else(|| ApiError::internal(&"a customer's data key is missing"))?;
     if !fields.is_empty() {
@@ -799,6 +801,7 @@ pub async fn verify(
     State(state): State<AppState>,
     principal: Principal,
     Extension(request_id): Extension<RequestId>,
+    client: ClientIp,
     headers: HeaderMap,
     IdPath(id): IdPath,
     body: JsonBody<EmptyRequest>,
@@ -822,7 +825,7 @@ pub async fn verify(
         }
         other => conflict("invalid_kyc_transition", other.to_string()),
     })?;
-    let actor = Actor::of(&principal, &request_id, &headers);
+    let actor = Actor::of(&principal, &request_id, &headers, client);
     let mut after = before.clone();
     let mut effects = CustomerEffects::default();
     effects.kyc_events.push(kyc_event(&state, &id, from.as_str(), pending, "api_key", &actor.actor, "submitted for verification", now));
@@ -903,6 +906,7 @@ pub async fn decide(
     State(state): State<AppState>,
     crate::test_helpers::SandboxWriter(principal): crate::test_helpers::SandboxWriter,
     Extension(request_id): Extension<RequestId>,
+    client: ClientIp,
     headers: HeaderMap,
     IdPath(id): IdPath,
     body: JsonBody<DecideRequest>,
@@ -919,7 +923,7 @@ pub async fn decide(
     let before = load_customer(&state, principal.tenant, &id).await?;
     let from = KycStatus::parse(&before.kyc_status).unwrap_or(KycStatus::Unverified);
     let to = kyc::decide(from, decision).map_err(|e| conflict("invalid_kyc_transition", e.to_string()))?;
-    let actor = Actor::of(&principal, &request_id, &headers);
+    let actor = Actor::of(&principal, &request_id, &headers, client);
     let mut after = before.clone();
     after.kyc_status = to.as_str().to_owned();
     let errors = match (decision, &body.value.field) {
@@ -974,6 +978,7 @@ pub async fn erase(
     State(state): State<AppState>,
     principal: Principal,
     Extension(request_id): Extension<RequestId>,
+    client: ClientIp,
     headers: HeaderMap,
     IdPath(id): IdPath,
 ) -> Result<Response, ApiError> {
@@ -987,7 +992,7 @@ pub async fn erase(
     if before.erased_at.is_some() {
         return Ok(axum::Json(customer_json(&before, None, sees_pii(&principal))).into_response());
     }
-    let actor = Actor::of(&principal, &request_id, &headers);
+    let actor = Actor::of(&principal, &request_id, &headers, client);
     let mut after = before.clone();
     after.personal = None;
     after.email_index = None;

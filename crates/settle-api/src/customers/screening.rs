@@ -13,7 +13,7 @@ use super::{Actor, Keyed, conflict, idempotency_record, json_response, keyed, re
 use crate::auth::require;
 use crate::body::JsonBody;
 use crate::error::ApiError;
-use crate::observe::RequestId;
+use crate::observe::{ClientIp, RequestId};
 use crate::pagination::{page, parse_query};
 use crate::path::IdPath;
 use crate::state::AppState;
@@ -323,6 +323,7 @@ pub async fn resolve(
     State(state): State<AppState>,
     principal: Principal,
     Extension(request_id): Extension<RequestId>,
+    client: ClientIp,
     headers: HeaderMap,
     IdPath(id): IdPath,
     body: JsonBody<ResolveScreeningRequest>,
@@ -342,7 +343,7 @@ pub async fn resolve(
     if before.status != "potential_match" || before.resolved_at.is_some() {
         return Err(conflict("screening_not_resolvable", format!("only an unresolved potential match can be resolved (this screening is {})", before.status)));
     }
-    let actor = Actor::of(&principal, &request_id, &headers);
+    let actor = Actor::of(&principal, &request_id, &headers, client);
     let mut after = before.clone();
     after.status = resolution.clone();
     after.resolution_reason = Some(reason.clone());

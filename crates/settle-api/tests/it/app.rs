@@ -536,7 +536,7 @@ impl TestApp {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("binding a port");
         let address = listener.local_addr().expect("the bound address");
         let server = tokio::spawn(async move {
-            axum::serve(listener, router).await.expect("serving");
+            axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>()).await.expect("serving");
         });
         (state, server, format!("http://{address}"), worker, background)
     }
@@ -637,7 +637,7 @@ impl TestApp {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("binding a port");
         let address = listener.local_addr().expect("the bound address");
         let server = tokio::spawn(async move {
-            axum::serve(listener, settle_api::router(state)).await.expect("serving");
+            axum::serve(listener, settle_api::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>()).await.expect("serving");
         });
         (self.api.with_url(&format!("http://{address}")), ServerHandle(server))
     }

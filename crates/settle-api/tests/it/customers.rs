@@ -321,6 +321,7 @@ ledger_test! {
         let audit = app.get(&format!("/v1/audit_events?resource_id={erased_id}")).await;
         let actions: Vec<&str> = audit.body["data"].as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
         assert_eq!(actions, vec!["customer.personal_data_erased", "customer.created"]);
+        assert_eq!(audit.body["data"][0]["client_ip"], "127.0.0.1", "the request's client address is recorded");
         assert!(!audit.body.to_string().contains(FAMILY));
         assert_eq!(app.store.verify_compliance_audit(tenant).await.unwrap(), None, "the audit chain holds");
         let no_audit = app.api.with_key(Some(&app.key("acme", Environment::Sandbox, &[Scope::CustomersRead]).await));

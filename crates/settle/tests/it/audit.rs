@@ -44,6 +44,7 @@ async fn both_trails_verify_and_export(database_url: Option<&str>) {
     assert_eq!(compliance[0]["action"], "customer.created");
     assert_eq!((compliance[0]["organization"].as_str(), compliance[0]["resource_id"].as_str()), (Some("acme"), Some(id.as_str())));
     assert!(compliance.windows(2).all(|w| w[1]["previous_hash"] == w[0]["hash"]));
+    assert_eq!(compliance[0]["client_ip"], "127.0.0.1");
     assert!(!text.contains("Quixotefield") && !text.contains("Zamorsky"), "no personal data in the export");
 
     // A period with nothing in it exports nothing; a bad date is refused.
@@ -77,6 +78,9 @@ async fn audit_verify_names_a_tampered_compliance_record() {
     assert!(server.terminate().success());
     assert!(audit(&["verify"], dir.path(), None).status.success());
     let db = rusqlite::Connection::open(dir.path().join("settle.sqlite3")).unwrap();
+    let refused = db.execute("UPDATE compliance_audit_events SET actor = 'someone_else' WHERE seq = 1", []);
+    assert!(refused.unwrap_err().to_string().contains("append-only"), "a trigger keeps the trail append-only");
+    db.execute_batch("DROP TRIGGER compliance_audit_events_no_update").unwrap();
     db.execute("UPDATE compliance_audit_events SET actor = 'someone_else' WHERE seq = 1", []).unwrap();
     let tampered = audit(&["verify"], dir.path(), None);
     assert_eq!(tampered.status.code(), Some(1));
