@@ -284,3 +284,33 @@ async fn webhook_metrics_show_attempts_latency_lag_backlog_dead_letters_disabled
     assert!(sample(&text, "settle_webhook_backlog").is_some_and(|n| (0.0..=1.0).contains(&n)), "{text}");
     assert!(text.contains("# TYPE settle_webhook_delivery_lag_seconds histogram"));
 }
+
+ledger_test! {
+    async fn a_fault_set_through_another_server_reaches_this_servers_worker_within_about_a_second(app) {
+        use settle_core::faults::FaultTarget;
+        use settle_core::tenancy::TenantId;
+        let fired = |app: &crate::app::TestApp| {
+            let (state, store, now) = (app.state.clone(), app.store.clone(), app.now());
+            async move { state.faults.fire(&store, TenantId(1), Environment::Sandbox, FaultTarget::Webhooks, now).await }
+        };
+        // This server has read the (empty) faults and caches them.
+        assert!(!fired(&app).await.fail);
+        let (other, _server) = app.another_server().await;
+        set_fault(&other, json!({"target": "webhooks", "mode": "fail"})).await;
+        let started = std::time::Instant::now();
+        eventually("the fault seen by this server", || {
+            let check = fired(&app);
+            async move { check.await.fail.then_some(()) }
+        })
+        .await;
+        assert!(started.elapsed() < std::time::Duration::from_secs(5), "seen after {:?}", started.elapsed());
+        // Never for live deliveries, whatever is stored.
+        assert!(!app.state.faults.fire(&app.store, TenantId(1), Environment::Live, FaultTarget::Webhooks, app.now()).await.fail);
+        clear_faults(&other).await;
+        eventually("the fault's end seen by this server", || {
+            let check = fired(&app);
+            async move { (!check.await.fail).then_some(()) }
+        })
+        .await;
+    }
+}
