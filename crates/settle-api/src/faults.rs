@@ -113,16 +113,35 @@ async fn dispatch(State(state): State<AppState>, SandboxKey(principal): SandboxK
     }
 }
 
+/// What misbehaves: `webhooks` deliveries. (`rails`, the simulated payment rails, is reserved and refused until they read faults.)
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[schema(as = FaultTarget)]
+pub enum FaultTargetName {
+    Webhooks,
+}
+
+/// How it misbehaves: `timeout` and `fail` record a failed attempt without sending, `duplicate` sends twice with one `webhook-id`, `reorder` sends a claimed batch newest event first.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[schema(as = FaultMode)]
+pub enum FaultModeName {
+    Timeout,
+    Fail,
+    Duplicate,
+    Reorder,
+}
+
 /// `PUT /v1/test_helpers/faults`: one fault, replacing the tenant's fault of the same target and mode.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FaultRequest {
     /// What misbehaves: `webhooks` (`rails` is reserved for the simulated payment rails and refused for now).
-    #[schema(example = "webhooks")]
+    #[schema(value_type = FaultTargetName, example = "webhooks")]
     pub target: String,
     /// `timeout` (attempts recorded as timed out, nothing sent), `fail` (recorded as a `503`, nothing sent),
     /// `duplicate` (each delivery sent twice, same `webhook-id`), `reorder` (each claimed batch sent newest event first).
-    #[schema(example = "fail")]
+    #[schema(value_type = FaultModeName, example = "fail")]
     pub mode: String,
     /// Percent of deliveries affected, 0 to 100; default 100.
     #[schema(minimum = 0, maximum = 100, example = 100)]
@@ -144,9 +163,9 @@ pub struct FaultRequest {
 pub struct FaultJson {
     #[schema(value_type = String, example = "fault")]
     pub object: &'static str,
-    #[schema(example = "webhooks")]
+    #[schema(value_type = FaultTargetName, example = "webhooks")]
     pub target: &'static str,
-    #[schema(example = "fail")]
+    #[schema(value_type = FaultModeName, example = "fail")]
     pub mode: &'static str,
     #[schema(example = 100)]
     pub probability: u8,

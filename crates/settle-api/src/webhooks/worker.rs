@@ -231,7 +231,7 @@ async fn run(state: AppState, mut stopped: watch::Receiver<bool>) {
                     if let (false, Ok(permit)) = (reordered.is_empty(), Arc::clone(&permits).acquire_many_owned(wanted).await) {
                         let (state, finished) = (state.clone(), finished.clone());
                         tasks.spawn(async move {
-                            // One after the other, so the receiver sees exactly the reversed order.
+                            // One after the other, so the receiver sees exactly this order.
                             for delivery in reordered {
                                 let outcome = attempt(&state, delivery).await;
                                 let _ = finished.send(outcome).await;
@@ -350,23 +350,19 @@ impl Answer {
     }
 }
 
-/// The attempt a `timeout` or `fail` fault makes instead of sending.
-fn injected_answer(mode: FaultMode) -> Answer {
-    match mode {
-        FaultMode::Timeout => Answer {
+/// The attempt a `timeout` fault (or else a `fail` fault) makes instead of
+/// sending: what a real timeout or a real `503` would have recorded.
+fn injected_answer(timed_out: bool) -> Answer {
+    if timed_out {
+        Answer {
             status: None,
             body: None,
             error: Some(String::from("timed out (sandbox fault: timeout; nothing was sent)")),
             timed_out: true,
             latency: Duration::ZERO,
-        },
-        FaultMode::Fail | FaultMode::Duplicate | FaultMode::Reorder => Answer {
-            status: Some(503),
-            body: Some(String::from("sandbox fault: fail; nothing was sent")),
-            error: None,
-            timed_out: false,
-            latency: Duration::ZERO,
-        },
+        }
+    } else {
+        Answer { status: Some(503), body: Some(String::from("sandbox fault: fail; nothing was sent")), error: None, timed_out: false, latency: Duration::ZERO }
     }
 }
 
@@ -377,9 +373,8 @@ pub async fn attempt(state: &AppState, d: ClaimedDelivery) -> FinishedDelivery {
     let injected =
         |mode: FaultMode| state.metrics.faults_injected.get_or_create(&FaultLabels { target: FaultTarget::Webhooks.as_str(), mode: mode.as_str() }).inc();
     let answer = if fired.timeout || fired.fail {
-        let mode = if fired.timeout { FaultMode::Timeout } else { FaultMode::Fail };
-        injected(mode);
-        injected_answer(mode)
+        injected(if fired.timeout { FaultMode::Timeout } else { FaultMode::Fail });
+        injected_answer(fired.timeout)
     } else {
         if fired.duplicate {
             injected(FaultMode::Duplicate);
