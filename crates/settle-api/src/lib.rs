@@ -12,6 +12,7 @@ pub mod customers;
 pub mod deprecation;
 pub mod error;
 pub mod events;
+pub mod faults;
 pub mod feature_flags;
 pub mod hygiene;
 pub mod idempotency;
@@ -115,6 +116,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/audit_events", get(customers::audit::list))
         .route("/v1/test_helpers/customers/{id}/decide", axum::routing::any(customers::profile::decide))
         .merge(test_helpers::router())
+        .merge(faults::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(state.clone(), versions::layer::layer))

@@ -37,6 +37,26 @@ pub struct CodeLabels {
     pub code: String,
 }
 
+/// How a webhook attempt ended: `succeeded` (2xx), `failed` (another
+/// status, or no answer), `timeout`, `gone` (410, which disables the endpoint).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: &'static str,
+}
+
+/// Why an endpoint was disabled: `gone` or `failing`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
+}
+
+/// A sandbox fault that fired: its target and mode (fixed sets).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FaultLabels {
+    pub target: &'static str,
+    pub mode: &'static str,
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn latency_histogram() -> Histogram {
@@ -61,6 +81,13 @@ pub struct Metrics {
     pub ledger_drifted_accounts: Gauge,
     pub ledger_log_broken: Gauge,
     pub ledger_reconciled_at: Gauge,
+    pub webhook_attempts: Family<OutcomeLabels, Counter>,
+    pub webhook_attempt_duration: Histogram,
+    pub webhook_backlog: Gauge,
+    pub webhook_delivery_lag: Histogram,
+    pub webhook_dead_lettered: Counter,
+    pub webhook_endpoints_disabled: Family<ReasonLabels, Counter>,
+    pub faults_injected: Family<FaultLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -104,6 +131,40 @@ impl Default for Metrics {
             "Unix time of the last completed scheduled reconciliation (0: none yet)",
             ledger_reconciled_at.clone(),
         );
+        let webhook_attempts = Family::<OutcomeLabels, Counter>::default();
+        registry.register("settle_webhook_attempts", "Webhook delivery attempts by outcome (succeeded, failed, timeout, gone)", webhook_attempts.clone());
+        let webhook_attempt_duration = Histogram::new(exponential_buckets(0.001, 2.0, 16));
+        registry.register(
+            "settle_webhook_attempt_duration_seconds",
+            "Time of one webhook attempt, connect to answer (attempts a sandbox fault decided, with no request, are not observed)",
+            webhook_attempt_duration.clone(),
+        );
+        let webhook_backlog = Gauge::default();
+        registry.register(
+            "settle_webhook_backlog",
+            "Webhook deliveries due now that no worker holds, counted every few seconds by the delivery worker",
+            webhook_backlog.clone(),
+        );
+        let webhook_delivery_lag = Histogram::new(exponential_buckets(0.1, 4.0, 12));
+        registry.register(
+            "settle_webhook_delivery_lag_seconds",
+            "Time from an event's creation to its successful delivery to an endpoint (retries included)",
+            webhook_delivery_lag.clone(),
+        );
+        let webhook_dead_lettered = Counter::default();
+        registry.register(
+            "settle_webhook_dead_lettered",
+            "Webhook deliveries dead-lettered: retry schedule exhausted, or the endpoint answered 410",
+            webhook_dead_lettered.clone(),
+        );
+        let webhook_endpoints_disabled = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "settle_webhook_endpoints_disabled",
+            "Webhook endpoints disabled by the worker, by reason (gone, failing)",
+            webhook_endpoints_disabled.clone(),
+        );
+        let faults_injected = Family::<FaultLabels, Counter>::default();
+        registry.register("settle_faults_injected", "Sandbox faults that fired, by target and mode (see docs/sandbox.md)", faults_injected.clone());
         Metrics {
             registry,
             http_requests,
@@ -119,6 +180,13 @@ impl Default for Metrics {
             ledger_drifted_accounts,
             ledger_log_broken,
             ledger_reconciled_at,
+            webhook_attempts,
+            webhook_attempt_duration,
+            webhook_backlog,
+            webhook_delivery_lag,
+            webhook_dead_lettered,
+            webhook_endpoints_disabled,
+            faults_injected,
         }
     }
 }

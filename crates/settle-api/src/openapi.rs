@@ -4,7 +4,7 @@
 //! `docs/openapi.json`, and rendered for people at `GET /docs`.
 
 use crate::error::{ERROR_CODES, ErrorCode};
-use crate::{accounts, api_versions, customers, events, operations, reconciliation, render, test_helpers, transactions, webhooks, wire};
+use crate::{accounts, api_versions, customers, events, faults, operations, reconciliation, render, test_helpers, transactions, webhooks, wire};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -82,6 +82,9 @@ and every response carries `Request-Id`. See docs/api.md for the walkthrough.",
         customers::screening::resolve,
         customers::audit::list,
         test_helpers::fund,
+        faults::doc_list,
+        faults::doc_set,
+        faults::doc_clear,
         customers::profile::decide,
         api_versions::list,
         events::list,
@@ -213,6 +216,7 @@ fn codes_of(operation_id: &str) -> &'static [&'static str] {
         "reverse_transaction" => &["not_found", "transaction_not_posted", "transaction_already_reversed", "insufficient_funds", "balance_overflow"],
         "get_account" | "get_account_balances" | "list_account_entries" | "get_transaction" | "get_operation" => &["not_found"],
         "fund_account" => &["not_found", "balance_overflow"],
+        "list_faults" | "set_fault" | "clear_faults" => &["not_found"],
         "import_bank_statement" => &["statement_invalid", "account_not_found", "currency_mismatch"],
         "get_bank_statement" | "list_bank_statement_lines" | "get_bank_statement_report" => &["not_found"],
         "match_bank_statement_line" => {

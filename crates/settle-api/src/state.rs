@@ -35,6 +35,8 @@ pub struct Shared {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Feature flag rollouts, read again every second.
     pub flags: Arc<crate::feature_flags::FeatureFlags>,
+    /// Sandbox faults in force, read again every second.
+    pub faults: Arc<crate::faults::Faults>,
     /// Ids of bank statements, their lines, matches and audited actions.
     pub reconciliation_ids: Arc<settle_core::ids::IdGenerator>,
     /// The event projector's and the delivery worker's wake-ups and ids.
@@ -60,6 +62,7 @@ impl AppState {
             http: Arc::default(),
             metrics: Arc::default(),
             flags: Arc::default(),
+            faults: Arc::default(),
             reconciliation_ids: Arc::default(),
             events: Arc::default(),
             webhooks: Arc::default(),

@@ -41,7 +41,7 @@ pub fn router() -> Router<AppState> {
 }
 
 /// What an unknown path answers; helpers answer it to every non-sandbox caller.
-fn no_such_endpoint() -> ApiError {
+pub(crate) fn no_such_endpoint() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, ErrorType::InvalidRequestError, "not_found", "no such endpoint")
 }
 

@@ -10,6 +10,7 @@ pub mod chain;
 pub mod clock;
 pub mod correlation;
 pub mod customers;
+pub mod faults;
 pub mod flags;
 pub mod ids;
 pub mod ledger;

@@ -8,6 +8,7 @@ pub mod customers;
 pub mod engine;
 pub mod error;
 pub mod events;
+pub mod faults;
 pub mod flags;
 pub mod history;
 pub mod operations;

@@ -984,6 +984,26 @@ impl Store {
         }
     }
 
+    /// Deliveries due at `now` that no worker holds: the backlog gauge. One
+    /// COUNT over the `webhook_deliveries_due` index (claimed deliveries are
+    /// due only when their lease ends, so they are not counted). The worker
+    /// runs it every few seconds, never per request.
+    pub async fn webhook_backlog(&self, now: Timestamp) -> Result<i64, StoreError> {
+        match self {
+            Store::Sqlite(s) => {
+                s.read(move |c| {
+                    Ok(c.prepare_cached("SELECT COUNT(*) FROM webhook_deliveries WHERE status = 'pending' AND next_attempt_at <= ?1")?
+                        .query_row([now.micros()], |r| r.get(0))?)
+                })
+                .await
+            }
+            Store::Postgres(p) => {
+                let client = p.pool().get().await?;
+                pg(&client.query_one("SELECT COUNT(*) FROM webhook_deliveries WHERE status = 'pending' AND next_attempt_at <= $1", &[&now.micros()]).await?, 0)
+            }
+        }
+    }
+
     /// How many deliveries are `pending`, `succeeded` and `failed` for the
     /// tenant (tests and operators).
     pub async fn delivery_counts(&self, tenant: TenantId) -> Result<(i64, i64, i64), StoreError> {

@@ -10,14 +10,26 @@
 //!
 //! Time is the injected clock: tests move it to make retries due, they never
 //! sleep through a schedule.
+//!
+//! Sandbox faults (`crate::faults`) are applied here: `timeout` and `fail`
+//! record an attempt without sending, `duplicate` sends twice, `reorder`
+//! sends a claimed batch's deliveries of that tenant newest event first,
+//! one after the other. Everything else (retries, dead letters) follows as for
+//! a real failure, which is the point of rehearsing.
+//!
+//! Metrics: attempts by outcome and their latency, delivery lag, dead
+//! letters, disabled endpoints, faults that fired, and the backlog (one
+//! COUNT every [`BACKLOG_EVERY`] at most).
 
 use super::signature::{self, WebhookSecret};
 use super::{DISABLED_EVENT, destination, endpoint_json};
 use crate::events::{EventDataJson, EventJson, EventRequestJson, render_in};
+use crate::metrics::{FaultLabels, OutcomeLabels, ReasonLabels};
 use crate::state::AppState;
 use rand::Rng;
 use settle_core::api_version::ApiVersion;
 use settle_core::clock::Timestamp;
+use settle_core::faults::{FaultMode, FaultTarget};
 use settle_core::ids::OperationId;
 use settle_core::tenancy::Environment;
 use settle_store::events::NewEvent;
@@ -30,6 +42,8 @@ use tokio::sync::{Semaphore, mpsc, watch};
 pub const MAX_RESPONSE_BODY_BYTES: usize = 1024;
 /// Attempts recorded per database transaction.
 const MAX_RECORDS_PER_COMMIT: usize = 512;
+/// How often the worker counts the backlog for `settle_webhook_backlog`.
+pub const BACKLOG_EVERY: Duration = Duration::from_secs(5);
 
 /// Delivery settings.
 #[derive(Clone, Debug)]
@@ -188,11 +202,21 @@ async fn run(state: AppState, mut stopped: watch::Receiver<bool>) {
     let mut tasks = tokio::task::JoinSet::new();
     let (finished, outcomes) = mpsc::channel::<FinishedDelivery>(config.concurrency.max(1) * 4);
     let recorder = tokio::spawn(record(state.clone(), owner.clone(), outcomes));
+    let mut backlog_counted: Option<Instant> = None;
     loop {
         if *stopped.borrow() {
             break;
         }
         while tasks.try_join_next().is_some() {}
+        if backlog_counted.is_none_or(|at| at.elapsed() >= BACKLOG_EVERY) {
+            backlog_counted = Some(Instant::now());
+            match state.store.webhook_backlog(state.clock.now()).await {
+                Ok(n) => {
+                    state.metrics.webhook_backlog.set(n);
+                }
+                Err(error) => tracing::warn!(%error, "could not count the webhook backlog"),
+            }
+        }
         let free = permits.available_permits().min(config.claim_batch);
         let mut full = false;
         if free > 0 {
@@ -201,6 +225,20 @@ async fn run(state: AppState, mut stopped: watch::Receiver<bool>) {
             match state.store.claim_deliveries(&owner, now, lease_until, i64::try_from(free).unwrap_or(1)).await {
                 Ok(claimed) => {
                     full = claimed.len() == free;
+                    let (reordered, claimed) = reorder_faults(&state, claimed, now).await;
+                    let wanted = u32::try_from(reordered.len()).unwrap_or(u32::MAX);
+                    // Never fails (the semaphore is never closed); if it did, the leases would lapse and the deliveries come due again.
+                    if let (false, Ok(permit)) = (reordered.is_empty(), Arc::clone(&permits).acquire_many_owned(wanted).await) {
+                        let (state, finished) = (state.clone(), finished.clone());
+                        tasks.spawn(async move {
+                            // One after the other, so the receiver sees exactly this order.
+                            for delivery in reordered {
+                                let outcome = attempt(&state, delivery).await;
+                                let _ = finished.send(outcome).await;
+                            }
+                            drop(permit);
+                        });
+                    }
                     for delivery in claimed {
                         let Ok(permit) = Arc::clone(&permits).acquire_owned().await else { break };
                         let (state, finished) = (state.clone(), finished.clone());
@@ -230,6 +268,31 @@ async fn run(state: AppState, mut stopped: watch::Receiver<bool>) {
     let _ = recorder.await;
 }
 
+/// Splits a claimed batch: the deliveries a `reorder` fault fired for,
+/// newest event first (event ids sort like their creation), and the others
+/// in claim order.
+async fn reorder_faults(state: &AppState, claimed: Vec<ClaimedDelivery>, now: Timestamp) -> (Vec<ClaimedDelivery>, Vec<ClaimedDelivery>) {
+    let mut reordered = Vec::new();
+    let mut normal = Vec::with_capacity(claimed.len());
+    for delivery in claimed {
+        if state.faults.fire(&state.store, delivery.tenant, delivery.environment, FaultTarget::Webhooks, now).await.reorder {
+            reordered.push(delivery);
+        } else {
+            normal.push(delivery);
+        }
+    }
+    if !reordered.is_empty() {
+        state
+            .metrics
+            .faults_injected
+            .get_or_create(&FaultLabels { target: FaultTarget::Webhooks.as_str(), mode: FaultMode::Reorder.as_str() })
+            .inc_by(reordered.len() as u64);
+    }
+    // Newest event first: the reverse of the order they happened in, whatever order the claim returned them in.
+    reordered.sort_by(|a, b| b.event_id.as_str().cmp(a.event_id.as_str()));
+    (reordered, normal)
+}
+
 /// Writes attempts as they finish, many per transaction. An outcome that
 /// cannot be written is dropped: its delivery's lease lapses and it is
 /// attempted again (same `webhook-id`).
@@ -244,8 +307,15 @@ async fn record(state: AppState, owner: String, mut outcomes: mpsc::Receiver<Fin
         }
         let disabled = batch.iter().any(|f| matches!(f.health, EndpointHealth::Disable { .. }));
         let count = batch.len();
+        let dead_lettered = batch.iter().filter(|f| f.next == DeliveryNext::DeadLettered).count();
+        let disabled_reasons: Vec<&'static str> =
+            batch.iter().filter_map(|f| if let EndpointHealth::Disable { reason, .. } = &f.health { Some(*reason) } else { None }).collect();
         match state.store.finish_deliveries(&owner, batch).await {
             Ok(recorded) => {
+                state.metrics.webhook_dead_lettered.inc_by(dead_lettered as u64);
+                for reason in disabled_reasons {
+                    state.metrics.webhook_endpoints_disabled.get_or_create(&ReasonLabels { reason }).inc();
+                }
                 if recorded < count {
                     tracing::info!(lapsed = count - recorded, "webhook deliveries whose lease lapsed before their attempt was recorded");
                 }
@@ -263,17 +333,67 @@ struct Answer {
     status: Option<u16>,
     body: Option<String>,
     error: Option<String>,
+    /// No answer within the attempt timeout.
+    timed_out: bool,
     latency: Duration,
 }
 
-/// Sends one delivery and decides what follows.
+impl Answer {
+    fn outcome(&self) -> &'static str {
+        match self.status {
+            Some(200..=299) => "succeeded",
+            Some(410) => "gone",
+            Some(_) => "failed",
+            None if self.timed_out => "timeout",
+            None => "failed",
+        }
+    }
+}
+
+/// The attempt a `timeout` fault (or else a `fail` fault) makes instead of
+/// sending: what a real timeout or a real `503` would have recorded.
+fn injected_answer(timed_out: bool) -> Answer {
+    if timed_out {
+        Answer {
+            status: None,
+            body: None,
+            error: Some(String::from("timed out (sandbox fault: timeout; nothing was sent)")),
+            timed_out: true,
+            latency: Duration::ZERO,
+        }
+    } else {
+        Answer { status: Some(503), body: Some(String::from("sandbox fault: fail; nothing was sent")), error: None, timed_out: false, latency: Duration::ZERO }
+    }
+}
+
+/// Sends one delivery (as sandbox faults say) and decides what follows.
 pub async fn attempt(state: &AppState, d: ClaimedDelivery) -> FinishedDelivery {
     let config = &state.webhooks.config;
-    let answer = send(state, &d).await;
+    let fired = state.faults.fire(&state.store, d.tenant, d.environment, FaultTarget::Webhooks, state.clock.now()).await;
+    let injected =
+        |mode: FaultMode| state.metrics.faults_injected.get_or_create(&FaultLabels { target: FaultTarget::Webhooks.as_str(), mode: mode.as_str() }).inc();
+    let answer = if fired.timeout || fired.fail {
+        injected(if fired.timeout { FaultMode::Timeout } else { FaultMode::Fail });
+        injected_answer(fired.timeout)
+    } else {
+        if fired.duplicate {
+            injected(FaultMode::Duplicate);
+            let first = send(state, &d).await;
+            observe(state, &first);
+        }
+        let answer = send(state, &d).await;
+        observe(state, &answer);
+        answer
+    };
+    state.metrics.webhook_attempts.get_or_create(&OutcomeLabels { outcome: answer.outcome() }).inc();
     let now = state.clock.now();
     let attempts_made = usize::try_from(d.attempts).unwrap_or(usize::MAX).saturating_add(1);
     let succeeded = answer.status.is_some_and(|s| (200..300).contains(&s));
     let gone = answer.status == Some(410);
+    if succeeded {
+        let lag_micros = now.micros().saturating_sub(d.event_created_at.micros()).max(0);
+        state.metrics.webhook_delivery_lag.observe(lag_micros as f64 / 1e6);
+    }
     let (next, health) = if succeeded {
         (DeliveryNext::Succeeded, EndpointHealth::Healthy)
     } else if gone {
@@ -302,6 +422,11 @@ pub async fn attempt(state: &AppState, d: ClaimedDelivery) -> FinishedDelivery {
         created_at: now,
     };
     FinishedDelivery { attempt: record, next, health }
+}
+
+/// Records a real attempt's latency.
+fn observe(state: &AppState, answer: &Answer) {
+    state.metrics.webhook_attempt_duration.observe(answer.latency.as_secs_f64());
 }
 
 /// The event announcing that the endpoint is disabled, with the endpoint as it is now.
@@ -362,7 +487,7 @@ fn secrets(state: &AppState, d: &ClaimedDelivery, now: Timestamp) -> Result<Vec<
 
 async fn send(state: &AppState, d: &ClaimedDelivery) -> Answer {
     let started = Instant::now();
-    let failed = |error: String| Answer { status: None, body: None, error: Some(error), latency: started.elapsed() };
+    let failed = |error: String| Answer { status: None, body: None, error: Some(error), timed_out: false, latency: started.elapsed() };
     let (client, rule) = state.webhooks.clients.for_environment(d.environment);
     let url = match destination::check(&d.url, d.environment, rule) {
         Ok(url) => url,
@@ -390,7 +515,7 @@ async fn send(state: &AppState, d: &ClaimedDelivery) -> Answer {
         .body(body);
     let mut response = match request.send().await {
         Ok(r) => r,
-        Err(e) => return failed(describe(&e)),
+        Err(e) => return Answer { timed_out: e.is_timeout(), ..failed(describe(&e)) },
     };
     let status = response.status().as_u16();
     let mut kept: Vec<u8> = Vec::new();
@@ -400,7 +525,7 @@ async fn send(state: &AppState, d: &ClaimedDelivery) -> Answer {
             _ => break,
         }
     }
-    Answer { status: Some(status), body: Some(String::from_utf8_lossy(&kept).into_owned()), error: None, latency: started.elapsed() }
+    Answer { status: Some(status), body: Some(String::from_utf8_lossy(&kept).into_owned()), error: None, timed_out: false, latency: started.elapsed() }
 }
 
 /// A transport error for the attempt log: what failed, never a secret.

@@ -14,6 +14,7 @@ mod batches;
 mod correlation;
 mod customers;
 mod events;
+mod faults;
 mod holds;
 mod idempotency;
 mod invariants;
