@@ -195,7 +195,7 @@ impl Store {
         let owner = owner.to_owned();
         match self {
             Store::Sqlite(s) => {
-                s.write(move |tx| {
+                s.write_pooled(move |tx| {
                     Ok(tx.prepare_cached(&SQL.replace('#', "?"))?.query_row(params![owner, lease_until.micros(), now.micros()], |r| r.get(0)).optional()?)
                 })
                 .await

@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub mod account_changes;
+pub mod gate;
 mod versioning;
 
 pub use account_changes::View;
@@ -98,6 +99,8 @@ pub struct SqliteStore {
     overlay_taken: Arc<std::sync::atomic::AtomicBool>,
     /// Reads that replayed the account stream instead of using the overlay.
     replayed_reads: Arc<std::sync::atomic::AtomicU64>,
+    /// This process's writers take turns here before SQLite's write lock.
+    gate: Arc<gate::WriteGate>,
 }
 
 impl SqliteStore {
@@ -108,7 +111,13 @@ impl SqliteStore {
             overlay: Arc::new(Overlay::default()),
             overlay_taken: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             replayed_reads: Arc::default(),
+            gate: Arc::default(),
         }
+    }
+
+    /// Writers of this process waiting for, or holding, their turn to write.
+    pub fn writers_queued(&self) -> u64 {
+        self.gate.queued()
     }
 
     pub fn path(&self) -> &Path {
@@ -126,6 +135,8 @@ impl SqliteStore {
         let overlay = if shared { Arc::clone(&self.overlay) } else { Arc::new(Overlay::default()) };
         Ok(SqliteWriter {
             conn,
+            gate: Arc::clone(&self.gate),
+            turn: None,
             in_transaction: false,
             heads: HashMap::new(),
             cache: HashMap::new(),
@@ -245,6 +256,7 @@ impl SqliteStore {
     /// Runs `f` in an immediate write transaction (operator commands: keys, orgs).
     pub fn write_blocking<T>(&self, f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T, StoreError>) -> Result<T, StoreError> {
         let mut conn = open(&self.path)?;
+        let _turn = self.gate.enter();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let value = f(&tx)?;
         tx.commit()?;
@@ -783,6 +795,9 @@ impl Checkpointer {
 /// The engine's connection. Lives on the engine's own thread.
 pub struct SqliteWriter {
     conn: Connection,
+    gate: Arc<gate::WriteGate>,
+    /// Held from BEGIN until COMMIT or ROLLBACK.
+    turn: Option<gate::Turn>,
     in_transaction: bool,
     /// History heads of the accounts this batch loaded or created.
     heads: HashMap<String, Head>,
@@ -845,13 +860,20 @@ impl SqliteWriter {
         }
         let held = self.overlay.snapshot();
         let mut changes: Vec<(&str, &AccountChange)> = held.iter().map(|(id, c)| (id.as_str(), c)).collect();
-        let through = account_changes::log_head(&self.conn)?;
-        let written = account_changes::checkpoint(&self.conn, &mut changes, through).and_then(|()| Ok(self.conn.execute_batch("COMMIT")?));
-        if let Err(e) = written {
-            self.rollback_transaction();
-            return Err(e);
-        }
+        let written = account_changes::log_head(&self.conn).and_then(|through| {
+            account_changes::checkpoint(&self.conn, &mut changes, through)?;
+            self.conn.execute_batch("COMMIT")?;
+            Ok(through)
+        });
+        let through = match written {
+            Ok(through) => through,
+            Err(e) => {
+                self.rollback_transaction();
+                return Err(e);
+            }
+        };
         self.in_transaction = false;
+        self.turn = None;
         self.known = Some((through, through));
         self.overlay.pruned(through);
         self.stream_records = 0;
@@ -863,6 +885,9 @@ impl SqliteWriter {
     /// Opens the write transaction, first loading the stream again when
     /// another connection has written since (or this one lost track).
     fn begin_transaction(&mut self) -> Result<(), StoreError> {
+        if self.turn.is_none() {
+            self.turn = Some(self.gate.enter());
+        }
         self.conn.execute_batch("BEGIN IMMEDIATE")?;
         self.in_transaction = true;
         let now = (account_changes::log_head(&self.conn)?, account_changes::checkpointed_through(&self.conn)?);
@@ -884,6 +909,7 @@ impl SqliteWriter {
             }
             self.in_transaction = false;
         }
+        self.turn = None;
     }
 }
 
@@ -1113,9 +1139,11 @@ impl WriteBackend for SqliteWriter {
             self.cache.clear();
             self.overlay.invalidate();
             self.reload = true;
+            // The turn is kept: the engine rolls back, which ends it.
             return Err(e.into());
         }
         self.in_transaction = false;
+        self.turn = None;
         // Published even without account changes (a batch that only opens
         // accounts): readers compare the overlay with the log head they see.
         let changes = std::mem::take(&mut self.changes);
@@ -1198,6 +1226,7 @@ impl SqliteStore {
     /// opening a connection each time with [`SqliteStore::write_blocking`].
     pub(crate) fn write_pooled_blocking<T>(&self, f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T, StoreError>) -> Result<T, StoreError> {
         self.with_pooled(|conn| {
+            let _turn = self.gate.enter();
             let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let value = f(&tx)?;
             tx.commit()?;

@@ -32,7 +32,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 /// Log records projected per round (one database transaction).
-const MAX_RECORDS_PER_ROUND: i64 = 256;
+const MAX_RECORDS_PER_ROUND: i64 = 2_048;
 /// Events stored per round, whatever the records hold (a record of a batch holds thousands).
 const MAX_EVENTS_PER_ROUND: usize = 20_000;
 /// How long the projector's lease lasts; renewed every round.
