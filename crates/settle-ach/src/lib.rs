@@ -15,6 +15,7 @@
 //! (see `ARCHITECTURE.md`).
 
 pub mod nacha;
+pub mod payment;
 pub mod returns;
 pub mod routing;
 pub mod window;

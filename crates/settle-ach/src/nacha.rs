@@ -344,6 +344,59 @@ impl File {
         text
     }
 
+    /// Recomputes every batch control and the file control from the entries
+    /// (after entries were changed, for example to answer a file with returns).
+    /// Refuses totals that do not fit their fields.
+    pub fn refresh_controls(&mut self) -> Result<(), BuildFileError> {
+        let mut file_totals = Totals::default();
+        for batch in &mut self.batches {
+            let mut totals = Totals::default();
+            for entry in &batch.entries {
+                totals.add_entry(entry).ok_or(BuildFileError::TotalOverflow)?;
+            }
+            if totals.debit_minor > MAX_TOTAL_MINOR || totals.credit_minor > MAX_TOTAL_MINOR {
+                return Err(BuildFileError::TotalOverflow);
+            }
+            batch.control.entry_addenda_count = totals.entry_addenda_count;
+            batch.control.entry_hash = totals.entry_hash;
+            batch.control.total_debit_minor = totals.debit_minor;
+            batch.control.total_credit_minor = totals.credit_minor;
+            file_totals.add(totals).ok_or(BuildFileError::TotalOverflow)?;
+        }
+        let records = 2 + self.batches.len() as u64 * 2 + file_totals.entry_addenda_count;
+        self.control.batch_count = self.batches.len() as u64;
+        self.control.block_count = records.div_ceil(BLOCKING_FACTOR as u64);
+        self.control.entry_addenda_count = file_totals.entry_addenda_count;
+        self.control.entry_hash = file_totals.entry_hash;
+        self.control.total_debit_minor = file_totals.debit_minor;
+        self.control.total_credit_minor = file_totals.credit_minor;
+        Ok(())
+    }
+
+    /// A return file answering every entry of this (origination) file with
+    /// `code`: what the receiving banks would send back if they refused all
+    /// of it. Used by the sandbox and tests.
+    pub fn returned_with(&self, code: &str) -> Result<File, BuildFileError> {
+        let mut out = self.clone();
+        for batch in &mut out.batches {
+            for entry in &mut batch.entries {
+                // A return's transaction code: 1 below the original's (22 → 21, 27 → 26).
+                entry.transaction_code = entry.transaction_code.saturating_sub(1);
+                entry.addenda_record_indicator = '1';
+                entry.addenda = vec![Addenda::Return(ReturnAddenda {
+                    reason_code: alpha(code, 3),
+                    original_trace_number: entry.trace_number.clone(),
+                    date_of_death: alpha("", 6),
+                    original_rdfi_identification: entry.rdfi_identification.clone(),
+                    information: alpha("", 44),
+                    trace_number: entry.trace_number.clone(),
+                })];
+            }
+        }
+        out.refresh_controls()?;
+        Ok(out)
+    }
+
     /// Every entry with the batch it sits in.
     pub fn entries(&self) -> impl Iterator<Item = (&BatchHeader, &Entry)> {
         self.batches.iter().flat_map(|b| b.entries.iter().map(move |e| (&b.header, e)))

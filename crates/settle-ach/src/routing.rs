@@ -17,6 +17,12 @@ pub enum RoutingNumberError {
 }
 
 impl RoutingNumber {
+    /// The Federal Reserve Bank's routing number in the sandbox defaults
+    /// (the immediate destination of FedACH files); checked by a test.
+    pub const SANDBOX_FEDERAL_RESERVE: RoutingNumber = RoutingNumber([2, 3, 1, 3, 8, 0, 1, 0, 4]);
+    /// The sandbox originating bank.
+    pub const SANDBOX_ODFI: RoutingNumber = RoutingNumber([1, 2, 1, 0, 4, 2, 8, 8, 2]);
+
     pub fn parse(text: &str) -> Result<RoutingNumber, RoutingNumberError> {
         let bytes = text.as_bytes();
         if bytes.len() != 9 || !bytes.iter().all(u8::is_ascii_digit) {
@@ -70,6 +76,13 @@ mod tests {
             assert_eq!(parsed.to_string(), text);
         }
         assert_eq!(RoutingNumber::parse("121042882").map(|r| r.identification()), Ok("12104288".to_string()));
+    }
+
+    #[test]
+    fn the_sandbox_constants_are_valid() {
+        for r in [RoutingNumber::SANDBOX_FEDERAL_RESERVE, RoutingNumber::SANDBOX_ODFI] {
+            assert_eq!(RoutingNumber::parse(&r.to_string()), Ok(r));
+        }
     }
 
     #[test]

@@ -113,6 +113,10 @@ fn a_built_file_parses_back_with_correct_controls() {
     assert_eq!(parsed.control.entry_addenda_count, 4);
     let traces: Vec<_> = parsed.entries().map(|(_, e)| e.trace_number.clone()).collect();
     assert_eq!(traces, ["121042880000001", "121042880000003", "121042880000002"]);
+    let returned = parsed.returned_with("R01").expect("returns").write();
+    let returns = nacha::parse(&returned).expect("the return file parses with its controls");
+    assert!(returns.entries().all(|(_, e)| e.return_addenda().map(|r| r.reason_code.as_str()) == Some("R01")));
+    assert_eq!(returns.control.entry_addenda_count, 6);
     assert_eq!(nacha::file_id_modifier(0), Some('A'));
     assert_eq!(nacha::file_id_modifier(26), Some('0'));
     assert_eq!(nacha::file_id_modifier(36), None);

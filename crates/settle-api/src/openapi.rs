@@ -4,7 +4,7 @@
 //! `docs/openapi.json`, and rendered for people at `GET /docs`.
 
 use crate::error::{ERROR_CODES, ErrorCode};
-use crate::{accounts, api_versions, customers, events, operations, reconciliation, render, test_helpers, transactions, webhooks, wire};
+use crate::{accounts, ach, api_versions, customers, events, operations, reconciliation, render, test_helpers, transactions, webhooks, wire};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -82,6 +82,20 @@ and every response carries `Request-Id`. See docs/api.md for the walkthrough.",
         customers::screening::resolve,
         customers::audit::list,
         test_helpers::fund,
+        ach::counterparties::create,
+        ach::counterparties::list,
+        ach::counterparties::get,
+        ach::payments::create,
+        ach::payments::list,
+        ach::payments::get,
+        ach::payments::cancel,
+        ach::files::list,
+        ach::files::get,
+        ach::files::content,
+        ach::files::import,
+        ach::files::simulate_cut,
+        ach::payments::simulate_return,
+        ach::payments::simulate_settle,
         customers::profile::decide,
         api_versions::list,
         events::list,
@@ -106,6 +120,7 @@ and every response carries `Request-Id`. See docs/api.md for the walkthrough.",
         (name = "Customers", description = "People and businesses, their KYC state, consents and personal data (masked without `customers:pii:read`); see docs/compliance.md."),
         (name = "Screenings", description = "Sanctions screenings of customers and their resolution; see docs/compliance.md."),
         (name = "Audit", description = "The hash-chained audit trail of customers, consents and screenings (`audit:read`)."),
+        (name = "Payments", description = "The ACH rail: counterparties and their bank accounts, ACH credits and debits through the ledger, NACHA files, returns and notifications of change; see docs/ach.md."),
         (name = "Test helpers", description = "Sandbox keys only (live keys get 404): simulate the outside world; see docs/sandbox.md."),
         (name = "Events", description = "What happened, for clients that poll, and the catalog of event types; see docs/events.md."),
         (name = "Webhooks", description = "Endpoints that receive events, signed the Standard Webhooks way; see docs/webhooks.md."),
@@ -241,6 +256,23 @@ fn codes_of(operation_id: &str) -> &'static [&'static str] {
         "link_customer_account" => &["not_found", "account_not_found", "account_already_linked"],
         "get_customer_document_content" => &["not_found", "customer_erased"],
         "resolve_screening" => &["not_found", "screening_not_resolvable"],
+        "create_counterparty" => &["payment_conflict"],
+        "get_counterparty" | "get_payment" | "get_ach_file" | "get_ach_file_content" => &["not_found"],
+        "create_payment" => &[
+            "same_day_limit_exceeded",
+            "bank_account_disabled",
+            "account_not_found",
+            "currency_mismatch",
+            "insufficient_funds",
+            "balance_overflow",
+            "customer_blocked",
+            "duplicate_external_id",
+            "payment_conflict",
+        ],
+        "cancel_payment" => &["not_found", "payment_not_cancelable", "payment_invalid_state", "payment_conflict"],
+        "import_ach_return_file" => &["ach_file_invalid", "payment_conflict"],
+        "simulate_ach_cut" => &["payment_conflict", "ach_file_limit_reached"],
+        "simulate_payment_return" | "simulate_payment_settlement" => &["not_found", "payment_invalid_state", "payment_conflict"],
         _ => &[],
     }
 }

@@ -43,6 +43,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (10, include_str!("../migrations/postgres/0010_feature_flags.sql")),
     (11, include_str!("../migrations/postgres/0011_reconciliation_scopes.sql")),
     (12, include_str!("../migrations/postgres/0012_customers_scopes.sql")),
+    (13, include_str!("../migrations/postgres/0013_ach.sql")),
 ];
 /// Connections per server, the engine's included. PostgreSQL's default
 /// `max_connections` (100) leaves room for several servers.

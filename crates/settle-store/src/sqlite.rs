@@ -38,6 +38,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (10, include_str!("../migrations/sqlite/0010_feature_flags.sql")),
     (11, include_str!("../migrations/sqlite/0011_reconciliation_scopes.sql")),
     (12, include_str!("../migrations/sqlite/0012_customers_scopes.sql")),
+    (13, include_str!("../migrations/sqlite/0013_ach.sql")),
 ];
 /// Read connections kept open; more are opened on demand and dropped after.
 const READ_POOL_SIZE: usize = 8;

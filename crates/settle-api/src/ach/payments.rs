@@ -1,0 +1,585 @@
+//! `/v1/payments`: ACH credits and debits, their state machine and history,
+//! cancellation before submission, and the sandbox's settle and return
+//! helpers. Every move of a payment is applied to its row first (only from
+//! the version that was read, so concurrent moves cannot both win) and its
+//! ledger effect second; see the table in `super`.
+
+use super::counterparties::{BankAccountRecord, bank_account_row, load_bank_account};
+use super::{LedgerRefusal, applied, clearing_account, conflict, decode, encode, submit_ledger, unprocessable};
+use crate::auth::require;
+use crate::body::JsonBody;
+use crate::customers::{idempotency_record, json_response, keyed};
+use crate::error::ApiError;
+use crate::pagination::{page, parse_query};
+use crate::path::IdPath;
+use crate::state::AppState;
+use crate::wire::EmptyRequest;
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use settle_ach::nacha::{MAX_ENTRY_AMOUNT_MINOR, SecCode};
+use settle_ach::payment::PaymentStatus;
+use settle_ach::returns::{ReturnAction, return_reason};
+use settle_core::clock::Timestamp;
+use settle_core::ids::{PaymentId, TransactionId};
+use settle_core::ledger::{Direction, EntryDraft, LedgerError, TransactionDraft, TransactionStatus};
+use settle_core::metadata::Metadata;
+use settle_core::money::{Amount, Currency};
+use settle_core::tenancy::{Principal, Scope, TenantId};
+use settle_store::ach::{AchRow, AchTable, AchWrite};
+use settle_store::engine::{Command, CommandError, Outcome};
+use std::collections::BTreeMap;
+use utoipa::{IntoParams, ToSchema};
+
+/// NACHA's company entry description field.
+const MAX_DESCRIPTION_CHARS: usize = 10;
+/// One addenda record's payment related information.
+const MAX_ADDENDA_CHARS: usize = 80;
+const MAX_EXTERNAL_ID_CHARS: usize = 255;
+
+#[derive(Deserialize, Serialize, ToSchema, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum PaymentDirection {
+    /// Money out: from the ledger account to the counterparty.
+    Credit,
+    /// Money in: pulled from the counterparty into the ledger account.
+    Debit,
+}
+
+/// `POST /v1/payments`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreatePaymentRequest {
+    /// `ach` (the only rail so far).
+    #[schema(example = "ach")]
+    pub rail: String,
+    pub direction: PaymentDirection,
+    /// Minor units (cents), 1 to 9,999,999,999.
+    #[schema(minimum = 1, example = 12500)]
+    pub amount: i64,
+    /// `USD`.
+    #[schema(example = "USD")]
+    pub currency: String,
+    /// The ledger account the money leaves (credit) or arrives in (debit).
+    pub ledger_account_id: String,
+    /// The counterparty's bank account (`ba_…`).
+    pub counterparty_bank_account_id: String,
+    /// `PPD`, `CCD`, `WEB` or `TEL`.
+    #[schema(example = "PPD")]
+    pub sec_code: String,
+    /// 1 to 10 printable ASCII characters; the receiver's bank statement shows it.
+    #[schema(example = "PAYROLL")]
+    pub company_entry_description: String,
+    /// Same-day ACH (at most the same-day cap, 1,000,000.00 USD by default).
+    #[serde(default)]
+    pub same_day: bool,
+    /// `YYYY-MM-DD`, New York date, not before today: the earliest effective entry date wanted.
+    pub effective_date: Option<String>,
+    /// Up to 80 printable ASCII characters, sent as one addenda record.
+    pub addenda: Option<String>,
+    /// Your reference, unique per environment (1 to 255 characters).
+    pub external_id: Option<String>,
+    #[schema(value_type = Option<BTreeMap<String, String>>)]
+    pub metadata: Option<Metadata>,
+}
+
+/// One move of a payment.
+#[derive(Serialize, Deserialize, ToSchema, Clone, Debug)]
+pub struct PaymentHistoryJson {
+    pub at: String,
+    /// The status before (none for the creation).
+    #[schema(value_type = Option<String>)]
+    pub from: Option<PaymentStatus>,
+    #[schema(value_type = String)]
+    pub to: PaymentStatus,
+    pub reason: Option<String>,
+}
+
+/// A payment on a rail.
+#[derive(Serialize, Deserialize, ToSchema, Clone, Debug)]
+pub struct PaymentJson {
+    #[schema(example = "pay_01jd3k3z7m8q9r0s1t2v3w4x5y")]
+    pub id: String,
+    #[schema(example = "payment")]
+    pub object: String,
+    #[schema(example = "ach")]
+    pub rail: String,
+    pub direction: PaymentDirection,
+    pub amount: i64,
+    pub currency: String,
+    /// `pending`, `submitted`, `settled`, `returned`, `canceled` or `failed`.
+    #[schema(value_type = String, example = "pending")]
+    pub status: PaymentStatus,
+    pub ledger_account_id: String,
+    pub counterparty_id: String,
+    pub counterparty_bank_account_id: String,
+    pub sec_code: String,
+    pub company_entry_description: String,
+    pub same_day: bool,
+    /// Requested at creation; the effective entry date once in a file.
+    pub effective_date: Option<String>,
+    pub addenda: Option<String>,
+    pub external_id: Option<String>,
+    #[schema(value_type = BTreeMap<String, String>)]
+    pub metadata: Metadata,
+    /// The ledger transaction that holds (credit) or expects (debit) the money.
+    pub ledger_transaction_id: String,
+    /// The reversal of that transaction, after a return.
+    pub reversal_transaction_id: Option<String>,
+    /// The entry's trace number, once in a file.
+    pub trace_number: Option<String>,
+    pub ach_file_id: Option<String>,
+    /// The return reason code (`R01`…), once returned.
+    pub return_code: Option<String>,
+    pub return_reason: Option<String>,
+    /// Set when a ledger effect could not be applied (for example a reversal
+    /// refused for insufficient funds after a late return): what an operator must resolve.
+    pub ledger_issue: Option<String>,
+    pub history: Vec<PaymentHistoryJson>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+pub fn payment_row(tenant: TenantId, p: &PaymentJson, version: i64, created_at: i64) -> Result<AchRow, ApiError> {
+    Ok(AchRow {
+        id: p.id.clone(),
+        tenant,
+        status: p.status.as_str().to_owned(),
+        lookup: p.trace_number.clone(),
+        external_id: p.external_id.clone(),
+        version,
+        data: encode(p)?,
+        created_at,
+    })
+}
+
+/// Moves `p` to `to` with a history line, or refuses the move (409).
+pub fn move_to(p: &mut PaymentJson, to: PaymentStatus, reason: Option<String>, now: Timestamp) -> Result<(), ApiError> {
+    if !p.status.can_move_to(to) {
+        return Err(conflict("payment_invalid_state", format!("a {} payment cannot become {}", p.status.as_str(), to.as_str())));
+    }
+    p.history.push(PaymentHistoryJson { at: now.to_rfc3339(), from: Some(p.status), to, reason });
+    p.status = to;
+    p.updated_at = now.to_rfc3339();
+    Ok(())
+}
+
+/// The write that stores `p` over the row version `read`.
+pub fn update(tenant: TenantId, p: &PaymentJson, row: &AchRow) -> Result<AchWrite, ApiError> {
+    Ok(AchWrite::Update(AchTable::Payments, payment_row(tenant, p, row.version + 1, row.created_at)?))
+}
+
+fn stale() -> ApiError {
+    conflict("payment_conflict", "the payment changed while the request was decided; nothing was written, read it again and retry")
+}
+
+/// The tenant's payment `id` with its row, or 404.
+pub async fn load(state: &AppState, tenant: TenantId, id: &str) -> Result<(PaymentJson, AchRow), ApiError> {
+    if PaymentId::parse(id).is_none() {
+        return Err(ApiError::not_found("payment"));
+    }
+    let row = state.store.ach_get(AchTable::Payments, tenant, id.to_owned()).await?.ok_or_else(|| ApiError::not_found("payment"))?;
+    Ok((decode(&row.data)?, row))
+}
+
+fn transaction_id(text: &str) -> Result<TransactionId, ApiError> {
+    TransactionId::parse(text).ok_or_else(|| ApiError::internal(&"a payment's ledger transaction id is malformed"))
+}
+
+/// Posts a payment's pending transaction; one already posted counts as done.
+pub async fn post_ledger(state: &AppState, tenant: TenantId, p: &PaymentJson) -> Result<(), LedgerRefusal> {
+    let id = transaction_id(&p.ledger_transaction_id).map_err(|_| LedgerRefusal::Unavailable)?;
+    match submit_ledger(state, tenant, Command::PostTransaction { id, entries: None }).await {
+        Ok(_) | Err(LedgerRefusal::Refused(CommandError::Ledger(LedgerError::TransactionNotPending(_)))) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Voids a payment's pending transaction; one already voided counts as done.
+pub async fn void_ledger(state: &AppState, tenant: TenantId, p: &PaymentJson) -> Result<(), LedgerRefusal> {
+    let id = transaction_id(&p.ledger_transaction_id).map_err(|_| LedgerRefusal::Unavailable)?;
+    match submit_ledger(state, tenant, Command::VoidTransaction { id }).await {
+        Ok(_) | Err(LedgerRefusal::Refused(CommandError::Ledger(LedgerError::TransactionNotPending(_)))) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Reverses a payment's posted transaction; returns the reversal's id.
+pub async fn reverse_ledger(state: &AppState, tenant: TenantId, p: &PaymentJson) -> Result<Option<String>, LedgerRefusal> {
+    let id = transaction_id(&p.ledger_transaction_id).map_err(|_| LedgerRefusal::Unavailable)?;
+    match submit_ledger(state, tenant, Command::ReverseTransaction { id }).await {
+        Ok(Outcome::Reversal(t)) => Ok(Some(t.id.to_string())),
+        Ok(_) => Ok(None),
+        Err(LedgerRefusal::Refused(CommandError::Ledger(LedgerError::AlreadyReversed { .. }))) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Writes down a ledger effect that could not be applied after the payment
+/// moved, so that it is never silent (best effort: logged if even this fails).
+async fn record_ledger_issue(state: &AppState, tenant: TenantId, payment_id: &str, issue: String) {
+    let result = async {
+        let (mut p, row) = load(state, tenant, payment_id).await?;
+        p.ledger_issue = Some(issue.clone());
+        applied(state.store.ach_apply(vec![update(tenant, &p, &row)?], None).await, stale)
+    }
+    .await;
+    tracing::error!(payment_id, issue = %issue, recorded = result.is_ok(), "an ACH payment's ledger effect was not applied");
+}
+
+fn issue_of(e: &LedgerRefusal) -> String {
+    match e {
+        LedgerRefusal::Refused(c) => ApiError::from(c).code.to_owned(),
+        LedgerRefusal::Unavailable => String::from("ledger_unavailable"),
+    }
+}
+
+fn ascii_text(param: &str, text: &str, max: usize) -> Result<String, ApiError> {
+    let n = text.chars().count();
+    if n == 0 || n > max || !text.chars().all(|c| c.is_ascii() && !c.is_ascii_control()) {
+        return Err(ApiError::invalid(param, format!("{param} must be 1 to {max} printable ASCII characters")));
+    }
+    Ok(text.to_owned())
+}
+
+/// A `YYYY-MM-DD` date.
+pub fn date(param: &str, text: &str) -> Result<time::Date, ApiError> {
+    let format = time::macros::format_description!("[year]-[month]-[day]");
+    time::Date::parse(text, &format).map_err(|_| ApiError::invalid(param, format!("{param} must be a date, YYYY-MM-DD")))
+}
+
+/// Today in New York, where the ACH calendar lives.
+pub fn new_york_today(now: Timestamp) -> time::Date {
+    settle_ach::window::new_york(utc(now)).date()
+}
+
+pub fn utc(now: Timestamp) -> time::OffsetDateTime {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(now.micros()) * 1000).unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+}
+
+/// Creates a payment: checks it, places its ledger hold (credit) or pending
+/// credit (debit), and stores it `pending` until the next file.
+#[utoipa::path(post, path = "/v1/payments", tag = "Payments", operation_id = "create_payment",
+    params(crate::openapi::IdempotencyKey),
+    request_body = CreatePaymentRequest,
+    responses((status = 201, description = "The new payment, pending.", body = PaymentJson)))]
+pub async fn create(
+    State(state): State<AppState>,
+    principal: Principal,
+    headers: HeaderMap,
+    body: JsonBody<CreatePaymentRequest>,
+) -> Result<Response, ApiError> {
+    require(&principal, Scope::PaymentsWrite)?;
+    let keyed = keyed(&state, &principal, &headers, "/v1/payments", &body.canonical).await?;
+    if let Some(replay) = keyed.replay {
+        return Ok(replay);
+    }
+    let req = body.value;
+    let tenant = principal.tenant;
+    let now = state.clock.now();
+    if req.rail != "ach" {
+        return Err(ApiError::invalid("rail", "rail must be ach"));
+    }
+    if req.amount < 1 || req.amount > MAX_ENTRY_AMOUNT_MINOR {
+        return Err(ApiError::invalid("amount", format!("amount must be 1 to {MAX_ENTRY_AMOUNT_MINOR} minor units")));
+    }
+    if req.currency != "USD" {
+        return Err(ApiError::invalid("currency", "ACH payments are in USD"));
+    }
+    let sec = SecCode::parse(&req.sec_code).ok_or_else(|| ApiError::invalid("sec_code", "sec_code must be PPD, CCD, WEB or TEL"))?;
+    let description = ascii_text("company_entry_description", &req.company_entry_description, MAX_DESCRIPTION_CHARS)?;
+    let addenda = req.addenda.as_deref().map(|a| ascii_text("addenda", a, MAX_ADDENDA_CHARS)).transpose()?;
+    let external_id = crate::wire::text("external_id", req.external_id, MAX_EXTERNAL_ID_CHARS)?;
+    let metadata = crate::wire::metadata_of("metadata", req.metadata)?;
+    let effective_date = match &req.effective_date {
+        Some(text) => {
+            let d = date("effective_date", text)?;
+            if d < new_york_today(now) {
+                return Err(ApiError::invalid("effective_date", "effective_date must not be before today (New York)"));
+            }
+            Some(d.to_string())
+        }
+        None => None,
+    };
+    if req.same_day && req.amount > state.ach.config.same_day_limit_minor {
+        return Err(unprocessable(
+            "same_day_limit_exceeded",
+            format!("a same-day ACH payment is at most {} minor units", state.ach.config.same_day_limit_minor),
+        )
+        .with_param("amount"));
+    }
+    let account_id = crate::wire::body_account_id("ledger_account_id", &req.ledger_account_id)?;
+    let account = state.store.get_account(tenant, account_id.clone(), now).await?.ok_or_else(|| {
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, crate::error::ErrorType::LedgerError, "account_not_found", "no such ledger account")
+            .with_param("ledger_account_id")
+    })?;
+    let usd = Currency::parse("USD").ok_or_else(|| ApiError::internal(&"USD is not a known currency"))?;
+    if account.state.currency != usd {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            crate::error::ErrorType::LedgerError,
+            "currency_mismatch",
+            "the ledger account is not in USD",
+        )
+        .with_param("ledger_account_id"));
+    }
+    let (bank, _) = load_bank_account(&state, tenant, &req.counterparty_bank_account_id, "counterparty_bank_account_id").await?;
+    if bank.json.status != "active" {
+        return Err(unprocessable("bank_account_disabled", "the counterparty's bank account is disabled (see its disabled_reason)")
+            .with_param("counterparty_bank_account_id"));
+    }
+    if let Some(existing) = &external_id
+        && let Some(row) = state.store.ach_get_by_external_id(AchTable::Payments, tenant, existing.clone()).await?
+    {
+        return Err(conflict("duplicate_external_id", format!("external_id is already used by {}", row.id)).with_param("external_id"));
+    }
+    crate::customers::accounts::refuse_blocked(&state, tenant, &[&account_id]).await?;
+    let clearing = clearing_account(&state, tenant, usd).await?;
+    let id = state.ach.ids.payment().to_string();
+    let amount = Amount::new(req.amount).ok_or_else(|| ApiError::invalid("amount", "amount must be positive"))?;
+    let normal = account.state.normal_balance;
+    let opposite = |d: Direction| match d {
+        Direction::Debit => Direction::Credit,
+        Direction::Credit => Direction::Debit,
+    };
+    // A credit lowers the account on its normal side; a debit raises it.
+    let account_side = match req.direction {
+        PaymentDirection::Credit => opposite(normal),
+        PaymentDirection::Debit => normal,
+    };
+    let direction_word = match req.direction {
+        PaymentDirection::Credit => "credit",
+        PaymentDirection::Debit => "debit",
+    };
+    let draft = TransactionDraft {
+        entries: vec![
+            EntryDraft { account_id: account_id.clone(), direction: account_side, amount, currency: None },
+            EntryDraft { account_id: clearing, direction: opposite(account_side), amount, currency: None },
+        ],
+        status: TransactionStatus::Pending,
+        description: Some(format!("ACH {direction_word} {id}")),
+        external_id: Some(format!("ach:{id}")),
+        effective_at: None,
+        expires_at: None,
+        expected_versions: BTreeMap::new(),
+        metadata: Metadata::from([(String::from("payment_id"), id.clone())]),
+    };
+    let transaction = match submit_ledger(&state, tenant, Command::CreateTransaction(Box::new(draft))).await {
+        Ok(Outcome::Transaction(t)) => t,
+        Ok(_) => return Err(ApiError::internal(&"unexpected engine outcome for a payment's hold")),
+        Err(e) => return Err(e.into_api().with_param("ledger_account_id")),
+    };
+    let payment = PaymentJson {
+        id: id.clone(),
+        object: String::from("payment"),
+        rail: String::from("ach"),
+        direction: req.direction,
+        amount: req.amount,
+        currency: String::from("USD"),
+        status: PaymentStatus::Pending,
+        ledger_account_id: account_id.to_string(),
+        counterparty_id: bank.json.counterparty_id.clone(),
+        counterparty_bank_account_id: bank.json.id.clone(),
+        sec_code: sec.as_str().to_owned(),
+        company_entry_description: description,
+        same_day: req.same_day,
+        effective_date,
+        addenda,
+        external_id,
+        metadata,
+        ledger_transaction_id: transaction.id.to_string(),
+        reversal_transaction_id: None,
+        trace_number: None,
+        ach_file_id: None,
+        return_code: None,
+        return_reason: None,
+        ledger_issue: None,
+        history: vec![PaymentHistoryJson { at: now.to_rfc3339(), from: None, to: PaymentStatus::Pending, reason: Some(String::from("created")) }],
+        created_at: now.to_rfc3339(),
+        updated_at: now.to_rfc3339(),
+    };
+    let (response, bytes) = json_response(StatusCode::CREATED, &payment)?;
+    let idempotency = idempotency_record(tenant, keyed.key, StatusCode::CREATED, bytes, now);
+    let row = payment_row(tenant, &payment, 1, now.micros())?;
+    if let Err(e) = applied(state.store.ach_apply(vec![AchWrite::Insert(AchTable::Payments, row)], idempotency).await, stale) {
+        // The row was not stored (a concurrent request took the external id):
+        // release the hold this request placed.
+        if let Err(refusal) = void_ledger(&state, tenant, &payment).await {
+            tracing::error!(payment_id = %payment.id, issue = %issue_of(&refusal), "an unstored payment's hold was not voided");
+        }
+        return Err(if e.code == "payment_conflict" { conflict("duplicate_external_id", "external_id is already used").with_param("external_id") } else { e });
+    }
+    Ok(response)
+}
+
+/// A payment with its history.
+#[utoipa::path(get, path = "/v1/payments/{id}", tag = "Payments", operation_id = "get_payment",
+    params(("id" = String, Path, description = "A payment id (`pay_…`).")),
+    responses((status = 200, description = "The payment.", body = PaymentJson)))]
+pub async fn get(State(state): State<AppState>, principal: Principal, IdPath(id): IdPath) -> Result<Response, ApiError> {
+    require(&principal, Scope::PaymentsRead)?;
+    let (p, _) = load(&state, principal.tenant, &id).await?;
+    Ok(axum::Json(p).into_response())
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct PaymentListParams {
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 100)]
+    pub limit: Option<String>,
+    pub starting_after: Option<String>,
+    pub ending_before: Option<String>,
+    /// Only payments in this status.
+    pub status: Option<String>,
+}
+
+/// Payments, newest first.
+#[utoipa::path(get, path = "/v1/payments", tag = "Payments", operation_id = "list_payments",
+    params(PaymentListParams),
+    responses((status = 200, description = "A page of payments.", body = inline(crate::render::ListJson<PaymentJson>))))]
+pub async fn list(State(state): State<AppState>, principal: Principal, RawQuery(query): RawQuery) -> Result<Response, ApiError> {
+    require(&principal, Scope::PaymentsRead)?;
+    let params: PaymentListParams = parse_query(query.as_deref())?;
+    let page = page(params.limit.as_deref(), params.starting_after, params.ending_before, |id| PaymentId::parse(id).is_some())?;
+    let status = match params.status {
+        Some(s) => Some(PaymentStatus::parse(&s).ok_or_else(|| ApiError::invalid("status", "status must be a payment status"))?.as_str().to_owned()),
+        None => None,
+    };
+    let result = state.store.ach_list(AchTable::Payments, principal.tenant, status, page).await?;
+    let items = result.items.iter().map(|r| decode::<PaymentJson>(&r.data)).collect::<Result<Vec<_>, _>>()?;
+    Ok(axum::Json(crate::render::list(items, result.has_more)).into_response())
+}
+
+/// Cancels a payment that is not yet in a file, releasing its ledger hold.
+#[utoipa::path(post, path = "/v1/payments/{id}/cancel", tag = "Payments", operation_id = "cancel_payment",
+    params(("id" = String, Path, description = "A payment id (`pay_…`)."), crate::openapi::IdempotencyKey),
+    request_body = EmptyRequest,
+    responses((status = 200, description = "The canceled payment.", body = PaymentJson)))]
+pub async fn cancel(
+    State(state): State<AppState>,
+    principal: Principal,
+    headers: HeaderMap,
+    IdPath(id): IdPath,
+    body: JsonBody<EmptyRequest>,
+) -> Result<Response, ApiError> {
+    require(&principal, Scope::PaymentsWrite)?;
+    let path = format!("/v1/payments/{id}/cancel");
+    let keyed = keyed(&state, &principal, &headers, &path, &body.canonical).await?;
+    if let Some(replay) = keyed.replay {
+        return Ok(replay);
+    }
+    let tenant = principal.tenant;
+    let now = state.clock.now();
+    let (mut p, row) = load(&state, tenant, &id).await?;
+    if p.status != PaymentStatus::Pending {
+        return Err(conflict("payment_not_cancelable", format!("a {} payment can no longer be canceled", p.status.as_str())));
+    }
+    move_to(&mut p, PaymentStatus::Canceled, Some(String::from("canceled by request")), now)?;
+    let (response, bytes) = json_response(StatusCode::OK, &p)?;
+    let idempotency = idempotency_record(tenant, keyed.key, StatusCode::OK, bytes, now);
+    applied(state.store.ach_apply(vec![update(tenant, &p, &row)?], idempotency).await, stale)?;
+    if let Err(e) = void_ledger(&state, tenant, &p).await {
+        record_ledger_issue(&state, tenant, &p.id, format!("hold not voided: {}", issue_of(&e))).await;
+    }
+    Ok(response)
+}
+
+/// Marks a submitted payment settled; a debit's pending credit is posted.
+pub async fn settle(state: &AppState, tenant: TenantId, id: &str, reason: &str) -> Result<PaymentJson, ApiError> {
+    let now = state.clock.now();
+    let (mut p, row) = load(state, tenant, id).await?;
+    move_to(&mut p, PaymentStatus::Settled, Some(reason.to_owned()), now)?;
+    applied(state.store.ach_apply(vec![update(tenant, &p, &row)?], None).await, stale)?;
+    if p.direction == PaymentDirection::Debit
+        && let Err(e) = post_ledger(state, tenant, &p).await
+    {
+        record_ledger_issue(state, tenant, &p.id, format!("pending credit not posted: {}", issue_of(&e))).await;
+    }
+    Ok(p)
+}
+
+/// Applies a return with `code` to a submitted or settled payment: the
+/// payment becomes `returned`, its ledger effect is undone (a pending debit
+/// voided, anything posted reversed), and the code's automatic action runs
+/// (disabling the bank account for R02, R03, R04, unauthorized and frozen codes).
+pub async fn apply_return(state: &AppState, tenant: TenantId, id: &str, code: &str, source: &str) -> Result<PaymentJson, ApiError> {
+    let reason = return_reason(code).ok_or_else(|| ApiError::invalid("code", "code must be a return reason code, R01 to R85"))?;
+    let now = state.clock.now();
+    let (mut p, row) = load(state, tenant, id).await?;
+    let was_settled = p.status == PaymentStatus::Settled;
+    move_to(&mut p, PaymentStatus::Returned, Some(format!("{} {} ({source})", reason.code, reason.description)), now)?;
+    p.return_code = Some(reason.code.to_owned());
+    p.return_reason = Some(reason.description.to_owned());
+    let mut writes = vec![update(tenant, &p, &row)?];
+    if matches!(reason.action, ReturnAction::DisableBankAccount | ReturnAction::RevokeAuthorization | ReturnAction::FreezeAndReview) {
+        let (mut bank, bank_row): (BankAccountRecord, AchRow) =
+            load_bank_account(state, tenant, &p.counterparty_bank_account_id, "counterparty_bank_account_id").await?;
+        if bank.json.status == "active" {
+            bank.json.status = String::from("disabled");
+            bank.json.disabled_reason = Some(reason.code.to_owned());
+            writes.push(AchWrite::Update(AchTable::BankAccounts, bank_account_row(tenant, &bank, bank_row.version + 1, bank_row.created_at)?));
+        }
+    }
+    applied(state.store.ach_apply(writes, None).await, stale)?;
+    let undone = match (p.direction, was_settled) {
+        (PaymentDirection::Debit, false) => void_ledger(state, tenant, &p).await.map(|()| None),
+        _ => reverse_ledger(state, tenant, &p).await,
+    };
+    match undone {
+        Ok(Some(reversal)) => {
+            let (mut fresh, fresh_row) = load(state, tenant, id).await?;
+            fresh.reversal_transaction_id = Some(reversal);
+            applied(state.store.ach_apply(vec![update(tenant, &fresh, &fresh_row)?], None).await, stale)?;
+            return Ok(fresh);
+        }
+        Ok(None) => {}
+        Err(e) => {
+            record_ledger_issue(state, tenant, &p.id, format!("return not reflected in the ledger: {}", issue_of(&e))).await;
+            return Ok(load(state, tenant, id).await?.0);
+        }
+    }
+    Ok(p)
+}
+
+/// `POST /v1/test_helpers/payments/{id}/return`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SimulateReturnRequest {
+    /// A return reason code, `R01` to `R85`.
+    #[schema(example = "R01")]
+    pub code: String,
+}
+
+/// Sandbox only: the receiving bank returns the payment with `code`.
+#[utoipa::path(post, path = "/v1/test_helpers/payments/{id}/return", tag = "Test helpers", operation_id = "simulate_payment_return",
+    params(("id" = String, Path, description = "A payment id (`pay_…`)."), crate::openapi::IdempotencyKey),
+    request_body = SimulateReturnRequest,
+    responses((status = 200, description = "The returned payment.", body = PaymentJson)))]
+pub async fn simulate_return(
+    State(state): State<AppState>,
+    crate::test_helpers::SandboxWriter(principal): crate::test_helpers::SandboxWriter,
+    IdPath(id): IdPath,
+    body: JsonBody<SimulateReturnRequest>,
+) -> Result<Response, ApiError> {
+    require(&principal, Scope::PaymentsWrite)?;
+    let p = apply_return(&state, principal.tenant, &id, &body.value.code, "sandbox").await?;
+    Ok(axum::Json(p).into_response())
+}
+
+/// Sandbox only: the payment settles now (a debit's money is posted).
+#[utoipa::path(post, path = "/v1/test_helpers/payments/{id}/settle", tag = "Test helpers", operation_id = "simulate_payment_settlement",
+    params(("id" = String, Path, description = "A payment id (`pay_…`)."), crate::openapi::IdempotencyKey),
+    request_body = EmptyRequest,
+    responses((status = 200, description = "The settled payment.", body = PaymentJson)))]
+pub async fn simulate_settle(
+    State(state): State<AppState>,
+    crate::test_helpers::SandboxWriter(principal): crate::test_helpers::SandboxWriter,
+    IdPath(id): IdPath,
+    _body: JsonBody<EmptyRequest>,
+) -> Result<Response, ApiError> {
+    require(&principal, Scope::PaymentsWrite)?;
+    let p = settle(&state, principal.tenant, &id, "settled (sandbox)").await?;
+    Ok(axum::Json(p).into_response())
+}

@@ -1,0 +1,357 @@
+//! The ACH rail over HTTP: counterparties, credits and debits through the
+//! ledger, files cut by the test helper and by the scheduler under the
+//! injected clock, returns (helper and return files), notifications of
+//! change, cancellation, idempotency and refusals.
+
+use crate::app::{Api, TestApp, ledger_test};
+use serde_json::{Value, json};
+use settle_ach::nacha;
+use settle_core::tenancy::{Environment, Scope};
+
+const ROUTING: &str = "021000021";
+const ACCOUNT_NUMBER: &str = "000123456789";
+
+/// A funded credit-normal wallet (USD) and a counterparty's bank account.
+async fn setup(api: &Api, funds: i64) -> (String, String) {
+    let wallet = api.account("credit", Some(0)).await;
+    if funds > 0 {
+        api.post(&format!("/v1/test_helpers/accounts/{wallet}/fund"), &json!({"amount": funds})).await.expect_status(201);
+    }
+    let reply = api
+        .post(
+            "/v1/counterparties",
+            &json!({"name": "Jane Doe", "bank_accounts": [{"routing_number": ROUTING, "account_number": ACCOUNT_NUMBER, "account_type": "checking", "holder_name": "Jane Doe"}]}),
+        )
+        .await;
+    reply.expect_status(201);
+    let bank = reply.body["bank_accounts"][0]["id"].as_str().unwrap().to_owned();
+    (wallet, bank)
+}
+
+fn payment_body(direction: &str, amount: i64, wallet: &str, bank: &str) -> Value {
+    json!({"rail": "ach", "direction": direction, "amount": amount, "currency": "USD", "ledger_account_id": wallet,
+        "counterparty_bank_account_id": bank, "sec_code": "PPD", "company_entry_description": "PAYROLL"})
+}
+
+async fn pay(api: &Api, direction: &str, amount: i64, wallet: &str, bank: &str) -> Value {
+    let reply = api.post("/v1/payments", &payment_body(direction, amount, wallet, bank)).await;
+    reply.expect_status(201);
+    reply.body
+}
+
+async fn payment(api: &Api, id: &str) -> Value {
+    let reply = api.get(&format!("/v1/payments/{id}")).await;
+    reply.expect_status(200);
+    reply.body
+}
+
+async fn cut(api: &Api) -> Vec<Value> {
+    let reply = api.post("/v1/test_helpers/ach/cut", &json!({})).await;
+    reply.expect_status(200);
+    reply.body["data"].as_array().unwrap().clone()
+}
+
+async fn file_content(api: &Api, id: &str) -> String {
+    let reply = api.get(&format!("/v1/ach/files/{id}/content")).await;
+    reply.expect_status(200);
+    assert!(reply.header("content-type").unwrap().starts_with("text/plain"));
+    String::from_utf8(reply.bytes.clone()).unwrap()
+}
+
+async fn ledger_status(api: &Api, transaction: &str) -> String {
+    let reply = api.get(&format!("/v1/transactions/{transaction}")).await;
+    reply.expect_status(200);
+    reply.body["status"].as_str().unwrap().to_owned()
+}
+
+fn statuses(p: &Value) -> Vec<String> {
+    p["history"].as_array().unwrap().iter().map(|h| h["to"].as_str().unwrap().to_owned()).collect()
+}
+
+ledger_test! {
+    async fn an_ach_credit_holds_at_creation_posts_in_the_file_and_settles(app) {
+        let (wallet, bank) = setup(&app, 100_000).await;
+        let p = pay(&app, "credit", 12_500, &wallet, &bank).await;
+        assert_eq!(p["status"], "pending");
+        let id = p["id"].as_str().unwrap().to_owned();
+        let tx = p["ledger_transaction_id"].as_str().unwrap().to_owned();
+        let b = app.balances(&wallet).await;
+        assert_eq!((b.posted, b.available), (100_000, 87_500), "the credit holds its amount");
+        assert_eq!(ledger_status(&app, &tx).await, "pending");
+
+        let files = cut(&app).await;
+        assert_eq!(files.len(), 1);
+        assert_eq!(files[0]["payment_ids"], json!([id]));
+        assert_eq!(files[0]["total_credit"], 12_500);
+        let content = file_content(&app, files[0]["id"].as_str().unwrap()).await;
+        let parsed = nacha::parse(&content).expect("the cut file parses with its controls");
+        let (batch, entry) = parsed.entries().next().unwrap();
+        assert_eq!((batch.sec_code.as_str(), batch.company_entry_description.trim()), ("PPD", "PAYROLL"));
+        assert_eq!((entry.transaction_code, entry.amount_minor, entry.dfi_account_number.trim()), (22, 12_500, ACCOUNT_NUMBER));
+        assert!(content.lines().all(|l| l.len() == 94) && content.lines().count() % 10 == 0);
+
+        let p = payment(&app, &id).await;
+        assert_eq!(p["status"], "submitted");
+        assert_eq!(p["trace_number"].as_str().unwrap(), entry.trace_number);
+        assert_eq!(ledger_status(&app, &tx).await, "posted");
+        let b = app.balances(&wallet).await;
+        assert_eq!((b.posted, b.available), (87_500, 87_500));
+        assert!(cut(&app).await.is_empty(), "nothing left to cut");
+
+        let reply = app.post(&format!("/v1/test_helpers/payments/{id}/settle"), &json!({})).await;
+        reply.expect_status(200);
+        assert_eq!(statuses(&reply.body), ["pending", "submitted", "settled"]);
+        app.post(&format!("/v1/payments/{id}/cancel"), &json!({})).await.expect_error(409, "payment_not_cancelable");
+        let listed = app.list_all("/v1/payments?status=settled").await;
+        assert_eq!(listed.len(), 1);
+        let files = app.list_all("/v1/ach/files").await;
+        assert_eq!(files.len(), 1);
+        // The account number never leaves in clear outside the file.
+        let cp = app.get(&format!("/v1/counterparties/{}", p["counterparty_id"].as_str().unwrap())).await;
+        assert_eq!(cp.body["bank_accounts"][0]["account_number_last4"], "6789");
+        assert!(!cp.body.to_string().contains(ACCOUNT_NUMBER));
+    }
+}
+
+ledger_test! {
+    async fn a_returned_credit_is_reversed_and_r03_disables_the_bank_account(app) {
+        let (wallet, bank) = setup(&app, 50_000).await;
+        let id = pay(&app, "credit", 20_000, &wallet, &bank).await["id"].as_str().unwrap().to_owned();
+        cut(&app).await;
+        assert_eq!(app.balances(&wallet).await.available, 30_000);
+        let reply = app.post(&format!("/v1/test_helpers/payments/{id}/return"), &json!({"code": "R03"})).await;
+        reply.expect_status(200);
+        assert_eq!(reply.body["status"], "returned");
+        assert_eq!(reply.body["return_code"], "R03");
+        assert!(reply.body["reversal_transaction_id"].as_str().is_some(), "{}", reply.body);
+        assert_eq!(app.balances(&wallet).await, crate::app::Balances { posted: 50_000, pending: 50_000, available: 50_000 });
+        let reply = app.post("/v1/payments", &payment_body("credit", 100, &wallet, &bank)).await;
+        reply.expect_error(422, "bank_account_disabled");
+        app.post(&format!("/v1/test_helpers/payments/{id}/return"), &json!({"code": "R01"})).await.expect_error(409, "payment_invalid_state");
+    }
+}
+
+ledger_test! {
+    async fn a_return_file_returns_the_payments_it_names_once(app) {
+        let (wallet, bank) = setup(&app, 50_000).await;
+        let first = pay(&app, "credit", 1_000, &wallet, &bank).await["id"].as_str().unwrap().to_owned();
+        let second = pay(&app, "credit", 2_000, &wallet, &bank).await["id"].as_str().unwrap().to_owned();
+        let files = cut(&app).await;
+        let content = file_content(&app, files[0]["id"].as_str().unwrap()).await;
+        let returns = nacha::parse(&content).unwrap().returned_with("R01").unwrap().write();
+        let reply = app.send(app.request(reqwest::Method::POST, "/v1/ach/return_files").header("content-type", "text/plain").body(returns.clone())).await;
+        reply.expect_status(201);
+        let outcomes: Vec<&str> = reply.body["results"].as_array().unwrap().iter().map(|r| r["outcome"].as_str().unwrap()).collect();
+        assert_eq!(outcomes, ["returned", "returned"]);
+        for id in [&first, &second] {
+            let p = payment(&app, id).await;
+            assert_eq!((p["status"].as_str(), p["return_code"].as_str()), (Some("returned"), Some("R01")));
+        }
+        assert_eq!(app.balances(&wallet).await.available, 50_000, "both credits are back");
+        // R01 does not disable the account.
+        pay(&app, "credit", 100, &wallet, &bank).await;
+        // The same file again changes nothing and answers the first import.
+        let again = app.send(app.request(reqwest::Method::POST, "/v1/ach/return_files").body(returns)).await;
+        again.expect_status(200);
+        assert_eq!(again.body["id"], reply.body["id"]);
+        assert_eq!(app.balances(&wallet).await.available, 49_900);
+        // A broken file names its line and changes nothing.
+        let broken = content.replacen("\n6", "\n7", 1);
+        let reply = app.send(app.request(reqwest::Method::POST, "/v1/ach/return_files").body(broken)).await;
+        reply.expect_error(422, "ach_file_invalid");
+        assert_eq!(reply.param(), Some("line 3"));
+    }
+}
+
+ledger_test! {
+    async fn a_debit_is_pending_until_settlement_and_a_return_before_it_voids_it(app) {
+        let (wallet, bank) = setup(&app, 0).await;
+        let settled = pay(&app, "debit", 7_000, &wallet, &bank).await["id"].as_str().unwrap().to_owned();
+        let returned = pay(&app, "debit", 3_000, &wallet, &bank).await["id"].as_str().unwrap().to_owned();
+        let b = app.balances(&wallet).await;
+        assert_eq!((b.posted, b.pending, b.available), (0, 10_000, 0), "a debit's money is not available before settlement");
+        let files = cut(&app).await;
+        let parsed = nacha::parse(&file_content(&app, files[0]["id"].as_str().unwrap()).await).unwrap();
+        assert!(parsed.entries().all(|(b, e)| e.transaction_code == 27 && b.service_class_code == 225));
+        assert_eq!(parsed.control.total_debit_minor, 10_000);
+        app.post(&format!("/v1/test_helpers/payments/{settled}/settle"), &json!({})).await.expect_status(200);
+        app.post(&format!("/v1/test_helpers/payments/{returned}/return"), &json!({"code": "R01"})).await.expect_status(200);
+        let b = app.balances(&wallet).await;
+        assert_eq!((b.posted, b.pending, b.available), (7_000, 7_000, 7_000));
+        let p = payment(&app, &returned).await;
+        assert_eq!(ledger_status(&app, p["ledger_transaction_id"].as_str().unwrap()).await, "voided");
+        // A late return of the settled debit reverses it, even with the money spent: the refusal is recorded.
+        let sink = app.account("credit", None).await;
+        app.transfer_ok(&wallet, &sink, 7_000).await;
+        let reply = app.post(&format!("/v1/test_helpers/payments/{settled}/return"), &json!({"code": "R10"})).await;
+        reply.expect_status(200);
+        assert_eq!(reply.body["status"], "returned");
+        assert!(reply.body["ledger_issue"].as_str().unwrap().contains("insufficient_funds"), "{}", reply.body);
+    }
+}
+
+ledger_test! {
+    async fn canceling_a_pending_payment_releases_its_hold(app) {
+        let (wallet, bank) = setup(&app, 10_000).await;
+        let p = pay(&app, "credit", 4_000, &wallet, &bank).await;
+        let id = p["id"].as_str().unwrap();
+        assert_eq!(app.balances(&wallet).await.available, 6_000);
+        let reply = app.post_idempotent(&format!("/v1/payments/{id}/cancel"), "cancel-1", &json!({})).await;
+        reply.expect_status(200);
+        assert_eq!(statuses(&reply.body), ["pending", "canceled"]);
+        assert_eq!(app.balances(&wallet).await.available, 10_000);
+        assert_eq!(ledger_status(&app, p["ledger_transaction_id"].as_str().unwrap()).await, "voided");
+        let replay = app.post_idempotent(&format!("/v1/payments/{id}/cancel"), "cancel-1", &json!({})).await;
+        replay.expect_status(200);
+        assert_eq!(replay.header("idempotent-replayed"), Some("true"));
+        app.post(&format!("/v1/payments/{id}/cancel"), &json!({})).await.expect_error(409, "payment_not_cancelable");
+        assert!(cut(&app).await.is_empty(), "a canceled payment is never filed");
+    }
+}
+
+ledger_test! {
+    async fn a_payment_create_retried_with_its_key_makes_one_payment(app) {
+        let (wallet, bank) = setup(&app, 10_000).await;
+        let body = payment_body("credit", 1_000, &wallet, &bank);
+        let first = app.post_idempotent("/v1/payments", "pay-1", &body).await;
+        first.expect_status(201);
+        let second = app.post_idempotent("/v1/payments", "pay-1", &body).await;
+        second.expect_status(201);
+        assert_eq!(second.bytes, first.bytes);
+        assert_eq!(app.list_all("/v1/payments").await.len(), 1);
+        assert_eq!(app.balances(&wallet).await.available, 9_000);
+        let mut other = body.clone();
+        other["amount"] = json!(2_000);
+        app.post_idempotent("/v1/payments", "pay-1", &other).await.expect_error(422, "idempotency_key_reused");
+        let mut with_external = body.clone();
+        with_external["external_id"] = json!("invoice-7");
+        app.post("/v1/payments", &with_external).await.expect_status(201);
+        app.post("/v1/payments", &with_external).await.expect_error(409, "duplicate_external_id");
+    }
+}
+
+ledger_test! {
+    async fn bad_payments_and_counterparties_are_refused_with_their_codes_and_change_nothing(app) {
+        let (wallet, bank) = setup(&app, 5_000).await;
+        let bad_routing = json!({"name": "X", "bank_accounts": [{"routing_number": "021000022", "account_number": "1234", "account_type": "checking", "holder_name": "X"}]});
+        let reply = app.post("/v1/counterparties", &bad_routing).await;
+        reply.expect_error(400, "invalid_request");
+        assert_eq!(reply.param(), Some("bank_accounts[0].routing_number"));
+        let mut bad_number = bad_routing.clone();
+        bad_number["bank_accounts"][0]["routing_number"] = json!(ROUTING);
+        bad_number["bank_accounts"][0]["account_number"] = json!("12");
+        app.post("/v1/counterparties", &bad_number).await.expect_error(400, "invalid_request");
+        let cases: Vec<(Value, u16, &str, &str)> = vec![
+            (json!({"company_entry_description": "ELEVEN CHARS"}), 400, "invalid_request", "company_entry_description"),
+            (json!({"sec_code": "IAT"}), 400, "invalid_request", "sec_code"),
+            (json!({"currency": "EUR"}), 400, "invalid_request", "currency"),
+            (json!({"rail": "sepa"}), 400, "invalid_request", "rail"),
+            (json!({"amount": 0}), 400, "invalid_request", "amount"),
+            (json!({"same_day": true, "amount": 100_000_001}), 422, "same_day_limit_exceeded", "amount"),
+            (json!({"counterparty_bank_account_id": "ba_nope"}), 400, "invalid_request", "counterparty_bank_account_id"),
+            (json!({"ledger_account_id": "acct_nope"}), 422, "account_not_found", "ledger_account_id"),
+            (json!({"amount": 6_000}), 422, "insufficient_funds", "ledger_account_id"),
+            (json!({"effective_date": "2001-01-01"}), 400, "invalid_request", "effective_date"),
+        ];
+        for (patch, status, code, param) in cases {
+            let mut body = payment_body("credit", 1_000, &wallet, &bank);
+            body.as_object_mut().unwrap().extend(patch.as_object().unwrap().clone());
+            let reply = app.post("/v1/payments", &body).await;
+            reply.expect_error(status, code);
+            assert_eq!(reply.param(), Some(param), "{}", reply.body);
+        }
+        assert!(app.list_all("/v1/payments").await.is_empty());
+        assert_eq!(app.balances(&wallet).await.available, 5_000);
+        app.get("/v1/payments/pay_nope").await.expect_error(404, "not_found");
+        let reader = app.api.with_key(Some(&app.key("acme", Environment::Sandbox, &[Scope::LedgerRead, Scope::PaymentsRead]).await));
+        reader.post("/v1/payments", &payment_body("credit", 1, &wallet, &bank)).await.expect_error(403, "insufficient_scope");
+        reader.get("/v1/payments").await.expect_status(200);
+        // Another organization sees none of it.
+        let other = app.client_for("globex").await;
+        other.get(&format!("/v1/counterparties/{}", "cp_00000000000000000000000000")).await.expect_error(404, "not_found");
+        assert!(other.list_all("/v1/counterparties").await.is_empty());
+    }
+}
+
+ledger_test! {
+    async fn a_notification_of_change_updates_the_bank_account(app) {
+        let (wallet, bank) = setup(&app, 5_000).await;
+        let id = pay(&app, "credit", 1_000, &wallet, &bank).await["id"].as_str().unwrap().to_owned();
+        let files = cut(&app).await;
+        let mut file = nacha::parse(&file_content(&app, files[0]["id"].as_str().unwrap()).await).unwrap();
+        for batch in &mut file.batches {
+            batch.header.sec_code = "COR".into();
+            for entry in &mut batch.entries {
+                entry.transaction_code = 21;
+                entry.amount_minor = 0;
+                entry.addenda_record_indicator = '1';
+                entry.addenda = vec![nacha::Addenda::Change(nacha::ChangeAddenda {
+                    change_code: "C01".into(),
+                    original_trace_number: entry.trace_number.clone(),
+                    reserved: nacha::alpha("", 6),
+                    original_rdfi_identification: entry.rdfi_identification.clone(),
+                    corrected_data: nacha::alpha("99887766", 29),
+                    reserved_2: nacha::alpha("", 15),
+                    trace_number: entry.trace_number.clone(),
+                })];
+            }
+        }
+        file.refresh_controls().unwrap();
+        let reply = app.send(app.request(reqwest::Method::POST, "/v1/ach/return_files").body(file.write())).await;
+        reply.expect_status(201);
+        assert_eq!(reply.body["results"][0]["outcome"], "changed");
+        let cp = app.get(&format!("/v1/counterparties/{}", payment(&app, &id).await["counterparty_id"].as_str().unwrap())).await;
+        let account = &cp.body["bank_accounts"][0];
+        assert_eq!(account["account_number_last4"], "7766");
+        assert_eq!(account["notifications_of_change"][0]["code"], "C01");
+        assert_eq!(account["notifications_of_change"][0]["updated_fields"], json!(["account_number"]));
+        assert_eq!(payment(&app, &id).await["status"], "submitted", "a NOC does not return the payment");
+        // The next file carries the corrected number.
+        pay(&app, "credit", 1_000, &wallet, &bank).await;
+        let files = cut(&app).await;
+        let next = nacha::parse(&file_content(&app, files[0]["id"].as_str().unwrap()).await).unwrap();
+        assert_eq!(next.entries().next().unwrap().1.dfi_account_number.trim(), "99887766");
+    }
+}
+
+/// Seconds from the app's now to `hour:minute` New York time on the first
+/// banking day strictly after today.
+fn secs_until_next_banking_day_at(app: &TestApp, hour: u8, minute: u8) -> i64 {
+    let now = settle_api::ach::payments::utc(app.now());
+    let mut date = settle_ach::window::new_york(now).date();
+    loop {
+        date = date.next_day().unwrap();
+        if settle_core::calendar::is_banking_day(date) {
+            break;
+        }
+    }
+    let local = date.with_hms(hour, minute, 0).unwrap();
+    // New York's offset at that moment (approximated from noon UTC of that day, which is never within an hour of a switch).
+    let offset = settle_ach::window::new_york_offset(date.with_hms(12, 0, 0).unwrap().assume_utc());
+    (local.assume_offset(offset) - now).whole_seconds()
+}
+
+ledger_test! {
+    async fn the_scheduler_cuts_each_window_once_and_settles_on_the_effective_date(app) {
+        let (wallet, bank) = setup(&app, 0).await;
+        app.clock.advance_secs(secs_until_next_banking_day_at(&app, 9, 0));
+        let id = pay(&app, "debit", 5_000, &wallet, &bank).await["id"].as_str().unwrap().to_owned();
+        // 10:31 New York: the 10:30 window closed a minute ago; the first tick files the payment in it.
+        app.clock.advance_secs(91 * 60);
+        assert_eq!(settle_api::ach::files::tick(&app.state).await.unwrap(), 1);
+        assert_eq!(settle_api::ach::files::tick(&app.state).await.unwrap(), 0, "a window is cut once");
+        let p = payment(&app, &id).await;
+        assert_eq!(p["status"], "submitted");
+        let files = app.list_all("/v1/ach/files").await;
+        assert!(files[0]["window"].as_str().unwrap().ends_with("T10:30"), "{}", files[0]);
+        // A next-day entry settles the next banking day, after the settlement hour.
+        let effective = p["effective_date"].as_str().unwrap().to_owned();
+        assert!(effective.as_str() > &files[0]["window"].as_str().unwrap()[..10], "{effective}");
+        assert_eq!(app.balances(&wallet).await.available, 0);
+        app.clock.advance_secs(secs_until_next_banking_day_at(&app, 18, 5));
+        settle_api::ach::files::tick(&app.state).await.unwrap();
+        let p = payment(&app, &id).await;
+        assert_eq!(p["status"], "settled", "{p}");
+        assert_eq!(app.balances(&wallet).await.available, 5_000);
+    }
+}
