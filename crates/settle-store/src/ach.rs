@@ -18,8 +18,10 @@
 //! transaction is kept.
 
 use crate::error::StoreError;
+use crate::events::NewEvent;
 use crate::records::{IdempotencyRecord, Page, PageRequest};
 use crate::store::Store;
+use settle_core::clock::Timestamp;
 use settle_core::tenancy::TenantId;
 
 /// The four tables.
@@ -116,8 +118,16 @@ fn update_sql(table: AchTable) -> String {
 }
 
 impl Store {
-    /// Applies `writes` and stores `idempotency` in one transaction, or nothing.
-    pub async fn ach_apply(&self, writes: Vec<AchWrite>, idempotency: Option<IdempotencyRecord>) -> Result<(), ApplyError> {
+    /// Applies `writes`, stores `events` (with their webhook deliveries, as
+    /// the projector does) and `idempotency`, in one transaction, or nothing:
+    /// no payment move without its event, no event without its move.
+    pub async fn ach_apply(
+        &self,
+        writes: Vec<AchWrite>,
+        events: Vec<NewEvent>,
+        idempotency: Option<IdempotencyRecord>,
+        now: Timestamp,
+    ) -> Result<(), ApplyError> {
         let result = match self {
             Store::Sqlite(s) => {
                 s.write(move |tx| {
@@ -141,6 +151,7 @@ impl Store {
                             return Err(StoreError::Conflict(String::from("stale ach row")));
                         }
                     }
+                    crate::events::sqlite_write_events(tx, &events, now)?;
                     if let Some(r) = &idempotency {
                         tx.execute(
                             &sq(INSERT_IDEMPOTENCY),
@@ -178,6 +189,7 @@ impl Store {
                             return Err(StoreError::Conflict(String::from("stale ach row")));
                         }
                     }
+                    crate::events::pg_write_events(&tx, &events, now).await?;
                     if let Some(r) = &idempotency {
                         tx.execute(
                             INSERT_IDEMPOTENCY,

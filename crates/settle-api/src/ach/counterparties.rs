@@ -327,7 +327,9 @@ pub async fn create(
     };
     let (response, bytes) = json_response(StatusCode::CREATED, &json)?;
     let idempotency = idempotency_record(tenant, keyed.key, StatusCode::CREATED, bytes, now);
-    applied(state.store.ach_apply(writes, idempotency).await, || super::conflict("payment_conflict", "a concurrent request wrote the same key; retry"))?;
+    applied(state.store.ach_apply(writes, Vec::new(), idempotency, now).await, || {
+        super::conflict("payment_conflict", "a concurrent request wrote the same key; retry")
+    })?;
     Ok(response)
 }
 

@@ -188,7 +188,9 @@ async fn cut_once(state: &AppState, tenant: TenantId, window_key: &str, cut_date
     }
     // Payments whose bank account was disabled meanwhile fail (their holds are released).
     for (p, row) in &failed {
-        applied(state.store.ach_apply(vec![update(tenant, p, row)?], None).await, || conflict("payment_conflict", "changed"))?;
+        applied(state.store.ach_apply(vec![update(tenant, p, row)?], vec![payments::event(state, tenant, p)?], None, now).await, || {
+            conflict("payment_conflict", "changed")
+        })?;
         if let Err(e) = payments::void_ledger(state, tenant, p).await {
             tracing::error!(payment_id = %p.id, error = ?e, "a failed payment's hold was not voided");
         }
@@ -217,12 +219,14 @@ async fn cut_once(state: &AppState, tenant: TenantId, window_key: &str, cut_date
     };
     let record = AchFileRecord { json, content: file.write() };
     let mut writes = vec![AchWrite::Insert(AchTable::Files, file_row(tenant, &record, now)?)];
+    let mut events = Vec::with_capacity(chosen.len());
     for (p, row) in &mut chosen {
         p.ach_file_id = Some(id.clone());
         move_to(p, PaymentStatus::Submitted, Some(format!("in file {id} (trace {})", p.trace_number.as_deref().unwrap_or(""))), now)?;
         writes.push(update(tenant, p, row)?);
+        events.push(payments::event(state, tenant, p)?);
     }
-    applied(state.store.ach_apply(writes, None).await, || conflict("payment_conflict", "a payment or the window changed during the cut"))?;
+    applied(state.store.ach_apply(writes, events, None, now).await, || conflict("payment_conflict", "a payment or the window changed during the cut"))?;
     tracing::info!(file_id = %id, entries = entries.len(), first_sequence, window = window_key, "cut an ACH file");
     for (p, _) in &chosen {
         if p.direction == PaymentDirection::Credit
@@ -393,15 +397,19 @@ async fn apply_change(state: &AppState, tenant: TenantId, p: &PaymentJson, chang
             _ => {}
         }
     }
+    let now = state.clock.now();
     bank.json.notifications_of_change.push(NotificationOfChangeJson {
         code: known.code.to_owned(),
         description: known.description.to_owned(),
         updated_fields: fields,
         payment_id: Some(p.id.clone()),
-        received_at: state.clock.now().to_rfc3339(),
+        received_at: now.to_rfc3339(),
     });
     applied(
-        state.store.ach_apply(vec![AchWrite::Update(AchTable::BankAccounts, bank_account_row(tenant, &bank, row.version + 1, row.created_at)?)], None).await,
+        state
+            .store
+            .ach_apply(vec![AchWrite::Update(AchTable::BankAccounts, bank_account_row(tenant, &bank, row.version + 1, row.created_at)?)], Vec::new(), None, now)
+            .await,
         || conflict("payment_conflict", "the bank account changed while the notification was applied; import the file again"),
     )?;
     Ok(true)
@@ -462,7 +470,7 @@ pub async fn import_return_file(state: &AppState, tenant: TenantId, text: &str) 
         created_at: now.to_rfc3339(),
     };
     let record = AchFileRecord { json, content: text.to_owned() };
-    match state.store.ach_apply(vec![AchWrite::Insert(AchTable::Files, file_row(tenant, &record, now)?)], None).await {
+    match state.store.ach_apply(vec![AchWrite::Insert(AchTable::Files, file_row(tenant, &record, now)?)], Vec::new(), None, now).await {
         Ok(()) => Ok((StatusCode::CREATED, record.json)),
         // Imported concurrently: the entries were applied once (payment moves are guarded); answer the stored import.
         Err(settle_store::ach::ApplyError::Stale) => {

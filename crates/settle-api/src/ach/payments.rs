@@ -29,6 +29,7 @@ use settle_core::money::{Amount, Currency};
 use settle_core::tenancy::{Principal, Scope, TenantId};
 use settle_store::ach::{AchRow, AchTable, AchWrite};
 use settle_store::engine::{Command, CommandError, Outcome};
+use settle_store::events::NewEvent;
 use std::collections::BTreeMap;
 use utoipa::{IntoParams, ToSchema};
 
@@ -98,6 +99,7 @@ pub struct PaymentHistoryJson {
 
 /// A payment on a rail.
 #[derive(Serialize, Deserialize, ToSchema, Clone, Debug)]
+#[schema(as = Payment)]
 pub struct PaymentJson {
     #[schema(example = "pay_01jd3k3z7m8q9r0s1t2v3w4x5y")]
     pub id: String,
@@ -151,6 +153,44 @@ pub fn payment_row(tenant: TenantId, p: &PaymentJson, version: i64, created_at: 
         version,
         data: encode(p)?,
         created_at,
+    })
+}
+
+/// The event of `p`'s latest move (`payment.created`, `payment.submitted`,
+/// …): the payment as it is now, and on moves its previous status. Its
+/// sequence is the move's place in the history (1 for the creation).
+pub fn event(state: &AppState, tenant: TenantId, p: &PaymentJson) -> Result<NewEvent, ApiError> {
+    let from = p.history.last().and_then(|h| h.from);
+    let kind = match from {
+        None => String::from("payment.created"),
+        Some(_) => format!("payment.{}", p.status.as_str()),
+    };
+    let now = Timestamp::parse_rfc3339(&p.updated_at).unwrap_or_else(|| state.clock.now());
+    let sequence = i64::try_from(p.history.len()).unwrap_or(i64::MAX);
+    let id = state.events.ids.event();
+    let body = crate::events::EventJson {
+        object: String::from("event"),
+        id: id.as_str().to_owned(),
+        kind: kind.clone(),
+        api_version: crate::versions::NEWEST.to_string(),
+        created_at: now.to_rfc3339(),
+        data: crate::events::EventDataJson {
+            object: serde_json::to_value(p).map_err(|e| ApiError::internal(&e))?,
+            previous_attributes: from.map(|f| serde_json::json!({"status": f.as_str()})),
+        },
+        request: crate::events::EventRequestJson::default(),
+        correlation_id: None,
+        sequence,
+    };
+    Ok(NewEvent {
+        id,
+        tenant,
+        kind,
+        object_id: p.id.clone(),
+        sequence,
+        log_seq: None,
+        created_at: now,
+        body: serde_json::to_vec(&body).map_err(|e| ApiError::internal(&e))?,
     })
 }
 
@@ -222,7 +262,7 @@ async fn record_ledger_issue(state: &AppState, tenant: TenantId, payment_id: &st
     let result = async {
         let (mut p, row) = load(state, tenant, payment_id).await?;
         p.ledger_issue = Some(issue.clone());
-        applied(state.store.ach_apply(vec![update(tenant, &p, &row)?], None).await, stale)
+        applied(state.store.ach_apply(vec![update(tenant, &p, &row)?], Vec::new(), None, state.clock.now()).await, stale)
     }
     .await;
     tracing::error!(payment_id, issue = %issue, recorded = result.is_ok(), "an ACH payment's ledger effect was not applied");
@@ -402,7 +442,8 @@ pub async fn create(
     let (response, bytes) = json_response(StatusCode::CREATED, &payment)?;
     let idempotency = idempotency_record(tenant, keyed.key, StatusCode::CREATED, bytes, now);
     let row = payment_row(tenant, &payment, 1, now.micros())?;
-    if let Err(e) = applied(state.store.ach_apply(vec![AchWrite::Insert(AchTable::Payments, row)], idempotency).await, stale) {
+    let events = vec![event(&state, tenant, &payment)?];
+    if let Err(e) = applied(state.store.ach_apply(vec![AchWrite::Insert(AchTable::Payments, row)], events, idempotency, now).await, stale) {
         // The row was not stored (a concurrent request took the external id):
         // release the hold this request placed.
         if let Err(refusal) = void_ledger(&state, tenant, &payment).await {
@@ -479,7 +520,7 @@ pub async fn cancel(
     move_to(&mut p, PaymentStatus::Canceled, Some(String::from("canceled by request")), now)?;
     let (response, bytes) = json_response(StatusCode::OK, &p)?;
     let idempotency = idempotency_record(tenant, keyed.key, StatusCode::OK, bytes, now);
-    applied(state.store.ach_apply(vec![update(tenant, &p, &row)?], idempotency).await, stale)?;
+    applied(state.store.ach_apply(vec![update(tenant, &p, &row)?], vec![event(&state, tenant, &p)?], idempotency, now).await, stale)?;
     if let Err(e) = void_ledger(&state, tenant, &p).await {
         record_ledger_issue(&state, tenant, &p.id, format!("hold not voided: {}", issue_of(&e))).await;
     }
@@ -491,7 +532,7 @@ pub async fn settle(state: &AppState, tenant: TenantId, id: &str, reason: &str) 
     let now = state.clock.now();
     let (mut p, row) = load(state, tenant, id).await?;
     move_to(&mut p, PaymentStatus::Settled, Some(reason.to_owned()), now)?;
-    applied(state.store.ach_apply(vec![update(tenant, &p, &row)?], None).await, stale)?;
+    applied(state.store.ach_apply(vec![update(tenant, &p, &row)?], vec![event(state, tenant, &p)?], None, now).await, stale)?;
     if p.direction == PaymentDirection::Debit
         && let Err(e) = post_ledger(state, tenant, &p).await
     {
@@ -522,7 +563,7 @@ pub async fn apply_return(state: &AppState, tenant: TenantId, id: &str, code: &s
             writes.push(AchWrite::Update(AchTable::BankAccounts, bank_account_row(tenant, &bank, bank_row.version + 1, bank_row.created_at)?));
         }
     }
-    applied(state.store.ach_apply(writes, None).await, stale)?;
+    applied(state.store.ach_apply(writes, vec![event(state, tenant, &p)?], None, now).await, stale)?;
     let undone = match (p.direction, was_settled) {
         (PaymentDirection::Debit, false) => void_ledger(state, tenant, &p).await.map(|()| None),
         _ => reverse_ledger(state, tenant, &p).await,
@@ -531,7 +572,7 @@ pub async fn apply_return(state: &AppState, tenant: TenantId, id: &str, code: &s
         Ok(Some(reversal)) => {
             let (mut fresh, fresh_row) = load(state, tenant, id).await?;
             fresh.reversal_transaction_id = Some(reversal);
-            applied(state.store.ach_apply(vec![update(tenant, &fresh, &fresh_row)?], None).await, stale)?;
+            applied(state.store.ach_apply(vec![update(tenant, &fresh, &fresh_row)?], Vec::new(), None, now).await, stale)?;
             return Ok(fresh);
         }
         Ok(None) => {}

@@ -102,6 +102,23 @@ ledger_test! {
         reply.expect_status(200);
         assert_eq!(statuses(&reply.body), ["pending", "submitted", "settled"]);
         app.post(&format!("/v1/payments/{id}/cancel"), &json!({})).await.expect_error(409, "payment_not_cancelable");
+        let events = app.list_all(&format!("/v1/events?object_id={id}")).await;
+        let mut seen: Vec<(String, i64)> = events.iter().map(|e| (e["type"].as_str().unwrap().to_owned(), e["sequence"].as_i64().unwrap())).collect();
+        seen.sort_by_key(|(_, sequence)| *sequence);
+        assert_eq!(seen, [("payment.created".to_owned(), 1), ("payment.submitted".to_owned(), 2), ("payment.settled".to_owned(), 3)]);
+        let settled_event = events.iter().find(|e| e["type"] == "payment.settled").unwrap();
+        assert_eq!(settled_event["data"]["previous_attributes"], json!({"status": "submitted"}));
+        assert_eq!(settled_event["data"]["object"]["status"], "settled");
+        // Each payment event matches its published schema, in every version.
+        let types = app.get("/v1/event_types").await.body.clone();
+        for version in ["2026-11-30", "2026-11-25"] {
+            for event in app.with_version(version).list_all(&format!("/v1/events?object_id={id}")).await {
+                let entry = types["data"].as_array().unwrap().iter().find(|t| t["type"] == event["type"]).unwrap().clone();
+                let mut errors = Vec::new();
+                crate::events::validate(&entry["schemas"][version], &event, "event", &mut errors);
+                assert!(errors.is_empty(), "{} in {version}: {errors:?}", event["type"]);
+            }
+        }
         let listed = app.list_all("/v1/payments?status=settled").await;
         assert_eq!(listed.len(), 1);
         let files = app.list_all("/v1/ach/files").await;
