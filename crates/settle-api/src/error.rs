@@ -433,6 +433,12 @@ pub const ERROR_CODES: &[ErrorCode] = &[
         when: "the counterparty's bank account was disabled by a return (its `disabled_reason` names the code); nothing was created",
     },
     ErrorCode {
+        code: "debit_authorization_missing",
+        status: 422,
+        kind: ErrorType::InvalidRequestError,
+        when: "a consumer debit (PPD, WEB, TEL) whose counterparty is not a customer with an active `ach_debit_authorization` consent; nothing was created",
+    },
+    ErrorCode {
         code: "payment_not_cancelable",
         status: 409,
         kind: ErrorType::ConflictError,

@@ -261,6 +261,7 @@ fn codes_of(operation_id: &str) -> &'static [&'static str] {
         "create_payment" => &[
             "same_day_limit_exceeded",
             "bank_account_disabled",
+            "debit_authorization_missing",
             "account_not_found",
             "currency_mismatch",
             "insufficient_funds",

@@ -374,6 +374,9 @@ pub async fn create(
     {
         return Err(conflict("duplicate_external_id", format!("external_id is already used by {}", row.id)).with_param("external_id"));
     }
+    if req.direction == PaymentDirection::Debit && sec.is_consumer() {
+        require_debit_authorization(&state, tenant, &bank.json.counterparty_id, now).await?;
+    }
     crate::customers::accounts::refuse_blocked(&state, tenant, &[&account_id]).await?;
     let clearing = clearing_account(&state, tenant, usd).await?;
     let id = state.ach.ids.payment().to_string();
@@ -452,6 +455,26 @@ pub async fn create(
         return Err(if e.code == "payment_conflict" { conflict("duplicate_external_id", "external_id is already used").with_param("external_id") } else { e });
     }
     Ok(response)
+}
+
+/// A consumer debit (PPD, WEB, TEL) needs the receiver's authorization: the
+/// counterparty is a customer with an active `ach_debit_authorization`
+/// consent (a revoked one stops future debits at once).
+async fn require_debit_authorization(state: &AppState, tenant: TenantId, counterparty_id: &str, now: Timestamp) -> Result<(), ApiError> {
+    let missing = || {
+        unprocessable(
+            "debit_authorization_missing",
+            "a consumer debit (PPD, WEB, TEL) needs the counterparty to be a customer with an active ach_debit_authorization consent",
+        )
+        .with_param("sec_code")
+    };
+    let row = state.store.ach_get(AchTable::Counterparties, tenant, counterparty_id.to_owned()).await?.ok_or_else(missing)?;
+    let counterparty: super::counterparties::CounterpartyRecord = decode(&row.data)?;
+    let Some(customer) = counterparty.customer_id else { return Err(missing()) };
+    match state.store.active_consent(tenant, customer, String::from("ach_debit_authorization"), now.micros()).await? {
+        Some(_) => Ok(()),
+        None => Err(missing()),
+    }
 }
 
 /// A payment with its history.

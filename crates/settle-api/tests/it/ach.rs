@@ -34,7 +34,12 @@ fn payment_body(direction: &str, amount: i64, wallet: &str, bank: &str) -> Value
 }
 
 async fn pay(api: &Api, direction: &str, amount: i64, wallet: &str, bank: &str) -> Value {
-    let reply = api.post("/v1/payments", &payment_body(direction, amount, wallet, bank)).await;
+    let mut body = payment_body(direction, amount, wallet, bank);
+    if direction == "debit" {
+        // A corporate debit: no consumer authorization needed (see the consent test).
+        body["sec_code"] = json!("CCD");
+    }
+    let reply = api.post("/v1/payments", &body).await;
     reply.expect_status(201);
     reply.body
 }
@@ -370,5 +375,43 @@ ledger_test! {
         let p = payment(&app, &id).await;
         assert_eq!(p["status"], "settled", "{p}");
         assert_eq!(app.balances(&wallet).await.available, 5_000);
+    }
+}
+
+ledger_test! {
+    async fn a_consumer_debit_needs_an_active_authorization_and_its_revocation_stops_the_next(app) {
+        let wallet = app.account("credit", Some(0)).await;
+        let customer = app.post("/v1/customers", &json!({"type": "individual", "given_name": "Jane", "family_name": "Doe"})).await;
+        customer.expect_status(201);
+        let customer = customer.id();
+        let reply = app
+            .post(
+                "/v1/counterparties",
+                &json!({"name": "Jane Doe", "customer_id": customer, "bank_accounts": [{"routing_number": ROUTING, "account_number": ACCOUNT_NUMBER, "account_type": "savings", "holder_name": "Jane Doe"}]}),
+            )
+            .await;
+        reply.expect_status(201);
+        let bank = reply.body["bank_accounts"][0]["id"].as_str().unwrap().to_owned();
+        let debit = payment_body("debit", 2_500, &wallet, &bank);
+        app.post("/v1/payments", &debit).await.expect_error(422, "debit_authorization_missing");
+        let granted_at = app.now().plus_secs(-60).to_rfc3339();
+        let consent = app
+            .post(&format!("/v1/customers/{customer}/consents"), &json!({"type": "ach_debit_authorization", "text_version": "v1", "channel": "web", "granted_at": granted_at}))
+            .await;
+        consent.expect_status(201);
+        let p = app.post("/v1/payments", &debit).await;
+        p.expect_status(201);
+        let files = cut(&app).await;
+        let parsed = nacha::parse(&file_content(&app, files[0]["id"].as_str().unwrap()).await).unwrap();
+        assert_eq!(parsed.entries().next().unwrap().1.transaction_code, 37, "a savings debit");
+        app.post(&format!("/v1/customers/{customer}/consents/{}/revoke", consent.id()), &json!({"reason": "customer called"})).await.expect_status(200);
+        app.post("/v1/payments", &debit).await.expect_error(422, "debit_authorization_missing");
+        // A missing customer is refused too.
+        let mut body = json!({"name": "X", "customer_id": "cus_00000000000000000000000000", "bank_accounts": [{"routing_number": ROUTING, "account_number": "1234", "account_type": "checking", "holder_name": "X"}]});
+        let reply = app.post("/v1/counterparties", &body).await;
+        reply.expect_error(400, "invalid_request");
+        assert_eq!(reply.param(), Some("customer_id"));
+        body["customer_id"] = json!(customer);
+        app.post("/v1/counterparties", &body).await.expect_status(201);
     }
 }
