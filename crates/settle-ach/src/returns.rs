@@ -133,6 +133,20 @@ pub fn return_reason(code: &str) -> Option<&'static ReturnReason> {
     RETURN_REASONS.iter().find(|reason| reason.code == code)
 }
 
+/// Whether a return with `reason` that reaches the originator on `received`
+/// is inside its window, for an entry that settled on `settled` (its
+/// effective date). Two banking days: by the second banking day after
+/// settlement; sixty calendar days for unauthorized consumer debits; codes
+/// with other time frames are always accepted. A late return is refused (the
+/// originator may dishonor it, R61–R77).
+pub fn is_timely(reason: &ReturnReason, settled: time::Date, received: time::Date) -> bool {
+    match reason.window {
+        ReturnWindow::TwoBankingDays => settle_core::calendar::add_banking_days(settled, 2).is_none_or(|deadline| received <= deadline),
+        ReturnWindow::SixtyCalendarDays => settled.checked_add(time::Duration::days(60)).is_none_or(|deadline| received <= deadline),
+        ReturnWindow::Other => true,
+    }
+}
+
 /// One notification-of-change code: which bank account detail the RDFI corrects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct ChangeCode {
@@ -164,6 +178,20 @@ pub fn change_code(code: &str) -> Option<&'static ChangeCode> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn returns_are_timely_inside_their_window_only() {
+        use time::{Date, Month};
+        let day = |d: u8| Date::from_calendar_date(2026, Month::November, d).expect("date");
+        let r01 = return_reason("R01").expect("R01");
+        // Settled Wednesday 25th; Thursday 26th is Thanksgiving: two banking days later is Monday 30th.
+        assert!(is_timely(r01, day(25), day(30)));
+        assert!(!is_timely(r01, day(25), Date::from_calendar_date(2026, Month::December, 1).expect("date")));
+        let r10 = return_reason("R10").expect("R10");
+        assert!(is_timely(r10, day(1), Date::from_calendar_date(2026, Month::December, 31).expect("date")));
+        assert!(!is_timely(r10, day(1), Date::from_calendar_date(2027, Month::January, 1).expect("date")));
+        assert!(is_timely(return_reason("R06").expect("R06"), day(1), Date::from_calendar_date(2030, Month::January, 1).expect("date")));
+    }
 
     #[test]
     fn the_table_is_sorted_unique_and_covers_the_common_codes() {

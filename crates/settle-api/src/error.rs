@@ -439,6 +439,12 @@ pub const ERROR_CODES: &[ErrorCode] = &[
         when: "a consumer debit (PPD, WEB, TEL) whose counterparty is not a customer with an active `ach_debit_authorization` consent; nothing was created",
     },
     ErrorCode {
+        code: "return_window_elapsed",
+        status: 422,
+        kind: ErrorType::InvalidRequestError,
+        when: "the return arrives after its code's window (2 banking days after settlement; 60 calendar days for unauthorized consumer debits); the payment is unchanged",
+    },
+    ErrorCode {
         code: "payment_not_cancelable",
         status: 409,
         kind: ErrorType::ConflictError,

@@ -38,6 +38,9 @@ pub struct AchArgs {
     /// The per-payment cap on same-day ACH, in cents.
     #[arg(long, env = "SETTLE_ACH_SAME_DAY_LIMIT", default_value_t = DEFAULT_SAME_DAY_LIMIT_MINOR)]
     pub ach_same_day_limit: i64,
+    /// Banking days after a debit settles before its money is available (0: at once).
+    #[arg(long, env = "SETTLE_ACH_DEBIT_HOLD_DAYS", default_value_t = settle_api::ach::DEFAULT_DEBIT_HOLD_BANKING_DAYS)]
+    pub ach_debit_hold_days: u32,
     /// Run the scheduler that cuts files per window and settles due payments.
     #[arg(long, env = "SETTLE_ACH_SCHEDULER", default_value_t = true, action = clap::ArgAction::Set)]
     pub ach_scheduler: bool,
@@ -82,6 +85,7 @@ impl AchArgs {
             },
             windows,
             same_day_limit_minor: self.ach_same_day_limit,
+            debit_hold_banking_days: self.ach_debit_hold_days,
         })
     }
 }

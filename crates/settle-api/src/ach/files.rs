@@ -75,7 +75,7 @@ pub struct AchFileResultJson {
     /// `R01`… or `C01`…
     pub code: String,
     pub payment_id: Option<String>,
-    /// `returned`, `changed`, `unmatched` (no payment has that trace number) or `refused` (the payment's state does not allow it).
+    /// `returned`, `changed`, `unmatched` (no payment has that trace number), `late` (outside the code's return window: the payment is unchanged, a dishonored return is due) or `refused` (the payment's state does not allow it).
     pub outcome: String,
 }
 
@@ -448,6 +448,7 @@ pub async fn import_return_file(state: &AppState, tenant: TenantId, text: &str) 
         } else {
             match payments::apply_return(state, tenant, &p.id, &code, "return file").await {
                 Ok(_) => "returned",
+                Err(e) if e.code == "return_window_elapsed" => "late",
                 Err(e) if e.code == "payment_invalid_state" || e.code == "invalid_request" => "refused",
                 Err(e) => return Err(e),
             }

@@ -12,9 +12,9 @@
 //! |---|---|---|
 //! | created | hold: account → ACH clearing (pending) | pending: ACH clearing → account |
 //! | submitted (file cut) | hold posted | — |
-//! | settled | — | pending posted |
 //! | canceled / failed | hold voided | pending voided |
-//! | returned | posted hold reversed | voided (before settlement) or reversed |
+//! | settled | — | pending posted, and an availability hold placed that expires after the hold period |
+//! | returned | posted hold reversed | voided (before settlement), or availability hold voided and credit reversed |
 //!
 //! The ACH clearing account is opened per organization and environment on
 //! first use (`external_id` `settle_ach_clearing_USD`, no balance limit):
@@ -40,6 +40,9 @@ use settle_store::records::NewAccount;
 
 /// Payments in one file at most; the rest wait for the next window.
 pub const MAX_ENTRIES_PER_FILE: i64 = 10_000;
+/// A settled debit's money is available this many banking days after settlement
+/// (a return can still arrive: R01 within 2 banking days).
+pub const DEFAULT_DEBIT_HOLD_BANKING_DAYS: u32 = 2;
 /// Bank accounts on one counterparty.
 pub const MAX_BANK_ACCOUNTS: usize = 10;
 
@@ -51,6 +54,8 @@ pub struct AchConfig {
     pub windows: Vec<Window>,
     /// Same-day payments above this are refused (minor units of USD).
     pub same_day_limit_minor: i64,
+    /// Banking days after a debit settles before its money is available (0: at once).
+    pub debit_hold_banking_days: u32,
 }
 
 impl Default for AchConfig {
@@ -68,6 +73,7 @@ impl Default for AchConfig {
             },
             windows: DEFAULT_WINDOWS.to_vec(),
             same_day_limit_minor: DEFAULT_SAME_DAY_LIMIT_MINOR,
+            debit_hold_banking_days: DEFAULT_DEBIT_HOLD_BANKING_DAYS,
         }
     }
 }

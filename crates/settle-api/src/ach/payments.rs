@@ -129,6 +129,13 @@ pub struct PaymentJson {
     pub ledger_transaction_id: String,
     /// The reversal of that transaction, after a return.
     pub reversal_transaction_id: Option<String>,
+    /// A settled debit: the pending transaction that keeps its money
+    /// unavailable until `available_at` (it expires then by itself).
+    #[serde(default)]
+    pub availability_hold_transaction_id: Option<String>,
+    /// A settled debit: when its money becomes available.
+    #[serde(default)]
+    pub available_at: Option<String>,
     /// The entry's trace number, once in a file.
     pub trace_number: Option<String>,
     pub ach_file_id: Option<String>,
@@ -433,6 +440,8 @@ pub async fn create(
         metadata,
         ledger_transaction_id: transaction.id.to_string(),
         reversal_transaction_id: None,
+        availability_hold_transaction_id: None,
+        available_at: None,
         trace_number: None,
         ach_file_id: None,
         return_code: None,
@@ -556,12 +565,78 @@ pub async fn settle(state: &AppState, tenant: TenantId, id: &str, reason: &str) 
     let (mut p, row) = load(state, tenant, id).await?;
     move_to(&mut p, PaymentStatus::Settled, Some(reason.to_owned()), now)?;
     applied(state.store.ach_apply(vec![update(tenant, &p, &row)?], vec![event(state, tenant, &p)?], None, now).await, stale)?;
-    if p.direction == PaymentDirection::Debit
-        && let Err(e) = post_ledger(state, tenant, &p).await
-    {
-        record_ledger_issue(state, tenant, &p.id, format!("pending credit not posted: {}", issue_of(&e))).await;
+    if p.direction == PaymentDirection::Debit {
+        if let Err(e) = post_ledger(state, tenant, &p).await {
+            record_ledger_issue(state, tenant, &p.id, format!("pending credit not posted: {}", issue_of(&e))).await;
+            return Ok(load(state, tenant, id).await?.0);
+        }
+        let days = state.ach.config.debit_hold_banking_days;
+        if days > 0 {
+            match availability_hold(state, tenant, &p, days).await {
+                Ok((hold, until)) => {
+                    let (mut fresh, row) = load(state, tenant, id).await?;
+                    fresh.availability_hold_transaction_id = Some(hold);
+                    fresh.available_at = Some(until.to_rfc3339());
+                    applied(state.store.ach_apply(vec![update(tenant, &fresh, &row)?], Vec::new(), None, now).await, stale)?;
+                    return Ok(fresh);
+                }
+                Err(e) => record_ledger_issue(state, tenant, &p.id, format!("availability hold not placed: {}", issue_of(&e))).await,
+            }
+            return Ok(load(state, tenant, id).await?.0);
+        }
     }
     Ok(p)
+}
+
+/// Midnight New York at the start of the `days`th banking day after `date`.
+fn start_of_banking_day_after(date: time::Date, days: u32) -> Option<Timestamp> {
+    let day = settle_core::calendar::add_banking_days(date, days)?;
+    let noon = day.with_hms(12, 0, 0).ok()?.assume_utc();
+    let offset = settle_ach::window::new_york_offset(noon);
+    let local = day.with_hms(0, 0, 0).ok()?.assume_offset(offset);
+    let micros = i64::try_from(local.unix_timestamp_nanos() / 1000).ok()?;
+    Some(Timestamp::from_micros(micros))
+}
+
+/// Places a settled debit's availability hold: a pending transaction from
+/// the account back to the clearing account for the amount, expiring when
+/// the hold period ends. Until then the money counts in `posted` but not in
+/// `available`, so a return inside the period voids the hold and reverses
+/// the credit without ever taking the account below its limit.
+async fn availability_hold(state: &AppState, tenant: TenantId, p: &PaymentJson, days: u32) -> Result<(String, Timestamp), LedgerRefusal> {
+    let now = state.clock.now();
+    let settled = p.effective_date.as_deref().and_then(|d| date("effective_date", d).ok()).unwrap_or_else(|| new_york_today(now));
+    let until = start_of_banking_day_after(settled, days).ok_or(LedgerRefusal::Unavailable)?;
+    if until <= now {
+        return Err(LedgerRefusal::Refused(CommandError::Ledger(LedgerError::ExpiryNotInFuture)));
+    }
+    let account_id = settle_core::ids::AccountId::parse(&p.ledger_account_id).ok_or(LedgerRefusal::Unavailable)?;
+    let account = state.store.get_account(tenant, account_id.clone(), now).await.map_err(|_| LedgerRefusal::Unavailable)?.ok_or(LedgerRefusal::Unavailable)?;
+    let usd = Currency::parse("USD").ok_or(LedgerRefusal::Unavailable)?;
+    let clearing = clearing_account(state, tenant, usd).await.map_err(|_| LedgerRefusal::Unavailable)?;
+    let amount = Amount::new(p.amount).ok_or(LedgerRefusal::Unavailable)?;
+    let normal = account.state.normal_balance;
+    let out = match normal {
+        Direction::Debit => Direction::Credit,
+        Direction::Credit => Direction::Debit,
+    };
+    let draft = TransactionDraft {
+        entries: vec![
+            EntryDraft { account_id, direction: out, amount, currency: None },
+            EntryDraft { account_id: clearing, direction: normal, amount, currency: None },
+        ],
+        status: TransactionStatus::Pending,
+        description: Some(format!("ACH debit {} availability hold", p.id)),
+        external_id: Some(format!("ach:{}:availability", p.id)),
+        effective_at: None,
+        expires_at: Some(until),
+        expected_versions: BTreeMap::new(),
+        metadata: Metadata::from([(String::from("payment_id"), p.id.clone())]),
+    };
+    match submit_ledger(state, tenant, Command::CreateTransaction(Box::new(draft))).await? {
+        Outcome::Transaction(t) => Ok((t.id.to_string(), until)),
+        _ => Err(LedgerRefusal::Unavailable),
+    }
 }
 
 /// Applies a return with `code` to a submitted or settled payment: the
@@ -573,6 +648,16 @@ pub async fn apply_return(state: &AppState, tenant: TenantId, id: &str, code: &s
     let now = state.clock.now();
     let (mut p, row) = load(state, tenant, id).await?;
     let was_settled = p.status == PaymentStatus::Settled;
+    if let Some(effective) = p.effective_date.as_deref() {
+        let settled = date("effective_date", effective)?;
+        if !settle_ach::returns::is_timely(reason, settled, new_york_today(now)) {
+            return Err(unprocessable(
+                "return_window_elapsed",
+                format!("{} must arrive within its return window after the {effective} settlement; the payment is unchanged", reason.code),
+            )
+            .with_param("code"));
+        }
+    }
     move_to(&mut p, PaymentStatus::Returned, Some(format!("{} {} ({source})", reason.code, reason.description)), now)?;
     p.return_code = Some(reason.code.to_owned());
     p.return_reason = Some(reason.description.to_owned());
@@ -587,6 +672,16 @@ pub async fn apply_return(state: &AppState, tenant: TenantId, id: &str, code: &s
         }
     }
     applied(state.store.ach_apply(writes, vec![event(state, tenant, &p)?], None, now).await, stale)?;
+    // A settled debit still in its hold period: release the hold first, so
+    // the reversal takes money the account never had available.
+    if let Some(hold) = p.availability_hold_transaction_id.as_deref().and_then(TransactionId::parse)
+        && let Err(e) = match submit_ledger(state, tenant, Command::VoidTransaction { id: hold }).await {
+            Ok(_) | Err(LedgerRefusal::Refused(CommandError::Ledger(LedgerError::TransactionNotPending(_)))) => Ok(()),
+            Err(e) => Err(e),
+        }
+    {
+        tracing::warn!(payment_id = %p.id, issue = %issue_of(&e), "an availability hold was not voided before a return");
+    }
     let undone = match (p.direction, was_settled) {
         (PaymentDirection::Debit, false) => void_ledger(state, tenant, &p).await.map(|()| None),
         _ => reverse_ledger(state, tenant, &p).await,

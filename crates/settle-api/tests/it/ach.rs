@@ -186,23 +186,39 @@ ledger_test! {
 }
 
 ledger_test! {
-    async fn a_debit_is_pending_until_settlement_and_a_return_before_it_voids_it(app) {
+    async fn a_debit_is_available_only_after_settlement_and_its_hold_period(app) {
         let (wallet, bank) = setup(&app, 0).await;
         let settled = pay(&app, "debit", 7_000, &wallet, &bank).await["id"].as_str().unwrap().to_owned();
         let returned = pay(&app, "debit", 3_000, &wallet, &bank).await["id"].as_str().unwrap().to_owned();
+        let held = pay(&app, "debit", 2_000, &wallet, &bank).await["id"].as_str().unwrap().to_owned();
         let b = app.balances(&wallet).await;
-        assert_eq!((b.posted, b.pending, b.available), (0, 10_000, 0), "a debit's money is not available before settlement");
+        assert_eq!((b.posted, b.available), (0, 0), "a debit's money is not available before settlement");
         let files = cut(&app).await;
         let parsed = nacha::parse(&file_content(&app, files[0]["id"].as_str().unwrap()).await).unwrap();
         assert!(parsed.entries().all(|(b, e)| e.transaction_code == 27 && b.service_class_code == 225));
-        assert_eq!(parsed.control.total_debit_minor, 10_000);
-        app.post(&format!("/v1/test_helpers/payments/{settled}/settle"), &json!({})).await.expect_status(200);
+        assert_eq!(parsed.control.total_debit_minor, 12_000);
+        for id in [&settled, &held] {
+            app.post(&format!("/v1/test_helpers/payments/{id}/settle"), &json!({})).await.expect_status(200);
+        }
+        // Returned before settlement: its pending credit is voided.
         app.post(&format!("/v1/test_helpers/payments/{returned}/return"), &json!({"code": "R01"})).await.expect_status(200);
-        let b = app.balances(&wallet).await;
-        assert_eq!((b.posted, b.pending, b.available), (7_000, 7_000, 7_000));
         let p = payment(&app, &returned).await;
         assert_eq!(ledger_status(&app, p["ledger_transaction_id"].as_str().unwrap()).await, "voided");
-        // A late return of the settled debit reverses it, even with the money spent: the refusal is recorded.
+        let b = app.balances(&wallet).await;
+        assert_eq!((b.posted, b.available), (9_000, 0), "settled, but held for the hold period");
+        // Returned inside the hold period: the hold is released and the credit reversed, cleanly.
+        let reply = app.post(&format!("/v1/test_helpers/payments/{held}/return"), &json!({"code": "R01"})).await;
+        reply.expect_status(200);
+        assert!(reply.body["ledger_issue"].is_null(), "{}", reply.body);
+        let b = app.balances(&wallet).await;
+        assert_eq!((b.posted, b.available), (7_000, 0));
+        // After the hold period the money is available (the hold expired by itself).
+        let p = payment(&app, &settled).await;
+        let available_at = settle_core::clock::Timestamp::parse_rfc3339(p["available_at"].as_str().unwrap()).unwrap();
+        app.clock.advance_secs((available_at.micros() - app.now().micros()) / 1_000_000 + 1);
+        let b = app.balances(&wallet).await;
+        assert_eq!((b.posted, b.available), (7_000, 7_000));
+        // A late unauthorized return (60 days) after the money was spent is applied and its refused reversal recorded.
         let sink = app.account("credit", None).await;
         app.transfer_ok(&wallet, &sink, 7_000).await;
         let reply = app.post(&format!("/v1/test_helpers/payments/{settled}/return"), &json!({"code": "R10"})).await;
@@ -374,7 +390,19 @@ ledger_test! {
         settle_api::ach::files::tick(&app.state).await.unwrap();
         let p = payment(&app, &id).await;
         assert_eq!(p["status"], "settled", "{p}");
+        assert_eq!(app.balances(&wallet).await.available, 0, "held for two banking days");
+        let available_at = settle_core::clock::Timestamp::parse_rfc3339(p["available_at"].as_str().unwrap()).unwrap();
+        app.clock.advance_secs((available_at.micros() - app.now().micros()) / 1_000_000 + 1);
         assert_eq!(app.balances(&wallet).await.available, 5_000);
+        // An R01 three banking days after settlement is late: refused, the payment unchanged.
+        for _ in 0..3 {
+            app.clock.advance_secs(secs_until_next_banking_day_at(&app, 12, 0));
+        }
+        let reply = app.post(&format!("/v1/test_helpers/payments/{id}/return"), &json!({"code": "R01"})).await;
+        reply.expect_error(422, "return_window_elapsed");
+        assert_eq!(payment(&app, &id).await["status"], "settled");
+        // An unauthorized-debit return (R10) has 60 days: still timely.
+        app.post(&format!("/v1/test_helpers/payments/{id}/return"), &json!({"code": "R10"})).await.expect_status(200);
     }
 }
 
