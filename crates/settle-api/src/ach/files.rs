@@ -286,7 +286,6 @@ pub fn spawn_scheduler(state: AppState) -> tokio::task::JoinHandle<()> {
 
 /// Sandbox only: cuts a file now from every pending payment, as if a window closed.
 #[utoipa::path(post, path = "/v1/test_helpers/ach/cut", tag = "Test helpers", operation_id = "simulate_ach_cut",
-    params(crate::openapi::IdempotencyKey),
     request_body = crate::wire::EmptyRequest,
     responses((status = 200, description = "The file cut (none when no payment was pending).", body = inline(crate::render::ListJson<AchFileJson>))))]
 pub async fn simulate_cut(

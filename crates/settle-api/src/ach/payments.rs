@@ -466,6 +466,38 @@ pub async fn create(
     Ok(response)
 }
 
+/// Revokes the active `ach_debit_authorization` consent of the payment's
+/// counterparty's customer (audited as done by `settle-ach`); `false` when
+/// there is none to revoke.
+async fn revoke_debit_authorization(
+    state: &AppState,
+    tenant: TenantId,
+    p: &PaymentJson,
+    code: &str,
+    description: &str,
+    now: Timestamp,
+) -> Result<bool, ApiError> {
+    let Some(row) = state.store.ach_get(AchTable::Counterparties, tenant, p.counterparty_id.clone()).await? else { return Ok(false) };
+    let counterparty: super::counterparties::CounterpartyRecord = decode(&row.data)?;
+    let Some(customer) = counterparty.customer_id else { return Ok(false) };
+    let Some(consent) = state.store.active_consent(tenant, customer, String::from("ach_debit_authorization"), now.micros()).await? else {
+        return Ok(false);
+    };
+    let actor = crate::customers::Actor::system(tenant, "settle-ach");
+    let reason = format!("ACH return {code} ({description}) of {}", p.id);
+    let revocation = settle_store::customers::RevocationRecord {
+        id: state.customers.ids.consent_revocation().to_string(),
+        consent_id: consent.id.clone(),
+        reason: reason.clone(),
+        revoked_at: now.micros(),
+        actor: actor.actor.clone(),
+        created_at: now.micros(),
+    };
+    let audit = vec![actor.audit(&state.customers.ids, "consent.revoked", ("consent", &consent.id), vec![String::from("status")], Some(reason), now)];
+    state.store.revoke_consent(tenant, revocation, audit, None).await?;
+    Ok(true)
+}
+
 /// A consumer debit (PPD, WEB, TEL) needs the receiver's authorization: the
 /// counterparty is a customer with an active `ach_debit_authorization`
 /// consent (a revoked one stops future debits at once).
@@ -662,7 +694,16 @@ pub async fn apply_return(state: &AppState, tenant: TenantId, id: &str, code: &s
     p.return_code = Some(reason.code.to_owned());
     p.return_reason = Some(reason.description.to_owned());
     let mut writes = vec![update(tenant, &p, &row)?];
-    if matches!(reason.action, ReturnAction::DisableBankAccount | ReturnAction::RevokeAuthorization | ReturnAction::FreezeAndReview) {
+    // An unauthorized-debit return revokes the customer's debit authorization;
+    // without one on record (a corporate counterparty) the bank account is disabled instead.
+    let revoked = if reason.action == ReturnAction::RevokeAuthorization {
+        revoke_debit_authorization(state, tenant, &p, reason.code, reason.description, now).await?
+    } else {
+        false
+    };
+    let disables = matches!(reason.action, ReturnAction::DisableBankAccount | ReturnAction::FreezeAndReview)
+        || (reason.action == ReturnAction::RevokeAuthorization && !revoked);
+    if disables {
         let (mut bank, bank_row): (BankAccountRecord, AchRow) =
             load_bank_account(state, tenant, &p.counterparty_bank_account_id, "counterparty_bank_account_id").await?;
         if bank.json.status == "active" {
@@ -713,7 +754,7 @@ pub struct SimulateReturnRequest {
 
 /// Sandbox only: the receiving bank returns the payment with `code`.
 #[utoipa::path(post, path = "/v1/test_helpers/payments/{id}/return", tag = "Test helpers", operation_id = "simulate_payment_return",
-    params(("id" = String, Path, description = "A payment id (`pay_…`)."), crate::openapi::IdempotencyKey),
+    params(("id" = String, Path, description = "A payment id (`pay_…`).")),
     request_body = SimulateReturnRequest,
     responses((status = 200, description = "The returned payment.", body = PaymentJson)))]
 pub async fn simulate_return(
@@ -729,7 +770,7 @@ pub async fn simulate_return(
 
 /// Sandbox only: the payment settles now (a debit's money is posted).
 #[utoipa::path(post, path = "/v1/test_helpers/payments/{id}/settle", tag = "Test helpers", operation_id = "simulate_payment_settlement",
-    params(("id" = String, Path, description = "A payment id (`pay_…`)."), crate::openapi::IdempotencyKey),
+    params(("id" = String, Path, description = "A payment id (`pay_…`).")),
     request_body = EmptyRequest,
     responses((status = 200, description = "The settled payment.", body = PaymentJson)))]
 pub async fn simulate_settle(

@@ -434,6 +434,24 @@ ledger_test! {
         assert_eq!(parsed.entries().next().unwrap().1.transaction_code, 37, "a savings debit");
         app.post(&format!("/v1/customers/{customer}/consents/{}/revoke", consent.id()), &json!({"reason": "customer called"})).await.expect_status(200);
         app.post("/v1/payments", &debit).await.expect_error(422, "debit_authorization_missing");
+        // An unauthorized-debit return (R10) revokes a new authorization by itself, audited.
+        let consent = app
+            .post(&format!("/v1/customers/{customer}/consents"), &json!({"type": "ach_debit_authorization", "text_version": "v2", "channel": "web", "granted_at": granted_at}))
+            .await;
+        consent.expect_status(201);
+        let second = app.post("/v1/payments", &debit).await;
+        second.expect_status(201);
+        cut(&app).await;
+        app.post(&format!("/v1/test_helpers/payments/{}/return", second.id()), &json!({"code": "R10"})).await.expect_status(200);
+        let consents = app.get(&format!("/v1/customers/{customer}/consents")).await;
+        let revoked = consents.body["data"].as_array().unwrap().iter().find(|c| c["id"] == consent.body["id"]).unwrap().clone();
+        assert_eq!(revoked["status"], "revoked", "{revoked}");
+        app.post("/v1/payments", &debit).await.expect_error(422, "debit_authorization_missing");
+        // The bank account stays usable for credits.
+        let mut credit = payment_body("credit", 1, &wallet, &bank);
+        credit["sec_code"] = json!("PPD");
+        app.post(&format!("/v1/test_helpers/accounts/{wallet}/fund"), &json!({"amount": 100})).await.expect_status(201);
+        app.post("/v1/payments", &credit).await.expect_status(201);
         // A missing customer is refused too.
         let mut body = json!({"name": "X", "customer_id": "cus_00000000000000000000000000", "bank_accounts": [{"routing_number": ROUTING, "account_number": "1234", "account_type": "checking", "holder_name": "X"}]});
         let reply = app.post("/v1/counterparties", &body).await;
@@ -441,5 +459,34 @@ ledger_test! {
         assert_eq!(reply.param(), Some("customer_id"));
         body["customer_id"] = json!(customer);
         app.post("/v1/counterparties", &body).await.expect_status(201);
+    }
+}
+
+ledger_test! {
+    async fn concurrent_scheduler_rounds_cut_a_window_once(app) {
+        let (wallet, bank) = setup(&app, 10_000).await;
+        for _ in 0..5 {
+            pay(&app, "credit", 100, &wallet, &bank).await;
+        }
+        app.clock.advance_secs(secs_until_next_banking_day_at(&app, 10, 31));
+        let tick = || settle_api::ach::files::tick(&app.state);
+        let (a, b, c) = tokio::join!(tick(), tick(), tick());
+        assert_eq!(a.unwrap() + b.unwrap() + c.unwrap(), 1, "one file for the window, whoever cuts it");
+        let files = app.list_all("/v1/ach/files").await;
+        assert_eq!(files.len(), 1);
+        assert_eq!(files[0]["payment_ids"].as_array().unwrap().len(), 5);
+        assert_eq!(app.list_all("/v1/payments?status=submitted").await.len(), 5);
+        let b = app.balances(&wallet).await;
+        assert_eq!((b.posted, b.available), (9_500, 9_500), "every hold posted once");
+        // Trace numbers are unique and continue in the next file.
+        pay(&app, "credit", 100, &wallet, &bank).await;
+        let next = cut(&app).await;
+        let first = nacha::parse(&file_content(&app, files[0]["id"].as_str().unwrap()).await).unwrap();
+        let second = nacha::parse(&file_content(&app, next[0]["id"].as_str().unwrap()).await).unwrap();
+        let mut traces: Vec<String> = first.entries().chain(second.entries()).map(|(_, e)| e.trace_number.clone()).collect();
+        traces.sort();
+        traces.dedup();
+        assert_eq!(traces.len(), 6);
+        assert_ne!(first.header.file_id_modifier, second.header.file_id_modifier);
     }
 }
