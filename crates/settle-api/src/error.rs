@@ -439,6 +439,12 @@ pub const ERROR_CODES: &[ErrorCode] = &[
         when: "a consumer debit (PPD, WEB, TEL) whose counterparty is not a customer with an active `ach_debit_authorization` consent; nothing was created",
     },
     ErrorCode {
+        code: "payment_not_retryable",
+        status: 422,
+        kind: ErrorType::InvalidRequestError,
+        when: "only a payment returned R01 or R09 may be originated again, at most twice within 180 days of the original",
+    },
+    ErrorCode {
         code: "return_window_elapsed",
         status: 422,
         kind: ErrorType::InvalidRequestError,

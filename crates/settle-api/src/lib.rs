@@ -120,6 +120,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/payments", post(ach::payments::create).get(ach::payments::list))
         .route("/v1/payments/{id}", get(ach::payments::get))
         .route("/v1/payments/{id}/cancel", post(ach::payments::cancel))
+        .route("/v1/payments/{id}/retry", post(ach::payments::retry))
         .route("/v1/ach/files", get(ach::files::list))
         .route("/v1/ach/files/{id}", get(ach::files::get))
         .route("/v1/ach/files/{id}/content", get(ach::files::content))

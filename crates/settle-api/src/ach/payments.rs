@@ -142,6 +142,12 @@ pub struct PaymentJson {
     /// The return reason code (`R01`…), once returned.
     pub return_code: Option<String>,
     pub return_reason: Option<String>,
+    /// A retry (`POST /v1/payments/{id}/retry`): the original payment.
+    #[serde(default)]
+    pub retry_of: Option<String>,
+    /// The original: how many times it was originated again.
+    #[serde(default)]
+    pub retry_count: u32,
     /// Set when a ledger effect could not be applied (for example a reversal
     /// refused for insufficient funds after a late return): what an operator must resolve.
     pub ledger_issue: Option<String>,
@@ -385,43 +391,9 @@ pub async fn create(
         require_debit_authorization(&state, tenant, &bank.json.counterparty_id, now).await?;
     }
     crate::customers::accounts::refuse_blocked(&state, tenant, &[&account_id]).await?;
-    let clearing = clearing_account(&state, tenant, usd).await?;
     let id = state.ach.ids.payment().to_string();
-    let amount = Amount::new(req.amount).ok_or_else(|| ApiError::invalid("amount", "amount must be positive"))?;
-    let normal = account.state.normal_balance;
-    let opposite = |d: Direction| match d {
-        Direction::Debit => Direction::Credit,
-        Direction::Credit => Direction::Debit,
-    };
-    // A credit lowers the account on its normal side; a debit raises it.
-    let account_side = match req.direction {
-        PaymentDirection::Credit => opposite(normal),
-        PaymentDirection::Debit => normal,
-    };
-    let direction_word = match req.direction {
-        PaymentDirection::Credit => "credit",
-        PaymentDirection::Debit => "debit",
-    };
-    let draft = TransactionDraft {
-        entries: vec![
-            EntryDraft { account_id: account_id.clone(), direction: account_side, amount, currency: None },
-            EntryDraft { account_id: clearing, direction: opposite(account_side), amount, currency: None },
-        ],
-        status: TransactionStatus::Pending,
-        description: Some(format!("ACH {direction_word} {id}")),
-        external_id: Some(format!("ach:{id}")),
-        effective_at: None,
-        expires_at: None,
-        expected_versions: BTreeMap::new(),
-        metadata: Metadata::from([(String::from("payment_id"), id.clone())]),
-    };
-    let transaction = match submit_ledger(&state, tenant, Command::CreateTransaction(Box::new(draft))).await {
-        Ok(Outcome::Transaction(t)) => t,
-        Ok(_) => return Err(ApiError::internal(&"unexpected engine outcome for a payment's hold")),
-        Err(e) => return Err(e.into_api().with_param("ledger_account_id")),
-    };
     let payment = PaymentJson {
-        id: id.clone(),
+        id,
         object: String::from("payment"),
         rail: String::from("ach"),
         direction: req.direction,
@@ -438,7 +410,7 @@ pub async fn create(
         addenda,
         external_id,
         metadata,
-        ledger_transaction_id: transaction.id.to_string(),
+        ledger_transaction_id: String::new(),
         reversal_transaction_id: None,
         availability_hold_transaction_id: None,
         available_at: None,
@@ -446,23 +418,167 @@ pub async fn create(
         ach_file_id: None,
         return_code: None,
         return_reason: None,
+        retry_of: None,
+        retry_count: 0,
         ledger_issue: None,
         history: vec![PaymentHistoryJson { at: now.to_rfc3339(), from: None, to: PaymentStatus::Pending, reason: Some(String::from("created")) }],
         created_at: now.to_rfc3339(),
         updated_at: now.to_rfc3339(),
     };
+    let (response, _) = open_payment(&state, tenant, payment, account.state.normal_balance, Vec::new(), keyed.key, now).await?;
+    Ok(response)
+}
+
+/// Places a new payment's ledger hold (credit: account → clearing; debit:
+/// clearing → account, pending) and stores the payment with its event,
+/// `extra` writes and the request's idempotency record; if the payment
+/// cannot be stored, the hold is released again.
+async fn open_payment(
+    state: &AppState,
+    tenant: TenantId,
+    mut payment: PaymentJson,
+    normal: Direction,
+    extra: Vec<AchWrite>,
+    key: Option<(String, String)>,
+    now: Timestamp,
+) -> Result<(Response, PaymentJson), ApiError> {
+    let usd = Currency::parse("USD").ok_or_else(|| ApiError::internal(&"USD is not a known currency"))?;
+    let clearing = clearing_account(state, tenant, usd).await?;
+    let account_id =
+        settle_core::ids::AccountId::parse(&payment.ledger_account_id).ok_or_else(|| ApiError::internal(&"a payment's account id is malformed"))?;
+    let amount = Amount::new(payment.amount).ok_or_else(|| ApiError::invalid("amount", "amount must be positive"))?;
+    let opposite = |d: Direction| match d {
+        Direction::Debit => Direction::Credit,
+        Direction::Credit => Direction::Debit,
+    };
+    // A credit lowers the account on its normal side; a debit raises it.
+    let (account_side, word) = match payment.direction {
+        PaymentDirection::Credit => (opposite(normal), "credit"),
+        PaymentDirection::Debit => (normal, "debit"),
+    };
+    let id = payment.id.clone();
+    let draft = TransactionDraft {
+        entries: vec![
+            EntryDraft { account_id, direction: account_side, amount, currency: None },
+            EntryDraft { account_id: clearing, direction: opposite(account_side), amount, currency: None },
+        ],
+        status: TransactionStatus::Pending,
+        description: Some(format!("ACH {word} {id}")),
+        external_id: Some(format!("ach:{id}")),
+        effective_at: None,
+        expires_at: None,
+        expected_versions: BTreeMap::new(),
+        metadata: Metadata::from([(String::from("payment_id"), id.clone())]),
+    };
+    let transaction = match submit_ledger(state, tenant, Command::CreateTransaction(Box::new(draft))).await {
+        Ok(Outcome::Transaction(t)) => t,
+        Ok(_) => return Err(ApiError::internal(&"unexpected engine outcome for a payment's hold")),
+        Err(e) => return Err(e.into_api().with_param("ledger_account_id")),
+    };
+    payment.ledger_transaction_id = transaction.id.to_string();
     let (response, bytes) = json_response(StatusCode::CREATED, &payment)?;
-    let idempotency = idempotency_record(tenant, keyed.key, StatusCode::CREATED, bytes, now);
-    let row = payment_row(tenant, &payment, 1, now.micros())?;
-    let events = vec![event(&state, tenant, &payment)?];
-    if let Err(e) = applied(state.store.ach_apply(vec![AchWrite::Insert(AchTable::Payments, row)], events, idempotency, now).await, stale) {
-        // The row was not stored (a concurrent request took the external id):
-        // release the hold this request placed.
-        if let Err(refusal) = void_ledger(&state, tenant, &payment).await {
+    let idempotency = idempotency_record(tenant, key, StatusCode::CREATED, bytes, now);
+    let mut writes = vec![AchWrite::Insert(AchTable::Payments, payment_row(tenant, &payment, 1, now.micros())?)];
+    writes.extend(extra);
+    let events = vec![event(state, tenant, &payment)?];
+    if let Err(e) = applied(state.store.ach_apply(writes, events, idempotency, now).await, stale) {
+        // Not stored (a concurrent request took the external id, or moved
+        // what `extra` updates): release the hold this request placed.
+        if let Err(refusal) = void_ledger(state, tenant, &payment).await {
             tracing::error!(payment_id = %payment.id, issue = %issue_of(&refusal), "an unstored payment's hold was not voided");
         }
-        return Err(if e.code == "payment_conflict" { conflict("duplicate_external_id", "external_id is already used").with_param("external_id") } else { e });
+        return Err(if e.code == "payment_conflict" && payment.external_id.is_some() {
+            conflict("duplicate_external_id", "external_id is already used").with_param("external_id")
+        } else {
+            e
+        });
     }
+    Ok((response, payment))
+}
+
+/// Originating a returned payment again: at most this many times per original…
+const MAX_RETRIES: u32 = 2;
+/// …within this many days of the original (NACHA's reinitiation rule).
+const RETRY_WINDOW_DAYS: i64 = 180;
+
+/// Originates a payment returned for insufficient or uncollected funds (R01,
+/// R09) again: a new payment with the same terms, at most twice within 180
+/// days of the original (NACHA's reinitiation limits).
+#[utoipa::path(post, path = "/v1/payments/{id}/retry", tag = "Payments", operation_id = "retry_payment",
+    params(("id" = String, Path, description = "A returned payment id (`pay_…`)."), crate::openapi::IdempotencyKey),
+    request_body = EmptyRequest,
+    responses((status = 201, description = "The new payment, pending; `retry_of` names the original.", body = PaymentJson)))]
+pub async fn retry(
+    State(state): State<AppState>,
+    principal: Principal,
+    headers: HeaderMap,
+    IdPath(id): IdPath,
+    body: JsonBody<EmptyRequest>,
+) -> Result<Response, ApiError> {
+    require(&principal, Scope::PaymentsWrite)?;
+    let path = format!("/v1/payments/{id}/retry");
+    let keyed = keyed(&state, &principal, &headers, &path, &body.canonical).await?;
+    if let Some(replay) = keyed.replay {
+        return Ok(replay);
+    }
+    let tenant = principal.tenant;
+    let now = state.clock.now();
+    let (returned, _) = load(&state, tenant, &id).await?;
+    let code = returned.return_code.as_deref().unwrap_or("");
+    let retryable = returned.status == PaymentStatus::Returned && return_reason(code).is_some_and(|r| r.action == ReturnAction::RetryAllowed);
+    if !retryable {
+        return Err(unprocessable("payment_not_retryable", "only a payment returned R01 or R09 (insufficient or uncollected funds) may be originated again"));
+    }
+    let root_id = returned.retry_of.clone().unwrap_or_else(|| returned.id.clone());
+    let (mut root, root_row) = load(&state, tenant, &root_id).await?;
+    let root_created = Timestamp::parse_rfc3339(&root.created_at).unwrap_or(now);
+    if root.retry_count >= MAX_RETRIES || now.micros() - root_created.micros() > RETRY_WINDOW_DAYS * 86_400_000_000 {
+        return Err(unprocessable(
+            "payment_not_retryable",
+            format!("a payment may be originated again at most {MAX_RETRIES} times within {RETRY_WINDOW_DAYS} days of the original"),
+        ));
+    }
+    let (bank, _) = load_bank_account(&state, tenant, &returned.counterparty_bank_account_id, "counterparty_bank_account_id").await?;
+    if bank.json.status != "active" {
+        return Err(unprocessable("bank_account_disabled", "the counterparty's bank account is disabled (see its disabled_reason)"));
+    }
+    let account_id =
+        settle_core::ids::AccountId::parse(&returned.ledger_account_id).ok_or_else(|| ApiError::internal(&"a payment's account id is malformed"))?;
+    let account = state.store.get_account(tenant, account_id.clone(), now).await?.ok_or_else(|| ApiError::not_found("account"))?;
+    crate::customers::accounts::refuse_blocked(&state, tenant, &[&account_id]).await?;
+    if returned.direction == PaymentDirection::Debit && SecCode::parse(&returned.sec_code).is_some_and(SecCode::is_consumer) {
+        require_debit_authorization(&state, tenant, &returned.counterparty_id, now).await?;
+    }
+    root.retry_count += 1;
+    root.updated_at = now.to_rfc3339();
+    let root_update = AchWrite::Update(AchTable::Payments, payment_row(tenant, &root, root_row.version + 1, root_row.created_at)?);
+    let payment = PaymentJson {
+        id: state.ach.ids.payment().to_string(),
+        status: PaymentStatus::Pending,
+        effective_date: None,
+        external_id: None,
+        ledger_transaction_id: String::new(),
+        reversal_transaction_id: None,
+        availability_hold_transaction_id: None,
+        available_at: None,
+        trace_number: None,
+        ach_file_id: None,
+        return_code: None,
+        return_reason: None,
+        retry_of: Some(root_id.clone()),
+        retry_count: 0,
+        ledger_issue: None,
+        history: vec![PaymentHistoryJson {
+            at: now.to_rfc3339(),
+            from: None,
+            to: PaymentStatus::Pending,
+            reason: Some(format!("retry {} of {root_id}", root.retry_count)),
+        }],
+        created_at: now.to_rfc3339(),
+        updated_at: now.to_rfc3339(),
+        ..returned
+    };
+    let (response, _) = open_payment(&state, tenant, payment, account.state.normal_balance, vec![root_update], keyed.key, now).await?;
     Ok(response)
 }
 

@@ -490,3 +490,34 @@ ledger_test! {
         assert_ne!(first.header.file_id_modifier, second.header.file_id_modifier);
     }
 }
+
+ledger_test! {
+    async fn a_payment_returned_for_funds_may_be_originated_again_twice(app) {
+        let (wallet, bank) = setup(&app, 10_000).await;
+        let original = pay(&app, "credit", 1_000, &wallet, &bank).await["id"].as_str().unwrap().to_owned();
+        let mut current = original.clone();
+        for attempt in 1..=2 {
+            cut(&app).await;
+            app.post(&format!("/v1/test_helpers/payments/{current}/return"), &json!({"code": "R01"})).await.expect_status(200);
+            let reply = app.post_idempotent(&format!("/v1/payments/{current}/retry"), &format!("retry-{attempt}"), &json!({})).await;
+            reply.expect_status(201);
+            assert_eq!(reply.body["retry_of"], original.as_str());
+            assert_eq!(reply.body["status"], "pending");
+            assert_eq!(reply.body["amount"], 1_000);
+            let again = app.post_idempotent(&format!("/v1/payments/{current}/retry"), &format!("retry-{attempt}"), &json!({})).await;
+            assert_eq!(again.body["id"], reply.body["id"], "a retried request makes one retry");
+            current = reply.id();
+        }
+        assert_eq!(app.balances(&wallet).await.available, 9_000, "only the live retry holds money");
+        cut(&app).await;
+        app.post(&format!("/v1/test_helpers/payments/{current}/return"), &json!({"code": "R01"})).await.expect_status(200);
+        app.post(&format!("/v1/payments/{current}/retry"), &json!({})).await.expect_error(422, "payment_not_retryable");
+        assert_eq!(payment(&app, &original).await["retry_count"], 2);
+        // A return that is not about funds is not retried.
+        let other = pay(&app, "credit", 1_000, &wallet, &bank).await["id"].as_str().unwrap().to_owned();
+        cut(&app).await;
+        app.post(&format!("/v1/test_helpers/payments/{other}/return"), &json!({"code": "R03"})).await.expect_status(200);
+        app.post(&format!("/v1/payments/{other}/retry"), &json!({})).await.expect_error(422, "payment_not_retryable");
+        app.post(&format!("/v1/payments/{current}/retry"), &json!({})).await.expect_error(422, "payment_not_retryable");
+    }
+}
