@@ -40,6 +40,8 @@ const MAX_TENANTS_PER_ROUND: i64 = 1_000;
 const MAX_CUT_ATTEMPTS: usize = 3;
 /// Files of one tenant read back to choose a file id modifier (36 a day at most).
 const MODIFIER_LOOKBACK: i64 = 40;
+/// A file's (and so each batch's) debit and credit totals are twelve digits.
+const MAX_FILE_TOTAL_MINOR: i64 = 999_999_999_999;
 /// New York hour after which a payment's effective date counts as settled.
 const SETTLEMENT_HOUR_NEW_YORK: u8 = 18;
 
@@ -141,6 +143,7 @@ async fn cut_once(state: &AppState, tenant: TenantId, window_key: &str, cut_date
     let mut entries = Vec::new();
     let mut chosen: Vec<(PaymentJson, AchRow)> = Vec::new();
     let mut failed: Vec<(PaymentJson, AchRow)> = Vec::new();
+    let (mut credit_total, mut debit_total) = (0i64, 0i64);
     for row in rows {
         let mut p: PaymentJson = decode(&row.data)?;
         let requested = p.effective_date.as_deref().map(|d| payments::date("effective_date", d)).transpose()?;
@@ -161,6 +164,12 @@ async fn cut_once(state: &AppState, tenant: TenantId, window_key: &str, cut_date
             )?;
             failed.push((p, row));
             continue;
+        }
+        // Control totals are twelve digits: a payment that would overflow them waits for the next file.
+        let running = if p.direction == PaymentDirection::Credit { &mut credit_total } else { &mut debit_total };
+        match running.checked_add(p.amount) {
+            Some(total) if total <= MAX_FILE_TOTAL_MINOR => *running = total,
+            _ => continue,
         }
         let routing = RoutingNumber::parse(&bank.json.routing_number).map_err(|_| ApiError::internal(&"a stored routing number fails its check"))?;
         let sec = SecCode::parse(&p.sec_code).ok_or_else(|| ApiError::internal(&"a stored SEC code is unknown"))?;
@@ -247,8 +256,11 @@ pub async fn tick(state: &AppState) -> Result<usize, ApiError> {
     if let Some((date, w)) = window::latest_window(utc(now), &state.ach.config.windows) {
         let key = format!("{date}T{:02}:{:02}", w.hour, w.minute);
         for tenant in state.store.ach_tenants_in_status(AchTable::Payments, PaymentStatus::Pending.as_str(), MAX_TENANTS_PER_ROUND).await? {
-            if cut(state, tenant, &key, date, w).await?.is_some() {
-                cut_count += 1;
+            // One tenant's failure does not hold up the others; the next round retries it.
+            match cut(state, tenant, &key, date, w).await {
+                Ok(Some(_)) => cut_count += 1,
+                Ok(None) => {}
+                Err(e) => tracing::warn!(tenant = tenant.0, code = e.code, message = %e.message, "cutting an ACH file failed"),
             }
         }
     }
@@ -262,7 +274,7 @@ pub async fn tick(state: &AppState) -> Result<usize, ApiError> {
                 match payments::settle(state, tenant, &p.id, "settled on its effective date").await {
                     Ok(_) => {}
                     Err(e) if e.code == "payment_conflict" || e.code == "payment_invalid_state" => {}
-                    Err(e) => return Err(e),
+                    Err(e) => tracing::warn!(payment_id = %p.id, code = e.code, message = %e.message, "settling an ACH payment failed"),
                 }
             }
         }
