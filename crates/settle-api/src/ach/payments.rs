@@ -899,3 +899,107 @@ pub async fn simulate_settle(
     let p = settle(&state, principal.tenant, &id, "settled (sandbox)").await?;
     Ok(axum::Json(p).into_response())
 }
+
+/// Days of the rolling window NACHA's return-rate thresholds look at.
+pub const RETURN_RATE_WINDOW_DAYS: i64 = 60;
+/// Payments read back at most to compute the rates (newest first).
+const MAX_RATE_PAYMENTS: usize = 10_000;
+/// NACHA's thresholds, in basis points of debit entries.
+const UNAUTHORIZED_THRESHOLD_BPS: i64 = 50;
+const ADMINISTRATIVE_THRESHOLD_BPS: i64 = 300;
+const OVERALL_THRESHOLD_BPS: i64 = 1_500;
+
+/// The originator's debit return rates over the last 60 days.
+#[derive(Serialize, ToSchema)]
+pub struct ReturnRatesJson {
+    #[schema(example = "ach_return_rates")]
+    pub object: String,
+    pub window_days: i64,
+    pub since: String,
+    /// Debit entries sent (submitted) in the window.
+    pub debit_entries: i64,
+    /// Unauthorized returns (R05, R07, R10, R11, R29, R51) of those entries.
+    pub unauthorized_returns: i64,
+    /// In basis points (1/100 of a percent); NACHA's threshold is 50 (0.5%).
+    pub unauthorized_rate_bps: i64,
+    /// Administrative returns (R02, R03, R04).
+    pub administrative_returns: i64,
+    /// Threshold 300 (3%).
+    pub administrative_rate_bps: i64,
+    /// Every return.
+    pub overall_returns: i64,
+    /// Threshold 1500 (15%).
+    pub overall_rate_bps: i64,
+    /// The rates above their threshold: `unauthorized`, `administrative`, `overall`.
+    pub exceeded: Vec<String>,
+    /// Whether more payments fell in the window than were counted (the newest 10,000 are).
+    pub truncated: bool,
+}
+
+/// The originator's debit return rates over a rolling 60 days, against NACHA's
+/// thresholds (unauthorized 0.5%, administrative 3%, overall 15%).
+#[utoipa::path(get, path = "/v1/ach/return_rates", tag = "Payments", operation_id = "get_ach_return_rates",
+    responses((status = 200, description = "The rates.", body = ReturnRatesJson)))]
+pub async fn return_rates(State(state): State<AppState>, principal: Principal) -> Result<Response, ApiError> {
+    require(&principal, Scope::PaymentsRead)?;
+    let now = state.clock.now();
+    let since = now.plus_secs(-RETURN_RATE_WINDOW_DAYS * 86_400);
+    let (mut entries, mut unauthorized, mut administrative, mut overall) = (0i64, 0i64, 0i64, 0i64);
+    let mut cursor = settle_store::records::Cursor::Start;
+    let mut seen = 0usize;
+    let mut truncated = false;
+    'pages: loop {
+        let page = settle_store::records::PageRequest { limit: settle_core::limits::MAX_PAGE_LIMIT, cursor };
+        let result = state.store.ach_list(AchTable::Payments, principal.tenant, None, page).await?;
+        for row in &result.items {
+            seen += 1;
+            if seen > MAX_RATE_PAYMENTS {
+                truncated = true;
+                break 'pages;
+            }
+            let p: PaymentJson = decode(&row.data)?;
+            if Timestamp::parse_rfc3339(&p.created_at).is_some_and(|at| at < since) {
+                break 'pages;
+            }
+            if p.direction != PaymentDirection::Debit || p.trace_number.is_none() {
+                continue;
+            }
+            entries += 1;
+            if let Some(reason) = p.return_code.as_deref().and_then(return_reason) {
+                overall += 1;
+                if reason.is_unauthorized {
+                    unauthorized += 1;
+                }
+                if matches!(reason.code, "R02" | "R03" | "R04") {
+                    administrative += 1;
+                }
+            }
+        }
+        match (result.has_more, result.items.last()) {
+            (true, Some(last)) => cursor = settle_store::records::Cursor::After(last.id.clone()),
+            _ => break,
+        }
+    }
+    let bps = |n: i64| if entries == 0 { 0 } else { n.saturating_mul(10_000) / entries };
+    let rates = [
+        ("unauthorized", bps(unauthorized), UNAUTHORIZED_THRESHOLD_BPS),
+        ("administrative", bps(administrative), ADMINISTRATIVE_THRESHOLD_BPS),
+        ("overall", bps(overall), OVERALL_THRESHOLD_BPS),
+    ];
+    let exceeded = rates.iter().filter(|(_, rate, limit)| rate > limit).map(|(name, _, _)| (*name).to_owned()).collect();
+    Ok(axum::Json(ReturnRatesJson {
+        object: String::from("ach_return_rates"),
+        window_days: RETURN_RATE_WINDOW_DAYS,
+        since: since.to_rfc3339(),
+        debit_entries: entries,
+        unauthorized_returns: unauthorized,
+        unauthorized_rate_bps: bps(unauthorized),
+        administrative_returns: administrative,
+        administrative_rate_bps: bps(administrative),
+        overall_returns: overall,
+        overall_rate_bps: bps(overall),
+        exceeded,
+        truncated,
+    })
+    .into_response())
+}

@@ -521,3 +521,28 @@ ledger_test! {
         app.post(&format!("/v1/payments/{current}/retry"), &json!({})).await.expect_error(422, "payment_not_retryable");
     }
 }
+
+ledger_test! {
+    async fn return_rates_count_debit_returns_against_nachas_thresholds(app) {
+        let (wallet, bank) = setup(&app, 1_000).await;
+        let mut ids = Vec::new();
+        for _ in 0..4 {
+            ids.push(pay(&app, "debit", 100, &wallet, &bank).await["id"].as_str().unwrap().to_owned());
+        }
+        pay(&app, "credit", 1, &wallet, &bank).await;
+        let rates = app.get("/v1/ach/return_rates").await;
+        rates.expect_status(200);
+        assert_eq!(rates.body["debit_entries"], 0, "pending debits are not entries yet");
+        cut(&app).await;
+        app.post(&format!("/v1/test_helpers/payments/{}/return", ids[0]), &json!({"code": "R10"})).await.expect_status(200);
+        let rates = app.get("/v1/ach/return_rates").await.body.clone();
+        assert_eq!(rates["debit_entries"], 4);
+        assert_eq!((rates["unauthorized_returns"].as_i64(), rates["unauthorized_rate_bps"].as_i64()), (Some(1), Some(2_500)));
+        assert_eq!(rates["overall_rate_bps"], 2_500);
+        assert_eq!(rates["administrative_returns"], 0);
+        assert_eq!(rates["exceeded"], json!(["unauthorized", "overall"]));
+        // Sixty-one days later none of it counts.
+        app.clock.advance_secs(61 * 86_400);
+        assert_eq!(app.get("/v1/ach/return_rates").await.body["debit_entries"], 0);
+    }
+}
