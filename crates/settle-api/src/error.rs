@@ -426,6 +426,66 @@ pub const ERROR_CODES: &[ErrorCode] = &[
         kind: ErrorType::ApiError,
         when: "the shared rate limiter (Redis) is unreachable and the server is set to fail closed; nothing ran",
     },
+    ErrorCode {
+        code: "same_day_limit_exceeded",
+        status: 422,
+        kind: ErrorType::InvalidRequestError,
+        when: "a same-day ACH payment is above the per-payment cap (1,000,000.00 USD by default); nothing was created",
+    },
+    ErrorCode {
+        code: "bank_account_disabled",
+        status: 422,
+        kind: ErrorType::InvalidRequestError,
+        when: "the counterparty's bank account was disabled by a return (its `disabled_reason` names the code); nothing was created",
+    },
+    ErrorCode {
+        code: "debit_authorization_missing",
+        status: 422,
+        kind: ErrorType::InvalidRequestError,
+        when: "a consumer debit (PPD, WEB, TEL) whose counterparty is not a customer with an active `ach_debit_authorization` consent; nothing was created",
+    },
+    ErrorCode {
+        code: "payment_not_retryable",
+        status: 422,
+        kind: ErrorType::InvalidRequestError,
+        when: "only a payment returned R01 or R09 may be originated again, at most twice within 180 days of the original",
+    },
+    ErrorCode {
+        code: "return_window_elapsed",
+        status: 422,
+        kind: ErrorType::InvalidRequestError,
+        when: "the return arrives after its code's window (2 banking days after settlement; 60 calendar days for unauthorized consumer debits); the payment is unchanged",
+    },
+    ErrorCode {
+        code: "payment_not_cancelable",
+        status: 409,
+        kind: ErrorType::ConflictError,
+        when: "the payment is already in a file (or finished); only a pending payment can be canceled",
+    },
+    ErrorCode {
+        code: "payment_invalid_state",
+        status: 409,
+        kind: ErrorType::ConflictError,
+        when: "the payment's status does not allow this move (for example settling a pending payment, or returning a canceled one)",
+    },
+    ErrorCode {
+        code: "payment_conflict",
+        status: 409,
+        kind: ErrorType::ConflictError,
+        when: "the payment changed while the request was decided; nothing was written, read it again and retry",
+    },
+    ErrorCode {
+        code: "ach_file_invalid",
+        status: 422,
+        kind: ErrorType::InvalidRequestError,
+        when: "the NACHA file cannot be read or its controls disagree; `param` names the line (`line 7`), nothing was applied",
+    },
+    ErrorCode {
+        code: "ach_file_limit_reached",
+        status: 422,
+        kind: ErrorType::InvalidRequestError,
+        when: "36 files were cut today already (file id modifiers A–Z, 0–9); the next window tomorrow takes the payments",
+    },
 ];
 
 #[cfg(test)]

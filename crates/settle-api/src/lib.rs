@@ -3,6 +3,7 @@
 //! render. No SQL lives here.
 
 pub mod accounts;
+pub mod ach;
 pub mod api_versions;
 pub mod auth;
 pub mod body;
@@ -115,6 +116,20 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/screenings/{id}/resolve", post(customers::screening::resolve))
         .route("/v1/audit_events", get(customers::audit::list))
         .route("/v1/test_helpers/customers/{id}/decide", axum::routing::any(customers::profile::decide))
+        .route("/v1/counterparties", post(ach::counterparties::create).get(ach::counterparties::list))
+        .route("/v1/counterparties/{id}", get(ach::counterparties::get))
+        .route("/v1/payments", post(ach::payments::create).get(ach::payments::list))
+        .route("/v1/payments/{id}", get(ach::payments::get))
+        .route("/v1/payments/{id}/cancel", post(ach::payments::cancel))
+        .route("/v1/payments/{id}/retry", post(ach::payments::retry))
+        .route("/v1/ach/files", get(ach::files::list))
+        .route("/v1/ach/files/{id}", get(ach::files::get))
+        .route("/v1/ach/files/{id}/content", get(ach::files::content))
+        .route("/v1/ach/return_files", post(ach::files::import))
+        .route("/v1/ach/return_rates", get(ach::payments::return_rates))
+        .route("/v1/test_helpers/ach/cut", axum::routing::any(ach::files::simulate_cut))
+        .route("/v1/test_helpers/payments/{id}/return", axum::routing::any(ach::payments::simulate_return))
+        .route("/v1/test_helpers/payments/{id}/settle", axum::routing::any(ach::payments::simulate_settle))
         .merge(test_helpers::router())
         .merge(faults::router())
         .fallback(not_found)

@@ -45,6 +45,8 @@ pub struct Shared {
     pub webhooks: Arc<crate::webhooks::Webhooks>,
     /// Customers: the keyring of their data keys, the loaded sanctions lists.
     pub customers: Arc<crate::customers::Customers>,
+    /// The ACH rail: originator settings, windows, same-day cap, ids.
+    pub ach: Arc<crate::ach::Ach>,
 }
 
 impl AppState {
@@ -67,6 +69,7 @@ impl AppState {
             events: Arc::default(),
             webhooks: Arc::default(),
             customers: Arc::default(),
+            ach: Arc::default(),
         }))
     }
 
@@ -114,6 +117,12 @@ impl AppState {
     /// Where this server finds customers' key-encryption keys (see `customers::keyring`).
     pub fn with_customers(mut self, customers: crate::customers::Customers) -> AppState {
         self.shared_mut().customers = Arc::new(customers);
+        self
+    }
+
+    /// The ACH rail's settings (see `crate::ach::AchConfig`).
+    pub fn with_ach(mut self, config: crate::ach::AchConfig) -> AppState {
+        self.shared_mut().ach = Arc::new(crate::ach::Ach { config, ..crate::ach::Ach::default() });
         self
     }
 

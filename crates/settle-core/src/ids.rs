@@ -190,6 +190,19 @@ impl fmt::Debug for EntryId {
     }
 }
 
+prefixed_id!(
+    /// An ACH counterparty (issue 7).
+    CounterpartyId, "cp_");
+prefixed_id!(
+    /// A counterparty's bank account.
+    BankAccountId, "ba_");
+prefixed_id!(
+    /// A payment on a rail.
+    PaymentId, "pay_");
+prefixed_id!(
+    /// A NACHA file Settle cut (or imported).
+    AchFileId, "achf_");
+
 /// Makes new ids. Monotonic within a process: two ids made in the same
 /// millisecond still sort in creation order.
 pub struct IdGenerator {
@@ -288,6 +301,22 @@ impl IdGenerator {
 
     pub fn kyc_event(&self) -> KycEventId {
         KycEventId(format!("{}{}", KycEventId::PREFIX, self.next_body()))
+    }
+
+    pub fn counterparty(&self) -> CounterpartyId {
+        CounterpartyId(format!("{}{}", CounterpartyId::PREFIX, self.next_body()))
+    }
+
+    pub fn bank_account(&self) -> BankAccountId {
+        BankAccountId(format!("{}{}", BankAccountId::PREFIX, self.next_body()))
+    }
+
+    pub fn payment(&self) -> PaymentId {
+        PaymentId(format!("{}{}", PaymentId::PREFIX, self.next_body()))
+    }
+
+    pub fn ach_file(&self) -> AchFileId {
+        AchFileId(format!("{}{}", AchFileId::PREFIX, self.next_body()))
     }
 
     pub fn audit_event(&self) -> AuditEventId {

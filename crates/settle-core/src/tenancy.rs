@@ -56,10 +56,14 @@ pub enum Scope {
     CustomersPiiRead,
     /// The audit trail of customer-side resources.
     AuditRead,
+    /// Counterparties, payments and ACH files, read (account numbers as their last four digits).
+    PaymentsRead,
+    /// Creating counterparties and payments, canceling payments, importing return files.
+    PaymentsWrite,
 }
 
 impl Scope {
-    pub const ALL: [Scope; 11] = [
+    pub const ALL: [Scope; 13] = [
         Scope::LedgerRead,
         Scope::LedgerWrite,
         Scope::ReconciliationRead,
@@ -71,6 +75,8 @@ impl Scope {
         Scope::CustomersWrite,
         Scope::CustomersPiiRead,
         Scope::AuditRead,
+        Scope::PaymentsRead,
+        Scope::PaymentsWrite,
     ];
 
     pub fn parse(text: &str) -> Option<Scope> {
@@ -86,6 +92,8 @@ impl Scope {
             "customers:write" => Some(Scope::CustomersWrite),
             "customers:pii:read" => Some(Scope::CustomersPiiRead),
             "audit:read" => Some(Scope::AuditRead),
+            "payments:read" => Some(Scope::PaymentsRead),
+            "payments:write" => Some(Scope::PaymentsWrite),
             _ => None,
         }
     }
@@ -103,6 +111,8 @@ impl Scope {
             Scope::CustomersWrite => "customers:write",
             Scope::CustomersPiiRead => "customers:pii:read",
             Scope::AuditRead => "audit:read",
+            Scope::PaymentsRead => "payments:read",
+            Scope::PaymentsWrite => "payments:write",
         }
     }
 }

@@ -2,6 +2,7 @@
 //! migrations per backend, and the group-commit engine that is the only
 //! writer of ledger state.
 
+pub mod ach;
 pub mod audit;
 pub mod bank_recon;
 pub mod customers;

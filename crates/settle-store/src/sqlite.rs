@@ -39,6 +39,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (10, include_str!("../migrations/sqlite/0010_feature_flags.sql")),
     (11, include_str!("../migrations/sqlite/0011_reconciliation_scopes.sql")),
     (12, include_str!("../migrations/sqlite/0012_customers_scopes.sql")),
+    (13, include_str!("../migrations/sqlite/0013_ach.sql")),
     (14, include_str!("../migrations/sqlite/0014_faults.sql")),
     (15, include_str!("../migrations/sqlite/0015_audit_client_ip.sql")),
 ];

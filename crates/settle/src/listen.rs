@@ -54,14 +54,14 @@ impl ClientArgs {
     }
 }
 
-struct Client {
+pub(crate) struct Client {
     base: String,
     key: String,
     http: reqwest::Client,
 }
 
 impl Client {
-    fn new(args: &ClientArgs) -> anyhow::Result<Client> {
+    pub(crate) fn new(args: &ClientArgs) -> anyhow::Result<Client> {
         let http = reqwest::Client::builder().timeout(FORWARD_TIMEOUT).build().context("building an HTTP client")?;
         Ok(Client { base: args.api_url.trim_end_matches('/').to_owned(), key: args.key()?, http })
     }
@@ -83,6 +83,28 @@ impl Client {
 
     async fn post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
         self.call(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    /// POSTs a text body (a NACHA file) and reads the JSON answer.
+    pub(crate) async fn post_text(&self, path: &str, body: String) -> anyhow::Result<Value> {
+        let request = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(&self.key)
+            .header("Settle-Version", settle_api::versions::NEWEST.to_string())
+            .header("Content-Type", "text/plain")
+            .body(body);
+        let response = request.send().await.with_context(|| format!("calling {}{path}", self.base))?;
+        let status = response.status();
+        let answer: Value = response.json().await.with_context(|| format!("reading the answer of {path}"))?;
+        if !status.is_success() {
+            bail!(
+                "{path} answered {status}: {} ({})",
+                answer["error"]["message"].as_str().unwrap_or("(no message)"),
+                answer["error"]["param"].as_str().unwrap_or("-")
+            );
+        }
+        Ok(answer)
     }
 }
 
@@ -197,10 +219,60 @@ pub async fn trigger(args: TriggerArgs) -> anyhow::Result<ExitCode> {
             client.post(&format!("/v1/transactions/{}/reverse", paid["id"].as_str().unwrap_or_default()), json!({})).await?
         }
         "webhook_endpoint.disabled" => gone_endpoint(&client).await?,
+        kind if kind.starts_with("payment.") => payment_through(&client, kind).await?,
         other => bail!("settle trigger does not know {other:?}; known: {}", known_types()),
     };
     println!("Trigger succeeded: {} fired by {} {}", args.event_type, made["object"].as_str().unwrap_or("object"), made["id"].as_str().unwrap_or(""));
     Ok(ExitCode::SUCCESS)
+}
+
+/// A sandbox ACH payment taken through the sandbox helpers to the state the event type names.
+async fn payment_through(client: &Client, kind: &str) -> anyhow::Result<Value> {
+    let wallet = client
+        .post("/v1/accounts", json!({"name": "trigger wallet", "currency": "USD", "normal_balance": "credit", "metadata": {"settle_trigger": "true"}}))
+        .await?;
+    let wallet = wallet["id"].as_str().unwrap_or_default().to_owned();
+    client.post(&format!("/v1/test_helpers/accounts/{wallet}/fund"), json!({"amount": 10_000})).await?;
+    let counterparty = client
+        .post(
+            "/v1/counterparties",
+            json!({"name": "Trigger Receiver", "bank_accounts": [{"routing_number": "021000021", "account_number": "000123456789", "account_type": "checking", "holder_name": "Trigger Receiver"}]}),
+        )
+        .await?;
+    let bank = counterparty["bank_accounts"][0]["id"].as_str().unwrap_or_default().to_owned();
+    let pay = async || -> anyhow::Result<String> {
+        let body = json!({"rail": "ach", "direction": "credit", "amount": 1_000, "currency": "USD", "ledger_account_id": wallet,
+            "counterparty_bank_account_id": bank, "sec_code": "PPD", "company_entry_description": "TRIGGER"});
+        Ok(client.post("/v1/payments", body).await?["id"].as_str().unwrap_or_default().to_owned())
+    };
+    let id = pay().await?;
+    let helper = |action: &str| format!("/v1/test_helpers/payments/{id}/{action}");
+    match kind {
+        "payment.created" => client.call(reqwest::Method::GET, &format!("/v1/payments/{id}"), None).await,
+        "payment.canceled" => client.post(&format!("/v1/payments/{id}/cancel"), json!({})).await,
+        "payment.submitted" => {
+            client.post("/v1/test_helpers/ach/cut", json!({})).await?;
+            client.call(reqwest::Method::GET, &format!("/v1/payments/{id}"), None).await
+        }
+        "payment.settled" => {
+            client.post("/v1/test_helpers/ach/cut", json!({})).await?;
+            client.post(&helper("settle"), json!({})).await
+        }
+        "payment.returned" => {
+            client.post("/v1/test_helpers/ach/cut", json!({})).await?;
+            client.post(&helper("return"), json!({"code": "R01"})).await
+        }
+        "payment.failed" => {
+            // A second payment waits while the first is filed and returned R02
+            // (account closed), which disables the account: the next cut fails it.
+            client.post("/v1/test_helpers/ach/cut", json!({})).await?;
+            let second = pay().await?;
+            client.post(&helper("return"), json!({"code": "R02"})).await?;
+            client.post("/v1/test_helpers/ach/cut", json!({})).await?;
+            client.call(reqwest::Method::GET, &format!("/v1/payments/{second}"), None).await
+        }
+        other => bail!("settle trigger does not know {other:?}; known: {}", known_types()),
+    }
 }
 
 fn known_types() -> String {

@@ -2,6 +2,7 @@
 //! touches the database takes the same `--data-dir` / `--database-url`
 //! flags (and environment variables), so it always finds the server's data.
 
+mod ach;
 mod audit;
 mod bench;
 mod customers;
@@ -63,7 +64,7 @@ impl DatabaseArgs {
 #[derive(Subcommand)]
 enum Command {
     /// Run the API server.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Apply database migrations and exit.
     Migrate {
         #[command(flatten)]
@@ -94,6 +95,11 @@ enum Command {
         /// The year (default: this year, UTC).
         #[arg(long, value_parser = clap::value_parser!(i32).range(1900..=2199))]
         year: Option<i32>,
+    },
+    /// The ACH rail: import a bank's return / NOC file into a running server.
+    Ach {
+        #[command(subcommand)]
+        command: ach::AchCommand,
     },
     /// Customers' key-encryption keys: rotation.
     Kms {
@@ -223,7 +229,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve(args) => {
                 init_logging();
-                serve::run(args).await
+                serve::run(*args).await
             }
             Command::Migrate { db } => {
                 db.open().await?;
@@ -258,6 +264,7 @@ fn main() -> ExitCode {
             Command::Versions { command } => Ok(versions::run(command)),
             Command::Deprecations { command } => deprecations::run(command).await,
             Command::Listen(args) => listen::listen(args).await,
+            Command::Ach { command } => ach::run(command).await,
             Command::Trigger(args) => listen::trigger(args).await,
             Command::Events { command: EventsCommand::Catalog } => {
                 print!("{}", settle_api::events::catalog::markdown());

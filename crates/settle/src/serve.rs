@@ -47,6 +47,8 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub http: HttpArgs,
     #[command(flatten)]
+    pub ach: crate::ach::AchArgs,
+    #[command(flatten)]
     pub webhooks: WebhookArgs,
 }
 
@@ -294,8 +296,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .with_metrics(metrics)
         .with_events(hub)
         .with_webhooks(webhooks)
-        .with_customers(customers);
+        .with_customers(customers)
+        .with_ach(args.ach.config()?);
     let worker = settle_api::operations::worker::spawn(state.clone());
+    // Cuts a NACHA file per FedACH window and settles due payments (safe on several servers: a window is cut once).
+    let ach_scheduler = args.ach.ach_scheduler.then(|| settle_api::ach::files::spawn_scheduler(state.clone()));
     state.store.release_leases_of_dead_servers(state.clock.now()).await.context("releasing the event and webhook leases of the previous process")?;
     let projector = settle_api::events::projector::spawn(state.clone(), settle_api::events::projector::ProjectorConfig::default());
     let deliveries = settle_api::webhooks::worker::spawn(state.clone());
@@ -335,6 +340,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     deliveries.stop().await;
     projector.stop().await;
     screening_refresher.abort();
+    if let Some(scheduler) = ach_scheduler {
+        scheduler.abort();
+    }
     // Every request has been answered: store the last deprecation counts.
     deprecation_flusher.finish().await;
     // The metrics listener holds an engine handle too.

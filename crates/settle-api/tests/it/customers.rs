@@ -201,7 +201,7 @@ fn granted_at_micros(body: &Value) -> i64 {
     (t.unix_timestamp_nanos() / 1000) as i64
 }
 
-async fn load_watchlist(app: &TestApp, names: &[(&str, &[&str], Option<i64>)]) -> String {
+pub async fn load_watchlist(app: &TestApp, names: &[(&str, &[&str], Option<i64>)]) -> String {
     let ids = settle_core::ids::IdGenerator::default();
     let list = SanctionsListRecord {
         id: ids.sanctions_list().to_string(),

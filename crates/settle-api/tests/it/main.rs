@@ -9,6 +9,7 @@
 #![expect(clippy::unwrap_used, reason = "test code: a panic is the failure report")]
 
 mod accounts;
+mod ach;
 mod app;
 mod batches;
 mod correlation;

@@ -1,0 +1,521 @@
+//! NACHA files: cut per FedACH window (by the scheduler, or on demand in the
+//! sandbox), listed and downloaded; return and NOC files read back.
+//!
+//! A window is cut at most once per tenant: the file row's `lookup` is the
+//! window (`2026-11-30T10:30`) under a unique index, so when several servers
+//! run the scheduler, one file wins and the others write nothing. Payments
+//! move to `submitted` in the same transaction as their file; a credit's hold
+//! is posted right after.
+
+use super::counterparties::{BankAccountRecord, NotificationOfChangeJson, bank_account_row, load_bank_account, open_account_number, seal_account_number};
+use super::payments::{self, PaymentDirection, PaymentJson, move_to, new_york_today, update, utc};
+use super::{applied, conflict, decode, encode, unprocessable};
+use crate::auth::require;
+use crate::error::ApiError;
+use crate::pagination::{PageParams, page, parse_query};
+use crate::path::IdPath;
+use crate::state::AppState;
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use settle_ach::nacha::{self, Direction, OutgoingEntry, SecCode};
+use settle_ach::payment::PaymentStatus;
+use settle_ach::returns::change_code;
+use settle_ach::routing::RoutingNumber;
+use settle_ach::window::{self, Window};
+use settle_core::clock::Timestamp;
+use settle_core::ids::AchFileId;
+use settle_core::tenancy::{Principal, Scope, TenantId};
+use settle_store::ach::{AchRow, AchTable, AchWrite};
+use sha2::{Digest, Sha256};
+use std::time::Duration;
+use utoipa::ToSchema;
+
+/// How often the scheduler looks for a window to cut and payments to settle.
+pub const SCHEDULER_INTERVAL: Duration = Duration::from_secs(5);
+/// Tenants served per scheduler round.
+const MAX_TENANTS_PER_ROUND: i64 = 1_000;
+/// Attempts at cutting one window when payments change under the cut.
+const MAX_CUT_ATTEMPTS: usize = 3;
+/// Files of one tenant read back to choose a file id modifier (36 a day at most).
+const MODIFIER_LOOKBACK: i64 = 40;
+/// A file's (and so each batch's) debit and credit totals are twelve digits.
+const MAX_FILE_TOTAL_MINOR: i64 = 999_999_999_999;
+/// New York hour after which a payment's effective date counts as settled.
+const SETTLEMENT_HOUR_NEW_YORK: u8 = 18;
+
+/// A NACHA file Settle sent or received.
+#[derive(Serialize, Deserialize, ToSchema, Clone, Debug)]
+pub struct AchFileJson {
+    #[schema(example = "achf_01jd3k3z7m8q9r0s1t2v3w4x5y")]
+    pub id: String,
+    #[schema(example = "ach_file")]
+    pub object: String,
+    /// `outgoing` (cut by Settle) or `incoming` (a return or NOC file).
+    pub direction: String,
+    /// The window it was cut for (`2026-11-30T10:30`, New York), `manual:…` for a sandbox cut, or the content's hash for an incoming file.
+    pub window: String,
+    pub file_id_modifier: String,
+    pub entry_count: i64,
+    pub total_debit: i64,
+    pub total_credit: i64,
+    /// The payments it carries (outgoing) or affected (incoming).
+    pub payment_ids: Vec<String>,
+    /// What an incoming file did, entry by entry.
+    pub results: Vec<AchFileResultJson>,
+    /// The next trace sequence after this file's (for the next file).
+    pub next_trace_sequence: u32,
+    pub created_at: String,
+}
+
+/// What one entry of an incoming file did.
+#[derive(Serialize, Deserialize, ToSchema, Clone, Debug)]
+pub struct AchFileResultJson {
+    /// The original entry's trace number.
+    pub original_trace_number: String,
+    /// `R01`… or `C01`…
+    pub code: String,
+    pub payment_id: Option<String>,
+    /// `returned`, `changed`, `unmatched` (no payment has that trace number), `late` (outside the code's return window: the payment is unchanged, a dishonored return is due) or `refused` (the payment's state does not allow it).
+    pub outcome: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct AchFileRecord {
+    #[serde(flatten)]
+    json: AchFileJson,
+    content: String,
+}
+
+fn file_row(tenant: TenantId, record: &AchFileRecord, now: Timestamp) -> Result<AchRow, ApiError> {
+    Ok(AchRow {
+        id: record.json.id.clone(),
+        tenant,
+        status: record.json.direction.clone(),
+        lookup: Some(record.json.window.clone()),
+        external_id: None,
+        version: 1,
+        data: encode(record)?,
+        created_at: now.micros(),
+    })
+}
+
+fn yymmdd(date: time::Date) -> String {
+    format!("{:02}{:02}{:02}", date.year().rem_euclid(100), u8::from(date.month()), date.day())
+}
+
+/// The trace sequence and file id modifier the tenant's next file takes.
+async fn next_numbers(state: &AppState, tenant: TenantId, today: &str) -> Result<(u32, char), ApiError> {
+    let recent = state.store.ach_in_status_newest(AchTable::Files, tenant, "outgoing", MODIFIER_LOOKBACK).await?;
+    let files = recent.iter().map(|r| decode::<AchFileRecord>(&r.data).map(|f| f.json)).collect::<Result<Vec<_>, _>>()?;
+    let sequence = files.first().map_or(1, |f| f.next_trace_sequence);
+    let today_count = files.iter().filter(|f| f.created_at.starts_with(today)).count();
+    let modifier = u32::try_from(today_count)
+        .ok()
+        .and_then(nacha::file_id_modifier)
+        .ok_or_else(|| unprocessable("ach_file_limit_reached", "36 files were cut today already (file id modifiers A–Z, 0–9)"))?;
+    Ok((sequence, modifier))
+}
+
+/// Cuts one file for `tenant` in `window` of `cut_date` from its pending
+/// payments. `None` when there is nothing to cut or the window was cut already.
+pub async fn cut(state: &AppState, tenant: TenantId, window_key: &str, cut_date: time::Date, window: Window) -> Result<Option<AchFileJson>, ApiError> {
+    for _ in 0..MAX_CUT_ATTEMPTS {
+        if !state.store.ach_find(AchTable::Files, tenant, window_key.to_owned(), 1).await?.is_empty() {
+            return Ok(None);
+        }
+        match cut_once(state, tenant, window_key, cut_date, window).await {
+            Err(e) if e.code == "payment_conflict" => continue,
+            other => return other,
+        }
+    }
+    Err(conflict("payment_conflict", "payments kept changing while the file was cut; try again"))
+}
+
+async fn cut_once(state: &AppState, tenant: TenantId, window_key: &str, cut_date: time::Date, window: Window) -> Result<Option<AchFileJson>, ApiError> {
+    let now = state.clock.now();
+    let rows = state.store.ach_in_status(AchTable::Payments, tenant, PaymentStatus::Pending.as_str(), super::MAX_ENTRIES_PER_FILE).await?;
+    let next_day = window::effective_date(cut_date, window, false, None);
+    let (mut sequence, modifier) = next_numbers(state, tenant, &now.to_rfc3339()[..10]).await?;
+    let first_sequence = sequence;
+    let config = &state.ach.config;
+    let mut entries = Vec::new();
+    let mut chosen: Vec<(PaymentJson, AchRow)> = Vec::new();
+    let mut failed: Vec<(PaymentJson, AchRow)> = Vec::new();
+    let (mut credit_total, mut debit_total) = (0i64, 0i64);
+    for row in rows {
+        let mut p: PaymentJson = decode(&row.data)?;
+        let requested = p.effective_date.as_deref().map(|d| payments::date("effective_date", d)).transpose()?;
+        // A payment wanted later than the next banking day waits for a later window.
+        if let (Some(r), Some(next)) = (requested, next_day)
+            && r > next
+        {
+            continue;
+        }
+        let Some(effective) = window::effective_date(cut_date, window, p.same_day, requested) else { continue };
+        let (bank, _): (BankAccountRecord, AchRow) = load_bank_account(state, tenant, &p.counterparty_bank_account_id, "counterparty_bank_account_id").await?;
+        if bank.json.status != "active" {
+            move_to(
+                &mut p,
+                PaymentStatus::Failed,
+                Some(format!("bank account disabled ({})", bank.json.disabled_reason.as_deref().unwrap_or("disabled"))),
+                now,
+            )?;
+            failed.push((p, row));
+            continue;
+        }
+        // Money stops for a customer blocked by screening since the payment was made.
+        let account = settle_core::ids::AccountId::parse(&p.ledger_account_id).ok_or_else(|| ApiError::internal(&"a payment's account id is malformed"))?;
+        if let Err(e) = crate::customers::accounts::refuse_blocked(state, tenant, &[&account]).await {
+            if e.code != "customer_blocked" {
+                return Err(e);
+            }
+            move_to(&mut p, PaymentStatus::Failed, Some(String::from("customer blocked by sanctions screening")), now)?;
+            failed.push((p, row));
+            continue;
+        }
+        // Control totals are twelve digits: a payment that would overflow them waits for the next file.
+        let running = if p.direction == PaymentDirection::Credit { &mut credit_total } else { &mut debit_total };
+        match running.checked_add(p.amount) {
+            Some(total) if total <= MAX_FILE_TOTAL_MINOR => *running = total,
+            _ => continue,
+        }
+        let routing = RoutingNumber::parse(&bank.json.routing_number).map_err(|_| ApiError::internal(&"a stored routing number fails its check"))?;
+        let sec = SecCode::parse(&p.sec_code).ok_or_else(|| ApiError::internal(&"a stored SEC code is unknown"))?;
+        entries.push(OutgoingEntry {
+            direction: match p.direction {
+                PaymentDirection::Credit => Direction::Credit,
+                PaymentDirection::Debit => Direction::Debit,
+            },
+            account_type: bank.json.account_type.nacha(),
+            routing_number: routing,
+            account_number: open_account_number(state, tenant, &bank)?,
+            amount_minor: p.amount,
+            individual_identification: p.id.trim_start_matches("pay_").chars().take(15).collect(),
+            individual_name: bank.json.holder_name.clone(),
+            sec_code: sec,
+            company_entry_description: p.company_entry_description.clone(),
+            effective_date: yymmdd(effective),
+            addenda: p.addenda.clone(),
+            trace_sequence: sequence,
+        });
+        p.trace_number = Some(nacha::trace_number(&config.originator.odfi, sequence));
+        p.effective_date = Some(effective.to_string());
+        sequence = (sequence % 9_999_999) + 1;
+        chosen.push((p, row));
+    }
+    // Payments whose bank account was disabled or whose customer was blocked meanwhile fail (their holds are released).
+    for (p, row) in &failed {
+        applied(state.store.ach_apply(vec![update(tenant, p, row)?], vec![payments::event(state, tenant, p)?], None, now).await, || {
+            conflict("payment_conflict", "changed")
+        })?;
+        if let Err(e) = payments::void_ledger(state, tenant, p).await {
+            tracing::error!(payment_id = %p.id, error = ?e, "a failed payment's hold was not voided");
+        }
+    }
+    if entries.is_empty() {
+        return Ok(None);
+    }
+    let local = window::new_york(utc(now));
+    let created = (yymmdd(local.date()), format!("{:02}{:02}", local.hour(), local.minute()));
+    let file = nacha::build_file(&config.originator, (&created.0, &created.1), modifier, &entries)
+        .map_err(|e| ApiError::internal(&format!("building a NACHA file: {e}")))?;
+    let id = state.ach.ids.ach_file().to_string();
+    let json = AchFileJson {
+        id: id.clone(),
+        object: String::from("ach_file"),
+        direction: String::from("outgoing"),
+        window: window_key.to_owned(),
+        file_id_modifier: modifier.to_string(),
+        entry_count: i64::try_from(entries.len()).unwrap_or(i64::MAX),
+        total_debit: file.control.total_debit_minor,
+        total_credit: file.control.total_credit_minor,
+        payment_ids: chosen.iter().map(|(p, _)| p.id.clone()).collect(),
+        results: Vec::new(),
+        next_trace_sequence: sequence,
+        created_at: now.to_rfc3339(),
+    };
+    let record = AchFileRecord { json, content: file.write() };
+    let mut writes = vec![AchWrite::Insert(AchTable::Files, file_row(tenant, &record, now)?)];
+    let mut events = Vec::with_capacity(chosen.len());
+    for (p, row) in &mut chosen {
+        p.ach_file_id = Some(id.clone());
+        move_to(p, PaymentStatus::Submitted, Some(format!("in file {id} (trace {})", p.trace_number.as_deref().unwrap_or(""))), now)?;
+        writes.push(update(tenant, p, row)?);
+        events.push(payments::event(state, tenant, p)?);
+    }
+    applied(state.store.ach_apply(writes, events, None, now).await, || conflict("payment_conflict", "a payment or the window changed during the cut"))?;
+    tracing::info!(file_id = %id, entries = entries.len(), first_sequence, window = window_key, "cut an ACH file");
+    for (p, _) in &chosen {
+        if p.direction == PaymentDirection::Credit
+            && let Err(e) = payments::post_ledger(state, tenant, p).await
+        {
+            tracing::error!(payment_id = %p.id, error = ?e, "a submitted credit's hold was not posted");
+        }
+    }
+    Ok(Some(record.json))
+}
+
+/// One scheduler round: cut the latest window for every tenant with pending
+/// payments (once per window), and settle submitted payments whose effective
+/// date has passed its settlement hour.
+pub async fn tick(state: &AppState) -> Result<usize, ApiError> {
+    let now = state.clock.now();
+    let mut cut_count = 0;
+    if let Some((date, w)) = window::latest_window(utc(now), &state.ach.config.windows) {
+        let key = format!("{date}T{:02}:{:02}", w.hour, w.minute);
+        for tenant in state.store.ach_tenants_in_status(AchTable::Payments, PaymentStatus::Pending.as_str(), MAX_TENANTS_PER_ROUND).await? {
+            // One tenant's failure does not hold up the others; the next round retries it.
+            match cut(state, tenant, &key, date, w).await {
+                Ok(Some(_)) => cut_count += 1,
+                Ok(None) => {}
+                Err(e) => tracing::warn!(tenant = tenant.0, code = e.code, message = %e.message, "cutting an ACH file failed"),
+            }
+        }
+    }
+    let local = window::new_york(utc(now));
+    for tenant in state.store.ach_tenants_in_status(AchTable::Payments, PaymentStatus::Submitted.as_str(), MAX_TENANTS_PER_ROUND).await? {
+        for row in state.store.ach_in_status(AchTable::Payments, tenant, PaymentStatus::Submitted.as_str(), super::MAX_ENTRIES_PER_FILE).await? {
+            let p: PaymentJson = decode(&row.data)?;
+            let Some(effective) = p.effective_date.as_deref().map(|d| payments::date("effective_date", d)).transpose()? else { continue };
+            let due = local.date() > effective || (local.date() == effective && local.hour() >= SETTLEMENT_HOUR_NEW_YORK);
+            if due {
+                match payments::settle(state, tenant, &p.id, "settled on its effective date").await {
+                    Ok(_) => {}
+                    Err(e) if e.code == "payment_conflict" || e.code == "payment_invalid_state" => {}
+                    Err(e) => tracing::warn!(payment_id = %p.id, code = e.code, message = %e.message, "settling an ACH payment failed"),
+                }
+            }
+        }
+    }
+    Ok(cut_count)
+}
+
+/// Runs [`tick`] every [`SCHEDULER_INTERVAL`] until the task is aborted.
+pub fn spawn_scheduler(state: AppState) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut interval = tokio::time::interval(SCHEDULER_INTERVAL);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            interval.tick().await;
+            if let Err(e) = tick(&state).await {
+                tracing::warn!(code = e.code, message = %e.message, "ACH scheduler round failed; next round retries");
+            }
+        }
+    })
+}
+
+/// Sandbox only: cuts a file now from every pending payment, as if a window closed.
+#[utoipa::path(post, path = "/v1/test_helpers/ach/cut", tag = "Test helpers", operation_id = "simulate_ach_cut",
+    request_body = crate::wire::EmptyRequest,
+    responses((status = 200, description = "The file cut (none when no payment was pending).", body = inline(crate::render::ListJson<AchFileJson>))))]
+pub async fn simulate_cut(
+    State(state): State<AppState>,
+    crate::test_helpers::SandboxWriter(principal): crate::test_helpers::SandboxWriter,
+    _body: crate::body::JsonBody<crate::wire::EmptyRequest>,
+) -> Result<Response, ApiError> {
+    require(&principal, Scope::PaymentsWrite)?;
+    let now = state.clock.now();
+    let today = new_york_today(now);
+    let date = if settle_core::calendar::is_banking_day(today) { Some(today) } else { settle_core::calendar::next_banking_day(today) };
+    let date = date.ok_or_else(|| ApiError::internal(&"no banking day ahead"))?;
+    let local = window::new_york(utc(now));
+    let w = Window { hour: local.hour(), minute: local.minute(), is_same_day: true };
+    let key = format!("manual:{}", state.ach.ids.ach_file());
+    let files: Vec<AchFileJson> = cut(&state, principal.tenant, &key, date, w).await?.into_iter().collect();
+    Ok(axum::Json(crate::render::list(files, false)).into_response())
+}
+
+async fn load_file(state: &AppState, tenant: TenantId, id: &str) -> Result<AchFileRecord, ApiError> {
+    if AchFileId::parse(id).is_none() {
+        return Err(ApiError::not_found("ACH file"));
+    }
+    let row = state.store.ach_get(AchTable::Files, tenant, id.to_owned()).await?.ok_or_else(|| ApiError::not_found("ACH file"))?;
+    decode(&row.data)
+}
+
+/// NACHA files, newest first.
+#[utoipa::path(get, path = "/v1/ach/files", tag = "Payments", operation_id = "list_ach_files",
+    params(PageParams),
+    responses((status = 200, description = "A page of files.", body = inline(crate::render::ListJson<AchFileJson>))))]
+pub async fn list(State(state): State<AppState>, principal: Principal, RawQuery(query): RawQuery) -> Result<Response, ApiError> {
+    require(&principal, Scope::PaymentsRead)?;
+    let params: PageParams = parse_query(query.as_deref())?;
+    let page = page(params.limit.as_deref(), params.starting_after, params.ending_before, |id| AchFileId::parse(id).is_some())?;
+    let result = state.store.ach_list(AchTable::Files, principal.tenant, None, page).await?;
+    let items = result.items.iter().map(|r| decode::<AchFileRecord>(&r.data).map(|f| f.json)).collect::<Result<Vec<_>, _>>()?;
+    Ok(axum::Json(crate::render::list(items, result.has_more)).into_response())
+}
+
+/// A NACHA file's summary.
+#[utoipa::path(get, path = "/v1/ach/files/{id}", tag = "Payments", operation_id = "get_ach_file",
+    params(("id" = String, Path, description = "A file id (`achf_…`).")),
+    responses((status = 200, description = "The file.", body = AchFileJson)))]
+pub async fn get(State(state): State<AppState>, principal: Principal, IdPath(id): IdPath) -> Result<Response, ApiError> {
+    require(&principal, Scope::PaymentsRead)?;
+    Ok(axum::Json(load_file(&state, principal.tenant, &id).await?.json).into_response())
+}
+
+/// The file itself, as sent to (or received from) the bank.
+#[utoipa::path(get, path = "/v1/ach/files/{id}/content", tag = "Payments", operation_id = "get_ach_file_content",
+    params(("id" = String, Path, description = "A file id (`achf_…`).")),
+    responses((status = 200, description = "94-character NACHA records.", content_type = "text/plain", body = String)))]
+pub async fn content(State(state): State<AppState>, principal: Principal, IdPath(id): IdPath) -> Result<Response, ApiError> {
+    require(&principal, Scope::PaymentsRead)?;
+    let record = load_file(&state, principal.tenant, &id).await?;
+    let mut response = record.content.into_response();
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=us-ascii"));
+    Ok(response)
+}
+
+/// Applies a notification of change to the payment's bank account.
+async fn apply_change(state: &AppState, tenant: TenantId, p: &PaymentJson, change: &nacha::ChangeAddenda) -> Result<bool, ApiError> {
+    let code = change.change_code.trim();
+    let Some(known) = change_code(code) else { return Ok(false) };
+    let (mut bank, row): (BankAccountRecord, AchRow) =
+        load_bank_account(state, tenant, &p.counterparty_bank_account_id, "counterparty_bank_account_id").await?;
+    let data = change.corrected_data.trim();
+    let mut fields = Vec::new();
+    let account_ok = |text: &str| super::counterparties::account_number("corrected_data", text).ok();
+    match code {
+        "C01" | "C06" => {
+            let number = data.get(..17).unwrap_or(data).trim();
+            if let Some(n) = account_ok(number) {
+                seal_account_number(state, tenant, &mut bank, &n)?;
+                fields.push(String::from("account_number"));
+            }
+        }
+        "C02" => {
+            if let Ok(r) = RoutingNumber::parse(data.get(..9).unwrap_or(data)) {
+                bank.json.routing_number = r.to_string();
+                fields.push(String::from("routing_number"));
+            }
+        }
+        "C03" | "C07" => {
+            let routing = data.get(..9).map(RoutingNumber::parse);
+            let number = data.get(9..).map(str::trim).and_then(|rest| account_ok(rest.get(..17.min(rest.len())).unwrap_or("")));
+            if let (Some(Ok(r)), Some(n)) = (routing, number) {
+                bank.json.routing_number = r.to_string();
+                seal_account_number(state, tenant, &mut bank, &n)?;
+                fields.extend([String::from("routing_number"), String::from("account_number")]);
+            }
+        }
+        _ => {}
+    }
+    if matches!(code, "C05" | "C06" | "C07") {
+        // The corrected transaction code is the last two characters that matter: 2x checking, 3x savings.
+        let tx = if code == "C05" { data.get(..2) } else { data.trim_end().get(data.trim_end().len().saturating_sub(2)..) };
+        match tx.and_then(|t| t.chars().next()) {
+            Some('2') => {
+                bank.json.account_type = super::counterparties::AccountTypeJson::Checking;
+                fields.push(String::from("account_type"));
+            }
+            Some('3') => {
+                bank.json.account_type = super::counterparties::AccountTypeJson::Savings;
+                fields.push(String::from("account_type"));
+            }
+            _ => {}
+        }
+    }
+    let now = state.clock.now();
+    bank.json.notifications_of_change.push(NotificationOfChangeJson {
+        code: known.code.to_owned(),
+        description: known.description.to_owned(),
+        updated_fields: fields,
+        payment_id: Some(p.id.clone()),
+        received_at: now.to_rfc3339(),
+    });
+    applied(
+        state
+            .store
+            .ach_apply(vec![AchWrite::Update(AchTable::BankAccounts, bank_account_row(tenant, &bank, row.version + 1, row.created_at)?)], Vec::new(), None, now)
+            .await,
+        || conflict("payment_conflict", "the bank account changed while the notification was applied; import the file again"),
+    )?;
+    Ok(true)
+}
+
+/// Reads a return / NOC file and applies each entry; the file is stored
+/// once (a second import of the same bytes answers the first result).
+pub async fn import_return_file(state: &AppState, tenant: TenantId, text: &str) -> Result<(StatusCode, AchFileJson), ApiError> {
+    let file = nacha::parse(text).map_err(|e| {
+        let param = if e.line == 0 { String::from("content") } else { format!("line {}", e.line) };
+        unprocessable("ach_file_invalid", e.to_string()).with_param(param)
+    })?;
+    let hash = format!("incoming:{}", hex::encode(Sha256::digest(text.as_bytes())));
+    if let Some(row) = state.store.ach_find(AchTable::Files, tenant, hash.clone(), 1).await?.into_iter().next() {
+        return Ok((StatusCode::OK, decode::<AchFileRecord>(&row.data)?.json));
+    }
+    let now = state.clock.now();
+    let mut results = Vec::new();
+    let mut payment_ids = Vec::new();
+    for (_, entry) in file.entries() {
+        let (code, original) = if let Some(r) = entry.return_addenda() {
+            (r.reason_code.trim().to_owned(), r.original_trace_number.trim().to_owned())
+        } else if let Some(c) = entry.change_addenda() {
+            (c.change_code.trim().to_owned(), c.original_trace_number.trim().to_owned())
+        } else {
+            continue;
+        };
+        let found = state.store.ach_find(AchTable::Payments, tenant, original.clone(), 1).await?.into_iter().next();
+        let Some(row) = found else {
+            results.push(AchFileResultJson { original_trace_number: original, code, payment_id: None, outcome: String::from("unmatched") });
+            continue;
+        };
+        let p: PaymentJson = decode(&row.data)?;
+        let outcome = if let Some(c) = entry.change_addenda() {
+            if apply_change(state, tenant, &p, c).await? { "changed" } else { "refused" }
+        } else {
+            match payments::apply_return(state, tenant, &p.id, &code, "return file").await {
+                Ok(_) => "returned",
+                Err(e) if e.code == "return_window_elapsed" => "late",
+                Err(e) if e.code == "payment_invalid_state" || e.code == "invalid_request" => "refused",
+                Err(e) => return Err(e),
+            }
+        };
+        payment_ids.push(p.id.clone());
+        results.push(AchFileResultJson { original_trace_number: original, code, payment_id: Some(p.id), outcome: outcome.to_owned() });
+    }
+    let json = AchFileJson {
+        id: state.ach.ids.ach_file().to_string(),
+        object: String::from("ach_file"),
+        direction: String::from("incoming"),
+        window: hash,
+        file_id_modifier: file.header.file_id_modifier.to_string(),
+        entry_count: i64::try_from(file.entries().count()).unwrap_or(i64::MAX),
+        total_debit: file.control.total_debit_minor,
+        total_credit: file.control.total_credit_minor,
+        payment_ids,
+        results,
+        next_trace_sequence: 0,
+        created_at: now.to_rfc3339(),
+    };
+    let record = AchFileRecord { json, content: text.to_owned() };
+    match state.store.ach_apply(vec![AchWrite::Insert(AchTable::Files, file_row(tenant, &record, now)?)], Vec::new(), None, now).await {
+        Ok(()) => Ok((StatusCode::CREATED, record.json)),
+        // Imported concurrently: the entries were applied once (payment moves are guarded); answer the stored import.
+        Err(settle_store::ach::ApplyError::Stale) => {
+            match state.store.ach_find(AchTable::Files, tenant, record.json.window.clone(), 1).await?.into_iter().next() {
+                Some(row) => Ok((StatusCode::OK, decode::<AchFileRecord>(&row.data)?.json)),
+                None => Err(conflict("payment_conflict", "the file was imported concurrently; import it again")),
+            }
+        }
+        Err(settle_store::ach::ApplyError::Store(e)) => Err(ApiError::from(e)),
+    }
+}
+
+/// Imports a return / notification-of-change file from the bank (the NACHA text as the body).
+#[utoipa::path(post, path = "/v1/ach/return_files", tag = "Payments", operation_id = "import_ach_return_file",
+    request_body(content = String, content_type = "text/plain", description = "A NACHA file with return (addenda 99) and NOC (addenda 98) entries."),
+    responses((status = 201, description = "The file and what each entry did.", body = AchFileJson),
+              (status = 200, description = "The same file was imported before: the first import's result.", body = AchFileJson)))]
+pub async fn import(State(state): State<AppState>, principal: Principal, body: axum::body::Bytes) -> Result<Response, ApiError> {
+    require(&principal, Scope::PaymentsWrite)?;
+    if body.len() > nacha::MAX_FILE_BYTES {
+        return Err(unprocessable("ach_file_invalid", "the file is too large").with_param("content"));
+    }
+    let text = std::str::from_utf8(&body).map_err(|_| unprocessable("ach_file_invalid", "the file is not ASCII text").with_param("content"))?;
+    let (status, json) = import_return_file(&state, principal.tenant, text).await?;
+    Ok((status, axum::Json(json)).into_response())
+}

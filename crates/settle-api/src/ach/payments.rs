@@ -1,0 +1,1005 @@
+//! `/v1/payments`: ACH credits and debits, their state machine and history,
+//! cancellation before submission, and the sandbox's settle and return
+//! helpers. Every move of a payment is applied to its row first (only from
+//! the version that was read, so concurrent moves cannot both win) and its
+//! ledger effect second; see the table in `super`.
+
+use super::counterparties::{BankAccountRecord, bank_account_row, load_bank_account};
+use super::{LedgerRefusal, applied, clearing_account, conflict, decode, encode, submit_ledger, unprocessable};
+use crate::auth::require;
+use crate::body::JsonBody;
+use crate::customers::{idempotency_record, json_response, keyed};
+use crate::error::ApiError;
+use crate::pagination::{page, parse_query};
+use crate::path::IdPath;
+use crate::state::AppState;
+use crate::wire::EmptyRequest;
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use settle_ach::nacha::{MAX_ENTRY_AMOUNT_MINOR, SecCode};
+use settle_ach::payment::PaymentStatus;
+use settle_ach::returns::{ReturnAction, return_reason};
+use settle_core::clock::Timestamp;
+use settle_core::ids::{PaymentId, TransactionId};
+use settle_core::ledger::{Direction, EntryDraft, LedgerError, TransactionDraft, TransactionStatus};
+use settle_core::metadata::Metadata;
+use settle_core::money::{Amount, Currency};
+use settle_core::tenancy::{Principal, Scope, TenantId};
+use settle_store::ach::{AchRow, AchTable, AchWrite};
+use settle_store::engine::{Command, CommandError, Outcome};
+use settle_store::events::NewEvent;
+use std::collections::BTreeMap;
+use utoipa::{IntoParams, ToSchema};
+
+/// NACHA's company entry description field.
+const MAX_DESCRIPTION_CHARS: usize = 10;
+/// One addenda record's payment related information.
+const MAX_ADDENDA_CHARS: usize = 80;
+const MAX_EXTERNAL_ID_CHARS: usize = 255;
+
+#[derive(Deserialize, Serialize, ToSchema, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum PaymentDirection {
+    /// Money out: from the ledger account to the counterparty.
+    Credit,
+    /// Money in: pulled from the counterparty into the ledger account.
+    Debit,
+}
+
+/// `POST /v1/payments`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreatePaymentRequest {
+    /// `ach` (the only rail so far).
+    #[schema(example = "ach")]
+    pub rail: String,
+    pub direction: PaymentDirection,
+    /// Minor units (cents), 1 to 9,999,999,999.
+    #[schema(minimum = 1, example = 12500)]
+    pub amount: i64,
+    /// `USD`.
+    #[schema(example = "USD")]
+    pub currency: String,
+    /// The ledger account the money leaves (credit) or arrives in (debit).
+    pub ledger_account_id: String,
+    /// The counterparty's bank account (`ba_…`).
+    pub counterparty_bank_account_id: String,
+    /// `PPD`, `CCD`, `WEB` or `TEL`.
+    #[schema(example = "PPD")]
+    pub sec_code: String,
+    /// 1 to 10 printable ASCII characters; the receiver's bank statement shows it.
+    #[schema(example = "PAYROLL")]
+    pub company_entry_description: String,
+    /// Same-day ACH (at most the same-day cap, 1,000,000.00 USD by default).
+    #[serde(default)]
+    pub same_day: bool,
+    /// `YYYY-MM-DD`, New York date, not before today: the earliest effective entry date wanted.
+    pub effective_date: Option<String>,
+    /// Up to 80 printable ASCII characters, sent as one addenda record.
+    pub addenda: Option<String>,
+    /// Your reference, unique per environment (1 to 255 characters).
+    pub external_id: Option<String>,
+    #[schema(value_type = Option<BTreeMap<String, String>>)]
+    pub metadata: Option<Metadata>,
+}
+
+/// One move of a payment.
+#[derive(Serialize, Deserialize, ToSchema, Clone, Debug)]
+pub struct PaymentHistoryJson {
+    pub at: String,
+    /// The status before (none for the creation).
+    #[schema(value_type = Option<String>)]
+    pub from: Option<PaymentStatus>,
+    #[schema(value_type = String)]
+    pub to: PaymentStatus,
+    pub reason: Option<String>,
+}
+
+/// A payment on a rail.
+#[derive(Serialize, Deserialize, ToSchema, Clone, Debug)]
+#[schema(as = Payment)]
+pub struct PaymentJson {
+    #[schema(example = "pay_01jd3k3z7m8q9r0s1t2v3w4x5y")]
+    pub id: String,
+    #[schema(example = "payment")]
+    pub object: String,
+    #[schema(example = "ach")]
+    pub rail: String,
+    pub direction: PaymentDirection,
+    pub amount: i64,
+    pub currency: String,
+    /// `pending`, `submitted`, `settled`, `returned`, `canceled` or `failed`.
+    #[schema(value_type = String, example = "pending")]
+    pub status: PaymentStatus,
+    pub ledger_account_id: String,
+    pub counterparty_id: String,
+    pub counterparty_bank_account_id: String,
+    pub sec_code: String,
+    pub company_entry_description: String,
+    pub same_day: bool,
+    /// Requested at creation; the effective entry date once in a file.
+    pub effective_date: Option<String>,
+    pub addenda: Option<String>,
+    pub external_id: Option<String>,
+    #[schema(value_type = BTreeMap<String, String>)]
+    pub metadata: Metadata,
+    /// The ledger transaction that holds (credit) or expects (debit) the money.
+    pub ledger_transaction_id: String,
+    /// The reversal of that transaction, after a return.
+    pub reversal_transaction_id: Option<String>,
+    /// A settled debit: the pending transaction that keeps its money
+    /// unavailable until `available_at` (it expires then by itself).
+    #[serde(default)]
+    pub availability_hold_transaction_id: Option<String>,
+    /// A settled debit: when its money becomes available.
+    #[serde(default)]
+    pub available_at: Option<String>,
+    /// The entry's trace number, once in a file.
+    pub trace_number: Option<String>,
+    pub ach_file_id: Option<String>,
+    /// The return reason code (`R01`…), once returned.
+    pub return_code: Option<String>,
+    pub return_reason: Option<String>,
+    /// A retry (`POST /v1/payments/{id}/retry`): the original payment.
+    #[serde(default)]
+    pub retry_of: Option<String>,
+    /// The original: how many times it was originated again.
+    #[serde(default)]
+    pub retry_count: u32,
+    /// Set when a ledger effect could not be applied (for example a reversal
+    /// refused for insufficient funds after a late return): what an operator must resolve.
+    pub ledger_issue: Option<String>,
+    pub history: Vec<PaymentHistoryJson>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+pub fn payment_row(tenant: TenantId, p: &PaymentJson, version: i64, created_at: i64) -> Result<AchRow, ApiError> {
+    Ok(AchRow {
+        id: p.id.clone(),
+        tenant,
+        status: p.status.as_str().to_owned(),
+        lookup: p.trace_number.clone(),
+        external_id: p.external_id.clone(),
+        version,
+        data: encode(p)?,
+        created_at,
+    })
+}
+
+/// The event of `p`'s latest move (`payment.created`, `payment.submitted`,
+/// …): the payment as it is now, and on moves its previous status. Its
+/// sequence is the move's place in the history (1 for the creation).
+pub fn event(state: &AppState, tenant: TenantId, p: &PaymentJson) -> Result<NewEvent, ApiError> {
+    let from = p.history.last().and_then(|h| h.from);
+    let kind = match from {
+        None => String::from("payment.created"),
+        Some(_) => format!("payment.{}", p.status.as_str()),
+    };
+    let now = Timestamp::parse_rfc3339(&p.updated_at).unwrap_or_else(|| state.clock.now());
+    let sequence = i64::try_from(p.history.len()).unwrap_or(i64::MAX);
+    let id = state.events.ids.event();
+    let body = crate::events::EventJson {
+        object: String::from("event"),
+        id: id.as_str().to_owned(),
+        kind: kind.clone(),
+        api_version: crate::versions::NEWEST.to_string(),
+        created_at: now.to_rfc3339(),
+        data: crate::events::EventDataJson {
+            object: serde_json::to_value(p).map_err(|e| ApiError::internal(&e))?,
+            previous_attributes: from.map(|f| serde_json::json!({"status": f.as_str()})),
+        },
+        request: crate::events::EventRequestJson::default(),
+        correlation_id: None,
+        sequence,
+    };
+    Ok(NewEvent {
+        id,
+        tenant,
+        kind,
+        object_id: p.id.clone(),
+        sequence,
+        log_seq: None,
+        created_at: now,
+        body: serde_json::to_vec(&body).map_err(|e| ApiError::internal(&e))?,
+    })
+}
+
+/// Moves `p` to `to` with a history line, or refuses the move (409).
+pub fn move_to(p: &mut PaymentJson, to: PaymentStatus, reason: Option<String>, now: Timestamp) -> Result<(), ApiError> {
+    if !p.status.can_move_to(to) {
+        return Err(conflict("payment_invalid_state", format!("a {} payment cannot become {}", p.status.as_str(), to.as_str())));
+    }
+    p.history.push(PaymentHistoryJson { at: now.to_rfc3339(), from: Some(p.status), to, reason });
+    p.status = to;
+    p.updated_at = now.to_rfc3339();
+    Ok(())
+}
+
+/// The write that stores `p` over the row version `read`.
+pub fn update(tenant: TenantId, p: &PaymentJson, row: &AchRow) -> Result<AchWrite, ApiError> {
+    Ok(AchWrite::Update(AchTable::Payments, payment_row(tenant, p, row.version + 1, row.created_at)?))
+}
+
+fn stale() -> ApiError {
+    conflict("payment_conflict", "the payment changed while the request was decided; nothing was written, read it again and retry")
+}
+
+/// The tenant's payment `id` with its row, or 404.
+pub async fn load(state: &AppState, tenant: TenantId, id: &str) -> Result<(PaymentJson, AchRow), ApiError> {
+    if PaymentId::parse(id).is_none() {
+        return Err(ApiError::not_found("payment"));
+    }
+    let row = state.store.ach_get(AchTable::Payments, tenant, id.to_owned()).await?.ok_or_else(|| ApiError::not_found("payment"))?;
+    Ok((decode(&row.data)?, row))
+}
+
+fn transaction_id(text: &str) -> Result<TransactionId, ApiError> {
+    TransactionId::parse(text).ok_or_else(|| ApiError::internal(&"a payment's ledger transaction id is malformed"))
+}
+
+/// Posts a payment's pending transaction; one already posted counts as done.
+pub async fn post_ledger(state: &AppState, tenant: TenantId, p: &PaymentJson) -> Result<(), LedgerRefusal> {
+    let id = transaction_id(&p.ledger_transaction_id).map_err(|_| LedgerRefusal::Unavailable)?;
+    match submit_ledger(state, tenant, Command::PostTransaction { id, entries: None }).await {
+        Ok(_) | Err(LedgerRefusal::Refused(CommandError::Ledger(LedgerError::TransactionNotPending(_)))) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Voids a payment's pending transaction; one already voided counts as done.
+pub async fn void_ledger(state: &AppState, tenant: TenantId, p: &PaymentJson) -> Result<(), LedgerRefusal> {
+    let id = transaction_id(&p.ledger_transaction_id).map_err(|_| LedgerRefusal::Unavailable)?;
+    match submit_ledger(state, tenant, Command::VoidTransaction { id }).await {
+        Ok(_) | Err(LedgerRefusal::Refused(CommandError::Ledger(LedgerError::TransactionNotPending(_)))) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Reverses a payment's posted transaction; returns the reversal's id.
+pub async fn reverse_ledger(state: &AppState, tenant: TenantId, p: &PaymentJson) -> Result<Option<String>, LedgerRefusal> {
+    let id = transaction_id(&p.ledger_transaction_id).map_err(|_| LedgerRefusal::Unavailable)?;
+    match submit_ledger(state, tenant, Command::ReverseTransaction { id }).await {
+        Ok(Outcome::Reversal(t)) => Ok(Some(t.id.to_string())),
+        Ok(_) => Ok(None),
+        Err(LedgerRefusal::Refused(CommandError::Ledger(LedgerError::AlreadyReversed { .. }))) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Writes down a ledger effect that could not be applied after the payment
+/// moved, so that it is never silent (best effort: logged if even this fails).
+async fn record_ledger_issue(state: &AppState, tenant: TenantId, payment_id: &str, issue: String) {
+    let result = async {
+        let (mut p, row) = load(state, tenant, payment_id).await?;
+        p.ledger_issue = Some(issue.clone());
+        applied(state.store.ach_apply(vec![update(tenant, &p, &row)?], Vec::new(), None, state.clock.now()).await, stale)
+    }
+    .await;
+    tracing::error!(payment_id, issue = %issue, recorded = result.is_ok(), "an ACH payment's ledger effect was not applied");
+}
+
+fn issue_of(e: &LedgerRefusal) -> String {
+    match e {
+        LedgerRefusal::Refused(c) => ApiError::from(c).code.to_owned(),
+        LedgerRefusal::Unavailable => String::from("ledger_unavailable"),
+    }
+}
+
+fn ascii_text(param: &str, text: &str, max: usize) -> Result<String, ApiError> {
+    let n = text.chars().count();
+    if n == 0 || n > max || !text.chars().all(|c| c.is_ascii() && !c.is_ascii_control()) {
+        return Err(ApiError::invalid(param, format!("{param} must be 1 to {max} printable ASCII characters")));
+    }
+    Ok(text.to_owned())
+}
+
+/// A `YYYY-MM-DD` date.
+pub fn date(param: &str, text: &str) -> Result<time::Date, ApiError> {
+    let format = time::macros::format_description!("[year]-[month]-[day]");
+    time::Date::parse(text, &format).map_err(|_| ApiError::invalid(param, format!("{param} must be a date, YYYY-MM-DD")))
+}
+
+/// Today in New York, where the ACH calendar lives.
+pub fn new_york_today(now: Timestamp) -> time::Date {
+    settle_ach::window::new_york(utc(now)).date()
+}
+
+pub fn utc(now: Timestamp) -> time::OffsetDateTime {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(now.micros()) * 1000).unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+}
+
+/// Creates a payment: checks it, places its ledger hold (credit) or pending
+/// credit (debit), and stores it `pending` until the next file.
+#[utoipa::path(post, path = "/v1/payments", tag = "Payments", operation_id = "create_payment",
+    params(crate::openapi::IdempotencyKey),
+    request_body = CreatePaymentRequest,
+    responses((status = 201, description = "The new payment, pending.", body = PaymentJson)))]
+pub async fn create(
+    State(state): State<AppState>,
+    principal: Principal,
+    headers: HeaderMap,
+    body: JsonBody<CreatePaymentRequest>,
+) -> Result<Response, ApiError> {
+    require(&principal, Scope::PaymentsWrite)?;
+    let keyed = keyed(&state, &principal, &headers, "/v1/payments", &body.canonical).await?;
+    if let Some(replay) = keyed.replay {
+        return Ok(replay);
+    }
+    let req = body.value;
+    let tenant = principal.tenant;
+    let now = state.clock.now();
+    if req.rail != "ach" {
+        return Err(ApiError::invalid("rail", "rail must be ach"));
+    }
+    if req.amount < 1 || req.amount > MAX_ENTRY_AMOUNT_MINOR {
+        return Err(ApiError::invalid("amount", format!("amount must be 1 to {MAX_ENTRY_AMOUNT_MINOR} minor units")));
+    }
+    if req.currency != "USD" {
+        return Err(ApiError::invalid("currency", "ACH payments are in USD"));
+    }
+    let sec = SecCode::parse(&req.sec_code).ok_or_else(|| ApiError::invalid("sec_code", "sec_code must be PPD, CCD, WEB or TEL"))?;
+    let description = ascii_text("company_entry_description", &req.company_entry_description, MAX_DESCRIPTION_CHARS)?;
+    let addenda = req.addenda.as_deref().map(|a| ascii_text("addenda", a, MAX_ADDENDA_CHARS)).transpose()?;
+    let external_id = crate::wire::text("external_id", req.external_id, MAX_EXTERNAL_ID_CHARS)?;
+    let metadata = crate::wire::metadata_of("metadata", req.metadata)?;
+    let effective_date = match &req.effective_date {
+        Some(text) => {
+            let d = date("effective_date", text)?;
+            if d < new_york_today(now) {
+                return Err(ApiError::invalid("effective_date", "effective_date must not be before today (New York)"));
+            }
+            Some(d.to_string())
+        }
+        None => None,
+    };
+    if req.same_day && req.amount > state.ach.config.same_day_limit_minor {
+        return Err(unprocessable(
+            "same_day_limit_exceeded",
+            format!("a same-day ACH payment is at most {} minor units", state.ach.config.same_day_limit_minor),
+        )
+        .with_param("amount"));
+    }
+    let account_id = crate::wire::body_account_id("ledger_account_id", &req.ledger_account_id)?;
+    let account = state.store.get_account(tenant, account_id.clone(), now).await?.ok_or_else(|| {
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, crate::error::ErrorType::LedgerError, "account_not_found", "no such ledger account")
+            .with_param("ledger_account_id")
+    })?;
+    let usd = Currency::parse("USD").ok_or_else(|| ApiError::internal(&"USD is not a known currency"))?;
+    if account.state.currency != usd {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            crate::error::ErrorType::LedgerError,
+            "currency_mismatch",
+            "the ledger account is not in USD",
+        )
+        .with_param("ledger_account_id"));
+    }
+    let (bank, _) = load_bank_account(&state, tenant, &req.counterparty_bank_account_id, "counterparty_bank_account_id").await?;
+    if bank.json.status != "active" {
+        return Err(unprocessable("bank_account_disabled", "the counterparty's bank account is disabled (see its disabled_reason)")
+            .with_param("counterparty_bank_account_id"));
+    }
+    if let Some(existing) = &external_id
+        && let Some(row) = state.store.ach_get_by_external_id(AchTable::Payments, tenant, existing.clone()).await?
+    {
+        return Err(conflict("duplicate_external_id", format!("external_id is already used by {}", row.id)).with_param("external_id"));
+    }
+    if req.direction == PaymentDirection::Debit && sec.is_consumer() {
+        require_debit_authorization(&state, tenant, &bank.json.counterparty_id, now).await?;
+    }
+    crate::customers::accounts::refuse_blocked(&state, tenant, &[&account_id]).await?;
+    let id = state.ach.ids.payment().to_string();
+    let payment = PaymentJson {
+        id,
+        object: String::from("payment"),
+        rail: String::from("ach"),
+        direction: req.direction,
+        amount: req.amount,
+        currency: String::from("USD"),
+        status: PaymentStatus::Pending,
+        ledger_account_id: account_id.to_string(),
+        counterparty_id: bank.json.counterparty_id.clone(),
+        counterparty_bank_account_id: bank.json.id.clone(),
+        sec_code: sec.as_str().to_owned(),
+        company_entry_description: description,
+        same_day: req.same_day,
+        effective_date,
+        addenda,
+        external_id,
+        metadata,
+        ledger_transaction_id: String::new(),
+        reversal_transaction_id: None,
+        availability_hold_transaction_id: None,
+        available_at: None,
+        trace_number: None,
+        ach_file_id: None,
+        return_code: None,
+        return_reason: None,
+        retry_of: None,
+        retry_count: 0,
+        ledger_issue: None,
+        history: vec![PaymentHistoryJson { at: now.to_rfc3339(), from: None, to: PaymentStatus::Pending, reason: Some(String::from("created")) }],
+        created_at: now.to_rfc3339(),
+        updated_at: now.to_rfc3339(),
+    };
+    let (response, _) = open_payment(&state, tenant, payment, account.state.normal_balance, Vec::new(), keyed.key, now).await?;
+    Ok(response)
+}
+
+/// Places a new payment's ledger hold (credit: account → clearing; debit:
+/// clearing → account, pending) and stores the payment with its event,
+/// `extra` writes and the request's idempotency record; if the payment
+/// cannot be stored, the hold is released again.
+async fn open_payment(
+    state: &AppState,
+    tenant: TenantId,
+    mut payment: PaymentJson,
+    normal: Direction,
+    extra: Vec<AchWrite>,
+    key: Option<(String, String)>,
+    now: Timestamp,
+) -> Result<(Response, PaymentJson), ApiError> {
+    let usd = Currency::parse("USD").ok_or_else(|| ApiError::internal(&"USD is not a known currency"))?;
+    let clearing = clearing_account(state, tenant, usd).await?;
+    let account_id =
+        settle_core::ids::AccountId::parse(&payment.ledger_account_id).ok_or_else(|| ApiError::internal(&"a payment's account id is malformed"))?;
+    let amount = Amount::new(payment.amount).ok_or_else(|| ApiError::invalid("amount", "amount must be positive"))?;
+    let opposite = |d: Direction| match d {
+        Direction::Debit => Direction::Credit,
+        Direction::Credit => Direction::Debit,
+    };
+    // A credit lowers the account on its normal side; a debit raises it.
+    let (account_side, word) = match payment.direction {
+        PaymentDirection::Credit => (opposite(normal), "credit"),
+        PaymentDirection::Debit => (normal, "debit"),
+    };
+    let id = payment.id.clone();
+    let draft = TransactionDraft {
+        entries: vec![
+            EntryDraft { account_id, direction: account_side, amount, currency: None },
+            EntryDraft { account_id: clearing, direction: opposite(account_side), amount, currency: None },
+        ],
+        status: TransactionStatus::Pending,
+        description: Some(format!("ACH {word} {id}")),
+        external_id: Some(format!("ach:{id}")),
+        effective_at: None,
+        expires_at: None,
+        expected_versions: BTreeMap::new(),
+        metadata: Metadata::from([(String::from("payment_id"), id.clone())]),
+    };
+    let transaction = match submit_ledger(state, tenant, Command::CreateTransaction(Box::new(draft))).await {
+        Ok(Outcome::Transaction(t)) => t,
+        Ok(_) => return Err(ApiError::internal(&"unexpected engine outcome for a payment's hold")),
+        Err(e) => return Err(e.into_api().with_param("ledger_account_id")),
+    };
+    payment.ledger_transaction_id = transaction.id.to_string();
+    let (response, bytes) = json_response(StatusCode::CREATED, &payment)?;
+    let idempotency = idempotency_record(tenant, key, StatusCode::CREATED, bytes, now);
+    let mut writes = vec![AchWrite::Insert(AchTable::Payments, payment_row(tenant, &payment, 1, now.micros())?)];
+    writes.extend(extra);
+    let events = vec![event(state, tenant, &payment)?];
+    if let Err(e) = applied(state.store.ach_apply(writes, events, idempotency, now).await, stale) {
+        // Not stored (a concurrent request took the external id, or moved
+        // what `extra` updates): release the hold this request placed.
+        if let Err(refusal) = void_ledger(state, tenant, &payment).await {
+            tracing::error!(payment_id = %payment.id, issue = %issue_of(&refusal), "an unstored payment's hold was not voided");
+        }
+        return Err(if e.code == "payment_conflict" && payment.external_id.is_some() {
+            conflict("duplicate_external_id", "external_id is already used").with_param("external_id")
+        } else {
+            e
+        });
+    }
+    Ok((response, payment))
+}
+
+/// Originating a returned payment again: at most this many times per original…
+const MAX_RETRIES: u32 = 2;
+/// …within this many days of the original (NACHA's reinitiation rule).
+const RETRY_WINDOW_DAYS: i64 = 180;
+
+/// Originates a payment returned for insufficient or uncollected funds (R01,
+/// R09) again: a new payment with the same terms, at most twice within 180
+/// days of the original (NACHA's reinitiation limits).
+#[utoipa::path(post, path = "/v1/payments/{id}/retry", tag = "Payments", operation_id = "retry_payment",
+    params(("id" = String, Path, description = "A returned payment id (`pay_…`)."), crate::openapi::IdempotencyKey),
+    request_body = EmptyRequest,
+    responses((status = 201, description = "The new payment, pending; `retry_of` names the original.", body = PaymentJson)))]
+pub async fn retry(
+    State(state): State<AppState>,
+    principal: Principal,
+    headers: HeaderMap,
+    IdPath(id): IdPath,
+    body: JsonBody<EmptyRequest>,
+) -> Result<Response, ApiError> {
+    require(&principal, Scope::PaymentsWrite)?;
+    let path = format!("/v1/payments/{id}/retry");
+    let keyed = keyed(&state, &principal, &headers, &path, &body.canonical).await?;
+    if let Some(replay) = keyed.replay {
+        return Ok(replay);
+    }
+    let tenant = principal.tenant;
+    let now = state.clock.now();
+    let (returned, _) = load(&state, tenant, &id).await?;
+    let code = returned.return_code.as_deref().unwrap_or("");
+    let retryable = returned.status == PaymentStatus::Returned && return_reason(code).is_some_and(|r| r.action == ReturnAction::RetryAllowed);
+    if !retryable {
+        return Err(unprocessable("payment_not_retryable", "only a payment returned R01 or R09 (insufficient or uncollected funds) may be originated again"));
+    }
+    let root_id = returned.retry_of.clone().unwrap_or_else(|| returned.id.clone());
+    let (mut root, root_row) = load(&state, tenant, &root_id).await?;
+    let root_created = Timestamp::parse_rfc3339(&root.created_at).unwrap_or(now);
+    if root.retry_count >= MAX_RETRIES || now.micros() - root_created.micros() > RETRY_WINDOW_DAYS * 86_400_000_000 {
+        return Err(unprocessable(
+            "payment_not_retryable",
+            format!("a payment may be originated again at most {MAX_RETRIES} times within {RETRY_WINDOW_DAYS} days of the original"),
+        ));
+    }
+    let (bank, _) = load_bank_account(&state, tenant, &returned.counterparty_bank_account_id, "counterparty_bank_account_id").await?;
+    if bank.json.status != "active" {
+        return Err(unprocessable("bank_account_disabled", "the counterparty's bank account is disabled (see its disabled_reason)"));
+    }
+    let account_id =
+        settle_core::ids::AccountId::parse(&returned.ledger_account_id).ok_or_else(|| ApiError::internal(&"a payment's account id is malformed"))?;
+    let account = state.store.get_account(tenant, account_id.clone(), now).await?.ok_or_else(|| ApiError::not_found("account"))?;
+    crate::customers::accounts::refuse_blocked(&state, tenant, &[&account_id]).await?;
+    if returned.direction == PaymentDirection::Debit && SecCode::parse(&returned.sec_code).is_some_and(SecCode::is_consumer) {
+        require_debit_authorization(&state, tenant, &returned.counterparty_id, now).await?;
+    }
+    root.retry_count += 1;
+    root.updated_at = now.to_rfc3339();
+    let root_update = AchWrite::Update(AchTable::Payments, payment_row(tenant, &root, root_row.version + 1, root_row.created_at)?);
+    let payment = PaymentJson {
+        id: state.ach.ids.payment().to_string(),
+        status: PaymentStatus::Pending,
+        effective_date: None,
+        external_id: None,
+        ledger_transaction_id: String::new(),
+        reversal_transaction_id: None,
+        availability_hold_transaction_id: None,
+        available_at: None,
+        trace_number: None,
+        ach_file_id: None,
+        return_code: None,
+        return_reason: None,
+        retry_of: Some(root_id.clone()),
+        retry_count: 0,
+        ledger_issue: None,
+        history: vec![PaymentHistoryJson {
+            at: now.to_rfc3339(),
+            from: None,
+            to: PaymentStatus::Pending,
+            reason: Some(format!("retry {} of {root_id}", root.retry_count)),
+        }],
+        created_at: now.to_rfc3339(),
+        updated_at: now.to_rfc3339(),
+        ..returned
+    };
+    let (response, _) = open_payment(&state, tenant, payment, account.state.normal_balance, vec![root_update], keyed.key, now).await?;
+    Ok(response)
+}
+
+/// Revokes the active `ach_debit_authorization` consent of the payment's
+/// counterparty's customer (audited as done by `settle-ach`); `false` when
+/// there is none to revoke.
+async fn revoke_debit_authorization(
+    state: &AppState,
+    tenant: TenantId,
+    p: &PaymentJson,
+    code: &str,
+    description: &str,
+    now: Timestamp,
+) -> Result<bool, ApiError> {
+    let Some(row) = state.store.ach_get(AchTable::Counterparties, tenant, p.counterparty_id.clone()).await? else { return Ok(false) };
+    let counterparty: super::counterparties::CounterpartyRecord = decode(&row.data)?;
+    let Some(customer) = counterparty.customer_id else { return Ok(false) };
+    let Some(consent) = state.store.active_consent(tenant, customer, String::from("ach_debit_authorization"), now.micros()).await? else {
+        return Ok(false);
+    };
+    let actor = crate::customers::Actor::system(tenant, "settle-ach");
+    let reason = format!("ACH return {code} ({description}) of {}", p.id);
+    let revocation = settle_store::customers::RevocationRecord {
+        id: state.customers.ids.consent_revocation().to_string(),
+        consent_id: consent.id.clone(),
+        reason: reason.clone(),
+        revoked_at: now.micros(),
+        actor: actor.actor.clone(),
+        created_at: now.micros(),
+    };
+    let audit = vec![actor.audit(&state.customers.ids, "consent.revoked", ("consent", &consent.id), vec![String::from("status")], Some(reason), now)];
+    state.store.revoke_consent(tenant, revocation, audit, None).await?;
+    Ok(true)
+}
+
+/// A consumer debit (PPD, WEB, TEL) needs the receiver's authorization: the
+/// counterparty is a customer with an active `ach_debit_authorization`
+/// consent (a revoked one stops future debits at once).
+async fn require_debit_authorization(state: &AppState, tenant: TenantId, counterparty_id: &str, now: Timestamp) -> Result<(), ApiError> {
+    let missing = || {
+        unprocessable(
+            "debit_authorization_missing",
+            "a consumer debit (PPD, WEB, TEL) needs the counterparty to be a customer with an active ach_debit_authorization consent",
+        )
+        .with_param("sec_code")
+    };
+    let row = state.store.ach_get(AchTable::Counterparties, tenant, counterparty_id.to_owned()).await?.ok_or_else(missing)?;
+    let counterparty: super::counterparties::CounterpartyRecord = decode(&row.data)?;
+    let Some(customer) = counterparty.customer_id else { return Err(missing()) };
+    match state.store.active_consent(tenant, customer, String::from("ach_debit_authorization"), now.micros()).await? {
+        Some(_) => Ok(()),
+        None => Err(missing()),
+    }
+}
+
+/// A payment with its history.
+#[utoipa::path(get, path = "/v1/payments/{id}", tag = "Payments", operation_id = "get_payment",
+    params(("id" = String, Path, description = "A payment id (`pay_…`).")),
+    responses((status = 200, description = "The payment.", body = PaymentJson)))]
+pub async fn get(State(state): State<AppState>, principal: Principal, IdPath(id): IdPath) -> Result<Response, ApiError> {
+    require(&principal, Scope::PaymentsRead)?;
+    let (p, _) = load(&state, principal.tenant, &id).await?;
+    Ok(axum::Json(p).into_response())
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct PaymentListParams {
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 100)]
+    pub limit: Option<String>,
+    pub starting_after: Option<String>,
+    pub ending_before: Option<String>,
+    /// Only payments in this status.
+    pub status: Option<String>,
+}
+
+/// Payments, newest first.
+#[utoipa::path(get, path = "/v1/payments", tag = "Payments", operation_id = "list_payments",
+    params(PaymentListParams),
+    responses((status = 200, description = "A page of payments.", body = inline(crate::render::ListJson<PaymentJson>))))]
+pub async fn list(State(state): State<AppState>, principal: Principal, RawQuery(query): RawQuery) -> Result<Response, ApiError> {
+    require(&principal, Scope::PaymentsRead)?;
+    let params: PaymentListParams = parse_query(query.as_deref())?;
+    let page = page(params.limit.as_deref(), params.starting_after, params.ending_before, |id| PaymentId::parse(id).is_some())?;
+    let status = match params.status {
+        Some(s) => Some(PaymentStatus::parse(&s).ok_or_else(|| ApiError::invalid("status", "status must be a payment status"))?.as_str().to_owned()),
+        None => None,
+    };
+    let result = state.store.ach_list(AchTable::Payments, principal.tenant, status, page).await?;
+    let items = result.items.iter().map(|r| decode::<PaymentJson>(&r.data)).collect::<Result<Vec<_>, _>>()?;
+    Ok(axum::Json(crate::render::list(items, result.has_more)).into_response())
+}
+
+/// Cancels a payment that is not yet in a file, releasing its ledger hold.
+#[utoipa::path(post, path = "/v1/payments/{id}/cancel", tag = "Payments", operation_id = "cancel_payment",
+    params(("id" = String, Path, description = "A payment id (`pay_…`)."), crate::openapi::IdempotencyKey),
+    request_body = EmptyRequest,
+    responses((status = 200, description = "The canceled payment.", body = PaymentJson)))]
+pub async fn cancel(
+    State(state): State<AppState>,
+    principal: Principal,
+    headers: HeaderMap,
+    IdPath(id): IdPath,
+    body: JsonBody<EmptyRequest>,
+) -> Result<Response, ApiError> {
+    require(&principal, Scope::PaymentsWrite)?;
+    let path = format!("/v1/payments/{id}/cancel");
+    let keyed = keyed(&state, &principal, &headers, &path, &body.canonical).await?;
+    if let Some(replay) = keyed.replay {
+        return Ok(replay);
+    }
+    let tenant = principal.tenant;
+    let now = state.clock.now();
+    let (mut p, row) = load(&state, tenant, &id).await?;
+    if p.status != PaymentStatus::Pending {
+        return Err(conflict("payment_not_cancelable", format!("a {} payment can no longer be canceled", p.status.as_str())));
+    }
+    move_to(&mut p, PaymentStatus::Canceled, Some(String::from("canceled by request")), now)?;
+    let (response, bytes) = json_response(StatusCode::OK, &p)?;
+    let idempotency = idempotency_record(tenant, keyed.key, StatusCode::OK, bytes, now);
+    applied(state.store.ach_apply(vec![update(tenant, &p, &row)?], vec![event(&state, tenant, &p)?], idempotency, now).await, stale)?;
+    if let Err(e) = void_ledger(&state, tenant, &p).await {
+        record_ledger_issue(&state, tenant, &p.id, format!("hold not voided: {}", issue_of(&e))).await;
+    }
+    Ok(response)
+}
+
+/// Marks a submitted payment settled; a debit's pending credit is posted.
+pub async fn settle(state: &AppState, tenant: TenantId, id: &str, reason: &str) -> Result<PaymentJson, ApiError> {
+    let now = state.clock.now();
+    let (mut p, row) = load(state, tenant, id).await?;
+    move_to(&mut p, PaymentStatus::Settled, Some(reason.to_owned()), now)?;
+    applied(state.store.ach_apply(vec![update(tenant, &p, &row)?], vec![event(state, tenant, &p)?], None, now).await, stale)?;
+    if p.direction == PaymentDirection::Debit {
+        if let Err(e) = post_ledger(state, tenant, &p).await {
+            record_ledger_issue(state, tenant, &p.id, format!("pending credit not posted: {}", issue_of(&e))).await;
+            return Ok(load(state, tenant, id).await?.0);
+        }
+        let days = state.ach.config.debit_hold_banking_days;
+        if days > 0 {
+            match availability_hold(state, tenant, &p, days).await {
+                Ok((hold, until)) => {
+                    let (mut fresh, row) = load(state, tenant, id).await?;
+                    fresh.availability_hold_transaction_id = Some(hold);
+                    fresh.available_at = Some(until.to_rfc3339());
+                    applied(state.store.ach_apply(vec![update(tenant, &fresh, &row)?], Vec::new(), None, now).await, stale)?;
+                    return Ok(fresh);
+                }
+                Err(e) => record_ledger_issue(state, tenant, &p.id, format!("availability hold not placed: {}", issue_of(&e))).await,
+            }
+            return Ok(load(state, tenant, id).await?.0);
+        }
+    }
+    Ok(p)
+}
+
+/// Midnight New York at the start of the `days`th banking day after `date`.
+fn start_of_banking_day_after(date: time::Date, days: u32) -> Option<Timestamp> {
+    let day = settle_core::calendar::add_banking_days(date, days)?;
+    let noon = day.with_hms(12, 0, 0).ok()?.assume_utc();
+    let offset = settle_ach::window::new_york_offset(noon);
+    let local = day.with_hms(0, 0, 0).ok()?.assume_offset(offset);
+    let micros = i64::try_from(local.unix_timestamp_nanos() / 1000).ok()?;
+    Some(Timestamp::from_micros(micros))
+}
+
+/// Places a settled debit's availability hold: a pending transaction from
+/// the account back to the clearing account for the amount, expiring when
+/// the hold period ends. Until then the money counts in `posted` but not in
+/// `available`, so a return inside the period voids the hold and reverses
+/// the credit without ever taking the account below its limit.
+async fn availability_hold(state: &AppState, tenant: TenantId, p: &PaymentJson, days: u32) -> Result<(String, Timestamp), LedgerRefusal> {
+    let now = state.clock.now();
+    let settled = p.effective_date.as_deref().and_then(|d| date("effective_date", d).ok()).unwrap_or_else(|| new_york_today(now));
+    let until = start_of_banking_day_after(settled, days).ok_or(LedgerRefusal::Unavailable)?;
+    if until <= now {
+        return Err(LedgerRefusal::Refused(CommandError::Ledger(LedgerError::ExpiryNotInFuture)));
+    }
+    let account_id = settle_core::ids::AccountId::parse(&p.ledger_account_id).ok_or(LedgerRefusal::Unavailable)?;
+    let account = state.store.get_account(tenant, account_id.clone(), now).await.map_err(|_| LedgerRefusal::Unavailable)?.ok_or(LedgerRefusal::Unavailable)?;
+    let usd = Currency::parse("USD").ok_or(LedgerRefusal::Unavailable)?;
+    let clearing = clearing_account(state, tenant, usd).await.map_err(|_| LedgerRefusal::Unavailable)?;
+    let amount = Amount::new(p.amount).ok_or(LedgerRefusal::Unavailable)?;
+    let normal = account.state.normal_balance;
+    let out = match normal {
+        Direction::Debit => Direction::Credit,
+        Direction::Credit => Direction::Debit,
+    };
+    let draft = TransactionDraft {
+        entries: vec![
+            EntryDraft { account_id, direction: out, amount, currency: None },
+            EntryDraft { account_id: clearing, direction: normal, amount, currency: None },
+        ],
+        status: TransactionStatus::Pending,
+        description: Some(format!("ACH debit {} availability hold", p.id)),
+        external_id: Some(format!("ach:{}:availability", p.id)),
+        effective_at: None,
+        expires_at: Some(until),
+        expected_versions: BTreeMap::new(),
+        metadata: Metadata::from([(String::from("payment_id"), p.id.clone())]),
+    };
+    match submit_ledger(state, tenant, Command::CreateTransaction(Box::new(draft))).await? {
+        Outcome::Transaction(t) => Ok((t.id.to_string(), until)),
+        _ => Err(LedgerRefusal::Unavailable),
+    }
+}
+
+/// Applies a return with `code` to a submitted or settled payment: the
+/// payment becomes `returned`, its ledger effect is undone (a pending debit
+/// voided, anything posted reversed), and the code's automatic action runs
+/// (disabling the bank account for R02, R03, R04, unauthorized and frozen codes).
+pub async fn apply_return(state: &AppState, tenant: TenantId, id: &str, code: &str, source: &str) -> Result<PaymentJson, ApiError> {
+    let reason = return_reason(code).ok_or_else(|| ApiError::invalid("code", "code must be a return reason code, R01 to R85"))?;
+    let now = state.clock.now();
+    let (mut p, row) = load(state, tenant, id).await?;
+    let was_settled = p.status == PaymentStatus::Settled;
+    if let Some(effective) = p.effective_date.as_deref() {
+        let settled = date("effective_date", effective)?;
+        if !settle_ach::returns::is_timely(reason, settled, new_york_today(now)) {
+            return Err(unprocessable(
+                "return_window_elapsed",
+                format!("{} must arrive within its return window after the {effective} settlement; the payment is unchanged", reason.code),
+            )
+            .with_param("code"));
+        }
+    }
+    move_to(&mut p, PaymentStatus::Returned, Some(format!("{} {} ({source})", reason.code, reason.description)), now)?;
+    p.return_code = Some(reason.code.to_owned());
+    p.return_reason = Some(reason.description.to_owned());
+    let mut writes = vec![update(tenant, &p, &row)?];
+    // An unauthorized-debit return revokes the customer's debit authorization;
+    // without one on record (a corporate counterparty) the bank account is disabled instead.
+    let revoked = if reason.action == ReturnAction::RevokeAuthorization {
+        revoke_debit_authorization(state, tenant, &p, reason.code, reason.description, now).await?
+    } else {
+        false
+    };
+    let disables = matches!(reason.action, ReturnAction::DisableBankAccount | ReturnAction::FreezeAndReview)
+        || (reason.action == ReturnAction::RevokeAuthorization && !revoked);
+    if disables {
+        let (mut bank, bank_row): (BankAccountRecord, AchRow) =
+            load_bank_account(state, tenant, &p.counterparty_bank_account_id, "counterparty_bank_account_id").await?;
+        if bank.json.status == "active" {
+            bank.json.status = String::from("disabled");
+            bank.json.disabled_reason = Some(reason.code.to_owned());
+            writes.push(AchWrite::Update(AchTable::BankAccounts, bank_account_row(tenant, &bank, bank_row.version + 1, bank_row.created_at)?));
+        }
+    }
+    applied(state.store.ach_apply(writes, vec![event(state, tenant, &p)?], None, now).await, stale)?;
+    // A settled debit still in its hold period: release the hold first, so
+    // the reversal takes money the account never had available.
+    if let Some(hold) = p.availability_hold_transaction_id.as_deref().and_then(TransactionId::parse)
+        && let Err(e) = match submit_ledger(state, tenant, Command::VoidTransaction { id: hold }).await {
+            Ok(_) | Err(LedgerRefusal::Refused(CommandError::Ledger(LedgerError::TransactionNotPending(_)))) => Ok(()),
+            Err(e) => Err(e),
+        }
+    {
+        tracing::warn!(payment_id = %p.id, issue = %issue_of(&e), "an availability hold was not voided before a return");
+    }
+    let undone = match (p.direction, was_settled) {
+        (PaymentDirection::Debit, false) => void_ledger(state, tenant, &p).await.map(|()| None),
+        _ => reverse_ledger(state, tenant, &p).await,
+    };
+    match undone {
+        Ok(Some(reversal)) => {
+            let (mut fresh, fresh_row) = load(state, tenant, id).await?;
+            fresh.reversal_transaction_id = Some(reversal);
+            applied(state.store.ach_apply(vec![update(tenant, &fresh, &fresh_row)?], Vec::new(), None, now).await, stale)?;
+            return Ok(fresh);
+        }
+        Ok(None) => {}
+        Err(e) => {
+            record_ledger_issue(state, tenant, &p.id, format!("return not reflected in the ledger: {}", issue_of(&e))).await;
+            return Ok(load(state, tenant, id).await?.0);
+        }
+    }
+    Ok(p)
+}
+
+/// `POST /v1/test_helpers/payments/{id}/return`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SimulateReturnRequest {
+    /// A return reason code, `R01` to `R85`.
+    #[schema(example = "R01")]
+    pub code: String,
+}
+
+/// Sandbox only: the receiving bank returns the payment with `code`.
+#[utoipa::path(post, path = "/v1/test_helpers/payments/{id}/return", tag = "Test helpers", operation_id = "simulate_payment_return",
+    params(("id" = String, Path, description = "A payment id (`pay_…`).")),
+    request_body = SimulateReturnRequest,
+    responses((status = 200, description = "The returned payment.", body = PaymentJson)))]
+pub async fn simulate_return(
+    State(state): State<AppState>,
+    crate::test_helpers::SandboxWriter(principal): crate::test_helpers::SandboxWriter,
+    IdPath(id): IdPath,
+    body: JsonBody<SimulateReturnRequest>,
+) -> Result<Response, ApiError> {
+    require(&principal, Scope::PaymentsWrite)?;
+    let p = apply_return(&state, principal.tenant, &id, &body.value.code, "sandbox").await?;
+    Ok(axum::Json(p).into_response())
+}
+
+/// Sandbox only: the payment settles now (a debit's money is posted).
+#[utoipa::path(post, path = "/v1/test_helpers/payments/{id}/settle", tag = "Test helpers", operation_id = "simulate_payment_settlement",
+    params(("id" = String, Path, description = "A payment id (`pay_…`).")),
+    request_body = EmptyRequest,
+    responses((status = 200, description = "The settled payment.", body = PaymentJson)))]
+pub async fn simulate_settle(
+    State(state): State<AppState>,
+    crate::test_helpers::SandboxWriter(principal): crate::test_helpers::SandboxWriter,
+    IdPath(id): IdPath,
+    _body: JsonBody<EmptyRequest>,
+) -> Result<Response, ApiError> {
+    require(&principal, Scope::PaymentsWrite)?;
+    let p = settle(&state, principal.tenant, &id, "settled (sandbox)").await?;
+    Ok(axum::Json(p).into_response())
+}
+
+/// Days of the rolling window NACHA's return-rate thresholds look at.
+pub const RETURN_RATE_WINDOW_DAYS: i64 = 60;
+/// Payments read back at most to compute the rates (newest first).
+const MAX_RATE_PAYMENTS: usize = 10_000;
+/// NACHA's thresholds, in basis points of debit entries.
+const UNAUTHORIZED_THRESHOLD_BPS: i64 = 50;
+const ADMINISTRATIVE_THRESHOLD_BPS: i64 = 300;
+const OVERALL_THRESHOLD_BPS: i64 = 1_500;
+
+/// The originator's debit return rates over the last 60 days.
+#[derive(Serialize, ToSchema)]
+pub struct ReturnRatesJson {
+    #[schema(example = "ach_return_rates")]
+    pub object: String,
+    pub window_days: i64,
+    pub since: String,
+    /// Debit entries sent (submitted) in the window.
+    pub debit_entries: i64,
+    /// Unauthorized returns (R05, R07, R10, R11, R29, R51) of those entries.
+    pub unauthorized_returns: i64,
+    /// In basis points (1/100 of a percent); NACHA's threshold is 50 (0.5%).
+    pub unauthorized_rate_bps: i64,
+    /// Administrative returns (R02, R03, R04).
+    pub administrative_returns: i64,
+    /// Threshold 300 (3%).
+    pub administrative_rate_bps: i64,
+    /// Every return.
+    pub overall_returns: i64,
+    /// Threshold 1500 (15%).
+    pub overall_rate_bps: i64,
+    /// The rates above their threshold: `unauthorized`, `administrative`, `overall`.
+    pub exceeded: Vec<String>,
+    /// Whether more payments fell in the window than were counted (the newest 10,000 are).
+    pub truncated: bool,
+}
+
+/// The originator's debit return rates over a rolling 60 days, against NACHA's
+/// thresholds (unauthorized 0.5%, administrative 3%, overall 15%).
+#[utoipa::path(get, path = "/v1/ach/return_rates", tag = "Payments", operation_id = "get_ach_return_rates",
+    responses((status = 200, description = "The rates.", body = ReturnRatesJson)))]
+pub async fn return_rates(State(state): State<AppState>, principal: Principal) -> Result<Response, ApiError> {
+    require(&principal, Scope::PaymentsRead)?;
+    let now = state.clock.now();
+    let since = now.plus_secs(-RETURN_RATE_WINDOW_DAYS * 86_400);
+    let (mut entries, mut unauthorized, mut administrative, mut overall) = (0i64, 0i64, 0i64, 0i64);
+    let mut cursor = settle_store::records::Cursor::Start;
+    let mut seen = 0usize;
+    let mut truncated = false;
+    'pages: loop {
+        let page = settle_store::records::PageRequest { limit: settle_core::limits::MAX_PAGE_LIMIT, cursor };
+        let result = state.store.ach_list(AchTable::Payments, principal.tenant, None, page).await?;
+        for row in &result.items {
+            seen += 1;
+            if seen > MAX_RATE_PAYMENTS {
+                truncated = true;
+                break 'pages;
+            }
+            let p: PaymentJson = decode(&row.data)?;
+            if Timestamp::parse_rfc3339(&p.created_at).is_some_and(|at| at < since) {
+                break 'pages;
+            }
+            if p.direction != PaymentDirection::Debit || p.trace_number.is_none() {
+                continue;
+            }
+            entries += 1;
+            if let Some(reason) = p.return_code.as_deref().and_then(return_reason) {
+                overall += 1;
+                if reason.is_unauthorized {
+                    unauthorized += 1;
+                }
+                if matches!(reason.code, "R02" | "R03" | "R04") {
+                    administrative += 1;
+                }
+            }
+        }
+        match (result.has_more, result.items.last()) {
+            (true, Some(last)) => cursor = settle_store::records::Cursor::After(last.id.clone()),
+            _ => break,
+        }
+    }
+    let bps = |n: i64| if entries == 0 { 0 } else { n.saturating_mul(10_000) / entries };
+    let rates = [
+        ("unauthorized", bps(unauthorized), UNAUTHORIZED_THRESHOLD_BPS),
+        ("administrative", bps(administrative), ADMINISTRATIVE_THRESHOLD_BPS),
+        ("overall", bps(overall), OVERALL_THRESHOLD_BPS),
+    ];
+    let exceeded = rates.iter().filter(|(_, rate, limit)| rate > limit).map(|(name, _, _)| (*name).to_owned()).collect();
+    Ok(axum::Json(ReturnRatesJson {
+        object: String::from("ach_return_rates"),
+        window_days: RETURN_RATE_WINDOW_DAYS,
+        since: since.to_rfc3339(),
+        debit_entries: entries,
+        unauthorized_returns: unauthorized,
+        unauthorized_rate_bps: bps(unauthorized),
+        administrative_returns: administrative,
+        administrative_rate_bps: bps(administrative),
+        overall_returns: overall,
+        overall_rate_bps: bps(overall),
+        exceeded,
+        truncated,
+    })
+    .into_response())
+}

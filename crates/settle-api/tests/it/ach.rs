@@ -1,0 +1,566 @@
+//! The ACH rail over HTTP: counterparties, credits and debits through the
+//! ledger, files cut by the test helper and by the scheduler under the
+//! injected clock, returns (helper and return files), notifications of
+//! change, cancellation, idempotency and refusals.
+
+use crate::app::{Api, TestApp, ledger_test};
+use serde_json::{Value, json};
+use settle_ach::nacha;
+use settle_core::tenancy::{Environment, Scope};
+
+const ROUTING: &str = "021000021";
+const ACCOUNT_NUMBER: &str = "000123456789";
+
+/// A funded credit-normal wallet (USD) and a counterparty's bank account.
+async fn setup(api: &Api, funds: i64) -> (String, String) {
+    let wallet = api.account("credit", Some(0)).await;
+    if funds > 0 {
+        api.post(&format!("/v1/test_helpers/accounts/{wallet}/fund"), &json!({"amount": funds})).await.expect_status(201);
+    }
+    let reply = api
+        .post(
+            "/v1/counterparties",
+            &json!({"name": "Jane Doe", "bank_accounts": [{"routing_number": ROUTING, "account_number": ACCOUNT_NUMBER, "account_type": "checking", "holder_name": "Jane Doe"}]}),
+        )
+        .await;
+    reply.expect_status(201);
+    let bank = reply.body["bank_accounts"][0]["id"].as_str().unwrap().to_owned();
+    (wallet, bank)
+}
+
+fn payment_body(direction: &str, amount: i64, wallet: &str, bank: &str) -> Value {
+    json!({"rail": "ach", "direction": direction, "amount": amount, "currency": "USD", "ledger_account_id": wallet,
+        "counterparty_bank_account_id": bank, "sec_code": "PPD", "company_entry_description": "PAYROLL"})
+}
+
+async fn pay(api: &Api, direction: &str, amount: i64, wallet: &str, bank: &str) -> Value {
+    let mut body = payment_body(direction, amount, wallet, bank);
+    if direction == "debit" {
+        // A corporate debit: no consumer authorization needed (see the consent test).
+        body["sec_code"] = json!("CCD");
+    }
+    let reply = api.post("/v1/payments", &body).await;
+    reply.expect_status(201);
+    reply.body
+}
+
+async fn payment(api: &Api, id: &str) -> Value {
+    let reply = api.get(&format!("/v1/payments/{id}")).await;
+    reply.expect_status(200);
+    reply.body
+}
+
+async fn cut(api: &Api) -> Vec<Value> {
+    let reply = api.post("/v1/test_helpers/ach/cut", &json!({})).await;
+    reply.expect_status(200);
+    reply.body["data"].as_array().unwrap().clone()
+}
+
+async fn file_content(api: &Api, id: &str) -> String {
+    let reply = api.get(&format!("/v1/ach/files/{id}/content")).await;
+    reply.expect_status(200);
+    assert!(reply.header("content-type").unwrap().starts_with("text/plain"));
+    String::from_utf8(reply.bytes.clone()).unwrap()
+}
+
+async fn ledger_status(api: &Api, transaction: &str) -> String {
+    let reply = api.get(&format!("/v1/transactions/{transaction}")).await;
+    reply.expect_status(200);
+    reply.body["status"].as_str().unwrap().to_owned()
+}
+
+fn statuses(p: &Value) -> Vec<String> {
+    p["history"].as_array().unwrap().iter().map(|h| h["to"].as_str().unwrap().to_owned()).collect()
+}
+
+ledger_test! {
+    async fn an_ach_credit_holds_at_creation_posts_in_the_file_and_settles(app) {
+        let (wallet, bank) = setup(&app, 100_000).await;
+        let p = pay(&app, "credit", 12_500, &wallet, &bank).await;
+        assert_eq!(p["status"], "pending");
+        let id = p["id"].as_str().unwrap().to_owned();
+        let tx = p["ledger_transaction_id"].as_str().unwrap().to_owned();
+        let b = app.balances(&wallet).await;
+        assert_eq!((b.posted, b.available), (100_000, 87_500), "the credit holds its amount");
+        assert_eq!(ledger_status(&app, &tx).await, "pending");
+
+        let files = cut(&app).await;
+        assert_eq!(files.len(), 1);
+        assert_eq!(files[0]["payment_ids"], json!([id]));
+        assert_eq!(files[0]["total_credit"], 12_500);
+        let content = file_content(&app, files[0]["id"].as_str().unwrap()).await;
+        let parsed = nacha::parse(&content).expect("the cut file parses with its controls");
+        let (batch, entry) = parsed.entries().next().unwrap();
+        assert_eq!((batch.sec_code.as_str(), batch.company_entry_description.trim()), ("PPD", "PAYROLL"));
+        assert_eq!((entry.transaction_code, entry.amount_minor, entry.dfi_account_number.trim()), (22, 12_500, ACCOUNT_NUMBER));
+        assert!(content.lines().all(|l| l.len() == 94) && content.lines().count() % 10 == 0);
+
+        let p = payment(&app, &id).await;
+        assert_eq!(p["status"], "submitted");
+        assert_eq!(p["trace_number"].as_str().unwrap(), entry.trace_number);
+        assert_eq!(ledger_status(&app, &tx).await, "posted");
+        let b = app.balances(&wallet).await;
+        assert_eq!((b.posted, b.available), (87_500, 87_500));
+        assert!(cut(&app).await.is_empty(), "nothing left to cut");
+
+        let reply = app.post(&format!("/v1/test_helpers/payments/{id}/settle"), &json!({})).await;
+        reply.expect_status(200);
+        assert_eq!(statuses(&reply.body), ["pending", "submitted", "settled"]);
+        app.post(&format!("/v1/payments/{id}/cancel"), &json!({})).await.expect_error(409, "payment_not_cancelable");
+        let events = app.list_all(&format!("/v1/events?object_id={id}")).await;
+        let mut seen: Vec<(String, i64)> = events.iter().map(|e| (e["type"].as_str().unwrap().to_owned(), e["sequence"].as_i64().unwrap())).collect();
+        seen.sort_by_key(|(_, sequence)| *sequence);
+        assert_eq!(seen, [("payment.created".to_owned(), 1), ("payment.submitted".to_owned(), 2), ("payment.settled".to_owned(), 3)]);
+        let settled_event = events.iter().find(|e| e["type"] == "payment.settled").unwrap();
+        assert_eq!(settled_event["data"]["previous_attributes"], json!({"status": "submitted"}));
+        assert_eq!(settled_event["data"]["object"]["status"], "settled");
+        // Each payment event matches its published schema, in every version.
+        let types = app.get("/v1/event_types").await.body.clone();
+        for version in ["2026-11-30", "2026-11-25"] {
+            for event in app.with_version(version).list_all(&format!("/v1/events?object_id={id}")).await {
+                let entry = types["data"].as_array().unwrap().iter().find(|t| t["type"] == event["type"]).unwrap().clone();
+                let mut errors = Vec::new();
+                crate::events::validate(&entry["schemas"][version], &event, "event", &mut errors);
+                assert!(errors.is_empty(), "{} in {version}: {errors:?}", event["type"]);
+            }
+        }
+        let listed = app.list_all("/v1/payments?status=settled").await;
+        assert_eq!(listed.len(), 1);
+        let files = app.list_all("/v1/ach/files").await;
+        assert_eq!(files.len(), 1);
+        // The account number never leaves in clear outside the file.
+        let cp = app.get(&format!("/v1/counterparties/{}", p["counterparty_id"].as_str().unwrap())).await;
+        assert_eq!(cp.body["bank_accounts"][0]["account_number_last4"], "6789");
+        assert!(!cp.body.to_string().contains(ACCOUNT_NUMBER));
+    }
+}
+
+ledger_test! {
+    async fn a_returned_credit_is_reversed_and_r03_disables_the_bank_account(app) {
+        let (wallet, bank) = setup(&app, 50_000).await;
+        let id = pay(&app, "credit", 20_000, &wallet, &bank).await["id"].as_str().unwrap().to_owned();
+        cut(&app).await;
+        assert_eq!(app.balances(&wallet).await.available, 30_000);
+        let reply = app.post(&format!("/v1/test_helpers/payments/{id}/return"), &json!({"code": "R03"})).await;
+        reply.expect_status(200);
+        assert_eq!(reply.body["status"], "returned");
+        assert_eq!(reply.body["return_code"], "R03");
+        assert!(reply.body["reversal_transaction_id"].as_str().is_some(), "{}", reply.body);
+        assert_eq!(app.balances(&wallet).await, crate::app::Balances { posted: 50_000, pending: 50_000, available: 50_000 });
+        let reply = app.post("/v1/payments", &payment_body("credit", 100, &wallet, &bank)).await;
+        reply.expect_error(422, "bank_account_disabled");
+        app.post(&format!("/v1/test_helpers/payments/{id}/return"), &json!({"code": "R01"})).await.expect_error(409, "payment_invalid_state");
+    }
+}
+
+ledger_test! {
+    async fn a_return_file_returns_the_payments_it_names_once(app) {
+        let (wallet, bank) = setup(&app, 50_000).await;
+        let first = pay(&app, "credit", 1_000, &wallet, &bank).await["id"].as_str().unwrap().to_owned();
+        let second = pay(&app, "credit", 2_000, &wallet, &bank).await["id"].as_str().unwrap().to_owned();
+        let files = cut(&app).await;
+        let content = file_content(&app, files[0]["id"].as_str().unwrap()).await;
+        let returns = nacha::parse(&content).unwrap().returned_with("R01").unwrap().write();
+        let reply = app.send(app.request(reqwest::Method::POST, "/v1/ach/return_files").header("content-type", "text/plain").body(returns.clone())).await;
+        reply.expect_status(201);
+        let outcomes: Vec<&str> = reply.body["results"].as_array().unwrap().iter().map(|r| r["outcome"].as_str().unwrap()).collect();
+        assert_eq!(outcomes, ["returned", "returned"]);
+        for id in [&first, &second] {
+            let p = payment(&app, id).await;
+            assert_eq!((p["status"].as_str(), p["return_code"].as_str()), (Some("returned"), Some("R01")));
+        }
+        assert_eq!(app.balances(&wallet).await.available, 50_000, "both credits are back");
+        // R01 does not disable the account.
+        pay(&app, "credit", 100, &wallet, &bank).await;
+        // The same file again changes nothing and answers the first import.
+        let again = app.send(app.request(reqwest::Method::POST, "/v1/ach/return_files").body(returns)).await;
+        again.expect_status(200);
+        assert_eq!(again.body["id"], reply.body["id"]);
+        assert_eq!(app.balances(&wallet).await.available, 49_900);
+        // A broken file names its line and changes nothing.
+        let broken = content.replacen("\n6", "\n7", 1);
+        let reply = app.send(app.request(reqwest::Method::POST, "/v1/ach/return_files").body(broken)).await;
+        reply.expect_error(422, "ach_file_invalid");
+        assert_eq!(reply.param(), Some("line 3"));
+    }
+}
+
+ledger_test! {
+    async fn a_debit_is_available_only_after_settlement_and_its_hold_period(app) {
+        let (wallet, bank) = setup(&app, 0).await;
+        let settled = pay(&app, "debit", 7_000, &wallet, &bank).await["id"].as_str().unwrap().to_owned();
+        let returned = pay(&app, "debit", 3_000, &wallet, &bank).await["id"].as_str().unwrap().to_owned();
+        let held = pay(&app, "debit", 2_000, &wallet, &bank).await["id"].as_str().unwrap().to_owned();
+        let b = app.balances(&wallet).await;
+        assert_eq!((b.posted, b.available), (0, 0), "a debit's money is not available before settlement");
+        let files = cut(&app).await;
+        let parsed = nacha::parse(&file_content(&app, files[0]["id"].as_str().unwrap()).await).unwrap();
+        assert!(parsed.entries().all(|(b, e)| e.transaction_code == 27 && b.service_class_code == 225));
+        assert_eq!(parsed.control.total_debit_minor, 12_000);
+        for id in [&settled, &held] {
+            app.post(&format!("/v1/test_helpers/payments/{id}/settle"), &json!({})).await.expect_status(200);
+        }
+        // Returned before settlement: its pending credit is voided.
+        app.post(&format!("/v1/test_helpers/payments/{returned}/return"), &json!({"code": "R01"})).await.expect_status(200);
+        let p = payment(&app, &returned).await;
+        assert_eq!(ledger_status(&app, p["ledger_transaction_id"].as_str().unwrap()).await, "voided");
+        let b = app.balances(&wallet).await;
+        assert_eq!((b.posted, b.available), (9_000, 0), "settled, but held for the hold period");
+        // Returned inside the hold period: the hold is released and the credit reversed, cleanly.
+        let reply = app.post(&format!("/v1/test_helpers/payments/{held}/return"), &json!({"code": "R01"})).await;
+        reply.expect_status(200);
+        assert!(reply.body["ledger_issue"].is_null(), "{}", reply.body);
+        let b = app.balances(&wallet).await;
+        assert_eq!((b.posted, b.available), (7_000, 0));
+        // After the hold period the money is available (the hold expired by itself).
+        let p = payment(&app, &settled).await;
+        let available_at = settle_core::clock::Timestamp::parse_rfc3339(p["available_at"].as_str().unwrap()).unwrap();
+        app.clock.advance_secs((available_at.micros() - app.now().micros()) / 1_000_000 + 1);
+        let b = app.balances(&wallet).await;
+        assert_eq!((b.posted, b.available), (7_000, 7_000));
+        // A late unauthorized return (60 days) after the money was spent is applied and its refused reversal recorded.
+        let sink = app.account("credit", None).await;
+        app.transfer_ok(&wallet, &sink, 7_000).await;
+        let reply = app.post(&format!("/v1/test_helpers/payments/{settled}/return"), &json!({"code": "R10"})).await;
+        reply.expect_status(200);
+        assert_eq!(reply.body["status"], "returned");
+        assert!(reply.body["ledger_issue"].as_str().unwrap().contains("insufficient_funds"), "{}", reply.body);
+    }
+}
+
+ledger_test! {
+    async fn canceling_a_pending_payment_releases_its_hold(app) {
+        let (wallet, bank) = setup(&app, 10_000).await;
+        let p = pay(&app, "credit", 4_000, &wallet, &bank).await;
+        let id = p["id"].as_str().unwrap();
+        assert_eq!(app.balances(&wallet).await.available, 6_000);
+        let reply = app.post_idempotent(&format!("/v1/payments/{id}/cancel"), "cancel-1", &json!({})).await;
+        reply.expect_status(200);
+        assert_eq!(statuses(&reply.body), ["pending", "canceled"]);
+        assert_eq!(app.balances(&wallet).await.available, 10_000);
+        assert_eq!(ledger_status(&app, p["ledger_transaction_id"].as_str().unwrap()).await, "voided");
+        let replay = app.post_idempotent(&format!("/v1/payments/{id}/cancel"), "cancel-1", &json!({})).await;
+        replay.expect_status(200);
+        assert_eq!(replay.header("idempotent-replayed"), Some("true"));
+        app.post(&format!("/v1/payments/{id}/cancel"), &json!({})).await.expect_error(409, "payment_not_cancelable");
+        assert!(cut(&app).await.is_empty(), "a canceled payment is never filed");
+    }
+}
+
+ledger_test! {
+    async fn a_payment_create_retried_with_its_key_makes_one_payment(app) {
+        let (wallet, bank) = setup(&app, 10_000).await;
+        let body = payment_body("credit", 1_000, &wallet, &bank);
+        let first = app.post_idempotent("/v1/payments", "pay-1", &body).await;
+        first.expect_status(201);
+        let second = app.post_idempotent("/v1/payments", "pay-1", &body).await;
+        second.expect_status(201);
+        assert_eq!(second.bytes, first.bytes);
+        assert_eq!(app.list_all("/v1/payments").await.len(), 1);
+        assert_eq!(app.balances(&wallet).await.available, 9_000);
+        let mut other = body.clone();
+        other["amount"] = json!(2_000);
+        app.post_idempotent("/v1/payments", "pay-1", &other).await.expect_error(422, "idempotency_key_reused");
+        let mut with_external = body.clone();
+        with_external["external_id"] = json!("invoice-7");
+        app.post("/v1/payments", &with_external).await.expect_status(201);
+        app.post("/v1/payments", &with_external).await.expect_error(409, "duplicate_external_id");
+    }
+}
+
+ledger_test! {
+    async fn bad_payments_and_counterparties_are_refused_with_their_codes_and_change_nothing(app) {
+        let (wallet, bank) = setup(&app, 5_000).await;
+        let bad_routing = json!({"name": "X", "bank_accounts": [{"routing_number": "021000022", "account_number": "1234", "account_type": "checking", "holder_name": "X"}]});
+        let reply = app.post("/v1/counterparties", &bad_routing).await;
+        reply.expect_error(400, "invalid_request");
+        assert_eq!(reply.param(), Some("bank_accounts[0].routing_number"));
+        let mut bad_number = bad_routing.clone();
+        bad_number["bank_accounts"][0]["routing_number"] = json!(ROUTING);
+        bad_number["bank_accounts"][0]["account_number"] = json!("12");
+        app.post("/v1/counterparties", &bad_number).await.expect_error(400, "invalid_request");
+        let cases: Vec<(Value, u16, &str, &str)> = vec![
+            (json!({"company_entry_description": "ELEVEN CHARS"}), 400, "invalid_request", "company_entry_description"),
+            (json!({"sec_code": "IAT"}), 400, "invalid_request", "sec_code"),
+            (json!({"currency": "EUR"}), 400, "invalid_request", "currency"),
+            (json!({"rail": "sepa"}), 400, "invalid_request", "rail"),
+            (json!({"amount": 0}), 400, "invalid_request", "amount"),
+            (json!({"same_day": true, "amount": 100_000_001}), 422, "same_day_limit_exceeded", "amount"),
+            (json!({"counterparty_bank_account_id": "ba_nope"}), 400, "invalid_request", "counterparty_bank_account_id"),
+            (json!({"ledger_account_id": "acct_nope"}), 422, "account_not_found", "ledger_account_id"),
+            (json!({"amount": 6_000}), 422, "insufficient_funds", "ledger_account_id"),
+            (json!({"effective_date": "2001-01-01"}), 400, "invalid_request", "effective_date"),
+        ];
+        for (patch, status, code, param) in cases {
+            let mut body = payment_body("credit", 1_000, &wallet, &bank);
+            body.as_object_mut().unwrap().extend(patch.as_object().unwrap().clone());
+            let reply = app.post("/v1/payments", &body).await;
+            reply.expect_error(status, code);
+            assert_eq!(reply.param(), Some(param), "{}", reply.body);
+        }
+        assert!(app.list_all("/v1/payments").await.is_empty());
+        assert_eq!(app.balances(&wallet).await.available, 5_000);
+        app.get("/v1/payments/pay_nope").await.expect_error(404, "not_found");
+        let reader = app.api.with_key(Some(&app.key("acme", Environment::Sandbox, &[Scope::LedgerRead, Scope::PaymentsRead]).await));
+        reader.post("/v1/payments", &payment_body("credit", 1, &wallet, &bank)).await.expect_error(403, "insufficient_scope");
+        reader.get("/v1/payments").await.expect_status(200);
+        // Another organization sees none of it.
+        let other = app.client_for("globex").await;
+        other.get(&format!("/v1/counterparties/{}", "cp_00000000000000000000000000")).await.expect_error(404, "not_found");
+        assert!(other.list_all("/v1/counterparties").await.is_empty());
+    }
+}
+
+ledger_test! {
+    async fn a_notification_of_change_updates_the_bank_account(app) {
+        let (wallet, bank) = setup(&app, 5_000).await;
+        let id = pay(&app, "credit", 1_000, &wallet, &bank).await["id"].as_str().unwrap().to_owned();
+        let files = cut(&app).await;
+        let mut file = nacha::parse(&file_content(&app, files[0]["id"].as_str().unwrap()).await).unwrap();
+        for batch in &mut file.batches {
+            batch.header.sec_code = "COR".into();
+            for entry in &mut batch.entries {
+                entry.transaction_code = 21;
+                entry.amount_minor = 0;
+                entry.addenda_record_indicator = '1';
+                entry.addenda = vec![nacha::Addenda::Change(nacha::ChangeAddenda {
+                    change_code: "C01".into(),
+                    original_trace_number: entry.trace_number.clone(),
+                    reserved: nacha::alpha("", 6),
+                    original_rdfi_identification: entry.rdfi_identification.clone(),
+                    corrected_data: nacha::alpha("99887766", 29),
+                    reserved_2: nacha::alpha("", 15),
+                    trace_number: entry.trace_number.clone(),
+                })];
+            }
+        }
+        file.refresh_controls().unwrap();
+        let reply = app.send(app.request(reqwest::Method::POST, "/v1/ach/return_files").body(file.write())).await;
+        reply.expect_status(201);
+        assert_eq!(reply.body["results"][0]["outcome"], "changed");
+        let cp = app.get(&format!("/v1/counterparties/{}", payment(&app, &id).await["counterparty_id"].as_str().unwrap())).await;
+        let account = &cp.body["bank_accounts"][0];
+        assert_eq!(account["account_number_last4"], "7766");
+        assert_eq!(account["notifications_of_change"][0]["code"], "C01");
+        assert_eq!(account["notifications_of_change"][0]["updated_fields"], json!(["account_number"]));
+        assert_eq!(payment(&app, &id).await["status"], "submitted", "a NOC does not return the payment");
+        // The next file carries the corrected number.
+        pay(&app, "credit", 1_000, &wallet, &bank).await;
+        let files = cut(&app).await;
+        let next = nacha::parse(&file_content(&app, files[0]["id"].as_str().unwrap()).await).unwrap();
+        assert_eq!(next.entries().next().unwrap().1.dfi_account_number.trim(), "99887766");
+    }
+}
+
+/// Seconds from the app's now to `hour:minute` New York time on the first
+/// banking day strictly after today.
+fn secs_until_next_banking_day_at(app: &TestApp, hour: u8, minute: u8) -> i64 {
+    let now = settle_api::ach::payments::utc(app.now());
+    let mut date = settle_ach::window::new_york(now).date();
+    loop {
+        date = date.next_day().unwrap();
+        if settle_core::calendar::is_banking_day(date) {
+            break;
+        }
+    }
+    let local = date.with_hms(hour, minute, 0).unwrap();
+    // New York's offset at that moment (approximated from noon UTC of that day, which is never within an hour of a switch).
+    let offset = settle_ach::window::new_york_offset(date.with_hms(12, 0, 0).unwrap().assume_utc());
+    (local.assume_offset(offset) - now).whole_seconds()
+}
+
+ledger_test! {
+    async fn the_scheduler_cuts_each_window_once_and_settles_on_the_effective_date(app) {
+        let (wallet, bank) = setup(&app, 0).await;
+        app.clock.advance_secs(secs_until_next_banking_day_at(&app, 9, 0));
+        let id = pay(&app, "debit", 5_000, &wallet, &bank).await["id"].as_str().unwrap().to_owned();
+        // 10:31 New York: the 10:30 window closed a minute ago; the first tick files the payment in it.
+        app.clock.advance_secs(91 * 60);
+        assert_eq!(settle_api::ach::files::tick(&app.state).await.unwrap(), 1);
+        assert_eq!(settle_api::ach::files::tick(&app.state).await.unwrap(), 0, "a window is cut once");
+        let p = payment(&app, &id).await;
+        assert_eq!(p["status"], "submitted");
+        let files = app.list_all("/v1/ach/files").await;
+        assert!(files[0]["window"].as_str().unwrap().ends_with("T10:30"), "{}", files[0]);
+        // A next-day entry settles the next banking day, after the settlement hour.
+        let effective = p["effective_date"].as_str().unwrap().to_owned();
+        assert!(effective.as_str() > &files[0]["window"].as_str().unwrap()[..10], "{effective}");
+        assert_eq!(app.balances(&wallet).await.available, 0);
+        app.clock.advance_secs(secs_until_next_banking_day_at(&app, 18, 5));
+        settle_api::ach::files::tick(&app.state).await.unwrap();
+        let p = payment(&app, &id).await;
+        assert_eq!(p["status"], "settled", "{p}");
+        assert_eq!(app.balances(&wallet).await.available, 0, "held for two banking days");
+        let available_at = settle_core::clock::Timestamp::parse_rfc3339(p["available_at"].as_str().unwrap()).unwrap();
+        app.clock.advance_secs((available_at.micros() - app.now().micros()) / 1_000_000 + 1);
+        assert_eq!(app.balances(&wallet).await.available, 5_000);
+        // An R01 three banking days after settlement is late: refused, the payment unchanged.
+        for _ in 0..3 {
+            app.clock.advance_secs(secs_until_next_banking_day_at(&app, 12, 0));
+        }
+        let reply = app.post(&format!("/v1/test_helpers/payments/{id}/return"), &json!({"code": "R01"})).await;
+        reply.expect_error(422, "return_window_elapsed");
+        assert_eq!(payment(&app, &id).await["status"], "settled");
+        // An unauthorized-debit return (R10) has 60 days: still timely.
+        app.post(&format!("/v1/test_helpers/payments/{id}/return"), &json!({"code": "R10"})).await.expect_status(200);
+    }
+}
+
+ledger_test! {
+    async fn a_consumer_debit_needs_an_active_authorization_and_its_revocation_stops_the_next(app) {
+        let wallet = app.account("credit", Some(0)).await;
+        let customer = app.post("/v1/customers", &json!({"type": "individual", "given_name": "Jane", "family_name": "Doe"})).await;
+        customer.expect_status(201);
+        let customer = customer.id();
+        let reply = app
+            .post(
+                "/v1/counterparties",
+                &json!({"name": "Jane Doe", "customer_id": customer, "bank_accounts": [{"routing_number": ROUTING, "account_number": ACCOUNT_NUMBER, "account_type": "savings", "holder_name": "Jane Doe"}]}),
+            )
+            .await;
+        reply.expect_status(201);
+        let bank = reply.body["bank_accounts"][0]["id"].as_str().unwrap().to_owned();
+        let debit = payment_body("debit", 2_500, &wallet, &bank);
+        app.post("/v1/payments", &debit).await.expect_error(422, "debit_authorization_missing");
+        let granted_at = app.now().plus_secs(-60).to_rfc3339();
+        let consent = app
+            .post(&format!("/v1/customers/{customer}/consents"), &json!({"type": "ach_debit_authorization", "text_version": "v1", "channel": "web", "granted_at": granted_at}))
+            .await;
+        consent.expect_status(201);
+        let p = app.post("/v1/payments", &debit).await;
+        p.expect_status(201);
+        let files = cut(&app).await;
+        let parsed = nacha::parse(&file_content(&app, files[0]["id"].as_str().unwrap()).await).unwrap();
+        assert_eq!(parsed.entries().next().unwrap().1.transaction_code, 37, "a savings debit");
+        app.post(&format!("/v1/customers/{customer}/consents/{}/revoke", consent.id()), &json!({"reason": "customer called"})).await.expect_status(200);
+        app.post("/v1/payments", &debit).await.expect_error(422, "debit_authorization_missing");
+        // An unauthorized-debit return (R10) revokes a new authorization by itself, audited.
+        let consent = app
+            .post(&format!("/v1/customers/{customer}/consents"), &json!({"type": "ach_debit_authorization", "text_version": "v2", "channel": "web", "granted_at": granted_at}))
+            .await;
+        consent.expect_status(201);
+        let second = app.post("/v1/payments", &debit).await;
+        second.expect_status(201);
+        cut(&app).await;
+        app.post(&format!("/v1/test_helpers/payments/{}/return", second.id()), &json!({"code": "R10"})).await.expect_status(200);
+        let consents = app.get(&format!("/v1/customers/{customer}/consents")).await;
+        let revoked = consents.body["data"].as_array().unwrap().iter().find(|c| c["id"] == consent.body["id"]).unwrap().clone();
+        assert_eq!(revoked["status"], "revoked", "{revoked}");
+        app.post("/v1/payments", &debit).await.expect_error(422, "debit_authorization_missing");
+        // The bank account stays usable for credits.
+        let mut credit = payment_body("credit", 1, &wallet, &bank);
+        credit["sec_code"] = json!("PPD");
+        app.post(&format!("/v1/test_helpers/accounts/{wallet}/fund"), &json!({"amount": 100})).await.expect_status(201);
+        app.post("/v1/payments", &credit).await.expect_status(201);
+        // A missing customer is refused too.
+        let mut body = json!({"name": "X", "customer_id": "cus_00000000000000000000000000", "bank_accounts": [{"routing_number": ROUTING, "account_number": "1234", "account_type": "checking", "holder_name": "X"}]});
+        let reply = app.post("/v1/counterparties", &body).await;
+        reply.expect_error(400, "invalid_request");
+        assert_eq!(reply.param(), Some("customer_id"));
+        body["customer_id"] = json!(customer);
+        app.post("/v1/counterparties", &body).await.expect_status(201);
+    }
+}
+
+ledger_test! {
+    async fn concurrent_scheduler_rounds_cut_a_window_once(app) {
+        let (wallet, bank) = setup(&app, 10_000).await;
+        for _ in 0..5 {
+            pay(&app, "credit", 100, &wallet, &bank).await;
+        }
+        app.clock.advance_secs(secs_until_next_banking_day_at(&app, 10, 31));
+        let tick = || settle_api::ach::files::tick(&app.state);
+        let (a, b, c) = tokio::join!(tick(), tick(), tick());
+        assert_eq!(a.unwrap() + b.unwrap() + c.unwrap(), 1, "one file for the window, whoever cuts it");
+        let files = app.list_all("/v1/ach/files").await;
+        assert_eq!(files.len(), 1);
+        assert_eq!(files[0]["payment_ids"].as_array().unwrap().len(), 5);
+        assert_eq!(app.list_all("/v1/payments?status=submitted").await.len(), 5);
+        let b = app.balances(&wallet).await;
+        assert_eq!((b.posted, b.available), (9_500, 9_500), "every hold posted once");
+        // Trace numbers are unique and continue in the next file.
+        pay(&app, "credit", 100, &wallet, &bank).await;
+        let next = cut(&app).await;
+        let first = nacha::parse(&file_content(&app, files[0]["id"].as_str().unwrap()).await).unwrap();
+        let second = nacha::parse(&file_content(&app, next[0]["id"].as_str().unwrap()).await).unwrap();
+        let mut traces: Vec<String> = first.entries().chain(second.entries()).map(|(_, e)| e.trace_number.clone()).collect();
+        traces.sort();
+        traces.dedup();
+        assert_eq!(traces.len(), 6);
+        assert_ne!(first.header.file_id_modifier, second.header.file_id_modifier);
+    }
+}
+
+ledger_test! {
+    async fn a_payment_returned_for_funds_may_be_originated_again_twice(app) {
+        let (wallet, bank) = setup(&app, 10_000).await;
+        let original = pay(&app, "credit", 1_000, &wallet, &bank).await["id"].as_str().unwrap().to_owned();
+        let mut current = original.clone();
+        for attempt in 1..=2 {
+            cut(&app).await;
+            app.post(&format!("/v1/test_helpers/payments/{current}/return"), &json!({"code": "R01"})).await.expect_status(200);
+            let reply = app.post_idempotent(&format!("/v1/payments/{current}/retry"), &format!("retry-{attempt}"), &json!({})).await;
+            reply.expect_status(201);
+            assert_eq!(reply.body["retry_of"], original.as_str());
+            assert_eq!(reply.body["status"], "pending");
+            assert_eq!(reply.body["amount"], 1_000);
+            let again = app.post_idempotent(&format!("/v1/payments/{current}/retry"), &format!("retry-{attempt}"), &json!({})).await;
+            assert_eq!(again.body["id"], reply.body["id"], "a retried request makes one retry");
+            current = reply.id();
+        }
+        assert_eq!(app.balances(&wallet).await.available, 9_000, "only the live retry holds money");
+        cut(&app).await;
+        app.post(&format!("/v1/test_helpers/payments/{current}/return"), &json!({"code": "R01"})).await.expect_status(200);
+        app.post(&format!("/v1/payments/{current}/retry"), &json!({})).await.expect_error(422, "payment_not_retryable");
+        assert_eq!(payment(&app, &original).await["retry_count"], 2);
+        // A return that is not about funds is not retried.
+        let other = pay(&app, "credit", 1_000, &wallet, &bank).await["id"].as_str().unwrap().to_owned();
+        cut(&app).await;
+        app.post(&format!("/v1/test_helpers/payments/{other}/return"), &json!({"code": "R03"})).await.expect_status(200);
+        app.post(&format!("/v1/payments/{other}/retry"), &json!({})).await.expect_error(422, "payment_not_retryable");
+        app.post(&format!("/v1/payments/{current}/retry"), &json!({})).await.expect_error(422, "payment_not_retryable");
+    }
+}
+
+ledger_test! {
+    async fn return_rates_count_debit_returns_against_nachas_thresholds(app) {
+        let (wallet, bank) = setup(&app, 1_000).await;
+        let mut ids = Vec::new();
+        for _ in 0..4 {
+            ids.push(pay(&app, "debit", 100, &wallet, &bank).await["id"].as_str().unwrap().to_owned());
+        }
+        pay(&app, "credit", 1, &wallet, &bank).await;
+        let rates = app.get("/v1/ach/return_rates").await;
+        rates.expect_status(200);
+        assert_eq!(rates.body["debit_entries"], 0, "pending debits are not entries yet");
+        cut(&app).await;
+        app.post(&format!("/v1/test_helpers/payments/{}/return", ids[0]), &json!({"code": "R10"})).await.expect_status(200);
+        let rates = app.get("/v1/ach/return_rates").await.body.clone();
+        assert_eq!(rates["debit_entries"], 4);
+        assert_eq!((rates["unauthorized_returns"].as_i64(), rates["unauthorized_rate_bps"].as_i64()), (Some(1), Some(2_500)));
+        assert_eq!(rates["overall_rate_bps"], 2_500);
+        assert_eq!(rates["administrative_returns"], 0);
+        assert_eq!(rates["exceeded"], json!(["unauthorized", "overall"]));
+        // Sixty-one days later none of it counts.
+        app.clock.advance_secs(61 * 86_400);
+        assert_eq!(app.get("/v1/ach/return_rates").await.body["debit_entries"], 0);
+    }
+}
+
+ledger_test! {
+    async fn a_customer_blocked_by_screening_gets_no_new_payment_and_a_pending_one_fails_at_the_cut(app) {
+        let (wallet, bank) = setup(&app.api, 10_000).await;
+        let customer = app.post("/v1/customers", &json!({"type": "individual", "given_name": "Ivan", "family_name": "Petrov", "date_of_birth": "1961-03-03"})).await.id();
+        app.post(&format!("/v1/customers/{customer}/accounts"), &json!({"account_id": wallet})).await.expect_status(201);
+        let pending = pay(&app.api, "credit", 2_500, &wallet, &bank).await;
+        crate::customers::load_watchlist(&app, &[("PETROV, Ivan", &[], Some(1961))]).await;
+        settle_api::customers::screening::refresh(&app.state).await.unwrap();
+
+        app.post("/v1/payments", &payment_body("credit", 100, &wallet, &bank)).await.expect_error(422, "customer_blocked");
+        assert!(cut(&app.api).await.is_empty(), "no file carries the blocked customer's payment");
+        let failed = payment(&app.api, pending["id"].as_str().unwrap()).await;
+        assert_eq!(failed["status"], "failed");
+        assert_eq!(failed["history"].as_array().unwrap().last().unwrap()["reason"], "customer blocked by sanctions screening");
+        assert_eq!(app.balances(&wallet).await.available, 10_000, "the hold is released");
+    }
+}
