@@ -48,6 +48,8 @@ pub struct ServeArgs {
     pub http: HttpArgs,
     #[command(flatten)]
     pub webhooks: WebhookArgs,
+    #[command(flatten)]
+    pub otlp: crate::otlp::OtlpArgs,
 }
 
 /// Webhook deliveries (docs/webhooks.md).
