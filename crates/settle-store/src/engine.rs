@@ -424,13 +424,15 @@ pub const MAX_BATCH_LINKS: usize = 128;
 /// [`MAX_BATCH_LINKS`] callers' spans. An idle sweep (no command) has none,
 /// so an idle server exports nothing.
 fn batch_span(batch: &[Envelope]) -> tracing::Span {
-    let items: usize = batch.iter().map(|e| e.command.item_count()).sum();
+    // Signed: OpenTelemetry has no unsigned integers (a u64 would be exported as text).
+    let items = i64::try_from(batch.iter().map(|e| e.command.item_count()).sum::<usize>()).unwrap_or(i64::MAX);
+    let commands = i64::try_from(batch.len()).unwrap_or(i64::MAX);
     match batch {
         [] => tracing::Span::none(),
-        [only] => tracing::info_span!(parent: &only.span, "engine.batch", commands = 1usize, items, outcome = tracing::field::Empty),
-        several => {
-            let span = tracing::info_span!(parent: None, "engine.batch", commands = several.len(), items, outcome = tracing::field::Empty);
-            for envelope in several.iter().take(MAX_BATCH_LINKS) {
+        [only] => tracing::info_span!(parent: &only.span, "engine.batch", commands, items, outcome = tracing::field::Empty),
+        _ => {
+            let span = tracing::info_span!(parent: None, "engine.batch", commands, items, outcome = tracing::field::Empty);
+            for envelope in batch.iter().take(MAX_BATCH_LINKS) {
                 span.follows_from(&envelope.span);
             }
             span
@@ -451,7 +453,12 @@ async fn process<B: WriteBackend>(backend: &mut B, batch: Vec<Envelope>, clock: 
         let transaction_span = if batch.is_empty() {
             tracing::Span::none()
         } else {
-            tracing::info_span!("db.transaction", db.system.name = backend.system(), attempt, outcome = tracing::field::Empty)
+            tracing::info_span!(
+                "db.transaction",
+                db.system.name = backend.system(),
+                attempt = i64::try_from(attempt).unwrap_or(i64::MAX),
+                outcome = tracing::field::Empty
+            )
         };
         let outcome = apply_batch(backend, &batch, now, ids).instrument(transaction_span.clone()).await;
         transaction_span.record(

@@ -83,7 +83,7 @@ pub fn init_logging_and_traces(args: &OtlpArgs) -> anyhow::Result<Traces> {
     // Only Settle's own spans: no log events (they stay in the logs), no
     // spans of dependencies (the exporter's own HTTP calls among them).
     let ours = tracing_subscriber::filter::filter_fn(|meta| meta.is_span() && *meta.level() <= tracing::Level::INFO && meta.target().starts_with("settle"));
-    let traces = tracing_opentelemetry::layer().with_tracer(tracer).with_location(false).with_threads(false).with_filter(ours);
+    let traces = tracing_opentelemetry::layer().with_tracer(tracer).with_location(false).with_threads(false).with_tracked_inactivity(false).with_filter(ours);
     tracing_subscriber::registry().with(logs).with(traces).init();
     settle_api::trace_context::set_exporting(true);
     tracing::info!(endpoint = %redact(endpoint), service_name = %args.otlp_service_name, "exporting traces over OTLP/HTTP");
