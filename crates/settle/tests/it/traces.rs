@@ -193,3 +193,24 @@ async fn without_an_otlp_endpoint_nothing_is_exported() {
     assert!(!server.log_text().contains("exporting traces"));
     assert!(exports.lock().unwrap().is_empty(), "something was exported without --otlp-endpoint");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_collector_fails_no_request_is_logged_and_does_not_hold_up_shutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    let nobody = format!("http://127.0.0.1:{}", crate::harness::free_port());
+    // Export every 100 ms instead of every 5 s, so the failure shows at once.
+    let server = Server::start_with_env(dir.path(), None, &["--otlp-endpoint", &nobody], &[("OTEL_BSP_SCHEDULE_DELAY", "100")]).await;
+    let (_, secret) = server.key("acme", &[]);
+    let api = Api::new(&server.url, &secret);
+    api.account("debit", None).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !server.log_text().contains("OTLP trace export failed") {
+        assert!(Instant::now() < deadline, "no export failure logged: {}", server.log_text());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    api.account("credit", None).await;
+    let started = Instant::now();
+    let server = terminate(server).await;
+    assert!(started.elapsed() < Duration::from_secs(15), "shutdown took {:?}", started.elapsed());
+    assert_eq!(server.log_text().matches("OTLP trace export failed").count(), 1, "failures are logged at most once a minute");
+}
