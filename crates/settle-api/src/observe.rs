@@ -4,7 +4,10 @@
 //!
 //! Each request also runs inside a `request` span carrying `request_id`,
 //! `correlation_id` and `trace_id`, so every log line written while it runs
-//! names them (see `correlation` and `trace_context`).
+//! names them (see `correlation` and `trace_context`). With an OTLP
+//! exporter that span is the request's exported server span, named
+//! `{method} {route}`, with the method, route template and status as
+//! attributes (never the path, a header or a body).
 
 use crate::correlation::{self, Correlation};
 use crate::error::PendingErrorBody;
@@ -17,6 +20,7 @@ use axum::response::Response;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 /// The address of the connection's peer, for audit records. Proxy headers
 /// (`X-Forwarded-For`) are not trusted: behind a proxy this is the proxy.
@@ -54,14 +58,34 @@ pub async fn request_layer(State(state): State<AppState>, mut req: Request, next
     let route = req.extensions().get::<MatchedPath>().map_or("unmatched", |m| m.as_str()).to_owned();
     req.extensions_mut().insert(RequestId(id.clone()));
     let (correlation_id, refusal) = correlation::resolve(req.headers_mut());
-    let trace = TraceContext::from_headers(req.headers());
+    let mut trace = TraceContext::from_headers(req.headers());
+    // OpenTelemetry's name, kind and HTTP attributes are recorded only when
+    // spans are exported: the access log stays as it was without an exporter.
+    let span = tracing::info_span!(
+        "request",
+        request_id = %id,
+        correlation_id = %correlation_id,
+        trace_id = tracing::field::Empty,
+        otel.name = tracing::field::Empty,
+        otel.kind = tracing::field::Empty,
+    );
+    let exporting = trace_context::is_exporting();
+    if exporting {
+        span.record("otel.name", format!("{method} {route}"));
+        span.record("otel.kind", "server");
+        span.set_attribute("http.request.method", method.to_string());
+        span.set_attribute("http.route", route.clone());
+    }
+    // With an exporter the span's ids become the request's (the response's
+    // `traceparent` names the exported span).
+    trace.adopt(&span);
     let trace_id = trace.trace_id_hex();
+    span.record("trace_id", trace_id.as_str());
     // Refusals from layers outside the version layer (a bad correlation id, a
     // bad signature) still say which version they are rendered in.
     let version = req.headers().get(crate::versions::HEADER).and_then(|v| crate::versions::from_header(v).ok()).unwrap_or(crate::versions::NEWEST);
     req.extensions_mut().insert(Correlation(correlation_id.clone()));
     req.extensions_mut().insert(trace.clone());
-    let span = tracing::info_span!("request", request_id = %id, correlation_id = %correlation_id, trace_id = %trace_id);
     let mut response = match refusal {
         Some(error) => axum::response::IntoResponse::into_response(error),
         None => next.run(req).instrument(span.clone()).await,
@@ -104,6 +128,12 @@ pub async fn request_layer(State(state): State<AppState>, mut req: Request, next
     }
     state.metrics.request(method.as_str(), &route, status, started.elapsed());
     let latency_us = started.elapsed().as_micros() as u64;
+    if exporting {
+        span.set_attribute("http.response.status_code", i64::from(status));
+        if status >= 500 {
+            span.set_status(opentelemetry::trace::Status::error("server error"));
+        }
+    }
     span.in_scope(|| {
         if status >= 500 {
             tracing::error!(request_id = %id, %correlation_id, %trace_id, %method, %path, status, latency_us, "request");

@@ -7,10 +7,49 @@
 //! The response carries `traceparent` with the same trace id and our span
 //! id, and `tracestate` unchanged. The context stays in the request's
 //! extensions for outbound calls made on its behalf (webhooks, later).
+//!
+//! When the server exports traces (`settle serve --otlp-endpoint`, see
+//! [`set_exporting`]), the request's `tracing` span is also an OpenTelemetry
+//! span: [`TraceContext::adopt`] makes it the caller's child and takes its
+//! ids, so the `traceparent` we answer names the span the collector gets.
+//! Without an exporter nothing here touches OpenTelemetry.
 
 use axum::http::HeaderMap;
+use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt as _, TraceFlags, TraceId, TraceState};
 use rand::Rng;
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, Ordering};
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+
+static EXPORTING: AtomicBool = AtomicBool::new(false);
+
+/// Called once by the binary when it installed an OTLP exporter: spans then
+/// get OpenTelemetry names, kinds and attributes, and outbound calls carry
+/// the ids of exported spans.
+pub fn set_exporting(on: bool) {
+    EXPORTING.store(on, Ordering::Relaxed);
+}
+
+/// Whether spans are exported (an OpenTelemetry layer is installed).
+pub fn is_exporting() -> bool {
+    EXPORTING.load(Ordering::Relaxed)
+}
+
+/// The OpenTelemetry ids of `span`, when an exporter is installed and the
+/// span is enabled.
+pub fn exported_span_context(span: &tracing::Span) -> Option<SpanContext> {
+    if !is_exporting() {
+        return None;
+    }
+    let context = span.context();
+    let span_context = context.span().span_context().clone();
+    span_context.is_valid().then_some(span_context)
+}
+
+/// `traceparent` naming an exported span, for an outbound call.
+pub fn traceparent_of(span_context: &SpanContext) -> String {
+    format!("00-{}-{}-{:02x}", span_context.trace_id(), span_context.span_id(), span_context.trace_flags().to_u8() & 0x01)
+}
 
 pub const TRACEPARENT: &str = "traceparent";
 pub const TRACESTATE: &str = "tracestate";
@@ -54,6 +93,24 @@ impl TraceContext {
                 let mut rng = rand::rng();
                 TraceContext { trace_id: nonzero(|| rng.random::<[u8; 16]>()), span_id, parent_span_id: None, flags: 0x01, tracestate: None }
             }
+        }
+    }
+
+    /// Makes `span` (not yet entered) the exported span of this request:
+    /// the caller's span becomes its remote parent, and this context takes
+    /// its trace and span ids. Does nothing without an exporter.
+    pub fn adopt(&mut self, span: &tracing::Span) {
+        if !is_exporting() {
+            return;
+        }
+        if let Some(parent) = self.parent_span_id {
+            let remote =
+                SpanContext::new(TraceId::from_bytes(self.trace_id), SpanId::from_bytes(parent), TraceFlags::new(self.flags), true, TraceState::default());
+            let _ = span.set_parent(opentelemetry::Context::new().with_remote_span_context(remote));
+        }
+        if let Some(ours) = exported_span_context(span) {
+            self.trace_id = ours.trace_id().to_bytes();
+            self.span_id = ours.span_id().to_bytes();
         }
     }
 

@@ -23,6 +23,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument;
 
 /// Commands waiting for the engine; senders wait (backpressure) when full.
 pub const QUEUE_CAPACITY: usize = 16_384;
@@ -137,6 +138,9 @@ struct Envelope {
     correlation_id: Option<CorrelationId>,
     /// The HTTP request that sent the command, for the events it causes.
     request_id: Option<String>,
+    /// The caller's span when it submitted (its request's span): the batch's
+    /// span is its child, or links to it when the batch serves several.
+    span: tracing::Span,
 }
 
 /// Who asked for a command: logged with its effect (a [`LogFragment::Context`])
@@ -196,7 +200,8 @@ impl EngineHandle {
     ) -> Result<Reply, EngineStopped> {
         let (reply, answer) = oneshot::channel();
         let SubmitContext { request_id, correlation_id } = context;
-        self.sender.send(Envelope { tenant, command, idempotency, reply, correlation_id, request_id }).await.map_err(|_| EngineStopped)?;
+        let span = tracing::Span::current();
+        self.sender.send(Envelope { tenant, command, idempotency, reply, correlation_id, request_id, span }).await.map_err(|_| EngineStopped)?;
         answer.await.map_err(|_| EngineStopped)
     }
 
@@ -228,7 +233,8 @@ impl EngineHandle {
     ) -> Result<Reply, SubmitError> {
         let (reply, answer) = oneshot::channel();
         let SubmitContext { request_id, correlation_id } = context;
-        self.sender.try_send(Envelope { tenant, command, idempotency, reply, correlation_id, request_id }).map_err(|e| match e {
+        let span = tracing::Span::current();
+        self.sender.try_send(Envelope { tenant, command, idempotency, reply, correlation_id, request_id, span }).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => SubmitError::Overloaded,
             mpsc::error::TrySendError::Closed(_) => SubmitError::Stopped,
         })?;
@@ -290,6 +296,10 @@ pub trait WriteBackend: Send {
     /// Writes every effect; `log` is already chained: (seq, content, prev, hash).
     fn write(&mut self, effects: &BatchEffects, log: &[(i64, Hash, Hash)], now: Timestamp) -> impl Future<Output = Result<(), StoreError>> + Send;
     fn commit(&mut self) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// The database, as OpenTelemetry's `db.system.name` names it (`sqlite`, `postgresql`).
+    fn system(&self) -> &'static str {
+        "unknown"
+    }
     fn rollback(&mut self) -> impl Future<Output = ()> + Send;
     /// What the stored entries of each account sum to (see
     /// [`Counters::add_entry`]), read inside the batch's transaction.
@@ -387,7 +397,8 @@ pub async fn run<B: WriteBackend>(mut backend: B, receiver: EngineReceiver, cloc
                 Err(_) => break,
             }
         }
-        process(&mut backend, batch, clock.as_ref(), &ids, config.observer.as_deref()).await;
+        let span = batch_span(&batch);
+        process(&mut backend, batch, clock.as_ref(), &ids, config.observer.as_deref()).instrument(span).await;
         backend.maintain(false).await;
         if last_purge.elapsed() > Duration::from_secs(60) {
             last_purge = std::time::Instant::now();
@@ -403,14 +414,66 @@ pub async fn run<B: WriteBackend>(mut backend: B, receiver: EngineReceiver, cloc
     tracing::info!("ledger engine drained and stopped");
 }
 
+/// Callers' spans a batch's span links to, at most (the rest are not linked;
+/// OpenTelemetry SDKs keep 128 links per span by default).
+pub const MAX_BATCH_LINKS: usize = 128;
+
+/// The span of a batch (traces: `engine.batch`). A batch of one command is a
+/// child of its caller's span (the request's trace shows its commit); a
+/// batch of several starts its own trace and links to up to
+/// [`MAX_BATCH_LINKS`] callers' spans. An idle sweep (no command) has none,
+/// so an idle server exports nothing.
+fn batch_span(batch: &[Envelope]) -> tracing::Span {
+    // Signed: OpenTelemetry has no unsigned integers (a u64 would be exported as text).
+    let items = i64::try_from(batch.iter().map(|e| e.command.item_count()).sum::<usize>()).unwrap_or(i64::MAX);
+    let commands = i64::try_from(batch.len()).unwrap_or(i64::MAX);
+    match batch {
+        [] => tracing::Span::none(),
+        [only] => tracing::info_span!(parent: &only.span, "engine.batch", commands, items, outcome = tracing::field::Empty),
+        _ => {
+            let span = tracing::info_span!(parent: None, "engine.batch", commands, items, outcome = tracing::field::Empty);
+            for envelope in batch.iter().take(MAX_BATCH_LINKS) {
+                span.follows_from(&envelope.span);
+            }
+            span
+        }
+    }
+}
+
 async fn process<B: WriteBackend>(backend: &mut B, batch: Vec<Envelope>, clock: &dyn Clock, ids: &IdGenerator, observer: Option<&dyn BatchObserver>) {
     let mut attempt = 0;
+    // Set on the batch's span ([`batch_span`]) that `process` runs in.
+    let batch_outcome = |outcome: &'static str| {
+        tracing::Span::current().record("outcome", outcome);
+    };
     loop {
         let now = clock.now();
         let started = std::time::Instant::now();
-        let outcome = apply_batch(backend, &batch, now, ids).await;
+        // One span per database transaction (an idle sweep's has none).
+        let transaction_span = if batch.is_empty() {
+            tracing::Span::none()
+        } else {
+            tracing::info_span!(
+                "db.transaction",
+                db.system.name = backend.system(),
+                attempt = i64::try_from(attempt).unwrap_or(i64::MAX),
+                outcome = tracing::field::Empty
+            )
+        };
+        let outcome = apply_batch(backend, &batch, now, ids).instrument(transaction_span.clone()).await;
+        transaction_span.record(
+            "outcome",
+            match &outcome {
+                Ok(_) => "committed",
+                Err(StoreError::OutcomeUnknown(_)) => "outcome_unknown",
+                Err(StoreError::Conflict(_)) => "conflict",
+                Err(_) => "failed",
+            },
+        );
+        drop(transaction_span);
         match outcome {
             Ok(replies) => {
+                batch_outcome("committed");
                 if let Some(observer) = observer
                     && !batch.is_empty()
                 {
@@ -425,6 +488,7 @@ async fn process<B: WriteBackend>(backend: &mut B, batch: Vec<Envelope>, clock: 
             Err(StoreError::OutcomeUnknown(cause)) => {
                 backend.rollback().await;
                 tracing::error!(error = %cause, commands = batch.len(), "commit outcome unknown; callers must retry with their idempotency keys");
+                batch_outcome("outcome_unknown");
                 if let Some(observer) = observer {
                     observer.failed();
                 }
@@ -444,12 +508,16 @@ async fn process<B: WriteBackend>(backend: &mut B, batch: Vec<Envelope>, clock: 
                 }
                 if batch.len() > 1 {
                     tracing::warn!(%error, commands = batch.len(), "batch failed; retrying each command alone");
+                    batch_outcome("split");
                     for envelope in batch {
-                        Box::pin(process(backend, vec![envelope], clock, ids, observer)).await;
+                        let alone = vec![envelope];
+                        let span = batch_span(&alone);
+                        Box::pin(process(backend, alone, clock, ids, observer)).instrument(span).await;
                     }
                     return;
                 }
                 tracing::error!(%error, "ledger write failed");
+                batch_outcome("failed");
                 if let Some(observer) = observer {
                     observer.failed();
                 }

@@ -724,6 +724,10 @@ fn expect_rows(what: &str, updated: u64, expected: usize) -> Result<(), StoreErr
 }
 
 impl WriteBackend for PgWriter {
+    fn system(&self) -> &'static str {
+        "postgresql"
+    }
+
     async fn begin(&mut self) -> Result<(), StoreError> {
         if self.client.as_ref().is_none_or(|c| c.is_closed()) {
             self.client = None;

@@ -915,6 +915,10 @@ impl SqliteWriter {
 }
 
 impl WriteBackend for SqliteWriter {
+    fn system(&self) -> &'static str {
+        "sqlite"
+    }
+
     async fn begin(&mut self) -> Result<(), StoreError> {
         self.heads.clear();
         self.written.clear();

@@ -11,6 +11,7 @@ mod flags;
 mod keys;
 mod listen;
 mod orgs;
+mod otlp;
 mod reconcile;
 mod serve;
 mod versions;
@@ -209,11 +210,6 @@ enum ReconcileCommand {
     },
 }
 
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SETTLE_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().json().flatten_event(true).with_current_span(false).with_env_filter(filter).with_writer(std::io::stderr).init();
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // Before any HTTP client is built (webhook deliveries, listen, bench).
@@ -228,8 +224,11 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Serve(args) => {
-                init_logging();
-                serve::run(*args).await
+                let traces = otlp::init_logging_and_traces(&args.otlp)?;
+                let served = serve::run(*args).await;
+                // After the graceful stop (or a failed start): send the spans still queued.
+                traces.shutdown().await;
+                served
             }
             Command::Migrate { db } => {
                 db.open().await?;

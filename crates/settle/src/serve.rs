@@ -50,6 +50,8 @@ pub struct ServeArgs {
     pub ach: crate::ach::AchArgs,
     #[command(flatten)]
     pub webhooks: WebhookArgs,
+    #[command(flatten)]
+    pub otlp: crate::otlp::OtlpArgs,
 }
 
 /// Webhook deliveries (docs/webhooks.md).

@@ -37,6 +37,8 @@ use settle_store::webhooks::{AttemptRecord, ClaimedDelivery, DeliveryNext, Endpo
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{Semaphore, mpsc, watch};
+use tracing::Instrument as _;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 /// Bytes of a response body kept with an attempt.
 pub const MAX_RESPONSE_BODY_BYTES: usize = 1024;
@@ -367,7 +369,41 @@ fn injected_answer(timed_out: bool) -> Answer {
 }
 
 /// Sends one delivery (as sandbox faults say) and decides what follows.
+///
+/// Runs in a `webhook.attempt` span (an exported client span when traces
+/// are exported: endpoint and event ids, attempt number, outcome, status;
+/// never the URL, a header or the body), whose `traceparent` the request
+/// carries so the receiver can join the trace.
 pub async fn attempt(state: &AppState, d: ClaimedDelivery) -> FinishedDelivery {
+    let span = tracing::info_span!(
+        parent: None,
+        "webhook.attempt",
+        webhook.endpoint_id = %d.endpoint_id,
+        webhook.event_id = %d.event_id,
+        webhook.attempt = d.attempts.saturating_add(1),
+        outcome = tracing::field::Empty,
+        webhook.next = tracing::field::Empty,
+        otel.kind = tracing::field::Empty,
+    );
+    if crate::trace_context::is_exporting() {
+        span.record("otel.kind", "client");
+    }
+    let finished = attempt_in_span(state, d).instrument(span.clone()).await;
+    span.record(
+        "webhook.next",
+        match finished.next {
+            DeliveryNext::Succeeded => "succeeded",
+            DeliveryNext::RetryAt(_) => "retry",
+            DeliveryNext::DeadLettered => "dead_lettered",
+        },
+    );
+    if let Some(status) = finished.attempt.response_status {
+        span.set_attribute("http.response.status_code", status);
+    }
+    finished
+}
+
+async fn attempt_in_span(state: &AppState, d: ClaimedDelivery) -> FinishedDelivery {
     let config = &state.webhooks.config;
     let fired = state.faults.fire(&state.store, d.tenant, d.environment, FaultTarget::Webhooks, state.clock.now()).await;
     let injected =
@@ -386,6 +422,7 @@ pub async fn attempt(state: &AppState, d: ClaimedDelivery) -> FinishedDelivery {
         answer
     };
     state.metrics.webhook_attempts.get_or_create(&OutcomeLabels { outcome: answer.outcome() }).inc();
+    tracing::Span::current().record("outcome", answer.outcome());
     let now = state.clock.now();
     let attempts_made = usize::try_from(d.attempts).unwrap_or(usize::MAX).saturating_add(1);
     let succeeded = answer.status.is_some_and(|s| (200..300).contains(&s));
@@ -506,13 +543,17 @@ async fn send(state: &AppState, d: &ClaimedDelivery) -> Answer {
     let timestamp = now.micros().div_euclid(1_000_000);
     let refs: Vec<&WebhookSecret> = secrets.iter().collect();
     let signature = signature::header(&refs, d.event_id.as_str(), timestamp, &body);
-    let request = client
+    let mut request = client
         .post(url)
         .header("content-type", "application/json")
         .header("webhook-id", d.event_id.as_str())
         .header("webhook-timestamp", timestamp.to_string())
         .header("webhook-signature", signature)
         .body(body);
+    // The receiver can join the trace of the exported attempt span.
+    if let Some(span_context) = crate::trace_context::exported_span_context(&tracing::Span::current()) {
+        request = request.header(crate::trace_context::TRACEPARENT, crate::trace_context::traceparent_of(&span_context));
+    }
     let mut response = match request.send().await {
         Ok(r) => r,
         Err(e) => return Answer { timed_out: e.is_timeout(), ..failed(describe(&e)) },

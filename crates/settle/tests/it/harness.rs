@@ -63,6 +63,7 @@ pub struct Server {
     pub database_url: Option<String>,
     pub log: PathBuf,
     args: Vec<String>,
+    env: Vec<(String, String)>,
     child: Child,
 }
 
@@ -73,15 +74,28 @@ impl Server {
 
     /// Like [`Server::start`], with more `serve` flags.
     pub async fn start_with_args(data_dir: &Path, database_url: Option<&str>, extra: &[&str]) -> Server {
+        Server::start_with_env(data_dir, database_url, extra, &[]).await
+    }
+
+    /// Like [`Server::start_with_args`], with more environment variables.
+    pub async fn start_with_env(data_dir: &Path, database_url: Option<&str>, extra: &[&str], env: &[(&str, &str)]) -> Server {
+        let env: Vec<(String, String)> = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
         let port = free_port();
         let mut args = vec![String::from("serve"), String::from("--listen"), format!("127.0.0.1:{port}")];
         args.extend(db_args(data_dir, database_url));
         args.extend(extra.iter().map(|a| (*a).to_owned()));
         std::fs::create_dir_all(data_dir).unwrap();
         let log = data_dir.join(format!("server-{port}.log"));
-        let child = spawn(&args, &log);
-        let server =
-            Server { url: format!("http://127.0.0.1:{port}"), data_dir: data_dir.to_owned(), database_url: database_url.map(str::to_owned), log, args, child };
+        let child = spawn(&args, &env, &log);
+        let server = Server {
+            url: format!("http://127.0.0.1:{port}"),
+            data_dir: data_dir.to_owned(),
+            database_url: database_url.map(str::to_owned),
+            log,
+            args,
+            env,
+            child,
+        };
         server.wait_ready().await;
         server
     }
@@ -122,7 +136,7 @@ impl Server {
     }
 
     pub async fn restart(&mut self) {
-        self.child = spawn(&self.args, &self.log);
+        self.child = spawn(&self.args, &self.env, &self.log);
         self.wait_ready().await;
     }
 
@@ -157,9 +171,9 @@ pub fn db_args(data_dir: &Path, database_url: Option<&str>) -> Vec<String> {
     args
 }
 
-fn spawn(args: &[String], log: &Path) -> Child {
+fn spawn(args: &[String], env: &[(String, String)], log: &Path) -> Child {
     let file = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
-    Command::new(BIN).args(args).stdout(file.try_clone().unwrap()).stderr(file).stdin(Stdio::null()).spawn().unwrap()
+    Command::new(BIN).args(args).envs(env.iter().map(|(k, v)| (k, v))).stdout(file.try_clone().unwrap()).stderr(file).stdin(Stdio::null()).spawn().unwrap()
 }
 
 pub fn cli(args: &[String]) -> std::process::Output {

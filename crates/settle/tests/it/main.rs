@@ -11,6 +11,7 @@ mod harness;
 mod lifecycle;
 mod limits;
 mod reconcile;
+mod traces;
 mod versioning;
 mod webhooks;
 
