@@ -6,7 +6,7 @@ use crate::body::JsonBody;
 use crate::commands::{Submission, submit};
 use crate::error::ApiError;
 use crate::error::ErrorType;
-use crate::observe::RequestId;
+use crate::observe::{ClientIp, RequestId};
 use crate::pagination::{page, parse_query};
 use crate::path::IdPath;
 use crate::render::{self, balances_json};
@@ -36,6 +36,7 @@ pub async fn create(
     State(state): State<AppState>,
     Writer(principal): Writer,
     Extension(request_id): Extension<RequestId>,
+    client: ClientIp,
     headers: HeaderMap,
     body: JsonBody<CreateAccountRequest>,
 ) -> Result<Response, ApiError> {
@@ -48,6 +49,7 @@ pub async fn create(
         Submission {
             principal: &principal,
             request_id: &request_id,
+            client,
             headers: &headers,
             path: "/v1/accounts",
             canonical_body: &body.canonical,

@@ -16,6 +16,7 @@ use settle_store::records::StoredResponse;
 pub struct Submission<'a> {
     pub principal: &'a Principal,
     pub request_id: &'a RequestId,
+    pub client: crate::observe::ClientIp,
     pub headers: &'a HeaderMap,
     pub path: &'a str,
     pub canonical_body: &'a [u8],
@@ -60,7 +61,12 @@ pub async fn submit(state: &AppState, s: Submission<'_>) -> Result<Response, Api
         }
     };
     let correlation_id = crate::correlation::from_headers(s.headers);
-    let context = SubmitContext { request_id: Some(s.request_id.0.clone()), correlation_id };
+    let context = SubmitContext {
+        request_id: Some(s.request_id.0.clone()),
+        correlation_id,
+        actor: Some(s.principal.key_id.to_string()),
+        client_ip: s.client.0.map(|ip| ip.to_string()),
+    };
     let reply = match state.engine.try_submit_with(tenant, s.command, claim, context).await {
         Ok(reply) => reply,
         Err(SubmitError::Overloaded) => return Ok(crate::hygiene::unavailable_now(ApiError::overloaded())),

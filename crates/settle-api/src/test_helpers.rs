@@ -13,7 +13,7 @@ use crate::auth::require;
 use crate::body::JsonBody;
 use crate::commands::{Submission, submit};
 use crate::error::{ApiError, ErrorType};
-use crate::observe::RequestId;
+use crate::observe::{ClientIp, RequestId};
 use crate::path::IdPath;
 use crate::render;
 use crate::state::AppState;
@@ -153,6 +153,7 @@ pub async fn fund(
     State(state): State<AppState>,
     SandboxWriter(principal): SandboxWriter,
     Extension(request_id): Extension<RequestId>,
+    client: ClientIp,
     headers: HeaderMap,
     IdPath(id): IdPath,
     body: JsonBody<FundRequest>,
@@ -165,6 +166,7 @@ pub async fn fund(
         Submission {
             principal: &principal,
             request_id: &request_id,
+            client,
             headers: &headers,
             path: &path,
             canonical_body: &body.canonical,

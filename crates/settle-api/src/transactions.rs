@@ -5,7 +5,7 @@ use crate::auth::{Writer, require};
 use crate::body::JsonBody;
 use crate::commands::{Submission, submit};
 use crate::error::ApiError;
-use crate::observe::RequestId;
+use crate::observe::{ClientIp, RequestId};
 use crate::pagination::{page, parse_query};
 use crate::path::IdPath;
 use crate::render;
@@ -36,6 +36,7 @@ pub async fn create(
     State(state): State<AppState>,
     Writer(principal): Writer,
     Extension(request_id): Extension<RequestId>,
+    client: ClientIp,
     headers: HeaderMap,
     body: JsonBody<CreateTransactionRequest>,
 ) -> Result<Response, ApiError> {
@@ -48,6 +49,7 @@ pub async fn create(
         Submission {
             principal: &principal,
             request_id: &request_id,
+            client,
             headers: &headers,
             path: "/v1/transactions",
             canonical_body: &body.canonical,
@@ -67,6 +69,7 @@ pub async fn batch(
     State(state): State<AppState>,
     Writer(principal): Writer,
     Extension(request_id): Extension<RequestId>,
+    client: ClientIp,
     headers: HeaderMap,
     body: JsonBody<BatchRequest, MAX_BATCH_BODY_BYTES>,
 ) -> Result<Response, ApiError> {
@@ -88,6 +91,7 @@ pub async fn batch(
     let submission = Submission {
         principal: &principal,
         request_id: &request_id,
+        client,
         headers: &headers,
         path: "/v1/transactions/batch",
         canonical_body: &canonical,
@@ -109,6 +113,7 @@ pub async fn post(
     State(state): State<AppState>,
     Writer(principal): Writer,
     Extension(request_id): Extension<RequestId>,
+    client: ClientIp,
     headers: HeaderMap,
     IdPath(id): IdPath,
     body: JsonBody<PostRequest>,
@@ -127,6 +132,7 @@ pub async fn post(
         Submission {
             principal: &principal,
             request_id: &request_id,
+            client,
             headers: &headers,
             path: &path,
             canonical_body: &body.canonical,
@@ -158,6 +164,7 @@ pub async fn void(
     State(state): State<AppState>,
     Writer(principal): Writer,
     Extension(request_id): Extension<RequestId>,
+    client: ClientIp,
     headers: HeaderMap,
     IdPath(id): IdPath,
     body: JsonBody<EmptyRequest>,
@@ -170,6 +177,7 @@ pub async fn void(
         Submission {
             principal: &principal,
             request_id: &request_id,
+            client,
             headers: &headers,
             path: &path,
             canonical_body: &body.canonical,
@@ -189,6 +197,7 @@ pub async fn reverse(
     State(state): State<AppState>,
     Writer(principal): Writer,
     Extension(request_id): Extension<RequestId>,
+    client: ClientIp,
     headers: HeaderMap,
     IdPath(id): IdPath,
     body: JsonBody<EmptyRequest>,
@@ -201,6 +210,7 @@ pub async fn reverse(
         Submission {
             principal: &principal,
             request_id: &request_id,
+            client,
             headers: &headers,
             path: &path,
             canonical_body: &body.canonical,

@@ -138,6 +138,9 @@ struct Envelope {
     correlation_id: Option<CorrelationId>,
     /// The HTTP request that sent the command, for the events it causes.
     request_id: Option<String>,
+    /// The API key that sent it, and the address it came from, for the audit.
+    actor: Option<String>,
+    client_ip: Option<String>,
     /// The caller's span when it submitted (its request's span): the batch's
     /// span is its child, or links to it when the batch serves several.
     span: tracing::Span,
@@ -149,6 +152,10 @@ struct Envelope {
 pub struct SubmitContext {
     pub request_id: Option<String>,
     pub correlation_id: Option<CorrelationId>,
+    /// The API key id that asked (the audit's actor).
+    pub actor: Option<String>,
+    /// The address of the API client that asked.
+    pub client_ip: Option<String>,
 }
 
 /// The engine stopped (shutdown) or is not taking commands.
@@ -187,7 +194,7 @@ impl EngineHandle {
         idempotency: Option<IdempotencyClaim>,
         correlation_id: Option<CorrelationId>,
     ) -> Result<Reply, EngineStopped> {
-        self.submit_with(tenant, command, idempotency, SubmitContext { request_id: None, correlation_id }).await
+        self.submit_with(tenant, command, idempotency, SubmitContext { correlation_id, ..SubmitContext::default() }).await
     }
 
     /// [`EngineHandle::submit`] with the request's context (logged for its events).
@@ -199,9 +206,12 @@ impl EngineHandle {
         context: SubmitContext,
     ) -> Result<Reply, EngineStopped> {
         let (reply, answer) = oneshot::channel();
-        let SubmitContext { request_id, correlation_id } = context;
+        let SubmitContext { request_id, correlation_id, actor, client_ip } = context;
         let span = tracing::Span::current();
-        self.sender.send(Envelope { tenant, command, idempotency, reply, correlation_id, request_id, span }).await.map_err(|_| EngineStopped)?;
+        self.sender
+            .send(Envelope { tenant, command, idempotency, reply, correlation_id, request_id, actor, client_ip, span })
+            .await
+            .map_err(|_| EngineStopped)?;
         answer.await.map_err(|_| EngineStopped)
     }
 
@@ -220,7 +230,7 @@ impl EngineHandle {
         idempotency: Option<IdempotencyClaim>,
         correlation_id: Option<CorrelationId>,
     ) -> Result<Reply, SubmitError> {
-        self.try_submit_with(tenant, command, idempotency, SubmitContext { request_id: None, correlation_id }).await
+        self.try_submit_with(tenant, command, idempotency, SubmitContext { correlation_id, ..SubmitContext::default() }).await
     }
 
     /// [`EngineHandle::try_submit`] with the request's context (logged for its events).
@@ -232,9 +242,9 @@ impl EngineHandle {
         context: SubmitContext,
     ) -> Result<Reply, SubmitError> {
         let (reply, answer) = oneshot::channel();
-        let SubmitContext { request_id, correlation_id } = context;
+        let SubmitContext { request_id, correlation_id, actor, client_ip } = context;
         let span = tracing::Span::current();
-        self.sender.try_send(Envelope { tenant, command, idempotency, reply, correlation_id, request_id, span }).map_err(|e| match e {
+        self.sender.try_send(Envelope { tenant, command, idempotency, reply, correlation_id, request_id, actor, client_ip, span }).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => SubmitError::Overloaded,
             mpsc::error::TrySendError::Closed(_) => SubmitError::Stopped,
         })?;
@@ -755,8 +765,9 @@ impl BatchState<'_> {
                 envelope.idempotency.as_ref().map(|c| c.key.as_str()),
                 envelope.correlation_id.as_ref().map(CorrelationId::as_str),
             );
-            if request_id.is_some() || idempotency_key.is_some() || correlation_id.is_some() {
-                with_context.push(&LogFragment::Context { request_id, idempotency_key, correlation_id });
+            let (actor, client_ip) = (envelope.actor.as_deref(), envelope.client_ip.as_deref());
+            if request_id.is_some() || idempotency_key.is_some() || correlation_id.is_some() || actor.is_some() {
+                with_context.push(&LogFragment::Context { request_id, idempotency_key, correlation_id, actor, client_ip });
             }
             with_context.extend(log);
             log = with_context;
@@ -970,6 +981,12 @@ pub enum LogFragment<'a> {
         request_id: Option<&'a str>,
         idempotency_key: Option<&'a str>,
         correlation_id: Option<&'a str>,
+        /// The API key id that asked, and the client address it asked from
+        /// (absent for the engine's own work and in records before they were kept).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        actor: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        client_ip: Option<&'a str>,
     },
     AccountCreated {
         id: &'a str,

@@ -190,7 +190,7 @@ pub async fn apply_chunk(state: &AppState, op: &OperationRecord, index: usize, c
                 op.tenant,
                 command.clone(),
                 Some(claim.clone()),
-                SubmitContext { request_id: Some(op.request_id.clone()), correlation_id: correlation },
+                SubmitContext { request_id: Some(op.request_id.clone()), correlation_id: correlation, actor: Some(op.api_key_id.to_string()), client_ip: None },
             )
             .await
             .map_err(|_| ChunkInterrupted::EngineStopped)?;

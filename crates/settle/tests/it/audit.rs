@@ -15,7 +15,7 @@ fn audit(args: &[&str], dir: &Path, database_url: Option<&str>) -> std::process:
 async fn both_trails_verify_and_export(database_url: Option<&str>) {
     let dir = tempfile::tempdir().unwrap();
     let mut server = Server::start(dir.path(), database_url).await;
-    let (_, secret) = server.key("acme", &[]);
+    let (key_id, secret) = server.key("acme", &[]);
     let api = Api::new(&server.url, &secret);
     let (a, b) = (api.account("debit", None).await, api.account("credit", None).await);
     assert_eq!(api.post("/v1/transactions", Api::transfer_body(&a, &b, 1234)).await.0, 201);
@@ -41,6 +41,10 @@ async fn both_trails_verify_and_export(database_url: Option<&str>) {
     assert!(ledger.len() >= 3, "two accounts and a transaction: {text}");
     assert!(ledger.windows(2).all(|w| w[1]["previous_hash"] == w[0]["hash"]), "the ledger records chain in order");
     assert!(text.contains("1234"), "the transaction's amount is in its log record");
+    // Every ledger change names who asked and from where.
+    let contexts: Vec<&Value> = ledger.iter().filter_map(|l| l["record"].as_array()?.iter().find(|f| f["op"] == "context")).collect();
+    assert_eq!(contexts.len(), 3, "{text}");
+    assert!(contexts.iter().all(|c| c["actor"] == key_id.as_str() && c["client_ip"] == "127.0.0.1"), "{contexts:?}");
     assert_eq!(compliance[0]["action"], "customer.created");
     assert_eq!((compliance[0]["organization"].as_str(), compliance[0]["resource_id"].as_str()), (Some("acme"), Some(id.as_str())));
     assert!(compliance.windows(2).all(|w| w[1]["previous_hash"] == w[0]["hash"]));
