@@ -14,16 +14,12 @@ and the new secret. Exits non-zero on any failure.
 """
 
 import http.server
-import json
-import os
-import socket
-import subprocess
 import sys
-import tempfile
 import threading
 import time
-import urllib.request
 from datetime import datetime, timedelta, timezone
+
+from settle_process import Settle, free_port
 
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
@@ -44,21 +40,6 @@ class Receiver(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def call(base, key, method, path, body=None):
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(base + path, data=data, method=method, headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return json.loads(response.read())
-
-
 def wait_for(count, deadline_secs=20):
     deadline = time.time() + deadline_secs
     while time.time() < deadline:
@@ -75,30 +56,16 @@ def main():
     receiver_port = free_port()
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", receiver_port), Receiver)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    data = tempfile.mkdtemp()
-    port = free_port()
-    env = dict(os.environ, SETTLE_LOG="warn")
-    log = open(os.path.join(data, "server.log"), "w")
-    server = subprocess.Popen(
-        [settle, "serve", "--data-dir", data, "--listen", f"127.0.0.1:{port}", "--webhook-sandbox-destinations", "loopback"], stdout=log, stderr=log, env=env
-    )
+    settle_server = Settle(settle, ["--webhook-sandbox-destinations", "loopback"])
     failures = 0
     try:
-        base = f"http://127.0.0.1:{port}"
-        for _ in range(200):
-            try:
-                urllib.request.urlopen(base + "/readyz", timeout=1)
-                break
-            except Exception:
-                time.sleep(0.05)
-        key = open(os.path.join(data, "sandbox.key")).read().strip()
-        endpoint = call(base, key, "POST", "/v1/webhook_endpoints", {"url": f"http://127.0.0.1:{receiver_port}/hook", "enabled_events": ["*"]})
+        endpoint = settle_server.call("POST", "/v1/webhook_endpoints", {"url": f"http://127.0.0.1:{receiver_port}/hook", "enabled_events": ["*"]})
         secret = endpoint["secret"]
         wh = Webhook(secret)
-        funding = call(base, key, "POST", "/v1/accounts", {"name": "funding", "currency": "USD", "normal_balance": "debit"})["id"]
-        wallet = call(base, key, "POST", "/v1/accounts", {"name": "wallet", "currency": "USD", "normal_balance": "credit"})["id"]
+        funding = settle_server.call("POST", "/v1/accounts", {"name": "funding", "currency": "USD", "normal_balance": "debit"})["id"]
+        wallet = settle_server.call("POST", "/v1/accounts", {"name": "wallet", "currency": "USD", "normal_balance": "credit"})["id"]
         entries = [{"account_id": funding, "direction": "debit", "amount": 1250}, {"account_id": wallet, "direction": "credit", "amount": 1250}]
-        call(base, key, "POST", "/v1/transactions", {"entries": entries})
+        settle_server.call("POST", "/v1/transactions", {"entries": entries})
         deliveries = wait_for(3)
         for headers, body in deliveries:
             try:
@@ -123,8 +90,8 @@ def main():
         except WebhookVerificationError as e:
             print(f"ok: a stale timestamp is rejected ({e})")
         # Rotation: during the overlap both the old and the new secret verify.
-        rotated = call(base, key, "POST", f"/v1/webhook_endpoints/{endpoint['id']}/rotate_secret", {"expires_in_secs": 3600})
-        call(base, key, "POST", "/v1/accounts", {"name": "after rotation", "currency": "USD", "normal_balance": "credit"})
+        rotated = settle_server.call("POST", f"/v1/webhook_endpoints/{endpoint['id']}/rotate_secret", {"expires_in_secs": 3600})
+        settle_server.call("POST", "/v1/accounts", {"name": "after rotation", "currency": "USD", "normal_balance": "credit"})
         headers, body = wait_for(4)[3]
         for name, s in [("old", secret), ("new", rotated["secret"])]:
             try:
@@ -134,11 +101,10 @@ def main():
                 failures += 1
                 print(f"FAIL: a delivery during the overlap did not verify with the {name} secret: {e}")
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        settle_server.stop()
         httpd.shutdown()
     if failures:
-        print(f"{failures} interoperability check(s) failed; server log: {os.path.join(data, 'server.log')}")
+        print(f"{failures} interoperability check(s) failed; server log: {settle_server.log_path}")
         sys.exit(1)
     print("webhooks interoperate with the standardwebhooks reference library")
 

@@ -887,7 +887,7 @@ impl SqliteWriter {
     /// another connection has written since (or this one lost track).
     fn begin_transaction(&mut self) -> Result<(), StoreError> {
         if self.turn.is_none() {
-            self.turn = Some(self.gate.enter());
+            self.turn = Some(self.gate.enter_engine());
         }
         self.conn.execute_batch("BEGIN IMMEDIATE")?;
         self.in_transaction = true;
