@@ -1,4 +1,4 @@
-//! A first-come, first-served turn for this process's SQLite writers.
+//! Turns for this process's SQLite writers: the engine first, the others in order.
 //!
 //! SQLite lets one writer in at a time. A writer that finds the lock taken
 //! waits in SQLite's busy handler, which sleeps and retries with growing
@@ -132,7 +132,7 @@ mod tests {
                 let _turn = theirs.enter();
                 order.lock().unwrap_or_else(PoisonError::into_inner).push(i);
             }));
-                // Each asks only once the one before it is queued.
+            // Each asks only once the one before it is queued.
             while gate.queued() < i + 2 {
                 std::thread::sleep(Duration::from_millis(1));
             }
