@@ -45,7 +45,7 @@ def main():
         if result["ok"]:
             print(f"ok: achkit validates the moov-io sample {name}")
         else:
-            # Return files carry the returned entry's totals as sent; report, do not fail, on samples.
+            # achkit does not count return entries (transaction codes 21, 26) in its totals: report, do not fail.
             print(f"note: achkit reports on the moov-io sample {name}: {result['errors'][:3]}")
     settle = Settle(binary)
     try:
