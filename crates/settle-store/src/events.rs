@@ -282,16 +282,25 @@ impl Store {
     }
 
     /// Stores `events` projected from log records `from + 1 ..= to`, fans
-    /// each out to the endpoints subscribed to it, and moves the cursor to
-    /// `to`, all in one transaction. `false` (nothing written) when `owner`
-    /// no longer holds the lease or the cursor moved meanwhile.
-    pub async fn append_events(&self, owner: &str, from: i64, to: i64, events: Vec<NewEvent>, now: Timestamp) -> Result<bool, StoreError> {
-        const ADVANCE: &str = "UPDATE event_projection SET log_seq = #1 WHERE name = 'events' AND log_seq = #2 AND lease_owner = #3";
+    /// each out to the endpoints subscribed to it, moves the cursor to `to`
+    /// and renews the lease until `lease_until`, all in one transaction.
+    /// `false` (nothing written) when `owner` no longer holds the lease or
+    /// the cursor moved meanwhile.
+    pub async fn append_events(
+        &self,
+        owner: &str,
+        from: i64,
+        to: i64,
+        lease_until: Timestamp,
+        events: Vec<NewEvent>,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        const ADVANCE: &str = "UPDATE event_projection SET log_seq = #1, lease_expires_at = #4 WHERE name = 'events' AND log_seq = #2 AND lease_owner = #3";
         let owner = owner.to_owned();
         match self {
             Store::Sqlite(s) => {
                 s.write_pooled(move |tx| {
-                    if tx.execute(&ADVANCE.replace('#', "?"), params![to, from, owner])? != 1 {
+                    if tx.execute(&ADVANCE.replace('#', "?"), params![to, from, owner, lease_until.micros()])? != 1 {
                         return Ok(false);
                     }
                     sqlite_write_events(tx, &events, now)?;
@@ -302,7 +311,7 @@ impl Store {
             Store::Postgres(p) => {
                 let mut client = p.pool().get().await?;
                 let tx = client.transaction().await?;
-                if tx.execute(&ADVANCE.replace('#', "$"), &[&to, &from, &owner]).await? != 1 {
+                if tx.execute(&ADVANCE.replace('#', "$"), &[&to, &from, &owner, &lease_until.micros()]).await? != 1 {
                     return Ok(false);
                 }
                 pg_write_events(&tx, &events, now).await?;

@@ -78,24 +78,45 @@ pub fn spawn(state: AppState, config: ProjectorConfig) -> ProjectorHandle {
 
 async fn run(state: AppState, config: ProjectorConfig, mut stopped: watch::Receiver<bool>) {
     let owner = state.events.ids.operation().as_str().replacen(OperationId::PREFIX, "prj_", 1);
+    // The cursor and lease this projector holds, as of its last write.
+    let mut held: Option<(i64, Timestamp)> = None;
     loop {
         if *stopped.borrow() {
             break;
         }
         let now = state.clock.now();
+        let lease_until = now.plus_secs(LEASE_SECS);
         let mut more = false;
-        match state.store.claim_event_projection(&owner, now, now.plus_secs(LEASE_SECS)).await {
-            Ok(Some(cursor)) => match project(&state, &owner, cursor).await {
-                Ok(stored) => {
-                    if stored > 0 {
-                        state.events.stored.notify_waiters();
-                    }
-                    more = stored > 0;
+        // Each stored round renews the lease in its own transaction; the lease
+        // is claimed on its own (a second commit) only when half of it is gone.
+        let cursor = match held {
+            Some((cursor, until)) if now.plus_secs(LEASE_SECS / 2) < until => Some(cursor),
+            _ => match state.store.claim_event_projection(&owner, now, lease_until).await {
+                Ok(found) => {
+                    held = found.map(|cursor| (cursor, lease_until));
+                    found
                 }
-                Err(error) => tracing::warn!(%error, "event projection failed; retrying"),
+                Err(error) => {
+                    tracing::warn!(%error, "could not take the event projector's lease");
+                    held = None;
+                    None
+                }
             },
-            Ok(None) => {}
-            Err(error) => tracing::warn!(%error, "could not take the event projector's lease"),
+        };
+        if let Some(cursor) = cursor {
+            match project(&state, &owner, cursor, lease_until).await {
+                Ok(Round::Advanced { to }) => {
+                    held = Some((to, lease_until));
+                    state.events.stored.notify_waiters();
+                    more = true;
+                }
+                Ok(Round::Idle) => {}
+                Ok(Round::Lost) => held = None,
+                Err(error) => {
+                    held = None;
+                    tracing::warn!(%error, "event projection failed; retrying");
+                }
+            }
         }
         if more {
             continue;
@@ -152,11 +173,21 @@ struct Pending {
     created_at: Timestamp,
 }
 
-/// Projects the records after `cursor`; returns how many events it stored.
-pub async fn project(state: &AppState, owner: &str, cursor: i64) -> Result<usize, StoreError> {
+/// What a round did.
+pub enum Round {
+    /// No record after the cursor.
+    Idle,
+    /// Events stored up to log record `to`, and the lease renewed with them.
+    Advanced { to: i64 },
+    /// Another server holds the lease, or moved the cursor meanwhile.
+    Lost,
+}
+
+/// Projects the records after `cursor`, renewing the lease until `lease_until`.
+pub async fn project(state: &AppState, owner: &str, cursor: i64, lease_until: Timestamp) -> Result<Round, StoreError> {
     let records = state.store.logged_changes(cursor, MAX_RECORDS_PER_ROUND).await?;
     let Some(last) = records.last().map(|r| r.seq) else {
-        return Ok(0);
+        return Ok(Round::Idle);
     };
     let parsed: Vec<(&LoggedChange, Vec<Fragment>)> = records
         .iter()
@@ -294,12 +325,11 @@ pub async fn project(state: &AppState, owner: &str, cursor: i64) -> Result<usize
             body,
         });
     }
-    let stored = events.len();
-    if state.store.append_events(owner, cursor, upto, events, state.clock.now()).await? {
-        Ok(stored.max(1))
+    if state.store.append_events(owner, cursor, upto, lease_until, events, state.clock.now()).await? {
+        Ok(Round::Advanced { to: upto })
     } else {
         // Another server took the lease meanwhile; it projects from the stored cursor.
-        Ok(0)
+        Ok(Round::Lost)
     }
 }
 
