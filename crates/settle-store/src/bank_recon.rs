@@ -514,7 +514,7 @@ impl Store {
     pub async fn matched_transaction_ids(&self, tenant: TenantId, ids: Vec<String>) -> Result<Vec<String>, StoreError> {
         let mut found = Vec::new();
         for chunk in ids.chunks(500) {
-            let list = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect::<Vec<_>>().join(", ");
+            let list = crate::customers::placeholders(2, chunk.len());
             let sql = format!("SELECT DISTINCT transaction_id FROM bank_matches WHERE tenant_id = $1 AND transaction_id IN ({list})");
             let chunk = chunk.to_vec();
             let rows: Vec<String> = match self {
@@ -736,7 +736,7 @@ impl Store {
         let ids: Vec<String> = lines.iter().map(|l| l.id.clone()).collect();
         let mut by_line: HashMap<String, Vec<MatchRecord>> = HashMap::new();
         for chunk in ids.chunks(500) {
-            let list = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect::<Vec<_>>().join(", ");
+            let list = crate::customers::placeholders(2, chunk.len());
             let sql = format!("SELECT {MATCH_COLUMNS} FROM bank_matches WHERE tenant_id = $1 AND line_id IN ({list}) ORDER BY id");
             let chunk = chunk.to_vec();
             let found: Vec<MatchRecord> = match self {

@@ -139,6 +139,11 @@ fn pg_row(r: &tokio_postgres::Row) -> Result<Row, StoreError> {
     Ok(Row(out))
 }
 
+/// `$first, $first+1, …` for an `IN (…)` list of `n` parameters.
+pub(crate) fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
+}
+
 fn sq(sql: &str) -> String {
     sql.replace('$', "?")
 }
@@ -1356,7 +1361,7 @@ impl Store {
     pub async fn account_customers(&self, tenant: TenantId, account_ids: Vec<String>) -> Result<HashMap<String, CustomerLink>, StoreError> {
         let mut found = HashMap::new();
         for chunk in account_ids.chunks(500) {
-            let list = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect::<Vec<_>>().join(", ");
+            let list = crate::customers::placeholders(2, chunk.len());
             let sql = format!("SELECT account_id, customer_id, actor FROM customer_accounts WHERE tenant_id = $1 AND account_id IN ({list})");
             let mut params = vec![int(tenant.0)];
             params.extend(chunk.iter().map(text));
@@ -1398,7 +1403,7 @@ impl Store {
     pub async fn blocked_accounts(&self, tenant: TenantId, account_ids: Vec<String>) -> Result<Vec<(String, String)>, StoreError> {
         let mut found = Vec::new();
         for chunk in account_ids.chunks(500) {
-            let list = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect::<Vec<_>>().join(", ");
+            let list = crate::customers::placeholders(2, chunk.len());
             let sql = format!(
                 "SELECT a.account_id, a.customer_id FROM customer_accounts a JOIN customers c ON c.tenant_id = a.tenant_id AND c.id = a.customer_id \
                  WHERE a.tenant_id = $1 AND c.screening_status IN ('potential_match', 'confirmed_match') AND a.account_id IN ({list}) ORDER BY a.account_id"
