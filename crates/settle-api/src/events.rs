@@ -8,6 +8,7 @@
 //! ([`render_in`]), never by a second renderer.
 
 pub mod catalog;
+pub mod deferred;
 pub mod projector;
 
 use crate::auth::require;
@@ -150,7 +151,8 @@ pub async fn get(
     IdPath(id): IdPath,
 ) -> Result<Response, ApiError> {
     require(&principal, Scope::EventsRead)?;
-    let record = state.store.get_event(principal.tenant, event_id(&id)?).await?.ok_or_else(|| ApiError::not_found("event"))?;
+    let mut record = state.store.get_event(principal.tenant, event_id(&id)?).await?.ok_or_else(|| ApiError::not_found("event"))?;
+    deferred::complete(&state.store, &mut [&mut record.body]).await?;
     Ok(json_response(StatusCode::OK, stamp_version(&record.body, served.0)?))
 }
 
@@ -213,7 +215,8 @@ pub async fn list(
         created_gte: instant("created[gte]", params.created_gte)?,
         created_lt: instant("created[lt]", params.created_lt)?,
     };
-    let result = state.store.list_events(principal.tenant, filter, page).await?;
+    let mut result = state.store.list_events(principal.tenant, filter, page).await?;
+    deferred::complete(&state.store, &mut result.items.iter_mut().map(|e| &mut e.body).collect::<Vec<_>>()).await?;
     Ok(json_response(StatusCode::OK, list_body(&result.items, result.has_more, served.0)?))
 }
 

@@ -10,20 +10,23 @@
 //! events, and event ids are derived from the log position).
 //!
 //! `data.object` is the object as it was at the change, not as it is when
-//! projected: the log names each change's status and new entries, the row
-//! gives the fields that never change, and the fields a change sets are
-//! rewound to that change (a hold created then posted yields a `created`
-//! event with `status: pending` and a `posted` event with
-//! `previous_attributes: {status: "pending", …}`).
+//! projected or read: the log names each change's status, the row gives the
+//! fields that never change, and the fields a change sets are rewound to that
+//! change (a hold created then posted yields a `created` event with
+//! `status: pending` and a `posted` event with
+//! `previous_attributes: {status: "pending", …}`). Transaction events are
+//! stored without their object, which is rendered when they are read
+//! ([`super::deferred`]); account events are stored whole.
 
+use super::deferred::{self, DeferredTransaction};
 use super::{EventDataJson, EventJson, EventRequestJson};
 use crate::render;
 use crate::state::AppState;
 use serde::Deserialize;
 use serde_json::Value;
 use settle_core::clock::Timestamp;
-use settle_core::ids::{AccountId, EventId, OperationId, TransactionId};
-use settle_core::ledger::{Counters, Transaction, TransactionStatus};
+use settle_core::ids::{AccountId, EventId, OperationId};
+use settle_core::ledger::Counters;
 use settle_core::tenancy::TenantId;
 use settle_store::StoreError;
 use settle_store::events::{LoggedChange, NewEvent};
@@ -148,6 +151,7 @@ enum Fragment {
     },
     TransactionCreated {
         id: String,
+        tenant: i64,
         status: String,
     },
     TransactionChanged {
@@ -160,13 +164,20 @@ enum Fragment {
     Other,
 }
 
+/// What an event's `data` will hold.
+enum Data {
+    /// Rendered now.
+    Whole { object: Value, previous: Option<Value> },
+    /// Rendered when read.
+    Deferred(DeferredTransaction),
+}
+
 /// An event before its sequence and id are known.
 struct Pending {
     tenant: TenantId,
     kind: &'static str,
     object_id: String,
-    object: Value,
-    previous: Option<Value>,
+    data: Data,
     request: EventRequestJson,
     correlation_id: Option<String>,
     seq: i64,
@@ -209,21 +220,25 @@ pub async fn project(state: &AppState, owner: &str, cursor: i64, lease_until: Ti
             break;
         }
     }
-    let mut wanted: Vec<String> = Vec::new();
+    // A change's record does not name the tenant (a creation's does): read it from the row.
+    let mut changed: Vec<String> = Vec::new();
     for (r, fragments) in &parsed {
         if r.seq > upto {
             break;
         }
         for f in fragments {
-            if let Fragment::TransactionCreated { id, .. } | Fragment::TransactionChanged { id, .. } = f {
-                wanted.push(id.clone());
+            if let Fragment::TransactionChanged { id, .. } = f {
+                changed.push(id.clone());
             }
         }
     }
-    wanted.sort_unstable();
-    wanted.dedup();
-    let transactions: HashMap<String, Transaction> =
-        state.store.transactions_for_events(wanted).await?.into_iter().map(|t| (t.id.as_str().to_owned(), t)).collect();
+    changed.sort_unstable();
+    changed.dedup();
+    let tenants: HashMap<String, TenantId> = if changed.is_empty() {
+        HashMap::new()
+    } else {
+        state.store.transactions_for_events(changed).await?.into_iter().map(|t| (t.id.as_str().to_owned(), t.tenant)).collect()
+    };
 
     let mut pending: Vec<Pending> = Vec::new();
     for (r, fragments) in &parsed {
@@ -246,34 +261,33 @@ pub async fn project(state: &AppState, owner: &str, cursor: i64, lease_until: Ti
                         tenant: TenantId(*tenant),
                         kind: "ledger.account.created",
                         object_id: id.clone(),
-                        object,
-                        previous: None,
+                        data: Data::Whole { object, previous: None },
                         request: request.clone(),
                         correlation_id: correlation_id.clone(),
                         seq: r.seq,
                         created_at: r.created_at,
                     });
                 }
-                Fragment::TransactionCreated { id, status } | Fragment::TransactionChanged { id, status, .. } => {
-                    let Some(row) = transactions.get(id) else {
+                Fragment::TransactionCreated { id, status, .. } | Fragment::TransactionChanged { id, status, .. } => {
+                    let (tenant, reversed_by) = match f {
+                        Fragment::TransactionCreated { tenant, .. } => (Some(TenantId(*tenant)), None),
+                        Fragment::TransactionChanged { reversed_by, .. } => (tenants.get(id).copied(), reversed_by.clone()),
+                        _ => (None, None),
+                    };
+                    let Some(tenant) = tenant else {
                         tracing::error!(transaction = %id, "a logged transaction is missing; its event is skipped");
                         continue;
                     };
-                    let reversed_by = match f {
-                        Fragment::TransactionChanged { reversed_by, .. } => reversed_by.as_deref(),
-                        _ => None,
-                    };
                     let created = matches!(f, Fragment::TransactionCreated { .. });
-                    let Some((kind, object, previous)) = transaction_change(row, created, status, reversed_by) else {
+                    let Some(kind) = deferred::transaction_event_kind(created, status, reversed_by.as_deref()) else {
                         tracing::error!(transaction = %id, status, "a logged transaction change has no event type; skipped");
                         continue;
                     };
                     pending.push(Pending {
-                        tenant: row.tenant,
+                        tenant,
                         kind,
                         object_id: id.clone(),
-                        object,
-                        previous,
+                        data: Data::Deferred(DeferredTransaction { transaction: id.clone(), created, status: status.clone(), reversed_by }),
                         request: request.clone(),
                         correlation_id: correlation_id.clone(),
                         seq: r.seq,
@@ -302,18 +316,26 @@ pub async fn project(state: &AppState, owner: &str, cursor: i64, lease_until: Ti
         let index = index_in_record.entry(p.seq).or_insert(0);
         let id = EventId::for_log(p.created_at, p.seq, *index);
         *index += 1;
+        let (data, deferred) = match p.data {
+            Data::Whole { object, previous } => (EventDataJson { object, previous_attributes: previous }, None),
+            Data::Deferred(d) => (EventDataJson { object: Value::Null, previous_attributes: None }, Some(d)),
+        };
         let json = EventJson {
             object: String::from("event"),
             id: id.as_str().to_owned(),
             kind: p.kind.to_owned(),
             api_version: crate::versions::NEWEST.to_string(),
             created_at: p.created_at.to_rfc3339(),
-            data: EventDataJson { object: p.object, previous_attributes: p.previous },
+            data,
             request: p.request,
             correlation_id: p.correlation_id,
             sequence: *sequence,
         };
-        let body = serde_json::to_vec(&json).map_err(|e| StoreError::Other(e.to_string()))?;
+        let body = match deferred {
+            Some(d) => deferred::deferred_body(&json, d),
+            None => serde_json::to_vec(&json),
+        }
+        .map_err(|e| StoreError::Other(e.to_string()))?;
         events.push(NewEvent {
             id,
             tenant: p.tenant,
@@ -345,47 +367,6 @@ async fn account_created(state: &AppState, tenant: TenantId, id: &str, at: Times
     record.state.version = 0;
     let json = render::account(&record).map_err(|e| StoreError::Other(e.message))?;
     serde_json::to_value(json).map(Some).map_err(|e| StoreError::Other(e.to_string()))
-}
-
-fn rendered(t: &Transaction) -> Value {
-    serde_json::to_value(render::transaction(t)).unwrap_or(Value::Null)
-}
-
-/// The event of one logged transaction change: its type, the transaction
-/// right after it, and (for updates) the fields it changed, as they were.
-fn transaction_change(row: &Transaction, created: bool, status: &str, reversed_by: Option<&str>) -> Option<(&'static str, Value, Option<Value>)> {
-    let status = TransactionStatus::parse(status)?;
-    let mut after = row.clone();
-    after.status = status;
-    // What later changes set is not there yet.
-    after.reversed_by = reversed_by.map(|r| TransactionId::from_trusted(r.to_owned()));
-    if status != TransactionStatus::Posted {
-        after.posted_at = None;
-    }
-    if status != TransactionStatus::Voided {
-        after.voided_at = None;
-        after.void_reason = None;
-    }
-    if created {
-        return Some(("ledger.transaction.created", rendered(&after), None));
-    }
-    let mut before = after.clone();
-    let kind = if reversed_by.is_some() {
-        before.reversed_by = None;
-        "ledger.transaction.reversed"
-    } else {
-        before.status = TransactionStatus::Pending;
-        before.posted_at = None;
-        before.voided_at = None;
-        before.void_reason = None;
-        match status {
-            TransactionStatus::Posted => "ledger.transaction.posted",
-            TransactionStatus::Voided => "ledger.transaction.voided",
-            TransactionStatus::Pending => return None,
-        }
-    };
-    let (after, before) = (rendered(&after), rendered(&before));
-    Some((kind, after.clone(), Some(changed_fields(&before, &after))))
 }
 
 /// The fields of `before` whose values differ in `after`.

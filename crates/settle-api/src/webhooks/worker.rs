@@ -225,8 +225,16 @@ async fn run(state: AppState, mut stopped: watch::Receiver<bool>) {
             let now = state.clock.now();
             let lease_until = now.plus_secs(i64::try_from(config.lease.as_secs()).unwrap_or(60));
             match state.store.claim_deliveries(&owner, now, lease_until, i64::try_from(free).unwrap_or(1)).await {
-                Ok(claimed) => {
+                Ok(mut claimed) => {
                     full = claimed.len() == free;
+                    // Transaction events are rendered when read; a claim whose events cannot be
+                    // rendered now is not attempted (its leases lapse and it comes due again).
+                    if let Err(error) =
+                        crate::events::deferred::complete(&state.store, &mut claimed.iter_mut().map(|d| &mut d.event_body).collect::<Vec<_>>()).await
+                    {
+                        tracing::warn!(%error, "could not render claimed webhook events");
+                        claimed.clear();
+                    }
                     let (reordered, claimed) = reorder_faults(&state, claimed, now).await;
                     let wanted = u32::try_from(reordered.len()).unwrap_or(u32::MAX);
                     // Never fails (the semaphore is never closed); if it did, the leases would lapse and the deliveries come due again.
