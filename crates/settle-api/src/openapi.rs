@@ -230,7 +230,9 @@ fn codes_of(operation_id: &str) -> &'static [&'static str] {
             "balance_overflow",
         ],
         "void_transaction" => &["not_found", "transaction_not_pending"],
-        "reverse_transaction" => &["not_found", "customer_blocked", "transaction_not_posted", "transaction_already_reversed", "insufficient_funds", "balance_overflow"],
+        "reverse_transaction" => {
+            &["not_found", "customer_blocked", "transaction_not_posted", "transaction_already_reversed", "insufficient_funds", "balance_overflow"]
+        }
         "get_account" | "get_account_balances" | "list_account_entries" | "get_transaction" | "get_operation" => &["not_found"],
         "fund_account" => &["not_found", "balance_overflow"],
         "list_faults" | "set_fault" | "clear_faults" => &["not_found"],

@@ -180,12 +180,7 @@ fn guarded(sql: &str, params: Vec<Val>, rows: u64) -> Stmt {
 /// writer at a time): bump the generation the engine compares every batch.
 fn blocking_change(lock_accounts: &str, params: Vec<Val>) -> Vec<Stmt> {
     vec![
-        Stmt {
-            sql: lock_accounts.to_owned(),
-            params,
-            expect_rows: None,
-            only: Some(Dialect::Postgres),
-        },
+        Stmt { sql: lock_accounts.to_owned(), params, expect_rows: None, only: Some(Dialect::Postgres) },
         Stmt { sql: crate::sqlite::BLOCKED_BUMP.to_owned(), params: Vec::new(), expect_rows: None, only: Some(Dialect::Sqlite) },
     ]
 }
@@ -1293,7 +1288,13 @@ impl Store {
     /// bounds both sources, each source gives its first `limit + 1` past the
     /// bound, and the merge keeps the first `limit + 1` of the union: exactly
     /// the page a single table would give.
-    pub async fn list_audit(&self, tenant: TenantId, filter: AuditFilter, trails: &[AuditTrail], page: PageRequest) -> Result<Page<(AuditTrail, StoredAudit)>, StoreError> {
+    pub async fn list_audit(
+        &self,
+        tenant: TenantId,
+        filter: AuditFilter,
+        trails: &[AuditTrail],
+        page: PageRequest,
+    ) -> Result<Page<(AuditTrail, StoredAudit)>, StoreError> {
         let bounded = |prefix: &str| {
             let rebase = |id: &str| format!("{prefix}{}", id.split_once('_').map_or(id, |(_, body)| body));
             let cursor = match &page.cursor {

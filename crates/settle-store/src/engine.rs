@@ -929,12 +929,7 @@ impl BatchState<'_> {
 
     /// [`BatchState::refuse_blocked`] for an existing transaction's accounts
     /// and `more`; a missing transaction is left for the command to report.
-    fn refuse_blocked_transaction<'b>(
-        &self,
-        tenant: TenantId,
-        id: &TransactionId,
-        more: impl IntoIterator<Item = &'b AccountId>,
-    ) -> Result<(), CommandError> {
+    fn refuse_blocked_transaction<'b>(&self, tenant: TenantId, id: &TransactionId, more: impl IntoIterator<Item = &'b AccountId>) -> Result<(), CommandError> {
         if self.blocked.is_empty() {
             return Ok(());
         }

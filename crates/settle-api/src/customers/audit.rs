@@ -111,9 +111,8 @@ pub struct AuditListParams {
 pub async fn list(State(state): State<AppState>, principal: Principal, RawQuery(query): RawQuery) -> Result<Response, ApiError> {
     require(&principal, Scope::AuditRead)?;
     let params: AuditListParams = parse_query(query.as_deref())?;
-    let page = page(params.limit.as_deref(), params.starting_after, params.ending_before, |id| {
-        AuditEventId::parse(id).is_some() || EventId::parse(id).is_some()
-    })?;
+    let page =
+        page(params.limit.as_deref(), params.starting_after, params.ending_before, |id| AuditEventId::parse(id).is_some() || EventId::parse(id).is_some())?;
     let trails: &[AuditTrail] = match params.trail.as_deref() {
         None => &[AuditTrail::Compliance, AuditTrail::Ledger],
         Some("compliance") => &[AuditTrail::Compliance],

@@ -977,10 +977,7 @@ pub async fn kyc_decision(
             let mut seen = Vec::with_capacity(fields.len());
             for field in fields {
                 if !kyc::REQUESTABLE_FIELDS.contains(&field.as_str()) || seen.contains(&field) {
-                    return Err(ApiError::invalid(
-                        "requirements",
-                        format!("requirements lists each of {} at most once", kyc::REQUESTABLE_FIELDS.join(", ")),
-                    ));
+                    return Err(ApiError::invalid("requirements", format!("requirements lists each of {} at most once", kyc::REQUESTABLE_FIELDS.join(", "))));
                 }
                 seen.push(field);
             }
