@@ -201,6 +201,7 @@ impl From<&CommandError> for ApiError {
             CommandError::TransactionNotFound(_) => return ApiError::not_found("transaction"),
             CommandError::DuplicateExternalId { .. } => (StatusCode::CONFLICT, ConflictError, "duplicate_external_id", Some("external_id")),
             CommandError::BatchAborted => (StatusCode::CONFLICT, ConflictError, "batch_aborted", None),
+            CommandError::CustomerBlocked(_) => (StatusCode::UNPROCESSABLE_ENTITY, Rule, "customer_blocked", Some("entries")),
             CommandError::Unavailable => return ApiError::unavailable(),
             CommandError::OutcomeUnknown => return ApiError::outcome_unknown(),
         };
@@ -518,6 +519,7 @@ mod tests {
             CommandError::Ledger(LedgerError::ExpiryNotInFuture),
             CommandError::TransactionNotFound(txn),
             CommandError::BatchAborted,
+            CommandError::CustomerBlocked(account.clone()),
             CommandError::Unavailable,
             CommandError::OutcomeUnknown,
         ];

@@ -184,7 +184,7 @@ pub struct EventListParams {
     pub created_lt: Option<String>,
 }
 
-fn instant(param: &str, text: Option<String>) -> Result<Option<Timestamp>, ApiError> {
+pub(crate) fn instant(param: &str, text: Option<String>) -> Result<Option<Timestamp>, ApiError> {
     text.map(|t| Timestamp::parse_rfc3339(&t).ok_or_else(|| ApiError::invalid(param, format!("{param} must be an RFC 3339 timestamp")))).transpose()
 }
 

@@ -105,6 +105,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/customers/{id}", get(customers::get).patch(customers::update))
         .route("/v1/customers/{id}/verify", post(customers::verify))
         .route("/v1/customers/{id}/kyc_events", get(customers::kyc_history))
+        .route("/v1/customers/{id}/kyc_decisions", post(customers::profile::kyc_decision))
         .route("/v1/customers/{id}/personal_data", delete(customers::erase))
         .route("/v1/customers/{id}/consents", post(customers::consents::create).get(customers::consents::list))
         .route("/v1/customers/{id}/consents/{consent_id}/revoke", post(customers::consents::revoke))

@@ -68,6 +68,7 @@ and every response carries `Request-Id`. See docs/api.md for the walkthrough.",
         customers::profile::update,
         customers::profile::verify,
         customers::profile::kyc_history,
+        customers::profile::kyc_decision,
         customers::profile::erase,
         customers::consents::create,
         customers::consents::list,
@@ -218,7 +219,6 @@ fn codes_of(operation_id: &str) -> &'static [&'static str] {
             "version_conflict",
             "duplicate_external_id",
         ],
-        "create_transaction_batch" => &["customer_blocked"],
         "post_transaction" => &[
             "not_found",
             "customer_blocked",
@@ -230,7 +230,9 @@ fn codes_of(operation_id: &str) -> &'static [&'static str] {
             "balance_overflow",
         ],
         "void_transaction" => &["not_found", "transaction_not_pending"],
-        "reverse_transaction" => &["not_found", "transaction_not_posted", "transaction_already_reversed", "insufficient_funds", "balance_overflow"],
+        "reverse_transaction" => {
+            &["not_found", "customer_blocked", "transaction_not_posted", "transaction_already_reversed", "insufficient_funds", "balance_overflow"]
+        }
         "get_account" | "get_account_balances" | "list_account_entries" | "get_transaction" | "get_operation" => &["not_found"],
         "fund_account" => &["not_found", "balance_overflow"],
         "list_faults" | "set_fault" | "clear_faults" => &["not_found"],
@@ -254,6 +256,7 @@ fn codes_of(operation_id: &str) -> &'static [&'static str] {
         "update_customer" => &["not_found", "duplicate_external_id", "customer_conflict", "customer_erased"],
         "verify_customer" => &["not_found", "verification_requirements_due", "invalid_kyc_transition", "customer_conflict", "customer_erased"],
         "decide_customer_verification" => &["not_found", "invalid_kyc_transition", "customer_conflict"],
+        "create_kyc_decision" => &["not_found", "invalid_kyc_transition", "customer_conflict"],
         "erase_customer_personal_data" => &["not_found", "customer_conflict"],
         "create_consent" => &["not_found", "customer_erased"],
         "revoke_consent" => &["not_found", "consent_already_revoked"],

@@ -41,8 +41,6 @@ pub async fn create(
     body: JsonBody<CreateTransactionRequest>,
 ) -> Result<Response, ApiError> {
     let draft = wire::transaction_draft("", body.value)?;
-    let touched: Vec<&AccountId> = draft.entries.iter().map(|e| &e.account_id).collect();
-    crate::customers::accounts::refuse_blocked(&state, principal.tenant, &touched).await?;
     let command = Command::CreateTransaction(Box::new(draft));
     submit(
         &state,
@@ -84,8 +82,6 @@ pub async fn batch(
     }
     let items =
         req.transactions.into_iter().enumerate().map(|(i, t)| wire::transaction_draft(&format!("transactions[{i}]."), t)).collect::<Result<Vec<_>, _>>()?;
-    let touched: Vec<&AccountId> = items.iter().flat_map(|t| t.entries.iter()).map(|e| &e.account_id).collect();
-    crate::customers::accounts::refuse_blocked(&state, principal.tenant, &touched).await?;
     let command = Command::CreateBatch { atomic: req.atomic, items };
     let canonical = if over_threshold && body.canonical.is_empty() { crate::operations::canonical(&body.raw)? } else { body.canonical };
     let submission = Submission {
@@ -120,11 +116,6 @@ pub async fn post(
 ) -> Result<Response, ApiError> {
     let tid = transaction_id(&id)?;
     let entries = post_entries(body.value.entries)?;
-    // The hold's own accounts: a blocked customer's hold is not captured.
-    if let Some(pending) = state.store.get_transaction(principal.tenant, tid.clone(), state.clock.now()).await? {
-        let touched: Vec<&AccountId> = pending.current_entries().map(|e| &e.account_id).collect();
-        crate::customers::accounts::refuse_blocked(&state, principal.tenant, &touched).await?;
-    }
     let path = format!("/v1/transactions/{id}/post");
     let command = Command::PostTransaction { id: tid, entries };
     submit(

@@ -52,6 +52,10 @@ pub enum Scope {
     CustomersRead,
     /// Creating and changing customers, consents, verification and screening decisions.
     CustomersWrite,
+    /// Deciding a pending KYC verification (`POST /v1/customers/{id}/kyc_decisions`):
+    /// a reviewer's scope, apart from `customers:write`, so that the key that
+    /// submits a customer cannot approve it.
+    CustomersReview,
     /// Personal fields in clear (names, email, tax id, date of birth, address, documents).
     CustomersPiiRead,
     /// The audit trail of customer-side resources.
@@ -63,7 +67,7 @@ pub enum Scope {
 }
 
 impl Scope {
-    pub const ALL: [Scope; 13] = [
+    pub const ALL: [Scope; 14] = [
         Scope::LedgerRead,
         Scope::LedgerWrite,
         Scope::ReconciliationRead,
@@ -73,6 +77,7 @@ impl Scope {
         Scope::WebhooksWrite,
         Scope::CustomersRead,
         Scope::CustomersWrite,
+        Scope::CustomersReview,
         Scope::CustomersPiiRead,
         Scope::AuditRead,
         Scope::PaymentsRead,
@@ -90,6 +95,7 @@ impl Scope {
             "webhooks:write" => Some(Scope::WebhooksWrite),
             "customers:read" => Some(Scope::CustomersRead),
             "customers:write" => Some(Scope::CustomersWrite),
+            "customers:review" => Some(Scope::CustomersReview),
             "customers:pii:read" => Some(Scope::CustomersPiiRead),
             "audit:read" => Some(Scope::AuditRead),
             "payments:read" => Some(Scope::PaymentsRead),
@@ -109,6 +115,7 @@ impl Scope {
             Scope::WebhooksWrite => "webhooks:write",
             Scope::CustomersRead => "customers:read",
             Scope::CustomersWrite => "customers:write",
+            Scope::CustomersReview => "customers:review",
             Scope::CustomersPiiRead => "customers:pii:read",
             Scope::AuditRead => "audit:read",
             Scope::PaymentsRead => "payments:read",

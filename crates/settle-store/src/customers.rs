@@ -14,7 +14,7 @@
 //! a small executor ([`Val`], [`Row`], [`Stmt`]).
 
 use crate::error::StoreError;
-use crate::records::{CustomerLink, IdempotencyRecord, Page, PageRequest};
+use crate::records::{Cursor, CustomerLink, IdempotencyRecord, Page, PageRequest};
 use crate::store::Store;
 use settle_core::tenancy::TenantId;
 use sha2::{Digest, Sha256};
@@ -153,14 +153,44 @@ pub struct Stmt {
     sql: String,
     params: Vec<Val>,
     expect_rows: Option<u64>,
+    /// The backend it runs on (`None`: both).
+    only: Option<Dialect>,
+}
+
+/// A backend, for the statements only one of them needs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Dialect {
+    Sqlite,
+    Postgres,
 }
 
 fn stmt(sql: &str, params: Vec<Val>) -> Stmt {
-    Stmt { sql: sql.to_owned(), params, expect_rows: None }
+    Stmt { sql: sql.to_owned(), params, expect_rows: None, only: None }
 }
 
 fn guarded(sql: &str, params: Vec<Val>, rows: u64) -> Stmt {
-    Stmt { sql: sql.to_owned(), params, expect_rows: Some(rows) }
+    Stmt { sql: sql.to_owned(), params, expect_rows: Some(rows), only: None }
+}
+
+/// What a write that may change which accounts are blocked (`customer_blocked`)
+/// runs first, so that the engine's check at write time cannot miss it.
+/// PostgreSQL: lock `accounts` rows, in id order like the engine, so the write
+/// and any batch touching them run one after the other and the batch reads
+/// the block after its lock (see `PgWriter::blocked_accounts`). SQLite (one
+/// writer at a time): bump the generation the engine compares every batch.
+fn blocking_change(lock_accounts: &str, params: Vec<Val>) -> Vec<Stmt> {
+    vec![
+        Stmt { sql: lock_accounts.to_owned(), params, expect_rows: None, only: Some(Dialect::Postgres) },
+        Stmt { sql: crate::sqlite::BLOCKED_BUMP.to_owned(), params: Vec::new(), expect_rows: None, only: Some(Dialect::Sqlite) },
+    ]
+}
+
+/// [`blocking_change`] for a change of a customer's screening status: locks every account of the customer.
+fn customer_blocking_change(tenant: TenantId, customer_id: &str) -> Vec<Stmt> {
+    blocking_change(
+        "SELECT id FROM accounts WHERE id IN (SELECT account_id FROM customer_accounts WHERE tenant_id = $1 AND customer_id = $2) ORDER BY id FOR UPDATE",
+        vec![int(tenant.0), text(customer_id)],
+    )
 }
 
 /// An audit record as the caller makes it; the store adds its place in the chain.
@@ -277,7 +307,7 @@ impl Store {
         let result = match self {
             Store::Sqlite(s) => {
                 s.write(move |tx| {
-                    for st in &stmts {
+                    for st in stmts.iter().filter(|st| st.only != Some(Dialect::Postgres)) {
                         let values: Vec<&dyn rusqlite::ToSql> = st.params.iter().map(Val::sqlite).collect();
                         let n = tx.execute(&sq(&st.sql), values.as_slice())?;
                         if st.expect_rows.is_some_and(|want| want != n as u64) {
@@ -309,7 +339,7 @@ impl Store {
                 for t in tenants {
                     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&(PG_LOCK_BASE | (t & 0xffff_ffff))]).await?;
                 }
-                for st in &stmts {
+                for st in stmts.iter().filter(|st| st.only != Some(Dialect::Sqlite)) {
                     let values: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = st.params.iter().map(Val::pg).collect();
                     let n = tx.execute(st.sql.as_str(), &values).await?;
                     if st.expect_rows.is_some_and(|want| want != n) {
@@ -585,7 +615,8 @@ impl Store {
     /// Replaces a customer's row if it is still at `expected_version`
     /// (`Ok(false)` otherwise: someone changed it meanwhile), with its effects.
     pub async fn update_customer(&self, c: CustomerRecord, expected_version: i64, effects: CustomerEffects) -> Result<bool, StoreError> {
-        let mut stmts = vec![guarded(
+        let mut stmts = customer_blocking_change(c.tenant, &c.id);
+        stmts.push(guarded(
             "UPDATE customers SET kyc_status = $3, kyc_errors = $4, screening_status = $5, external_id = $6, metadata = $7, personal = $8, \
              email_index = $9, tax_id_index = $10, version = $11, erased_at = $12, updated_at = $13 WHERE tenant_id = $1 AND id = $2 AND version = $14",
             vec![
@@ -605,7 +636,7 @@ impl Store {
                 int(expected_version),
             ],
             1,
-        )];
+        ));
         stmts.extend(effects.stmts(c.tenant));
         let write = Write { tenant: Some(c.tenant), stmts, audit: effects.audit, idempotency: effects.idempotency };
         match self.compliance_write(write).await {
@@ -1019,10 +1050,11 @@ impl Store {
 
     /// Records a screening and sets the customer's screening status to its outcome.
     pub async fn record_screening(&self, s: ScreeningRecord, audit: Vec<AuditRecord>) -> Result<(), StoreError> {
-        let stmts = vec![
+        let mut stmts = customer_blocking_change(s.tenant, &s.customer_id);
+        stmts.extend([
             screening_stmt(&s),
             stmt("UPDATE customers SET screening_status = $3 WHERE tenant_id = $1 AND id = $2", vec![int(s.tenant.0), text(&s.customer_id), text(&s.status)]),
-        ];
+        ]);
         self.compliance_write(Write { tenant: Some(s.tenant), stmts, audit, idempotency: None }).await.map(|_| ())
     }
 
@@ -1052,7 +1084,8 @@ impl Store {
     /// status when this is the customer's latest screening. `Ok(false)` when
     /// it was resolved meanwhile.
     pub async fn resolve_screening(&self, s: ScreeningRecord, audit: Vec<AuditRecord>, idempotency: Option<IdempotencyRecord>) -> Result<bool, StoreError> {
-        let stmts = vec![
+        let mut stmts = customer_blocking_change(s.tenant, &s.customer_id);
+        stmts.extend([
             guarded(
                 "UPDATE screenings SET status = $3, resolution_reason = $4, resolved_by = $5, resolved_at = $6 WHERE tenant_id = $1 AND id = $2 AND resolved_at IS NULL",
                 vec![
@@ -1070,7 +1103,7 @@ impl Store {
                  AND $4 = (SELECT MAX(id) FROM screenings WHERE tenant_id = $1 AND customer_id = $2)",
                 vec![int(s.tenant.0), text(&s.customer_id), text(&s.status), text(&s.id)],
             ),
-        ];
+        ]);
         self.compliance_write(Write { tenant: Some(s.tenant), stmts, audit, idempotency }).await
     }
 
@@ -1121,6 +1154,50 @@ pub struct AuditFilter {
     pub resource_type: Option<String>,
     pub action: Option<String>,
     pub actor: Option<String>,
+    /// Created at or after (micros).
+    pub created_gte: Option<i64>,
+    /// Created before (micros).
+    pub created_lt: Option<i64>,
+}
+
+/// Where an audit record comes from: the compliance audit chain (customers,
+/// consents, screenings, documents; chained per environment) or the ledger
+/// log (accounts and transactions; one chain for the database).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum AuditTrail {
+    Compliance,
+    Ledger,
+}
+
+impl AuditTrail {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuditTrail::Compliance => "compliance",
+            AuditTrail::Ledger => "ledger",
+        }
+    }
+}
+
+/// The ledger's changes that the audit list shows, by event type, with the
+/// fields each changes: one event per ledger change, so one audit record each.
+const LEDGER_AUDIT_ACTIONS: [(&str, &[&str]); 5] = [
+    ("account.created", &[]),
+    ("transaction.created", &[]),
+    ("transaction.posted", &["status"]),
+    ("transaction.voided", &["status"]),
+    ("transaction.reversed", &["status", "reversed_by"]),
+];
+
+/// Who asked for a logged ledger change: the `context` fragment that opens
+/// a command's log record (see `engine::LogFragment::Context`).
+#[derive(serde::Deserialize, Default)]
+struct LoggedContext {
+    #[serde(default)]
+    op: String,
+    request_id: Option<String>,
+    correlation_id: Option<String>,
+    actor: Option<String>,
+    client_ip: Option<String>,
 }
 
 impl Store {
@@ -1137,10 +1214,119 @@ impl Store {
                 sql.push_str(&format!(" AND {column} = ${}", params.len()));
             }
         }
+        for (clause, value) in [("created_at >=", filter.created_gte), ("created_at <", filter.created_lt)] {
+            if let Some(v) = value {
+                params.push(int(v));
+                sql.push_str(&format!(" AND {clause} ${}", params.len()));
+            }
+        }
         params.push(int(i64::from(page.limit) + 1));
         sql.push_str(&format!(" ORDER BY id {order} LIMIT ${}", params.len()));
         let rows = self.compliance_query(sql, params).await?;
         Ok(Page::from_rows(rows.iter().map(audit_of).collect::<Result<Vec<_>, _>>()?, &page))
+    }
+
+    /// The tenant's ledger changes as audit records, newest first: one per
+    /// ledger event (`ledger.account.created`, `ledger.transaction.*`),
+    /// with who asked, from where and in which request as the ledger log
+    /// recorded it, and the log record's place and hashes in its chain.
+    /// Ids are the events' (`evt_…`); `seq` is the ledger log sequence.
+    /// Changes the engine made on its own (expiries) and those asked from
+    /// the CLI name the actor `system`.
+    pub async fn list_ledger_audit(&self, tenant: TenantId, filter: AuditFilter, page: PageRequest) -> Result<Page<StoredAudit>, StoreError> {
+        let (cmp, order, bound) = keyset(&page);
+        let postgres = matches!(self, Store::Postgres(_));
+        let mut params = vec![int(tenant.0), text(bound)];
+        let mut sql = format!(
+            "SELECT e.id, e.type, e.object_id, e.created_at, l.seq, l.content, l.prev_hash, l.hash FROM events e JOIN ledger_log l ON l.seq = e.log_seq \
+             WHERE e.tenant_id = $1 AND e.id {cmp} $2 AND e.log_seq IS NOT NULL AND e.type LIKE 'ledger.%'"
+        );
+        fn push(clause: &str, value: Val, params: &mut Vec<Val>, sql: &mut String) {
+            params.push(value);
+            sql.push_str(&clause.replace('#', &format!("${}", params.len())));
+        }
+        if let Some(action) = filter.action {
+            push(" AND e.type = #", text(format!("ledger.{action}")), &mut params, &mut sql);
+        }
+        if let Some(kind) = filter.resource_type {
+            push(" AND e.type LIKE #", text(format!("ledger.{kind}.%")), &mut params, &mut sql);
+        }
+        if let Some(object) = filter.resource_id {
+            push(" AND e.object_id = #", text(object), &mut params, &mut sql);
+        }
+        if let Some(at) = filter.created_gte {
+            push(" AND e.created_at >= #", int(at), &mut params, &mut sql);
+        }
+        if let Some(at) = filter.created_lt {
+            push(" AND e.created_at < #", int(at), &mut params, &mut sql);
+        }
+        if let Some(actor) = filter.actor {
+            // The context fragment, when there is one, opens the record. (The
+            // SQLite path is a parameter: `$` in SQL text becomes a placeholder.)
+            let logged = if postgres {
+                String::from("(convert_from(l.content, 'UTF8')::jsonb -> 0 ->> 'actor')")
+            } else {
+                params.push(text("$[0].actor"));
+                format!("json_extract(CAST(l.content AS TEXT), ${})", params.len())
+            };
+            if actor == "system" {
+                sql.push_str(&format!(" AND {logged} IS NULL"));
+            } else {
+                push(&format!(" AND {logged} = #"), text(actor), &mut params, &mut sql);
+            }
+        }
+        params.push(int(i64::from(page.limit) + 1));
+        sql.push_str(&format!(" ORDER BY e.id {order} LIMIT ${}", params.len()));
+        let rows = self.compliance_query(sql, params).await?;
+        let records = rows.iter().map(|r| ledger_audit_of(tenant, r)).collect::<Result<Vec<_>, _>>()?;
+        Ok(Page::from_rows(records, &page))
+    }
+
+    /// Both audit trails of the tenant under one cursor, newest first:
+    /// compliance records (`aev_…`) and ledger changes (`evt_…`). Both ids
+    /// are ULIDs, so their bodies order one list; a cursor of either kind
+    /// bounds both sources, each source gives its first `limit + 1` past the
+    /// bound, and the merge keeps the first `limit + 1` of the union: exactly
+    /// the page a single table would give.
+    pub async fn list_audit(
+        &self,
+        tenant: TenantId,
+        filter: AuditFilter,
+        trails: &[AuditTrail],
+        page: PageRequest,
+    ) -> Result<Page<(AuditTrail, StoredAudit)>, StoreError> {
+        let bounded = |prefix: &str| {
+            let rebase = |id: &str| format!("{prefix}{}", id.split_once('_').map_or(id, |(_, body)| body));
+            let cursor = match &page.cursor {
+                Cursor::Start => Cursor::Start,
+                Cursor::After(id) => Cursor::After(rebase(id)),
+                Cursor::Before(id) => Cursor::Before(rebase(id)),
+            };
+            PageRequest { limit: page.limit, cursor }
+        };
+        let mut rows: Vec<(String, AuditTrail, StoredAudit)> = Vec::new();
+        let mut has_more = false;
+        for trail in trails {
+            let found = match trail {
+                AuditTrail::Compliance => self.list_compliance_audit(tenant, filter.clone(), bounded("aev_")).await?,
+                AuditTrail::Ledger => self.list_ledger_audit(tenant, filter.clone(), bounded("evt_")).await?,
+            };
+            has_more |= found.has_more;
+            rows.extend(found.items.into_iter().map(|a| (a.record.id.split_once('_').map_or(a.record.id.as_str(), |(_, b)| b).to_owned(), *trail, a)));
+        }
+        // Each source gave its `limit` nearest the cursor, newest first; so
+        // do the merged: the newest `limit` (the oldest for a `Before` page).
+        rows.sort_by(|a, b| (&b.0, b.1).cmp(&(&a.0, a.1)));
+        let limit = page.limit as usize;
+        has_more |= rows.len() > limit;
+        if rows.len() > limit {
+            if matches!(page.cursor, Cursor::Before(_)) {
+                rows.drain(..rows.len() - limit);
+            } else {
+                rows.truncate(limit);
+            }
+        }
+        Ok(Page { items: rows.into_iter().map(|(_, trail, a)| (trail, a)).collect(), has_more })
     }
 
     /// Walks a tenant's chain in order: the seq of the first record whose
@@ -1168,6 +1354,40 @@ impl Store {
             }
         }
     }
+}
+
+fn ledger_audit_of(tenant: TenantId, r: &Row) -> Result<StoredAudit, StoreError> {
+    let kind = r.text(1)?;
+    let action = kind.strip_prefix("ledger.").unwrap_or(&kind).to_owned();
+    let changed: &[&str] = LEDGER_AUDIT_ACTIONS.iter().find(|(a, _)| *a == action).map_or(&[], |(_, fields)| fields);
+    let bytes = |i: usize| r.opt_bytes(i)?.ok_or_else(|| Row::corrupt(i));
+    let content = bytes(5)?;
+    // A record that does not open with a context was written by the engine on its own.
+    let context = serde_json::from_slice::<Vec<serde_json::Value>>(&content)
+        .ok()
+        .and_then(|fragments| fragments.into_iter().next())
+        .and_then(|first| serde_json::from_value::<LoggedContext>(first).ok())
+        .filter(|c| c.op == "context")
+        .unwrap_or_default();
+    Ok(StoredAudit {
+        record: AuditRecord {
+            id: r.text(0)?,
+            tenant,
+            actor: context.actor.unwrap_or_else(|| String::from("system")),
+            resource_type: action.split('.').next().unwrap_or_default().to_owned(),
+            action,
+            resource_id: r.text(2)?,
+            changed_fields: changed.iter().map(|f| (*f).to_owned()).collect(),
+            reason: None,
+            request_id: context.request_id,
+            correlation_id: context.correlation_id,
+            client_ip: context.client_ip,
+            created_at: r.int(3)?,
+        },
+        seq: r.int(4)?,
+        prev_hash: hex::encode(bytes(6)?),
+        hash: hex::encode(bytes(7)?),
+    })
 }
 
 /// A tenant that has compliance audit records, named for an auditor.
@@ -1334,12 +1554,14 @@ impl Store {
         audit: Vec<AuditRecord>,
         idempotency: Option<IdempotencyRecord>,
     ) -> Result<bool, StoreError> {
-        let stmts = vec![guarded(
+        // The account may join a blocked customer: it is locked (or the generation bumped) first.
+        let mut stmts = blocking_change("SELECT id FROM accounts WHERE tenant_id = $1 AND id = $2 FOR UPDATE", vec![int(tenant.0), text(&account_id)]);
+        stmts.push(guarded(
             "INSERT INTO customer_accounts (tenant_id, account_id, customer_id, actor, created_at) \
              SELECT $1, $2, $3, $4, $5 WHERE NOT EXISTS (SELECT 1 FROM customer_accounts WHERE tenant_id = $1 AND account_id = $2)",
             vec![int(tenant.0), text(account_id), text(customer_id), text(actor), int(now)],
             1,
-        )];
+        ));
         match self.compliance_write(Write { tenant: Some(tenant), stmts, audit, idempotency }).await {
             Err(StoreError::Conflict(_)) => Ok(false),
             other => other,

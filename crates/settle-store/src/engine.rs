@@ -99,6 +99,12 @@ pub enum CommandError {
     DuplicateExternalId { existing: String },
     #[error("not applied because another item of this atomic batch failed")]
     BatchAborted,
+    /// The transaction touches an account whose customer is blocked by an
+    /// unresolved or confirmed sanctions match. Checked here, against the
+    /// blocked set read after the batch's accounts were locked, so that no
+    /// transaction can commit after the block without seeing it.
+    #[error("account {0} belongs to a customer blocked by an unresolved or confirmed sanctions match; nothing was written")]
+    CustomerBlocked(AccountId),
     #[error("the ledger database is unavailable; nothing was written")]
     Unavailable,
     #[error("the ledger database failed while committing; the change may or may not have been written")]
@@ -287,6 +293,10 @@ pub trait WriteBackend: Send {
     fn due_expiries(&mut self, now: Timestamp, limit: usize) -> impl Future<Output = Result<Vec<TransactionId>, StoreError>> + Send;
     fn load_transactions(&mut self, ids: &[TransactionId]) -> impl Future<Output = Result<Vec<Transaction>, StoreError>> + Send;
     fn load_accounts(&mut self, ids: &[AccountId]) -> impl Future<Output = Result<Vec<AccountState>, StoreError>> + Send;
+    /// Of `accounts` (just loaded, so locked), those that belong to a
+    /// customer who may not move money (latest screening a potential or
+    /// confirmed sanctions match), read inside the batch's transaction.
+    fn blocked_accounts(&mut self, accounts: &[AccountState]) -> impl Future<Output = Result<HashSet<AccountId>, StoreError>> + Send;
     /// Existing transaction ids by (tenant, external_id).
     fn find_transaction_external_ids(
         &mut self,
@@ -566,6 +576,8 @@ struct BatchState<'a> {
     repairs: HashMap<AccountId, (Counters, Counters)>,
     /// The correlation id of the command being executed.
     correlation_id: Option<CorrelationId>,
+    /// Loaded accounts whose customer is blocked (`customer_blocked`).
+    blocked: HashSet<AccountId>,
 }
 
 async fn apply_batch<B: WriteBackend>(backend: &mut B, batch: &[Envelope], now: Timestamp, ids: &IdGenerator) -> Result<Vec<Reply>, StoreError> {
@@ -626,6 +638,7 @@ async fn apply_batch<B: WriteBackend>(backend: &mut B, batch: &[Envelope], now: 
         backend.reread(&repair_accounts).await;
     }
     let accounts = backend.load_accounts(&wanted_accounts).await?;
+    let blocked = backend.blocked_accounts(&accounts).await?;
     // Summed after the accounts are locked, so no other writer can add entries in between.
     let mut repairs = HashMap::new();
     if !repair_accounts.is_empty() {
@@ -656,6 +669,7 @@ async fn apply_batch<B: WriteBackend>(backend: &mut B, batch: &[Envelope], now: 
         log: Vec::new(),
         repairs,
         correlation_id: None,
+        blocked,
     };
     let loaded_versions: HashMap<AccountId, i64> = state.view.iter().map(|(id, a)| (id.clone(), a.version)).collect();
 
@@ -749,12 +763,19 @@ impl BatchState<'_> {
             Command::CreateTransaction(draft) => self.create_transaction(tenant, draft, &mut log).map(|t| Outcome::Transaction(Box::new(t))),
             Command::CreateBatch { atomic, items } => Ok(Outcome::Batch(self.create_batch(tenant, *atomic, items, &mut log))),
             Command::PostTransaction { id, entries } => self
-                .change_transaction(tenant, id, |view, t, now| ledger::post(view, t, entries.as_deref(), now), &mut log)
+                .refuse_blocked_transaction(tenant, id, entries.iter().flatten().map(|e| &e.account_id))
+                .and_then(|()| self.change_transaction(tenant, id, |view, t, now| ledger::post(view, t, entries.as_deref(), now), &mut log))
                 .map(|t| Outcome::Transaction(Box::new(t))),
+            // Voiding stays possible for a blocked customer: it cancels a
+            // movement that never happened, moves nothing, and the released
+            // amount stays in the (frozen) account (docs/compliance.md).
             Command::VoidTransaction { id } => self
                 .change_transaction(tenant, id, |view, t, now| ledger::void(view, t, VoidReason::Requested, now), &mut log)
                 .map(|t| Outcome::Transaction(Box::new(t))),
-            Command::ReverseTransaction { id } => self.reverse(tenant, id, &mut log).map(|t| Outcome::Reversal(Box::new(t))),
+            Command::ReverseTransaction { id } => self
+                .refuse_blocked_transaction(tenant, id, std::iter::empty())
+                .and_then(|()| self.reverse(tenant, id, &mut log))
+                .map(|t| Outcome::Reversal(Box::new(t))),
             Command::RepairCounters { account } => self.repair(tenant, account, &mut log),
         };
         if !log.is_empty() {
@@ -839,6 +860,7 @@ impl BatchState<'_> {
         {
             return Err(CommandError::DuplicateExternalId { existing: existing.clone() });
         }
+        self.refuse_blocked(tenant, draft.entries.iter().map(|e| &e.account_id))?;
         let id = self.ids.transaction();
         let mut transaction = ledger::create(&mut self.view, tenant, id, draft, self.now)?;
         transaction.correlation_id = self.correlation_id.clone();
@@ -889,6 +911,35 @@ impl BatchState<'_> {
                 Err(e) => Err(e),
             })
             .collect()
+    }
+
+    /// Refuses when one of `accounts` (of this tenant) belongs to a blocked customer.
+    fn refuse_blocked<'b>(&self, tenant: TenantId, accounts: impl IntoIterator<Item = &'b AccountId>) -> Result<(), CommandError> {
+        if self.blocked.is_empty() {
+            return Ok(());
+        }
+        for account in accounts {
+            // Another tenant's account answers as missing (from the core), never as blocked.
+            if self.blocked.contains(account) && self.view.get(account).is_some_and(|a| a.tenant == tenant) {
+                return Err(CommandError::CustomerBlocked(account.clone()));
+            }
+        }
+        Ok(())
+    }
+
+    /// [`BatchState::refuse_blocked`] for an existing transaction's accounts
+    /// and `more`; a missing transaction is left for the command to report.
+    fn refuse_blocked_transaction<'b>(&self, tenant: TenantId, id: &TransactionId, more: impl IntoIterator<Item = &'b AccountId>) -> Result<(), CommandError> {
+        if self.blocked.is_empty() {
+            return Ok(());
+        }
+        match self.transactions.get(id) {
+            Some(slot) if slot.transaction.tenant == tenant => {
+                self.refuse_blocked(tenant, slot.transaction.entries.iter().map(|e| &e.account_id))?;
+                self.refuse_blocked(tenant, more)
+            }
+            _ => Ok(()),
+        }
     }
 
     fn change_transaction(

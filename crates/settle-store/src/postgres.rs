@@ -23,7 +23,7 @@ use settle_core::ids::{AccountId, ApiKeyId, EntryId, OrgId, TransactionId};
 use settle_core::ledger::{AccountState, Counters, Entry, Transaction, TransactionStatus};
 use settle_core::tenancy::RateLimit;
 use settle_core::tenancy::{Environment, Scope, TenantId};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 use tokio_postgres::types::{FromSql, ToSql};
 use tokio_postgres::{IsolationLevel, NoTls, Row};
@@ -46,6 +46,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (13, include_str!("../migrations/postgres/0013_ach.sql")),
     (14, include_str!("../migrations/postgres/0014_faults.sql")),
     (15, include_str!("../migrations/postgres/0015_audit_client_ip.sql")),
+    (17, include_str!("../migrations/postgres/0017_blocked_generation.sql")),
 ];
 /// Connections per server, the engine's included. PostgreSQL's default
 /// `max_connections` (100) leaves room for several servers.
@@ -777,6 +778,30 @@ impl WriteBackend for PgWriter {
         let stmt = c.prepare_cached(concat!("SELECT ", account_columns!(), " FROM accounts WHERE id = ANY($1) ORDER BY id FOR UPDATE")).await?;
         let found = c.query(&stmt, &[&ids]).await?;
         found.iter().map(|r| account_row(r)?.into_record().map(|rec| rec.state)).collect()
+    }
+
+    async fn blocked_accounts(&mut self, accounts: &[AccountState]) -> Result<HashSet<AccountId>, StoreError> {
+        if accounts.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let c = self.client()?;
+        // A statement after the lock: under READ COMMITTED it sees every
+        // block committed before the lock was granted. A writer that blocks
+        // a customer locks the customer's account rows first (see
+        // `customers::blocking_change`), so it either waited for this batch
+        // or this batch waited for it and now sees its block.
+        let stmt = c
+            .prepare_cached(
+                "SELECT a.account_id FROM UNNEST($1::bigint[], $2::text[]) AS k (tenant_id, account_id)
+                 JOIN customer_accounts a ON a.tenant_id = k.tenant_id AND a.account_id = k.account_id
+                 JOIN customers c ON c.tenant_id = a.tenant_id AND c.id = a.customer_id
+                 WHERE c.screening_status IN ('potential_match', 'confirmed_match')",
+            )
+            .await?;
+        let tenants: Vec<i64> = accounts.iter().map(|a| a.tenant.0).collect();
+        let ids: Vec<&str> = accounts.iter().map(|a| a.id.as_str()).collect();
+        let found = c.query(&stmt, &[&tenants, &ids]).await?;
+        found.iter().map(|r| get(r, 0).map(AccountId::from_trusted)).collect()
     }
 
     async fn find_transaction_external_ids(&mut self, keys: &[(TenantId, String)]) -> Result<HashMap<(TenantId, String), String>, StoreError> {

@@ -20,6 +20,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub mod account_changes;
+mod blocked;
+pub(crate) use blocked::BUMP as BLOCKED_BUMP;
 pub mod gate;
 mod versioning;
 
@@ -42,6 +44,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (13, include_str!("../migrations/sqlite/0013_ach.sql")),
     (14, include_str!("../migrations/sqlite/0014_faults.sql")),
     (15, include_str!("../migrations/sqlite/0015_audit_client_ip.sql")),
+    (17, include_str!("../migrations/sqlite/0017_blocked_generation.sql")),
 ];
 /// Read connections kept open; more are opened on demand and dropped after.
 const READ_POOL_SIZE: usize = 8;
@@ -150,6 +153,7 @@ impl SqliteStore {
             reload: true,
             stream_records: 0,
             last_checkpoint: std::time::Instant::now(),
+            blocked: blocked::BlockedAccounts::default(),
         })
     }
 
@@ -828,6 +832,8 @@ pub struct SqliteWriter {
     /// Account records appended to the stream since the last checkpoint.
     stream_records: usize,
     last_checkpoint: std::time::Instant,
+    /// Accounts of blocked customers (`customer_blocked`), see `blocked.rs`.
+    blocked: blocked::BlockedAccounts,
 }
 
 /// Past this many cached accounts the cache starts over (about 250 MB).
@@ -972,6 +978,10 @@ impl WriteBackend for SqliteWriter {
         Ok(out)
     }
 
+    async fn blocked_accounts(&mut self, accounts: &[AccountState]) -> Result<std::collections::HashSet<AccountId>, StoreError> {
+        self.blocked.of(&self.conn, accounts)
+    }
+
     async fn find_transaction_external_ids(&mut self, keys: &[(TenantId, String)]) -> Result<HashMap<(TenantId, String), String>, StoreError> {
         find_external_ids(&self.conn, "transactions", keys)
     }
@@ -1048,6 +1058,8 @@ impl WriteBackend for SqliteWriter {
             for a in &effects.new_accounts {
                 if let Some(owner) = &a.customer {
                     link.execute(params![a.state.tenant.0, a.state.id.as_str(), owner.customer_id, owner.actor, a.created_at.micros()])?;
+                    // The owner may be blocked already: the next batch reloads the set.
+                    c.prepare_cached(blocked::BUMP)?.execute([])?;
                 }
             }
         }

@@ -1,7 +1,11 @@
-//! `GET /v1/audit_events`: the compliance audit trail of customers,
-//! consents and screenings (who, what, which fields, why, from which
-//! request), newest first, hash-chained per environment. Changed fields
-//! are named, never valued: the trail holds no personal data.
+//! `GET /v1/audit_events`: every audited state change, newest first, from
+//! two hash-chained trails under one cursor: the compliance audit chain of
+//! customers, consents, screenings and documents (chained per environment)
+//! and the ledger log's changes of accounts and transactions (one chain per
+//! database; shown through the environment's ledger events). Each record
+//! says who, what, which fields, why, from which request and address, and
+//! where it sits in its chain. Changed fields are named, never valued: the
+//! trails hold no personal data.
 
 use crate::auth::require;
 use crate::error::ApiError;
@@ -11,9 +15,9 @@ use axum::extract::{RawQuery, State};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use settle_core::clock::Timestamp;
-use settle_core::ids::AuditEventId;
+use settle_core::ids::{AuditEventId, EventId};
 use settle_core::tenancy::{Principal, Scope};
-use settle_store::customers::{AuditFilter, StoredAudit};
+use settle_store::customers::{AuditFilter, AuditTrail, StoredAudit};
 use utoipa::{IntoParams, ToSchema};
 
 #[derive(Serialize, ToSchema)]
@@ -21,12 +25,18 @@ use utoipa::{IntoParams, ToSchema};
 pub struct AuditEventJson {
     #[schema(value_type = String, example = "audit_event")]
     pub object: &'static str,
+    /// `aev_…` for compliance records; a ledger record has its event's id (`evt_…`).
     pub id: String,
-    /// Position in this environment's chain, from 1.
+    /// `compliance` (the environment's compliance audit chain) or `ledger`
+    /// (the ledger log, which `settle audit verify` checks).
+    #[schema(example = "compliance")]
+    pub trail: &'static str,
+    /// Position in its trail's chain, from 1 (the ledger log's sequence for `ledger`).
     pub sequence: i64,
     /// The API key id, `cli`, `sandbox` or `system`.
     pub actor: String,
-    /// For example `customer.created`, `consent.revoked`, `screening.resolved`.
+    /// For example `customer.created`, `consent.revoked`, `screening.resolved`,
+    /// `account.created`, `transaction.posted`.
     pub action: String,
     pub resource_type: String,
     pub resource_id: String,
@@ -38,18 +48,20 @@ pub struct AuditEventJson {
     /// The address of the API client that made the request (your backend,
     /// or the proxy in front of Settle); `null` for `system` actions.
     pub client_ip: Option<String>,
-    /// SHA-256 over the previous event's hash and this event.
+    /// SHA-256 over the previous record's hash and this record (for
+    /// `ledger`: the log record holding this change, which may hold several).
     pub hash: String,
     pub previous_hash: String,
     #[schema(format = DateTime)]
     pub created_at: String,
 }
 
-fn json(a: &StoredAudit) -> AuditEventJson {
+fn json(trail: AuditTrail, a: &StoredAudit) -> AuditEventJson {
     let r = &a.record;
     AuditEventJson {
         object: "audit_event",
         id: r.id.clone(),
+        trail: trail.as_str(),
         sequence: a.seq,
         actor: r.actor.clone(),
         action: r.action.clone(),
@@ -74,13 +86,23 @@ pub struct AuditListParams {
     pub limit: Option<String>,
     pub starting_after: Option<String>,
     pub ending_before: Option<String>,
-    /// Only events about this object (`cus_…`, `cns_…`, `scr_…`).
+    /// Only events about this object (`cus_…`, `cns_…`, `scr_…`, `acct_…`, `ltx_…`).
     pub resource_id: Option<String>,
-    /// `customer`, `consent` or `screening`.
+    /// `customer`, `consent`, `screening`, `account` or `transaction`.
     pub resource_type: Option<String>,
     pub action: Option<String>,
-    /// An API key id, `sandbox` or `system`.
+    /// An API key id, `cli`, `sandbox` or `system`.
     pub actor: Option<String>,
+    /// `compliance` or `ledger`: only that trail (both by default).
+    pub trail: Option<String>,
+    /// Only events created at or after this instant (RFC 3339).
+    #[serde(rename = "created[gte]")]
+    #[param(rename = "created[gte]", format = DateTime)]
+    pub created_gte: Option<String>,
+    /// Only events created before this instant (RFC 3339).
+    #[serde(rename = "created[lt]")]
+    #[param(rename = "created[lt]", format = DateTime)]
+    pub created_lt: Option<String>,
 }
 
 #[utoipa::path(get, path = "/v1/audit_events", tag = "Audit", operation_id = "list_audit_events",
@@ -89,8 +111,22 @@ pub struct AuditListParams {
 pub async fn list(State(state): State<AppState>, principal: Principal, RawQuery(query): RawQuery) -> Result<Response, ApiError> {
     require(&principal, Scope::AuditRead)?;
     let params: AuditListParams = parse_query(query.as_deref())?;
-    let page = page(params.limit.as_deref(), params.starting_after, params.ending_before, |id| AuditEventId::parse(id).is_some())?;
-    let filter = AuditFilter { resource_id: params.resource_id, resource_type: params.resource_type, action: params.action, actor: params.actor };
-    let result = state.store.list_compliance_audit(principal.tenant, filter, page).await?;
-    Ok(axum::Json(crate::render::list(result.items.iter().map(json).collect(), result.has_more)).into_response())
+    let page =
+        page(params.limit.as_deref(), params.starting_after, params.ending_before, |id| AuditEventId::parse(id).is_some() || EventId::parse(id).is_some())?;
+    let trails: &[AuditTrail] = match params.trail.as_deref() {
+        None => &[AuditTrail::Compliance, AuditTrail::Ledger],
+        Some("compliance") => &[AuditTrail::Compliance],
+        Some("ledger") => &[AuditTrail::Ledger],
+        Some(_) => return Err(ApiError::invalid("trail", "trail must be compliance or ledger")),
+    };
+    let filter = AuditFilter {
+        resource_id: params.resource_id,
+        resource_type: params.resource_type,
+        action: params.action,
+        actor: params.actor,
+        created_gte: crate::events::instant("created[gte]", params.created_gte)?.map(|t| t.micros()),
+        created_lt: crate::events::instant("created[lt]", params.created_lt)?.map(|t| t.micros()),
+    };
+    let result = state.store.list_audit(principal.tenant, filter, trails, page).await?;
+    Ok(axum::Json(crate::render::list(result.items.iter().map(|(trail, a)| json(*trail, a)).collect(), result.has_more)).into_response())
 }

@@ -897,7 +897,8 @@ pub struct DecideRequest {
 }
 
 /// Decides a pending verification (sandbox keys only: the stand-in for a
-/// KYC provider's or a reviewer's answer).
+/// KYC provider's answer). Live and sandbox reviewers use
+/// `POST /v1/customers/{id}/kyc_decisions`; this helper runs the same decision.
 #[utoipa::path(post, path = "/v1/test_helpers/customers/{id}/decide", tag = "Test helpers", operation_id = "decide_customer_verification",
     params(("id" = String, Path, description = "A customer id (`cus_…`)."), crate::openapi::IdempotencyKey),
     request_body = DecideRequest,
@@ -919,29 +920,108 @@ pub async fn decide(
     let decision =
         kyc::Decision::parse(&body.value.decision).ok_or_else(|| ApiError::invalid("decision", "decision must be verified, rejected or needs_more_info"))?;
     let reason = super::reason_of(&body.value.reason, "reason")?;
-    let now = state.clock.now();
-    let before = load_customer(&state, principal.tenant, &id).await?;
-    let from = KycStatus::parse(&before.kyc_status).unwrap_or(KycStatus::Unverified);
-    let to = kyc::decide(from, decision).map_err(|e| conflict("invalid_kyc_transition", e.to_string()))?;
-    let actor = Actor::of(&principal, &request_id, &headers, client);
-    let mut after = before.clone();
-    after.kyc_status = to.as_str().to_owned();
-    let errors = match (decision, &body.value.field) {
-        (kyc::Decision::NeedsMoreInfo, Some(f)) => {
-            vec![RequirementError { field: f.clone(), code: String::from("more_info_requested"), reason: reason.clone() }]
-        }
+    let fields = match decision {
+        kyc::Decision::NeedsMoreInfo => body.value.field.clone().into_iter().collect(),
         _ => Vec::new(),
     };
+    let actor = Actor::of(&principal, &request_id, &headers, client);
+    decide_pending(&state, &principal, &actor, &id, decision, reason, fields, key).await
+}
+
+/// `POST /v1/customers/{id}/kyc_decisions`: a reviewer's decision.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KycDecisionRequest {
+    /// `verified`, `rejected` or `needs_more_info`.
+    #[schema(example = "verified")]
+    pub outcome: String,
+    /// Why, for the KYC history and the audit trail (1 to 500 characters;
+    /// say what was checked, never copy personal values into it).
+    #[schema(example = "passport and proof of address checked against the application")]
+    pub reason: String,
+    /// For `needs_more_info` only: the fields the customer must provide or
+    /// correct (`given_name`, `family_name`, `legal_name`, `date_of_birth`,
+    /// `address`, `tax_id`, `registration_number`), at most one each.
+    pub requirements: Option<Vec<String>>,
+}
+
+/// Records a reviewer's decision on a pending verification, in live and in
+/// the sandbox: who decided (the API key) and why are kept in the KYC
+/// history and the compliance audit trail. Needs the `customers:review`
+/// scope, which `customers:write` does not imply, so that the key that
+/// submits a customer's data cannot also approve it.
+#[utoipa::path(post, path = "/v1/customers/{id}/kyc_decisions", tag = "Customers", operation_id = "create_kyc_decision",
+    params(("id" = String, Path, description = "A customer id (`cus_…`)."), crate::openapi::IdempotencyKey),
+    request_body = KycDecisionRequest,
+    responses((status = 200, description = "The customer with its new KYC status.", body = CustomerJson)))]
+pub async fn kyc_decision(
+    State(state): State<AppState>,
+    principal: Principal,
+    Extension(request_id): Extension<RequestId>,
+    client: ClientIp,
+    headers: HeaderMap,
+    IdPath(id): IdPath,
+    body: JsonBody<KycDecisionRequest>,
+) -> Result<Response, ApiError> {
+    require(&principal, Scope::CustomersReview)?;
+    let Keyed { key, replay, _guard } = keyed(&state, &principal, &headers, &format!("/v1/customers/{id}/kyc_decisions"), &body.canonical).await?;
+    if let Some(r) = replay {
+        return Ok(r);
+    }
+    let decision =
+        kyc::Decision::parse(&body.value.outcome).ok_or_else(|| ApiError::invalid("outcome", "outcome must be verified, rejected or needs_more_info"))?;
+    let reason = super::reason_of(&body.value.reason, "reason")?;
+    let fields = match (decision, body.value.requirements.clone()) {
+        (_, None) => Vec::new(),
+        (kyc::Decision::NeedsMoreInfo, Some(fields)) => {
+            let mut seen = Vec::with_capacity(fields.len());
+            for field in fields {
+                if !kyc::REQUESTABLE_FIELDS.contains(&field.as_str()) || seen.contains(&field) {
+                    return Err(ApiError::invalid("requirements", format!("requirements lists each of {} at most once", kyc::REQUESTABLE_FIELDS.join(", "))));
+                }
+                seen.push(field);
+            }
+            seen
+        }
+        (_, Some(_)) => return Err(ApiError::invalid("requirements", "requirements are given only with the outcome needs_more_info")),
+    };
+    let actor = Actor::of(&principal, &request_id, &headers, client);
+    decide_pending(&state, &principal, &actor, &id, decision, reason, fields, key).await
+}
+
+/// Applies a decision to a pending verification: the customer's new status
+/// (409 `invalid_kyc_transition` unless it is `pending`), a KYC history
+/// record naming the deciding key and the reason, and a
+/// `customer.kyc_decided` audit record, in one transaction.
+#[expect(clippy::too_many_arguments, reason = "one decision's parts, passed once")]
+async fn decide_pending(
+    state: &AppState,
+    principal: &Principal,
+    actor: &Actor,
+    id: &str,
+    decision: kyc::Decision,
+    reason: String,
+    fields: Vec<String>,
+    key: Option<(String, String)>,
+) -> Result<Response, ApiError> {
+    let now = state.clock.now();
+    let before = load_customer(state, principal.tenant, id).await?;
+    let from = KycStatus::parse(&before.kyc_status).unwrap_or(KycStatus::Unverified);
+    let to = kyc::decide(from, decision).map_err(|e| conflict("invalid_kyc_transition", e.to_string()))?;
+    let mut after = before.clone();
+    after.kyc_status = to.as_str().to_owned();
+    let errors: Vec<RequirementError> =
+        fields.into_iter().map(|field| RequirementError { field, code: String::from("more_info_requested"), reason: reason.clone() }).collect();
     after.kyc_errors = serde_json::to_string(&errors).map_err(|e| ApiError::internal(&e))?;
     after.version += 1;
     after.updated_at = now.micros();
     let effects = CustomerEffects {
-        kyc_events: vec![kyc_event(&state, &id, from.as_str(), to, "operator", &actor.actor, &reason, now)],
-        audit: vec![actor.audit(&state.customers.ids, "customer.kyc_decided", ("customer", &id), vec![String::from("kyc.status")], Some(reason.clone()), now)],
+        kyc_events: vec![kyc_event(state, id, from.as_str(), to, "operator", &actor.actor, &reason, now)],
+        audit: vec![actor.audit(&state.customers.ids, "customer.kyc_decided", ("customer", id), vec![String::from("kyc.status")], Some(reason.clone()), now)],
         ..CustomerEffects::default()
     };
-    let personal = unseal(&state, &before).await?;
-    finish(&state, &principal, before.version, after, personal.as_ref(), effects, key, now).await
+    let personal = unseal(state, &before).await?;
+    finish(state, principal, before.version, after, personal.as_ref(), effects, key, now).await
 }
 
 /// The customer's KYC status changes, oldest first: who or what decided, and why.

@@ -12,6 +12,7 @@ mod accounts;
 mod ach;
 mod app;
 mod batches;
+mod compliance;
 mod correlation;
 mod customers;
 mod events;

@@ -182,12 +182,15 @@ pub struct Requirements {
     pub errors: Vec<RequirementError>,
 }
 
+/// The fields a reviewer may ask a customer to provide or correct
+/// (`needs_more_info`); each becomes `currently_due` until the customer is submitted again.
+pub const REQUESTABLE_FIELDS: [&str; 7] = ["given_name", "family_name", "legal_name", "date_of_birth", "address", "tax_id", "registration_number"];
+
 /// The requirements from the facts and the errors of the last decision.
 pub fn requirements(facts: &Facts, errors: Vec<RequirementError>) -> Requirements {
     let mut currently_due = needs(Capability::AchDebit, facts);
     for field in &errors {
-        let named =
-            ["given_name", "family_name", "legal_name", "date_of_birth", "address", "tax_id", "registration_number"].iter().find(|f| **f == field.field);
+        let named = REQUESTABLE_FIELDS.iter().find(|f| **f == field.field);
         if let Some(f) = named
             && !currently_due.contains(f)
         {

@@ -35,6 +35,9 @@ impl<B: WriteBackend> WriteBackend for LostAck<B> {
     async fn load_accounts(&mut self, ids: &[AccountId]) -> Result<Vec<AccountState>, StoreError> {
         self.inner.load_accounts(ids).await
     }
+    async fn blocked_accounts(&mut self, accounts: &[AccountState]) -> Result<std::collections::HashSet<AccountId>, StoreError> {
+        self.inner.blocked_accounts(accounts).await
+    }
     async fn find_transaction_external_ids(&mut self, keys: &[(TenantId, String)]) -> Result<HashMap<(TenantId, String), String>, StoreError> {
         self.inner.find_transaction_external_ids(keys).await
     }
