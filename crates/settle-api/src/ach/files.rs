@@ -43,7 +43,7 @@ const MODIFIER_LOOKBACK: i64 = 40;
 /// A file's (and so each batch's) debit and credit totals are twelve digits.
 const MAX_FILE_TOTAL_MINOR: i64 = 999_999_999_999;
 /// New York hour after which a payment's effective date counts as settled.
-const SETTLEMENT_HOUR_NEW_YORK: u8 = 18;
+pub const SETTLEMENT_HOUR_NEW_YORK: u8 = 18;
 
 /// A NACHA file Settle sent or received.
 #[derive(Serialize, Deserialize, ToSchema, Clone, Debug)]
@@ -118,14 +118,28 @@ async fn next_numbers(state: &AppState, tenant: TenantId, today: &str) -> Result
     Ok((sequence, modifier))
 }
 
-/// Cuts one file for `tenant` in `window` of `cut_date` from its pending
-/// payments. `None` when there is nothing to cut or the window was cut already.
-pub async fn cut(state: &AppState, tenant: TenantId, window_key: &str, cut_date: time::Date, window: Window) -> Result<Option<AchFileJson>, ApiError> {
+/// Where a cut happens: the window, and whose time and payments.
+#[derive(Clone, Copy)]
+pub struct CutAt<'a> {
+    /// The window's unique key per tenant (`2026-11-30T10:30`, `manual:…`, `clock:…`).
+    pub key: &'a str,
+    pub date: time::Date,
+    pub window: Window,
+    /// The time of the cut: the real time, or a test clock's.
+    pub at: Timestamp,
+    /// Only the payments that follow this test clock (`None`: those that follow none).
+    pub test_clock: Option<&'a str>,
+}
+
+/// Cuts one file for `tenant` in a window from its pending payments. `None`
+/// when there is nothing to cut or the window was cut already.
+pub async fn cut(state: &AppState, tenant: TenantId, place: CutAt<'_>) -> Result<Option<AchFileJson>, ApiError> {
+    let window_key = place.key;
     for _ in 0..MAX_CUT_ATTEMPTS {
         if !state.store.ach_find(AchTable::Files, tenant, window_key.to_owned(), 1).await?.is_empty() {
             return Ok(None);
         }
-        match cut_once(state, tenant, window_key, cut_date, window).await {
+        match cut_once(state, tenant, place).await {
             Err(e) if e.code == "payment_conflict" => continue,
             other => return other,
         }
@@ -133,8 +147,9 @@ pub async fn cut(state: &AppState, tenant: TenantId, window_key: &str, cut_date:
     Err(conflict("payment_conflict", "payments kept changing while the file was cut; try again"))
 }
 
-async fn cut_once(state: &AppState, tenant: TenantId, window_key: &str, cut_date: time::Date, window: Window) -> Result<Option<AchFileJson>, ApiError> {
-    let now = state.clock.now();
+async fn cut_once(state: &AppState, tenant: TenantId, place: CutAt<'_>) -> Result<Option<AchFileJson>, ApiError> {
+    let CutAt { key: window_key, date: cut_date, window, at: now, test_clock } = place;
+    let real_now = state.clock.now();
     let rows = state.store.ach_in_status(AchTable::Payments, tenant, PaymentStatus::Pending.as_str(), super::MAX_ENTRIES_PER_FILE).await?;
     let next_day = window::effective_date(cut_date, window, false, None);
     let (mut sequence, modifier) = next_numbers(state, tenant, &now.to_rfc3339()[..10]).await?;
@@ -146,6 +161,10 @@ async fn cut_once(state: &AppState, tenant: TenantId, window_key: &str, cut_date
     let (mut credit_total, mut debit_total) = (0i64, 0i64);
     for row in rows {
         let mut p: PaymentJson = decode(&row.data)?;
+        // A test clock's payments are cut only when their clock reaches a window.
+        if p.test_clock.as_deref() != test_clock {
+            continue;
+        }
         let requested = p.effective_date.as_deref().map(|d| payments::date("effective_date", d)).transpose()?;
         // A payment wanted later than the next banking day waits for a later window.
         if let (Some(r), Some(next)) = (requested, next_day)
@@ -207,7 +226,7 @@ async fn cut_once(state: &AppState, tenant: TenantId, window_key: &str, cut_date
     }
     // Payments whose bank account was disabled or whose customer was blocked meanwhile fail (their holds are released).
     for (p, row) in &failed {
-        applied(state.store.ach_apply(vec![update(tenant, p, row)?], vec![payments::event(state, tenant, p)?], None, now).await, || {
+        applied(state.store.ach_apply(vec![update(tenant, p, row)?], vec![payments::event(state, tenant, p)?], None, real_now).await, || {
             conflict("payment_conflict", "changed")
         })?;
         if let Err(e) = payments::void_ledger(state, tenant, p).await {
@@ -237,7 +256,7 @@ async fn cut_once(state: &AppState, tenant: TenantId, window_key: &str, cut_date
         created_at: now.to_rfc3339(),
     };
     let record = AchFileRecord { json, content: file.write() };
-    let mut writes = vec![AchWrite::Insert(AchTable::Files, file_row(tenant, &record, now)?)];
+    let mut writes = vec![AchWrite::Insert(AchTable::Files, file_row(tenant, &record, real_now)?)];
     let mut events = Vec::with_capacity(chosen.len());
     for (p, row) in &mut chosen {
         p.ach_file_id = Some(id.clone());
@@ -245,7 +264,7 @@ async fn cut_once(state: &AppState, tenant: TenantId, window_key: &str, cut_date
         writes.push(update(tenant, p, row)?);
         events.push(payments::event(state, tenant, p)?);
     }
-    applied(state.store.ach_apply(writes, events, None, now).await, || conflict("payment_conflict", "a payment or the window changed during the cut"))?;
+    applied(state.store.ach_apply(writes, events, None, real_now).await, || conflict("payment_conflict", "a payment or the window changed during the cut"))?;
     tracing::info!(file_id = %id, entries = entries.len(), first_sequence, window = window_key, "cut an ACH file");
     for (p, _) in &chosen {
         if p.direction == PaymentDirection::Credit
@@ -253,6 +272,10 @@ async fn cut_once(state: &AppState, tenant: TenantId, window_key: &str, cut_date
         {
             tracing::error!(payment_id = %p.id, error = ?e, "a submitted credit's hold was not posted");
         }
+    }
+    // New debit entries lower the return rates: the monitor notices a rate back under its threshold.
+    if debit_total > 0 {
+        super::return_rates::evaluate_after_change(state, tenant).await;
     }
     Ok(Some(record.json))
 }
@@ -267,29 +290,39 @@ pub async fn tick(state: &AppState) -> Result<usize, ApiError> {
         let key = format!("{date}T{:02}:{:02}", w.hour, w.minute);
         for tenant in state.store.ach_tenants_in_status(AchTable::Payments, PaymentStatus::Pending.as_str(), MAX_TENANTS_PER_ROUND).await? {
             // One tenant's failure does not hold up the others; the next round retries it.
-            match cut(state, tenant, &key, date, w).await {
+            match cut(state, tenant, CutAt { key: &key, date, window: w, at: now, test_clock: None }).await {
                 Ok(Some(_)) => cut_count += 1,
                 Ok(None) => {}
                 Err(e) => tracing::warn!(tenant = tenant.0, code = e.code, message = %e.message, "cutting an ACH file failed"),
             }
         }
     }
-    let local = window::new_york(utc(now));
     for tenant in state.store.ach_tenants_in_status(AchTable::Payments, PaymentStatus::Submitted.as_str(), MAX_TENANTS_PER_ROUND).await? {
-        for row in state.store.ach_in_status(AchTable::Payments, tenant, PaymentStatus::Submitted.as_str(), super::MAX_ENTRIES_PER_FILE).await? {
-            let p: PaymentJson = decode(&row.data)?;
-            let Some(effective) = p.effective_date.as_deref().map(|d| payments::date("effective_date", d)).transpose()? else { continue };
-            let due = local.date() > effective || (local.date() == effective && local.hour() >= SETTLEMENT_HOUR_NEW_YORK);
-            if due {
-                match payments::settle(state, tenant, &p.id, "settled on its effective date").await {
-                    Ok(_) => {}
-                    Err(e) if e.code == "payment_conflict" || e.code == "payment_invalid_state" => {}
-                    Err(e) => tracing::warn!(payment_id = %p.id, code = e.code, message = %e.message, "settling an ACH payment failed"),
-                }
+        settle_due(state, tenant, now, None).await?;
+    }
+    Ok(cut_count)
+}
+
+/// Settles the tenant's submitted payments that follow `test_clock` (none:
+/// the real clock) whose effective date has reached its settlement hour at `at`.
+pub async fn settle_due(state: &AppState, tenant: TenantId, at: Timestamp, test_clock: Option<&str>) -> Result<(), ApiError> {
+    let local = window::new_york(utc(at));
+    for row in state.store.ach_in_status(AchTable::Payments, tenant, PaymentStatus::Submitted.as_str(), super::MAX_ENTRIES_PER_FILE).await? {
+        let p: PaymentJson = decode(&row.data)?;
+        if p.test_clock.as_deref() != test_clock {
+            continue;
+        }
+        let Some(effective) = p.effective_date.as_deref().map(|d| payments::date("effective_date", d)).transpose()? else { continue };
+        let due = local.date() > effective || (local.date() == effective && local.hour() >= SETTLEMENT_HOUR_NEW_YORK);
+        if due {
+            match payments::settle(state, tenant, &p.id, "settled on its effective date", Some(at)).await {
+                Ok(_) => {}
+                Err(e) if e.code == "payment_conflict" || e.code == "payment_invalid_state" => {}
+                Err(e) => tracing::warn!(payment_id = %p.id, code = e.code, message = %e.message, "settling an ACH payment failed"),
             }
         }
     }
-    Ok(cut_count)
+    Ok(())
 }
 
 /// Runs [`tick`] every [`SCHEDULER_INTERVAL`] until the task is aborted.
@@ -306,7 +339,8 @@ pub fn spawn_scheduler(state: AppState) -> tokio::task::JoinHandle<()> {
     })
 }
 
-/// Sandbox only: cuts a file now from every pending payment, as if a window closed.
+/// Sandbox only: cuts a file now from every pending payment, as if a window
+/// closed (payments that follow a test clock wait for their clock).
 #[utoipa::path(post, path = "/v1/test_helpers/ach/cut", tag = "Test helpers", operation_id = "simulate_ach_cut",
     request_body = crate::wire::EmptyRequest,
     responses((status = 200, description = "The file cut (none when no payment was pending).", body = inline(crate::render::ListJson<AchFileJson>))))]
@@ -323,7 +357,8 @@ pub async fn simulate_cut(
     let local = window::new_york(utc(now));
     let w = Window { hour: local.hour(), minute: local.minute(), is_same_day: true };
     let key = format!("manual:{}", state.ach.ids.ach_file());
-    let files: Vec<AchFileJson> = cut(&state, principal.tenant, &key, date, w).await?.into_iter().collect();
+    let place = CutAt { key: &key, date, window: w, at: now, test_clock: None };
+    let files: Vec<AchFileJson> = cut(&state, principal.tenant, place).await?.into_iter().collect();
     Ok(axum::Json(crate::render::list(files, false)).into_response())
 }
 
@@ -476,6 +511,9 @@ pub async fn import_return_file(state: &AppState, tenant: TenantId, text: &str) 
         };
         payment_ids.push(p.id.clone());
         results.push(AchFileResultJson { original_trace_number: original, code, payment_id: Some(p.id), outcome: outcome.to_owned() });
+    }
+    if results.iter().any(|r| r.outcome == "returned") {
+        super::return_rates::evaluate_after_change(state, tenant).await;
     }
     let json = AchFileJson {
         id: state.ach.ids.ach_file().to_string(),
