@@ -190,7 +190,11 @@ impl Default for Metrics {
             ach_return_rate_exceeded_bps.clone(),
         );
         let ach_return_rate_alerts = Family::<RateLabels, Counter>::default();
-        registry.register("settle_ach_return_rate_alerts", "ACH return rates that crossed their NACHA threshold (each crossing once), by rate", ach_return_rate_alerts.clone());
+        registry.register(
+            "settle_ach_return_rate_alerts",
+            "ACH return rates that crossed their NACHA threshold (each crossing once), by rate",
+            ach_return_rate_alerts.clone(),
+        );
         Metrics {
             registry,
             http_requests,

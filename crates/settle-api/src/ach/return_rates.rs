@@ -171,15 +171,24 @@ pub async fn evaluate(state: &AppState, tenant: TenantId) -> Result<(), ApiError
         if previous.exceeded == rates.exceeded {
             return Ok(());
         }
-        let crossed: Vec<&'static str> =
-            THRESHOLDS_BPS.iter().map(|(name, _)| *name).filter(|name| rates.exceeded.iter().any(|e| e == name) && !previous.exceeded.iter().any(|e| e == name)).collect();
-        let record = AlertRecord {
-            exceeded: rates.exceeded.clone(),
-            crossings: previous.crossings + i64::from(!crossed.is_empty()),
-            updated_at: now.to_rfc3339(),
-        };
+        let crossed: Vec<&'static str> = THRESHOLDS_BPS
+            .iter()
+            .map(|(name, _)| *name)
+            .filter(|name| rates.exceeded.iter().any(|e| e == name) && !previous.exceeded.iter().any(|e| e == name))
+            .collect();
+        let record =
+            AlertRecord { exceeded: rates.exceeded.clone(), crossings: previous.crossings + i64::from(!crossed.is_empty()), updated_at: now.to_rfc3339() };
         let fresh = |version: i64, created_at: i64| -> Result<AchRow, ApiError> {
-            Ok(AchRow { id: id.clone(), tenant, status: String::from("evaluated"), lookup: None, external_id: None, version, data: encode(&record)?, created_at })
+            Ok(AchRow {
+                id: id.clone(),
+                tenant,
+                status: String::from("evaluated"),
+                lookup: None,
+                external_id: None,
+                version,
+                data: encode(&record)?,
+                created_at,
+            })
         };
         let write = match &row {
             Some(r) => AchWrite::Update(AchTable::ReturnRateAlerts, fresh(r.version + 1, r.created_at)?),
