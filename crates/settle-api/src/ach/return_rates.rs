@@ -154,7 +154,7 @@ pub async fn evaluate(state: &AppState, tenant: TenantId) -> Result<(), ApiError
     // Only rates above their threshold are exported, so the labels stay as
     // few as the originators in trouble (what an alert rule looks for).
     for ((name, limit), bps) in THRESHOLDS_BPS.iter().zip([rates.unauthorized_rate_bps, rates.administrative_rate_bps, rates.overall_rate_bps]) {
-        let labels = crate::metrics::ReturnRateLabels { tenant: tenant_label.clone(), rate: *name };
+        let labels = crate::metrics::ReturnRateLabels { tenant: tenant_label.clone(), rate: name };
         if bps > *limit {
             state.metrics.ach_return_rate_exceeded_bps.get_or_create(&labels).set(bps);
         } else {
@@ -211,7 +211,7 @@ pub async fn evaluate(state: &AppState, tenant: TenantId) -> Result<(), ApiError
         match state.store.ach_apply(vec![write], events, None, now).await {
             Ok(()) => {
                 for name in &crossed {
-                    state.metrics.ach_return_rate_alerts.get_or_create(&crate::metrics::RateLabels { rate: *name }).inc();
+                    state.metrics.ach_return_rate_alerts.get_or_create(&crate::metrics::RateLabels { rate: name }).inc();
                     tracing::warn!(tenant = tenant.0, rate = *name, "an ACH return rate crossed its NACHA threshold");
                 }
                 return Ok(());
