@@ -1,6 +1,6 @@
 //! The ACH rail's rows: counterparties, bank accounts, payments and NACHA
-//! files (migration 0013), the sandbox's test clocks and the return-rate
-//! monitor's memory (0016).
+//! files (migration 0013), the sandbox's test clocks, the return-rate
+//! monitor's memory and dishonored returns (0016).
 //!
 //! Each row holds its object whole as JSON (`data`; the API crate owns the
 //! shape) beside the columns that lookups and state changes need: `status`,
@@ -36,6 +36,8 @@ pub enum AchTable {
     TestClocks,
     /// The return-rate monitor's memory: one row per tenant.
     ReturnRateAlerts,
+    /// Dishonored returns waiting for (or sent in) a file: one per payment.
+    DishonoredReturns,
 }
 
 impl AchTable {
@@ -47,6 +49,7 @@ impl AchTable {
             AchTable::Files => "ach_files",
             AchTable::TestClocks => "test_clocks",
             AchTable::ReturnRateAlerts => "ach_return_rate_alerts",
+            AchTable::DishonoredReturns => "ach_dishonored_returns",
         }
     }
 }

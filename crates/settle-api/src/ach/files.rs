@@ -8,7 +8,7 @@
 //! is posted right after.
 
 use super::counterparties::{BankAccountRecord, NotificationOfChangeJson, bank_account_row, load_bank_account, open_account_number, seal_account_number};
-use super::payments::{self, PaymentDirection, PaymentJson, move_to, new_york_today, update, utc};
+use super::payments::{self, DishonoredReturnJson, PaymentDirection, PaymentJson, move_to, new_york_today, update, utc};
 use super::{applied, conflict, decode, encode, unprocessable};
 use crate::auth::require;
 use crate::error::ApiError;
@@ -77,7 +77,7 @@ pub struct AchFileResultJson {
     /// `R01`… or `C01`…
     pub code: String,
     pub payment_id: Option<String>,
-    /// `returned`, `changed`, `unmatched` (no payment has that trace number), `late` (outside the code's return window: the payment is unchanged, a dishonored return is due) or `refused` (the payment's state does not allow it).
+    /// `returned`, `changed`, `unmatched` (no payment has that trace number), `dishonored` (outside the code's return window: the payment is unchanged and the next file carries an `R68` dishonored return), `late` (outside its window, the payment's dishonor recorded already) or `refused` (the payment's state does not allow it).
     pub outcome: String,
 }
 
@@ -200,25 +200,7 @@ async fn cut_once(state: &AppState, tenant: TenantId, place: CutAt<'_>) -> Resul
             Some(total) if total <= MAX_FILE_TOTAL_MINOR => *running = total,
             _ => continue,
         }
-        let routing = RoutingNumber::parse(&bank.json.routing_number).map_err(|_| ApiError::internal(&"a stored routing number fails its check"))?;
-        let sec = SecCode::parse(&p.sec_code).ok_or_else(|| ApiError::internal(&"a stored SEC code is unknown"))?;
-        entries.push(OutgoingEntry {
-            direction: match p.direction {
-                PaymentDirection::Credit => Direction::Credit,
-                PaymentDirection::Debit => Direction::Debit,
-            },
-            account_type: bank.json.account_type.nacha(),
-            routing_number: routing,
-            account_number: open_account_number(state, tenant, &bank)?,
-            amount_minor: p.amount,
-            individual_identification: p.id.trim_start_matches("pay_").chars().take(15).collect(),
-            individual_name: bank.json.holder_name.clone(),
-            sec_code: sec,
-            company_entry_description: p.company_entry_description.clone(),
-            effective_date: yymmdd(effective),
-            addenda: p.addenda.clone(),
-            trace_sequence: sequence,
-        });
+        entries.push(outgoing_entry(state, tenant, &p, &bank, effective, sequence, None)?);
         p.trace_number = Some(nacha::trace_number(&config.originator.odfi, sequence));
         p.effective_date = Some(effective.to_string());
         sequence = (sequence % 9_999_999) + 1;
@@ -232,6 +214,37 @@ async fn cut_once(state: &AppState, tenant: TenantId, place: CutAt<'_>) -> Resul
         if let Err(e) = payments::void_ledger(state, tenant, p).await {
             tracing::error!(payment_id = %p.id, error = ?e, "a failed payment's hold was not voided");
         }
+    }
+    // Dishonored returns waiting for a file go in their own batch.
+    let mut dishonored: Vec<(DishonoredReturnJson, AchRow, PaymentJson, AchRow)> = Vec::new();
+    let pending = state.store.ach_in_status(AchTable::DishonoredReturns, tenant, "pending", super::MAX_ENTRIES_PER_FILE).await?;
+    for row in pending {
+        let mut d: DishonoredReturnJson = decode(&row.data)?;
+        if d.test_clock.as_deref() != test_clock {
+            continue;
+        }
+        let (mut p, p_row) = payments::load(state, tenant, &d.payment_id).await?;
+        let running = if p.direction == PaymentDirection::Credit { &mut credit_total } else { &mut debit_total };
+        match running.checked_add(p.amount) {
+            Some(total) if total <= MAX_FILE_TOTAL_MINOR => *running = total,
+            _ => continue,
+        }
+        let (bank, _): (BankAccountRecord, AchRow) = load_bank_account(state, tenant, &p.counterparty_bank_account_id, "counterparty_bank_account_id").await?;
+        let dishonor = nacha::Dishonor {
+            dishonor_code: d.dishonor_code.clone(),
+            original_trace_number: p.trace_number.clone().unwrap_or_default(),
+            return_trace_number: d.return_trace_number.clone(),
+            return_settlement_date: String::new(),
+            return_reason_code: d.return_code.clone(),
+        };
+        let effective = next_day.unwrap_or(cut_date);
+        entries.push(outgoing_entry(state, tenant, &p, &bank, effective, sequence, Some(dishonor))?);
+        d.status = String::from("submitted");
+        d.trace_number = Some(nacha::trace_number(&config.originator.odfi, sequence));
+        p.dishonored_return = Some(d.clone());
+        p.updated_at = now.to_rfc3339();
+        sequence = (sequence % 9_999_999) + 1;
+        dishonored.push((d, row, p, p_row));
     }
     if entries.is_empty() {
         return Ok(None);
@@ -250,7 +263,7 @@ async fn cut_once(state: &AppState, tenant: TenantId, place: CutAt<'_>) -> Resul
         entry_count: i64::try_from(entries.len()).unwrap_or(i64::MAX),
         total_debit: file.control.total_debit_minor,
         total_credit: file.control.total_credit_minor,
-        payment_ids: chosen.iter().map(|(p, _)| p.id.clone()).collect(),
+        payment_ids: chosen.iter().map(|(p, _)| p.id.clone()).chain(dishonored.iter().map(|(d, ..)| d.payment_id.clone())).collect(),
         results: Vec::new(),
         next_trace_sequence: sequence,
         created_at: now.to_rfc3339(),
@@ -263,6 +276,12 @@ async fn cut_once(state: &AppState, tenant: TenantId, place: CutAt<'_>) -> Resul
         move_to(p, PaymentStatus::Submitted, Some(format!("in file {id} (trace {})", p.trace_number.as_deref().unwrap_or(""))), now)?;
         writes.push(update(tenant, p, row)?);
         events.push(payments::event(state, tenant, p)?);
+    }
+    for (d, d_row, p, p_row) in &mut dishonored {
+        d.ach_file_id = Some(id.clone());
+        p.dishonored_return = Some(d.clone());
+        writes.push(AchWrite::Update(AchTable::DishonoredReturns, payments::dishonor_row(tenant, d, d_row.version + 1, d_row.created_at)?));
+        writes.push(update(tenant, p, p_row)?);
     }
     applied(state.store.ach_apply(writes, events, None, real_now).await, || conflict("payment_conflict", "a payment or the window changed during the cut"))?;
     tracing::info!(file_id = %id, entries = entries.len(), first_sequence, window = window_key, "cut an ACH file");
@@ -280,6 +299,39 @@ async fn cut_once(state: &AppState, tenant: TenantId, place: CutAt<'_>) -> Resul
     Ok(Some(record.json))
 }
 
+/// The file entry of payment `p` to `bank`, effective `effective`: the
+/// payment itself, or with `dishonor` the dishonor of its late return.
+fn outgoing_entry(
+    state: &AppState,
+    tenant: TenantId,
+    p: &PaymentJson,
+    bank: &BankAccountRecord,
+    effective: time::Date,
+    sequence: u32,
+    dishonor: Option<nacha::Dishonor>,
+) -> Result<OutgoingEntry, ApiError> {
+    let routing = RoutingNumber::parse(&bank.json.routing_number).map_err(|_| ApiError::internal(&"a stored routing number fails its check"))?;
+    let sec = SecCode::parse(&p.sec_code).ok_or_else(|| ApiError::internal(&"a stored SEC code is unknown"))?;
+    Ok(OutgoingEntry {
+        direction: match p.direction {
+            PaymentDirection::Credit => Direction::Credit,
+            PaymentDirection::Debit => Direction::Debit,
+        },
+        account_type: bank.json.account_type.nacha(),
+        routing_number: routing,
+        account_number: open_account_number(state, tenant, bank)?,
+        amount_minor: p.amount,
+        individual_identification: p.id.trim_start_matches("pay_").chars().take(15).collect(),
+        individual_name: bank.json.holder_name.clone(),
+        sec_code: sec,
+        company_entry_description: p.company_entry_description.clone(),
+        effective_date: yymmdd(effective),
+        addenda: if dishonor.is_some() { None } else { p.addenda.clone() },
+        trace_sequence: sequence,
+        dishonor,
+    })
+}
+
 /// One scheduler round: cut the latest window for every tenant with pending
 /// payments (once per window), and settle submitted payments whose effective
 /// date has passed its settlement hour.
@@ -288,7 +340,11 @@ pub async fn tick(state: &AppState) -> Result<usize, ApiError> {
     let mut cut_count = 0;
     if let Some((date, w)) = window::latest_window(utc(now), &state.ach.config.windows) {
         let key = format!("{date}T{:02}:{:02}", w.hour, w.minute);
-        for tenant in state.store.ach_tenants_in_status(AchTable::Payments, PaymentStatus::Pending.as_str(), MAX_TENANTS_PER_ROUND).await? {
+        let mut tenants = state.store.ach_tenants_in_status(AchTable::Payments, PaymentStatus::Pending.as_str(), MAX_TENANTS_PER_ROUND).await?;
+        tenants.extend(state.store.ach_tenants_in_status(AchTable::DishonoredReturns, "pending", MAX_TENANTS_PER_ROUND).await?);
+        tenants.sort_by_key(|t| t.0);
+        tenants.dedup();
+        for tenant in tenants {
             // One tenant's failure does not hold up the others; the next round retries it.
             match cut(state, tenant, CutAt { key: &key, date, window: w, at: now, test_clock: None }).await {
                 Ok(Some(_)) => cut_count += 1,
@@ -504,7 +560,14 @@ pub async fn import_return_file(state: &AppState, tenant: TenantId, text: &str) 
         } else {
             match payments::apply_return(state, tenant, &p.id, &code, "return file").await {
                 Ok(_) => "returned",
-                Err(e) if e.code == "return_window_elapsed" => "late",
+                // Refused as untimely: dishonored (R68) in the next file, once per payment.
+                Err(e) if e.code == "return_window_elapsed" => {
+                    if payments::record_dishonor(state, tenant, &p.id, &code, entry.trace_number.trim()).await? {
+                        "dishonored"
+                    } else {
+                        "late"
+                    }
+                }
                 Err(e) if e.code == "payment_invalid_state" || e.code == "invalid_request" => "refused",
                 Err(e) => return Err(e),
             }

@@ -89,6 +89,81 @@ pub struct CreatePaymentRequest {
     pub test_clock: Option<String>,
 }
 
+/// The dishonor of a late return: Settle, as the originator's bank, sends
+/// the return back to the receiving bank as untimely.
+#[derive(Serialize, Deserialize, ToSchema, Clone, Debug)]
+pub struct DishonoredReturnJson {
+    pub payment_id: String,
+    /// `R68` (untimely return).
+    #[schema(example = "R68")]
+    pub dishonor_code: String,
+    /// The late return's reason code (`R01`…).
+    pub return_code: String,
+    /// The late return entry's trace number.
+    pub return_trace_number: String,
+    pub received_at: String,
+    /// `pending` (waiting for the next file) or `submitted`.
+    pub status: String,
+    /// The file that carries the dishonored return, once `submitted`.
+    pub ach_file_id: Option<String>,
+    /// The dishonored return entry's trace number, once `submitted`.
+    pub trace_number: Option<String>,
+    /// The payment's test clock, if it follows one (its cut carries the dishonor).
+    #[serde(default)]
+    pub test_clock: Option<String>,
+}
+
+/// NACHA's dishonored-return reason code for a return received after its window.
+pub const UNTIMELY_RETURN_DISHONOR_CODE: &str = "R68";
+
+/// The row of a dishonored return: one per payment (its id is the
+/// payment's, with a suffix), so a second late return of the same payment
+/// is not dishonored twice.
+pub fn dishonor_row(tenant: TenantId, d: &DishonoredReturnJson, version: i64, created_at: i64) -> Result<AchRow, ApiError> {
+    Ok(AchRow {
+        id: format!("{}:dishonor", d.payment_id),
+        tenant,
+        status: d.status.clone(),
+        lookup: Some(d.payment_id.clone()),
+        external_id: None,
+        version,
+        data: encode(d)?,
+        created_at,
+    })
+}
+
+/// Records the dishonor of a late return of `p` (`code`, received in a
+/// return entry traced `return_trace`): the payment is unchanged but for
+/// `dishonored_return`, and the next file cut carries an `R68` entry.
+/// `false` when the payment has a dishonored return already.
+pub async fn record_dishonor(state: &AppState, tenant: TenantId, id: &str, code: &str, return_trace: &str) -> Result<bool, ApiError> {
+    let now = state.clock.now();
+    let (mut p, row) = load(state, tenant, id).await?;
+    if p.dishonored_return.is_some() {
+        return Ok(false);
+    }
+    let at = super::test_clocks::payment_now(state, tenant, &p).await?;
+    let dishonor = DishonoredReturnJson {
+        payment_id: p.id.clone(),
+        dishonor_code: UNTIMELY_RETURN_DISHONOR_CODE.to_owned(),
+        return_code: code.to_owned(),
+        return_trace_number: return_trace.to_owned(),
+        received_at: at.to_rfc3339(),
+        status: String::from("pending"),
+        ach_file_id: None,
+        trace_number: None,
+        test_clock: p.test_clock.clone(),
+    };
+    p.dishonored_return = Some(dishonor.clone());
+    p.updated_at = at.to_rfc3339();
+    let writes = vec![AchWrite::Insert(AchTable::DishonoredReturns, dishonor_row(tenant, &dishonor, 1, now.micros())?), update(tenant, &p, &row)?];
+    match state.store.ach_apply(writes, Vec::new(), None, now).await {
+        Ok(()) => Ok(true),
+        Err(settle_store::ach::ApplyError::Stale) => Ok(false),
+        Err(settle_store::ach::ApplyError::Store(e)) => Err(ApiError::from(e)),
+    }
+}
+
 /// One move of a payment.
 #[derive(Serialize, Deserialize, ToSchema, Clone, Debug)]
 pub struct PaymentHistoryJson {
@@ -158,6 +233,10 @@ pub struct PaymentJson {
     /// Sandbox: the test clock this payment follows (none: the real clock).
     #[serde(default)]
     pub test_clock: Option<String>,
+    /// A return that arrived after its window, refused and dishonored (`R68`)
+    /// in the next file: the payment keeps its status and its money.
+    #[serde(default)]
+    pub dishonored_return: Option<DishonoredReturnJson>,
     pub history: Vec<PaymentHistoryJson>,
     pub created_at: String,
     pub updated_at: String,
@@ -421,6 +500,7 @@ pub async fn create(
         retry_count: 0,
         ledger_issue: None,
         test_clock,
+        dishonored_return: None,
         history: vec![PaymentHistoryJson { at: at.to_rfc3339(), from: None, to: PaymentStatus::Pending, reason: Some(String::from("created")) }],
         created_at: at.to_rfc3339(),
         updated_at: at.to_rfc3339(),
@@ -569,6 +649,7 @@ pub async fn retry(
         retry_of: Some(root_id.clone()),
         retry_count: 0,
         ledger_issue: None,
+        dishonored_return: None,
         history: vec![PaymentHistoryJson {
             at: at.to_rfc3339(),
             from: None,

@@ -818,3 +818,55 @@ ledger_test! {
         assert_eq!(exceeded_gauge(&app, "overall").await, Some(5_000));
     }
 }
+
+ledger_test! {
+    async fn a_late_return_in_a_return_file_is_dishonored_in_the_next_file(app) {
+        let clock = app.post("/v1/test_helpers/test_clocks", &json!({"frozen_time": "2027-03-01T14:00:00Z"})).await.id();
+        let (wallet, bank) = setup(&app, 0).await;
+        let mut body = payment_body("debit", 4_000, &wallet, &bank);
+        body["sec_code"] = json!("CCD");
+        body["test_clock"] = json!(clock);
+        let id = app.post("/v1/payments", &body).await.id();
+        advance(&app, &clock, "2027-03-01T15:31:00Z").await;
+        let files = app.list_all("/v1/ach/files").await;
+        let original = nacha::parse(&file_content(&app, files[0]["id"].as_str().unwrap()).await).unwrap();
+        // Wednesday 2027-03-10, 11:00 New York: settled on the 2nd, far outside R01's two banking days.
+        advance(&app, &clock, "2027-03-10T16:00:00Z").await;
+        assert_eq!(app.balances(&wallet).await.available, 4_000);
+        let returns = original.returned_with("R01").unwrap().write();
+        let reply = app.send(app.request(reqwest::Method::POST, "/v1/ach/return_files").body(returns.clone())).await;
+        reply.expect_status(201);
+        assert_eq!(reply.body["results"][0]["outcome"], "dishonored");
+        let p = payment(&app, &id).await;
+        assert_eq!(p["status"], "settled", "a late return changes neither the payment nor its money");
+        assert_eq!(p["dishonored_return"]["status"], "pending");
+        assert_eq!((p["dishonored_return"]["dishonor_code"].as_str(), p["dishonored_return"]["return_code"].as_str()), (Some("R68"), Some("R01")));
+        let b = app.balances(&wallet).await;
+        assert_eq!((b.posted, b.available), (4_000, 4_000));
+        // The same payment returned late again is not dishonored twice.
+        let again = original.returned_with("R03").unwrap().write();
+        let reply = app.send(app.request(reqwest::Method::POST, "/v1/ach/return_files").body(again)).await;
+        reply.expect_status(201);
+        assert_eq!(reply.body["results"][0]["outcome"], "late");
+        // 15:00 New York: the 14:45 window carries the dishonored return, in its own batch.
+        advance(&app, &clock, "2027-03-10T20:00:00Z").await;
+        let files = app.list_all("/v1/ach/files").await;
+        let outgoing: Vec<&Value> = files.iter().filter(|f| f["direction"] == "outgoing").collect();
+        assert_eq!(outgoing.len(), 2, "{files:?}");
+        let dishonor_file = outgoing.iter().find(|f| f["window"] == format!("clock:{clock}:2027-03-10T14:45")).unwrap();
+        assert_eq!(dishonor_file["payment_ids"], json!([id]));
+        let parsed = nacha::parse(&file_content(&app, dishonor_file["id"].as_str().unwrap()).await).unwrap();
+        let (batch, entry) = parsed.entries().next().unwrap();
+        assert_eq!((entry.transaction_code, entry.amount_minor, batch.sec_code.as_str()), (26, 4_000, "CCD"));
+        let addenda = entry.return_addenda().unwrap();
+        assert_eq!((addenda.reason_code.as_str(), addenda.original_trace_number.as_str()), ("R68", p["trace_number"].as_str().unwrap()));
+        assert_eq!(&addenda.information[21..23], "01", "the dishonored return names the return's reason");
+        let p = payment(&app, &id).await;
+        assert_eq!(p["dishonored_return"]["status"], "submitted");
+        assert_eq!(p["dishonored_return"]["ach_file_id"], dishonor_file["id"]);
+        assert_eq!(p["dishonored_return"]["trace_number"].as_str(), Some(entry.trace_number.as_str()));
+        advance(&app, &clock, "2027-03-12T20:00:00Z").await;
+        assert_eq!(app.list_all("/v1/ach/files").await.iter().filter(|f| f["direction"] == "outgoing").count(), 2, "a dishonor is sent once");
+        assert_eq!(app.balances(&wallet).await.available, 4_000);
+    }
+}

@@ -33,3 +33,20 @@ CREATE TABLE ach_return_rate_alerts (
     UNIQUE (tenant_id, external_id)
 );
 CREATE INDEX ach_return_rate_alerts_by_tenant ON ach_return_rate_alerts (tenant_id, id);
+
+-- Dishonored returns (issue 7): a return that arrived after its window is
+-- refused, and its dishonor (R68) waits here (`status` pending) for the next
+-- file cut (then submitted). One per payment: `lookup` is the payment.
+CREATE TABLE ach_dishonored_returns (
+    id TEXT COLLATE "C" PRIMARY KEY,
+    tenant_id BIGINT NOT NULL,
+    status TEXT NOT NULL,
+    lookup TEXT,
+    external_id TEXT,
+    version BIGINT NOT NULL,
+    data TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    UNIQUE (tenant_id, external_id)
+);
+CREATE INDEX ach_dishonored_returns_by_status ON ach_dishonored_returns (status, tenant_id, id);
+CREATE INDEX ach_dishonored_returns_by_lookup ON ach_dishonored_returns (tenant_id, lookup);
