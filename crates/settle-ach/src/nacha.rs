@@ -498,6 +498,38 @@ pub struct OutgoingEntry {
     pub addenda: Option<String>,
     /// The low seven digits of the trace number.
     pub trace_sequence: u32,
+    /// `Some`: this is not a payment but the dishonor of a return of the
+    /// payment these fields describe (its own batch, the return's
+    /// transaction code, a dishonored-return addenda `99`).
+    pub dishonor: Option<Dishonor>,
+}
+
+/// A dishonored return (NACHA Operating Guidelines, dishonored returns): the
+/// ODFI sends a return it must not accept back to the RDFI within five
+/// banking days of the return's settlement, for example untimely (`R68`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dishonor {
+    /// `R61`, `R67`, `R68`, `R69` or `R70`.
+    pub dishonor_code: String,
+    /// The original entry's trace number.
+    pub original_trace_number: String,
+    /// The return entry's trace number.
+    pub return_trace_number: String,
+    /// The return's settlement date as a Julian day (`DDD`), blank if unknown.
+    pub return_settlement_date: String,
+    /// The return's reason code (`R01`…); its two digits are written.
+    pub return_reason_code: String,
+}
+
+impl Dishonor {
+    /// The dishonored-return addenda's 44 characters between the original
+    /// RDFI and the trace number: reserved (3), return trace number (15),
+    /// return settlement date (3), return reason code digits (2), addenda
+    /// information (21).
+    pub fn information(&self) -> String {
+        let reason = self.return_reason_code.trim().trim_start_matches('R');
+        format!("{}{}{}{}{}", alpha("", 3), alpha(&self.return_trace_number, 15), alpha(&self.return_settlement_date, 3), alpha(reason, 2), alpha("", 21))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -525,8 +557,9 @@ pub fn file_id_modifier(n: u32) -> Option<char> {
     }
 }
 
-/// What entries of one batch share: SEC code, entry description, effective date.
-type BatchKey = (SecCode, String, String);
+/// What entries of one batch share: SEC code, entry description, effective
+/// date, and whether they are dishonored returns (never mixed with payments).
+type BatchKey = (SecCode, String, String, bool);
 
 /// Builds an origination file. Entries are grouped into batches by SEC code,
 /// entry description and effective date (the company is the one originator),
@@ -542,7 +575,7 @@ pub fn build_file(originator: &Originator, created: (&str, &str), modifier: char
         if entry.amount_minor < 0 || entry.amount_minor > MAX_ENTRY_AMOUNT_MINOR {
             return Err(BuildFileError::Amount { index });
         }
-        let key = (entry.sec_code, alpha(&entry.company_entry_description, 10), entry.effective_date.clone());
+        let key = (entry.sec_code, alpha(&entry.company_entry_description, 10), entry.effective_date.clone(), entry.dishonor.is_some());
         match groups.iter_mut().find(|(k, _)| *k == key) {
             Some((_, members)) => members.push((index, entry)),
             None => groups.push((key, vec![(index, entry)])),
@@ -551,19 +584,39 @@ pub fn build_file(originator: &Originator, created: (&str, &str), modifier: char
     let odfi_id = originator.odfi.identification();
     let mut batches = Vec::with_capacity(groups.len());
     let mut file_totals = Totals::default();
-    for (batch_index, ((sec, description, effective), members)) in groups.into_iter().enumerate() {
+    for (batch_index, ((sec, description, effective, _), members)) in groups.into_iter().enumerate() {
         let batch_number = u32::try_from(batch_index + 1).map_err(|_| BuildFileError::TotalOverflow)?;
         let mut rows = Vec::with_capacity(members.len());
         let mut totals = Totals::default();
         for (_, e) in members {
             let trace = trace_number(&originator.odfi, e.trace_sequence);
-            let addenda: Vec<Addenda> = e
-                .addenda
-                .iter()
-                .map(|info| Addenda::PaymentRelated { information: alpha(info, 80), sequence_number: 1, entry_sequence_number: e.trace_sequence % 10_000_000 })
-                .collect();
+            let (code, addenda): (u32, Vec<Addenda>) = match &e.dishonor {
+                // A return's transaction code is one below the original's (22 → 21, 27 → 26).
+                Some(d) => (
+                    transaction_code(e.direction, e.account_type) - 1,
+                    vec![Addenda::Return(ReturnAddenda {
+                        reason_code: alpha(&d.dishonor_code, 3),
+                        original_trace_number: alpha(&d.original_trace_number, 15),
+                        date_of_death: alpha("", 6),
+                        original_rdfi_identification: e.routing_number.identification(),
+                        information: d.information(),
+                        trace_number: trace.clone(),
+                    })],
+                ),
+                None => (
+                    transaction_code(e.direction, e.account_type),
+                    e.addenda
+                        .iter()
+                        .map(|info| Addenda::PaymentRelated {
+                            information: alpha(info, 80),
+                            sequence_number: 1,
+                            entry_sequence_number: e.trace_sequence % 10_000_000,
+                        })
+                        .collect(),
+                ),
+            };
             let entry = Entry {
-                transaction_code: transaction_code(e.direction, e.account_type),
+                transaction_code: code,
                 rdfi_identification: e.routing_number.identification(),
                 check_digit: char::from(b'0' + e.routing_number.check()),
                 dfi_account_number: alpha(&e.account_number, 17),

@@ -92,6 +92,7 @@ fn a_built_file_parses_back_with_correct_controls() {
         effective_date: "261201".into(),
         addenda: addenda.map(str::to_string),
         trace_sequence,
+        dishonor: None,
     };
     let entries = [
         entry(Direction::Credit, SecCode::Ppd, 15_000, 1, None),
@@ -117,6 +118,26 @@ fn a_built_file_parses_back_with_correct_controls() {
     let returns = nacha::parse(&returned).expect("the return file parses with its controls");
     assert!(returns.entries().all(|(_, e)| e.return_addenda().map(|r| r.reason_code.as_str()) == Some("R01")));
     assert_eq!(returns.control.entry_addenda_count, 6);
+    // A dishonored return (R68, untimely) of the debit's R01: its own batch, the return's transaction code, a 99 addenda.
+    let mut dishonored = entry(Direction::Debit, SecCode::Web, 2_500, 4, Some("invoice 42"));
+    dishonored.dishonor = Some(nacha::Dishonor {
+        dishonor_code: "R68".into(),
+        original_trace_number: "121042880000002".into(),
+        return_trace_number: "231380100000009".into(),
+        return_settlement_date: "".into(),
+        return_reason_code: "R01".into(),
+    });
+    let with_dishonor = [entries[1].clone(), dishonored];
+    let text = nacha::build_file(&originator, ("261130", "1030"), 'B', &with_dishonor).expect("build").write();
+    let parsed = nacha::parse(&text).expect("a file with a dishonored return parses with its controls");
+    assert_eq!(parsed.batches.len(), 2, "a dishonored return is never batched with payments");
+    let (_, e) = parsed.entries().nth(1).expect("the dishonor");
+    assert_eq!(e.transaction_code, 26);
+    let addenda = e.return_addenda().expect("a 99 addenda");
+    assert_eq!((addenda.reason_code.as_str(), addenda.original_trace_number.as_str()), ("R68", "121042880000002"));
+    assert_eq!(&addenda.information[3..18], "231380100000009");
+    assert_eq!(&addenda.information[21..23], "01");
+    assert_eq!(addenda.trace_number, e.trace_number);
     assert_eq!(nacha::file_id_modifier(0), Some('A'));
     assert_eq!(nacha::file_id_modifier(26), Some('0'));
     assert_eq!(nacha::file_id_modifier(36), None);

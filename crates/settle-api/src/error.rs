@@ -458,6 +458,18 @@ pub const ERROR_CODES: &[ErrorCode] = &[
         when: "the return arrives after its code's window (2 banking days after settlement; 60 calendar days for unauthorized consumer debits); the payment is unchanged",
     },
     ErrorCode {
+        code: "test_clock_backwards",
+        status: 422,
+        kind: ErrorType::InvalidRequestError,
+        when: "a test clock only moves forward: `to` is before the clock's time; nothing ran",
+    },
+    ErrorCode {
+        code: "test_clock_conflict",
+        status: 409,
+        kind: ErrorType::ConflictError,
+        when: "the test clock was advanced by another request meanwhile; what fell due ran once, read the clock and advance again",
+    },
+    ErrorCode {
         code: "payment_not_cancelable",
         status: 409,
         kind: ErrorType::ConflictError,

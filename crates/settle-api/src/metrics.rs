@@ -57,6 +57,22 @@ pub struct FaultLabels {
     pub mode: &'static str,
 }
 
+/// An originator's ACH return rate above its threshold: its tenant (the
+/// internal number of the originator, never an API id) and which rate
+/// (`unauthorized`, `administrative`, `overall`). Only originators over a
+/// threshold have a series, which bounds the labels.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReturnRateLabels {
+    pub tenant: String,
+    pub rate: &'static str,
+}
+
+/// Which ACH return rate (`unauthorized`, `administrative`, `overall`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RateLabels {
+    pub rate: &'static str,
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn latency_histogram() -> Histogram {
@@ -88,6 +104,8 @@ pub struct Metrics {
     pub webhook_dead_lettered: Counter,
     pub webhook_endpoints_disabled: Family<ReasonLabels, Counter>,
     pub faults_injected: Family<FaultLabels, Counter>,
+    pub ach_return_rate_exceeded_bps: Family<ReturnRateLabels, Gauge>,
+    pub ach_return_rate_alerts: Family<RateLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -165,6 +183,18 @@ impl Default for Metrics {
         );
         let faults_injected = Family::<FaultLabels, Counter>::default();
         registry.register("settle_faults_injected", "Sandbox faults that fired, by target and mode (see docs/sandbox.md)", faults_injected.clone());
+        let ach_return_rate_exceeded_bps = Family::<ReturnRateLabels, Gauge>::default();
+        registry.register(
+            "settle_ach_return_rate_exceeded_bps",
+            "ACH debit return rates over a rolling 60 days above their NACHA threshold (unauthorized 50, administrative 300, overall 1500 bps), per originator (tenant) and rate, as of its last return or cut; absent when under",
+            ach_return_rate_exceeded_bps.clone(),
+        );
+        let ach_return_rate_alerts = Family::<RateLabels, Counter>::default();
+        registry.register(
+            "settle_ach_return_rate_alerts",
+            "ACH return rates that crossed their NACHA threshold (each crossing once), by rate",
+            ach_return_rate_alerts.clone(),
+        );
         Metrics {
             registry,
             http_requests,
@@ -187,6 +217,8 @@ impl Default for Metrics {
             webhook_dead_lettered,
             webhook_endpoints_disabled,
             faults_injected,
+            ach_return_rate_exceeded_bps,
+            ach_return_rate_alerts,
         }
     }
 }

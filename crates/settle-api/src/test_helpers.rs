@@ -50,24 +50,44 @@ pub(crate) fn no_such_endpoint() -> ApiError {
 /// a 405), then the method (405), then the scope (403).
 pub struct SandboxWriter(pub Principal);
 
+/// A sandbox key on a GET (reads of sandbox-only objects such as test
+/// clocks), refused in the same order as [`SandboxWriter`]; the handler
+/// checks its read scope.
+pub struct SandboxReader(pub Principal);
+
+/// The caller's principal if it is a sandbox key and the method is `method`:
+/// anything but a sandbox key is 404, then a wrong method 405.
+async fn sandbox_principal(parts: &mut Parts, state: &AppState, method: Method) -> Result<Principal, ApiError> {
+    let principal = Principal::from_request_parts(parts, state).await.map_err(|_| no_such_endpoint())?;
+    if principal.environment != Environment::Sandbox {
+        return Err(no_such_endpoint());
+    }
+    if parts.method != method {
+        return Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            ErrorType::InvalidRequestError,
+            "method_not_allowed",
+            "this endpoint does not accept that method",
+        ));
+    }
+    Ok(principal)
+}
+
 impl FromRequestParts<AppState> for SandboxWriter {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<SandboxWriter, ApiError> {
-        let principal = Principal::from_request_parts(parts, state).await.map_err(|_| no_such_endpoint())?;
-        if principal.environment != Environment::Sandbox {
-            return Err(no_such_endpoint());
-        }
-        if parts.method != Method::POST {
-            return Err(ApiError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                ErrorType::InvalidRequestError,
-                "method_not_allowed",
-                "this endpoint does not accept that method",
-            ));
-        }
+        let principal = sandbox_principal(parts, state, Method::POST).await?;
         require(&principal, Scope::LedgerWrite)?;
         Ok(SandboxWriter(principal))
+    }
+}
+
+impl FromRequestParts<AppState> for SandboxReader {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<SandboxReader, ApiError> {
+        Ok(SandboxReader(sandbox_principal(parts, state, Method::GET).await?))
     }
 }
 

@@ -202,6 +202,9 @@ prefixed_id!(
 prefixed_id!(
     /// A NACHA file Settle cut (or imported).
     AchFileId, "achf_");
+prefixed_id!(
+    /// A sandbox test clock: a frozen time that payments created with it follow.
+    TestClockId, "clock_");
 
 /// Makes new ids. Monotonic within a process: two ids made in the same
 /// millisecond still sort in creation order.
@@ -317,6 +320,10 @@ impl IdGenerator {
 
     pub fn ach_file(&self) -> AchFileId {
         AchFileId(format!("{}{}", AchFileId::PREFIX, self.next_body()))
+    }
+
+    pub fn test_clock(&self) -> TestClockId {
+        TestClockId(format!("{}{}", TestClockId::PREFIX, self.next_body()))
     }
 
     pub fn audit_event(&self) -> AuditEventId {

@@ -1,5 +1,6 @@
 //! The ACH rail's rows: counterparties, bank accounts, payments and NACHA
-//! files (migration 0013).
+//! files (migration 0013), the sandbox's test clocks, the return-rate
+//! monitor's memory and dishonored returns (0016).
 //!
 //! Each row holds its object whole as JSON (`data`; the API crate owns the
 //! shape) beside the columns that lookups and state changes need: `status`,
@@ -24,13 +25,19 @@ use crate::store::Store;
 use settle_core::clock::Timestamp;
 use settle_core::tenancy::TenantId;
 
-/// The four tables.
+/// The tables.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AchTable {
     Counterparties,
     BankAccounts,
     Payments,
     Files,
+    /// Sandbox test clocks: the time that the payments created with one follow.
+    TestClocks,
+    /// The return-rate monitor's memory: one row per tenant.
+    ReturnRateAlerts,
+    /// Dishonored returns waiting for (or sent in) a file: one per payment.
+    DishonoredReturns,
 }
 
 impl AchTable {
@@ -40,6 +47,9 @@ impl AchTable {
             AchTable::BankAccounts => "ach_bank_accounts",
             AchTable::Payments => "ach_payments",
             AchTable::Files => "ach_files",
+            AchTable::TestClocks => "test_clocks",
+            AchTable::ReturnRateAlerts => "ach_return_rate_alerts",
+            AchTable::DishonoredReturns => "ach_dishonored_returns",
         }
     }
 }

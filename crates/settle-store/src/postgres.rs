@@ -46,6 +46,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (13, include_str!("../migrations/postgres/0013_ach.sql")),
     (14, include_str!("../migrations/postgres/0014_faults.sql")),
     (15, include_str!("../migrations/postgres/0015_audit_client_ip.sql")),
+    (16, include_str!("../migrations/postgres/0016_test_clocks_and_rate_alerts.sql")),
     (17, include_str!("../migrations/postgres/0017_blocked_generation.sql")),
 ];
 /// Connections per server, the engine's included. PostgreSQL's default

@@ -44,6 +44,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (13, include_str!("../migrations/sqlite/0013_ach.sql")),
     (14, include_str!("../migrations/sqlite/0014_faults.sql")),
     (15, include_str!("../migrations/sqlite/0015_audit_client_ip.sql")),
+    (16, include_str!("../migrations/sqlite/0016_test_clocks_and_rate_alerts.sql")),
     (17, include_str!("../migrations/sqlite/0017_blocked_generation.sql")),
 ];
 /// Read connections kept open; more are opened on demand and dropped after.

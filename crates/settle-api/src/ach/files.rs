@@ -8,7 +8,7 @@
 //! is posted right after.
 
 use super::counterparties::{BankAccountRecord, NotificationOfChangeJson, bank_account_row, load_bank_account, open_account_number, seal_account_number};
-use super::payments::{self, PaymentDirection, PaymentJson, move_to, new_york_today, update, utc};
+use super::payments::{self, DishonoredReturnJson, PaymentDirection, PaymentJson, move_to, new_york_today, update, utc};
 use super::{applied, conflict, decode, encode, unprocessable};
 use crate::auth::require;
 use crate::error::ApiError;
@@ -43,7 +43,7 @@ const MODIFIER_LOOKBACK: i64 = 40;
 /// A file's (and so each batch's) debit and credit totals are twelve digits.
 const MAX_FILE_TOTAL_MINOR: i64 = 999_999_999_999;
 /// New York hour after which a payment's effective date counts as settled.
-const SETTLEMENT_HOUR_NEW_YORK: u8 = 18;
+pub const SETTLEMENT_HOUR_NEW_YORK: u8 = 18;
 
 /// A NACHA file Settle sent or received.
 #[derive(Serialize, Deserialize, ToSchema, Clone, Debug)]
@@ -77,7 +77,7 @@ pub struct AchFileResultJson {
     /// `R01`… or `C01`…
     pub code: String,
     pub payment_id: Option<String>,
-    /// `returned`, `changed`, `unmatched` (no payment has that trace number), `late` (outside the code's return window: the payment is unchanged, a dishonored return is due) or `refused` (the payment's state does not allow it).
+    /// `returned`, `changed`, `unmatched` (no payment has that trace number), `dishonored` (outside the code's return window: the payment is unchanged and the next file carries an `R68` dishonored return), `late` (outside its window, the payment's dishonor recorded already) or `refused` (the payment's state does not allow it).
     pub outcome: String,
 }
 
@@ -118,14 +118,28 @@ async fn next_numbers(state: &AppState, tenant: TenantId, today: &str) -> Result
     Ok((sequence, modifier))
 }
 
-/// Cuts one file for `tenant` in `window` of `cut_date` from its pending
-/// payments. `None` when there is nothing to cut or the window was cut already.
-pub async fn cut(state: &AppState, tenant: TenantId, window_key: &str, cut_date: time::Date, window: Window) -> Result<Option<AchFileJson>, ApiError> {
+/// Where a cut happens: the window, and whose time and payments.
+#[derive(Clone, Copy)]
+pub struct CutAt<'a> {
+    /// The window's unique key per tenant (`2026-11-30T10:30`, `manual:…`, `clock:…`).
+    pub key: &'a str,
+    pub date: time::Date,
+    pub window: Window,
+    /// The time of the cut: the real time, or a test clock's.
+    pub at: Timestamp,
+    /// Only the payments that follow this test clock (`None`: those that follow none).
+    pub test_clock: Option<&'a str>,
+}
+
+/// Cuts one file for `tenant` in a window from its pending payments. `None`
+/// when there is nothing to cut or the window was cut already.
+pub async fn cut(state: &AppState, tenant: TenantId, place: CutAt<'_>) -> Result<Option<AchFileJson>, ApiError> {
+    let window_key = place.key;
     for _ in 0..MAX_CUT_ATTEMPTS {
         if !state.store.ach_find(AchTable::Files, tenant, window_key.to_owned(), 1).await?.is_empty() {
             return Ok(None);
         }
-        match cut_once(state, tenant, window_key, cut_date, window).await {
+        match cut_once(state, tenant, place).await {
             Err(e) if e.code == "payment_conflict" => continue,
             other => return other,
         }
@@ -133,8 +147,9 @@ pub async fn cut(state: &AppState, tenant: TenantId, window_key: &str, cut_date:
     Err(conflict("payment_conflict", "payments kept changing while the file was cut; try again"))
 }
 
-async fn cut_once(state: &AppState, tenant: TenantId, window_key: &str, cut_date: time::Date, window: Window) -> Result<Option<AchFileJson>, ApiError> {
-    let now = state.clock.now();
+async fn cut_once(state: &AppState, tenant: TenantId, place: CutAt<'_>) -> Result<Option<AchFileJson>, ApiError> {
+    let CutAt { key: window_key, date: cut_date, window, at: now, test_clock } = place;
+    let real_now = state.clock.now();
     let rows = state.store.ach_in_status(AchTable::Payments, tenant, PaymentStatus::Pending.as_str(), super::MAX_ENTRIES_PER_FILE).await?;
     let next_day = window::effective_date(cut_date, window, false, None);
     let (mut sequence, modifier) = next_numbers(state, tenant, &now.to_rfc3339()[..10]).await?;
@@ -146,6 +161,10 @@ async fn cut_once(state: &AppState, tenant: TenantId, window_key: &str, cut_date
     let (mut credit_total, mut debit_total) = (0i64, 0i64);
     for row in rows {
         let mut p: PaymentJson = decode(&row.data)?;
+        // A test clock's payments are cut only when their clock reaches a window.
+        if p.test_clock.as_deref() != test_clock {
+            continue;
+        }
         let requested = p.effective_date.as_deref().map(|d| payments::date("effective_date", d)).transpose()?;
         // A payment wanted later than the next banking day waits for a later window.
         if let (Some(r), Some(next)) = (requested, next_day)
@@ -181,25 +200,7 @@ async fn cut_once(state: &AppState, tenant: TenantId, window_key: &str, cut_date
             Some(total) if total <= MAX_FILE_TOTAL_MINOR => *running = total,
             _ => continue,
         }
-        let routing = RoutingNumber::parse(&bank.json.routing_number).map_err(|_| ApiError::internal(&"a stored routing number fails its check"))?;
-        let sec = SecCode::parse(&p.sec_code).ok_or_else(|| ApiError::internal(&"a stored SEC code is unknown"))?;
-        entries.push(OutgoingEntry {
-            direction: match p.direction {
-                PaymentDirection::Credit => Direction::Credit,
-                PaymentDirection::Debit => Direction::Debit,
-            },
-            account_type: bank.json.account_type.nacha(),
-            routing_number: routing,
-            account_number: open_account_number(state, tenant, &bank)?,
-            amount_minor: p.amount,
-            individual_identification: p.id.trim_start_matches("pay_").chars().take(15).collect(),
-            individual_name: bank.json.holder_name.clone(),
-            sec_code: sec,
-            company_entry_description: p.company_entry_description.clone(),
-            effective_date: yymmdd(effective),
-            addenda: p.addenda.clone(),
-            trace_sequence: sequence,
-        });
+        entries.push(outgoing_entry(state, tenant, &p, &bank, effective, sequence, None)?);
         p.trace_number = Some(nacha::trace_number(&config.originator.odfi, sequence));
         p.effective_date = Some(effective.to_string());
         sequence = (sequence % 9_999_999) + 1;
@@ -207,12 +208,43 @@ async fn cut_once(state: &AppState, tenant: TenantId, window_key: &str, cut_date
     }
     // Payments whose bank account was disabled or whose customer was blocked meanwhile fail (their holds are released).
     for (p, row) in &failed {
-        applied(state.store.ach_apply(vec![update(tenant, p, row)?], vec![payments::event(state, tenant, p)?], None, now).await, || {
+        applied(state.store.ach_apply(vec![update(tenant, p, row)?], vec![payments::event(state, tenant, p)?], None, real_now).await, || {
             conflict("payment_conflict", "changed")
         })?;
         if let Err(e) = payments::void_ledger(state, tenant, p).await {
             tracing::error!(payment_id = %p.id, error = ?e, "a failed payment's hold was not voided");
         }
+    }
+    // Dishonored returns waiting for a file go in their own batch.
+    let mut dishonored: Vec<(DishonoredReturnJson, AchRow, PaymentJson, AchRow)> = Vec::new();
+    let pending = state.store.ach_in_status(AchTable::DishonoredReturns, tenant, "pending", super::MAX_ENTRIES_PER_FILE).await?;
+    for row in pending {
+        let mut d: DishonoredReturnJson = decode(&row.data)?;
+        if d.test_clock.as_deref() != test_clock {
+            continue;
+        }
+        let (mut p, p_row) = payments::load(state, tenant, &d.payment_id).await?;
+        let running = if p.direction == PaymentDirection::Credit { &mut credit_total } else { &mut debit_total };
+        match running.checked_add(p.amount) {
+            Some(total) if total <= MAX_FILE_TOTAL_MINOR => *running = total,
+            _ => continue,
+        }
+        let (bank, _): (BankAccountRecord, AchRow) = load_bank_account(state, tenant, &p.counterparty_bank_account_id, "counterparty_bank_account_id").await?;
+        let dishonor = nacha::Dishonor {
+            dishonor_code: d.dishonor_code.clone(),
+            original_trace_number: p.trace_number.clone().unwrap_or_default(),
+            return_trace_number: d.return_trace_number.clone(),
+            return_settlement_date: String::new(),
+            return_reason_code: d.return_code.clone(),
+        };
+        let effective = next_day.unwrap_or(cut_date);
+        entries.push(outgoing_entry(state, tenant, &p, &bank, effective, sequence, Some(dishonor))?);
+        d.status = String::from("submitted");
+        d.trace_number = Some(nacha::trace_number(&config.originator.odfi, sequence));
+        p.dishonored_return = Some(d.clone());
+        p.updated_at = now.to_rfc3339();
+        sequence = (sequence % 9_999_999) + 1;
+        dishonored.push((d, row, p, p_row));
     }
     if entries.is_empty() {
         return Ok(None);
@@ -231,13 +263,13 @@ async fn cut_once(state: &AppState, tenant: TenantId, window_key: &str, cut_date
         entry_count: i64::try_from(entries.len()).unwrap_or(i64::MAX),
         total_debit: file.control.total_debit_minor,
         total_credit: file.control.total_credit_minor,
-        payment_ids: chosen.iter().map(|(p, _)| p.id.clone()).collect(),
+        payment_ids: chosen.iter().map(|(p, _)| p.id.clone()).chain(dishonored.iter().map(|(d, ..)| d.payment_id.clone())).collect(),
         results: Vec::new(),
         next_trace_sequence: sequence,
         created_at: now.to_rfc3339(),
     };
     let record = AchFileRecord { json, content: file.write() };
-    let mut writes = vec![AchWrite::Insert(AchTable::Files, file_row(tenant, &record, now)?)];
+    let mut writes = vec![AchWrite::Insert(AchTable::Files, file_row(tenant, &record, real_now)?)];
     let mut events = Vec::with_capacity(chosen.len());
     for (p, row) in &mut chosen {
         p.ach_file_id = Some(id.clone());
@@ -245,7 +277,13 @@ async fn cut_once(state: &AppState, tenant: TenantId, window_key: &str, cut_date
         writes.push(update(tenant, p, row)?);
         events.push(payments::event(state, tenant, p)?);
     }
-    applied(state.store.ach_apply(writes, events, None, now).await, || conflict("payment_conflict", "a payment or the window changed during the cut"))?;
+    for (d, d_row, p, p_row) in &mut dishonored {
+        d.ach_file_id = Some(id.clone());
+        p.dishonored_return = Some(d.clone());
+        writes.push(AchWrite::Update(AchTable::DishonoredReturns, payments::dishonor_row(tenant, d, d_row.version + 1, d_row.created_at)?));
+        writes.push(update(tenant, p, p_row)?);
+    }
+    applied(state.store.ach_apply(writes, events, None, real_now).await, || conflict("payment_conflict", "a payment or the window changed during the cut"))?;
     tracing::info!(file_id = %id, entries = entries.len(), first_sequence, window = window_key, "cut an ACH file");
     for (p, _) in &chosen {
         if p.direction == PaymentDirection::Credit
@@ -254,7 +292,44 @@ async fn cut_once(state: &AppState, tenant: TenantId, window_key: &str, cut_date
             tracing::error!(payment_id = %p.id, error = ?e, "a submitted credit's hold was not posted");
         }
     }
+    // New debit entries lower the return rates: the monitor notices a rate back under its threshold.
+    if debit_total > 0 {
+        super::return_rates::evaluate_after_change(state, tenant).await;
+    }
     Ok(Some(record.json))
+}
+
+/// The file entry of payment `p` to `bank`, effective `effective`: the
+/// payment itself, or with `dishonor` the dishonor of its late return.
+fn outgoing_entry(
+    state: &AppState,
+    tenant: TenantId,
+    p: &PaymentJson,
+    bank: &BankAccountRecord,
+    effective: time::Date,
+    sequence: u32,
+    dishonor: Option<nacha::Dishonor>,
+) -> Result<OutgoingEntry, ApiError> {
+    let routing = RoutingNumber::parse(&bank.json.routing_number).map_err(|_| ApiError::internal(&"a stored routing number fails its check"))?;
+    let sec = SecCode::parse(&p.sec_code).ok_or_else(|| ApiError::internal(&"a stored SEC code is unknown"))?;
+    Ok(OutgoingEntry {
+        direction: match p.direction {
+            PaymentDirection::Credit => Direction::Credit,
+            PaymentDirection::Debit => Direction::Debit,
+        },
+        account_type: bank.json.account_type.nacha(),
+        routing_number: routing,
+        account_number: open_account_number(state, tenant, bank)?,
+        amount_minor: p.amount,
+        individual_identification: p.id.trim_start_matches("pay_").chars().take(15).collect(),
+        individual_name: bank.json.holder_name.clone(),
+        sec_code: sec,
+        company_entry_description: p.company_entry_description.clone(),
+        effective_date: yymmdd(effective),
+        addenda: if dishonor.is_some() { None } else { p.addenda.clone() },
+        trace_sequence: sequence,
+        dishonor,
+    })
 }
 
 /// One scheduler round: cut the latest window for every tenant with pending
@@ -265,31 +340,45 @@ pub async fn tick(state: &AppState) -> Result<usize, ApiError> {
     let mut cut_count = 0;
     if let Some((date, w)) = window::latest_window(utc(now), &state.ach.config.windows) {
         let key = format!("{date}T{:02}:{:02}", w.hour, w.minute);
-        for tenant in state.store.ach_tenants_in_status(AchTable::Payments, PaymentStatus::Pending.as_str(), MAX_TENANTS_PER_ROUND).await? {
+        let mut tenants = state.store.ach_tenants_in_status(AchTable::Payments, PaymentStatus::Pending.as_str(), MAX_TENANTS_PER_ROUND).await?;
+        tenants.extend(state.store.ach_tenants_in_status(AchTable::DishonoredReturns, "pending", MAX_TENANTS_PER_ROUND).await?);
+        tenants.sort_by_key(|t| t.0);
+        tenants.dedup();
+        for tenant in tenants {
             // One tenant's failure does not hold up the others; the next round retries it.
-            match cut(state, tenant, &key, date, w).await {
+            match cut(state, tenant, CutAt { key: &key, date, window: w, at: now, test_clock: None }).await {
                 Ok(Some(_)) => cut_count += 1,
                 Ok(None) => {}
                 Err(e) => tracing::warn!(tenant = tenant.0, code = e.code, message = %e.message, "cutting an ACH file failed"),
             }
         }
     }
-    let local = window::new_york(utc(now));
     for tenant in state.store.ach_tenants_in_status(AchTable::Payments, PaymentStatus::Submitted.as_str(), MAX_TENANTS_PER_ROUND).await? {
-        for row in state.store.ach_in_status(AchTable::Payments, tenant, PaymentStatus::Submitted.as_str(), super::MAX_ENTRIES_PER_FILE).await? {
-            let p: PaymentJson = decode(&row.data)?;
-            let Some(effective) = p.effective_date.as_deref().map(|d| payments::date("effective_date", d)).transpose()? else { continue };
-            let due = local.date() > effective || (local.date() == effective && local.hour() >= SETTLEMENT_HOUR_NEW_YORK);
-            if due {
-                match payments::settle(state, tenant, &p.id, "settled on its effective date").await {
-                    Ok(_) => {}
-                    Err(e) if e.code == "payment_conflict" || e.code == "payment_invalid_state" => {}
-                    Err(e) => tracing::warn!(payment_id = %p.id, code = e.code, message = %e.message, "settling an ACH payment failed"),
-                }
+        settle_due(state, tenant, now, None).await?;
+    }
+    Ok(cut_count)
+}
+
+/// Settles the tenant's submitted payments that follow `test_clock` (none:
+/// the real clock) whose effective date has reached its settlement hour at `at`.
+pub async fn settle_due(state: &AppState, tenant: TenantId, at: Timestamp, test_clock: Option<&str>) -> Result<(), ApiError> {
+    let local = window::new_york(utc(at));
+    for row in state.store.ach_in_status(AchTable::Payments, tenant, PaymentStatus::Submitted.as_str(), super::MAX_ENTRIES_PER_FILE).await? {
+        let p: PaymentJson = decode(&row.data)?;
+        if p.test_clock.as_deref() != test_clock {
+            continue;
+        }
+        let Some(effective) = p.effective_date.as_deref().map(|d| payments::date("effective_date", d)).transpose()? else { continue };
+        let due = local.date() > effective || (local.date() == effective && local.hour() >= SETTLEMENT_HOUR_NEW_YORK);
+        if due {
+            match payments::settle(state, tenant, &p.id, "settled on its effective date", Some(at)).await {
+                Ok(_) => {}
+                Err(e) if e.code == "payment_conflict" || e.code == "payment_invalid_state" => {}
+                Err(e) => tracing::warn!(payment_id = %p.id, code = e.code, message = %e.message, "settling an ACH payment failed"),
             }
         }
     }
-    Ok(cut_count)
+    Ok(())
 }
 
 /// Runs [`tick`] every [`SCHEDULER_INTERVAL`] until the task is aborted.
@@ -306,7 +395,8 @@ pub fn spawn_scheduler(state: AppState) -> tokio::task::JoinHandle<()> {
     })
 }
 
-/// Sandbox only: cuts a file now from every pending payment, as if a window closed.
+/// Sandbox only: cuts a file now from every pending payment, as if a window
+/// closed (payments that follow a test clock wait for their clock).
 #[utoipa::path(post, path = "/v1/test_helpers/ach/cut", tag = "Test helpers", operation_id = "simulate_ach_cut",
     request_body = crate::wire::EmptyRequest,
     responses((status = 200, description = "The file cut (none when no payment was pending).", body = inline(crate::render::ListJson<AchFileJson>))))]
@@ -323,7 +413,8 @@ pub async fn simulate_cut(
     let local = window::new_york(utc(now));
     let w = Window { hour: local.hour(), minute: local.minute(), is_same_day: true };
     let key = format!("manual:{}", state.ach.ids.ach_file());
-    let files: Vec<AchFileJson> = cut(&state, principal.tenant, &key, date, w).await?.into_iter().collect();
+    let place = CutAt { key: &key, date, window: w, at: now, test_clock: None };
+    let files: Vec<AchFileJson> = cut(&state, principal.tenant, place).await?.into_iter().collect();
     Ok(axum::Json(crate::render::list(files, false)).into_response())
 }
 
@@ -469,13 +560,23 @@ pub async fn import_return_file(state: &AppState, tenant: TenantId, text: &str) 
         } else {
             match payments::apply_return(state, tenant, &p.id, &code, "return file").await {
                 Ok(_) => "returned",
-                Err(e) if e.code == "return_window_elapsed" => "late",
+                // Refused as untimely: dishonored (R68) in the next file, once per payment.
+                Err(e) if e.code == "return_window_elapsed" => {
+                    if payments::record_dishonor(state, tenant, &p.id, &code, entry.trace_number.trim()).await? {
+                        "dishonored"
+                    } else {
+                        "late"
+                    }
+                }
                 Err(e) if e.code == "payment_invalid_state" || e.code == "invalid_request" => "refused",
                 Err(e) => return Err(e),
             }
         };
         payment_ids.push(p.id.clone());
         results.push(AchFileResultJson { original_trace_number: original, code, payment_id: Some(p.id), outcome: outcome.to_owned() });
+    }
+    if results.iter().any(|r| r.outcome == "returned") {
+        super::return_rates::evaluate_after_change(state, tenant).await;
     }
     let json = AchFileJson {
         id: state.ach.ids.ach_file().to_string(),

@@ -1,7 +1,9 @@
 //! The ACH rail over HTTP (issue 7): counterparties and their bank accounts
 //! (`counterparties`), payments and their state machine (`payments`), NACHA
 //! files cut per FedACH window, return and NOC files read back, and the
-//! scheduler that cuts and settles (`files`).
+//! scheduler that cuts and settles (`files`), the originator's return rates
+//! and their alerts (`return_rates`), and the sandbox's test clocks
+//! that payments may follow instead of the real clock (`test_clocks`).
 //!
 //! The rail's rules and formats are pure code in `settle-ach`; this module
 //! does the I/O. Payments, counterparties and files are bookkeeping rows
@@ -23,6 +25,8 @@
 pub mod counterparties;
 pub mod files;
 pub mod payments;
+pub mod return_rates;
+pub mod test_clocks;
 
 use crate::error::{ApiError, ErrorType};
 use crate::state::AppState;
@@ -30,12 +34,14 @@ use axum::http::StatusCode;
 use settle_ach::nacha::Originator;
 use settle_ach::routing::RoutingNumber;
 use settle_ach::window::{DEFAULT_SAME_DAY_LIMIT_MINOR, DEFAULT_WINDOWS, Window};
+use settle_core::clock::Timestamp;
 use settle_core::ids::{AccountId, IdGenerator};
 use settle_core::ledger::Direction;
 use settle_core::metadata::Metadata;
 use settle_core::money::Currency;
 use settle_core::tenancy::TenantId;
 use settle_store::engine::{Command, CommandError, Outcome, Reply};
+use settle_store::events::NewEvent;
 use settle_store::records::NewAccount;
 
 /// Payments in one file at most; the rest wait for the next window.
@@ -164,4 +170,41 @@ pub(crate) fn applied(result: Result<(), settle_store::ach::ApplyError>, stale: 
         Err(settle_store::ach::ApplyError::Stale) => Err(stale()),
         Err(settle_store::ach::ApplyError::Store(e)) => Err(ApiError::from(e)),
     }
+}
+
+/// An event of the rail (`payment.*`, `ach.*`), written with the change it
+/// reports (in the same `ach_apply` transaction) rather than projected from
+/// the ledger log: `object` as the API renders it now, `previous` the
+/// attributes it changed, `sequence` the change's place among the object's.
+pub(crate) fn new_event(
+    state: &AppState,
+    tenant: TenantId,
+    kind: String,
+    (object_id, sequence): (&str, i64),
+    object: serde_json::Value,
+    previous: Option<serde_json::Value>,
+    now: Timestamp,
+) -> Result<NewEvent, ApiError> {
+    let id = state.events.ids.event();
+    let body = crate::events::EventJson {
+        object: String::from("event"),
+        id: id.as_str().to_owned(),
+        kind: kind.clone(),
+        api_version: crate::versions::NEWEST.to_string(),
+        created_at: now.to_rfc3339(),
+        data: crate::events::EventDataJson { object, previous_attributes: previous },
+        request: crate::events::EventRequestJson::default(),
+        correlation_id: None,
+        sequence,
+    };
+    Ok(NewEvent {
+        id,
+        tenant,
+        kind,
+        object_id: object_id.to_owned(),
+        sequence,
+        log_seq: None,
+        created_at: now,
+        body: serde_json::to_vec(&body).map_err(|e| ApiError::internal(&e))?,
+    })
 }

@@ -83,6 +83,85 @@ pub struct CreatePaymentRequest {
     pub external_id: Option<String>,
     #[schema(value_type = Option<BTreeMap<String, String>>)]
     pub metadata: Option<Metadata>,
+    /// Sandbox only: a test clock (`clock_…`) the payment follows; its
+    /// cutoffs, settlement, return windows and hold period run on that
+    /// clock's time, when the clock is advanced.
+    pub test_clock: Option<String>,
+}
+
+/// The dishonor of a late return: Settle, as the originator's bank, sends
+/// the return back to the receiving bank as untimely.
+#[derive(Serialize, Deserialize, ToSchema, Clone, Debug)]
+pub struct DishonoredReturnJson {
+    pub payment_id: String,
+    /// `R68` (untimely return).
+    #[schema(example = "R68")]
+    pub dishonor_code: String,
+    /// The late return's reason code (`R01`…).
+    pub return_code: String,
+    /// The late return entry's trace number.
+    pub return_trace_number: String,
+    pub received_at: String,
+    /// `pending` (waiting for the next file) or `submitted`.
+    pub status: String,
+    /// The file that carries the dishonored return, once `submitted`.
+    pub ach_file_id: Option<String>,
+    /// The dishonored return entry's trace number, once `submitted`.
+    pub trace_number: Option<String>,
+    /// The payment's test clock, if it follows one (its cut carries the dishonor).
+    #[serde(default)]
+    pub test_clock: Option<String>,
+}
+
+/// NACHA's dishonored-return reason code for a return received after its window.
+pub const UNTIMELY_RETURN_DISHONOR_CODE: &str = "R68";
+
+/// The row of a dishonored return: one per payment (its id is the
+/// payment's, with a suffix), so a second late return of the same payment
+/// is not dishonored twice.
+pub fn dishonor_row(tenant: TenantId, d: &DishonoredReturnJson, version: i64, created_at: i64) -> Result<AchRow, ApiError> {
+    Ok(AchRow {
+        id: format!("{}:dishonor", d.payment_id),
+        tenant,
+        status: d.status.clone(),
+        lookup: Some(d.payment_id.clone()),
+        external_id: None,
+        version,
+        data: encode(d)?,
+        created_at,
+    })
+}
+
+/// Records the dishonor of a late return of `p` (`code`, received in a
+/// return entry traced `return_trace`): the payment is unchanged but for
+/// `dishonored_return`, and the next file cut carries an `R68` entry.
+/// `false` when the payment has a dishonored return already.
+pub async fn record_dishonor(state: &AppState, tenant: TenantId, id: &str, code: &str, return_trace: &str) -> Result<bool, ApiError> {
+    let now = state.clock.now();
+    let (mut p, row) = load(state, tenant, id).await?;
+    if p.dishonored_return.is_some() {
+        return Ok(false);
+    }
+    let at = super::test_clocks::payment_now(state, tenant, &p).await?;
+    let dishonor = DishonoredReturnJson {
+        payment_id: p.id.clone(),
+        dishonor_code: UNTIMELY_RETURN_DISHONOR_CODE.to_owned(),
+        return_code: code.to_owned(),
+        return_trace_number: return_trace.to_owned(),
+        received_at: at.to_rfc3339(),
+        status: String::from("pending"),
+        ach_file_id: None,
+        trace_number: None,
+        test_clock: p.test_clock.clone(),
+    };
+    p.dishonored_return = Some(dishonor.clone());
+    p.updated_at = at.to_rfc3339();
+    let writes = vec![AchWrite::Insert(AchTable::DishonoredReturns, dishonor_row(tenant, &dishonor, 1, now.micros())?), update(tenant, &p, &row)?];
+    match state.store.ach_apply(writes, Vec::new(), None, now).await {
+        Ok(()) => Ok(true),
+        Err(settle_store::ach::ApplyError::Stale) => Ok(false),
+        Err(settle_store::ach::ApplyError::Store(e)) => Err(ApiError::from(e)),
+    }
 }
 
 /// One move of a payment.
@@ -151,6 +230,13 @@ pub struct PaymentJson {
     /// Set when a ledger effect could not be applied (for example a reversal
     /// refused for insufficient funds after a late return): what an operator must resolve.
     pub ledger_issue: Option<String>,
+    /// Sandbox: the test clock this payment follows (none: the real clock).
+    #[serde(default)]
+    pub test_clock: Option<String>,
+    /// A return that arrived after its window, refused and dishonored (`R68`)
+    /// in the next file: the payment keeps its status and its money.
+    #[serde(default)]
+    pub dishonored_return: Option<DishonoredReturnJson>,
     pub history: Vec<PaymentHistoryJson>,
     pub created_at: String,
     pub updated_at: String,
@@ -178,33 +264,16 @@ pub fn event(state: &AppState, tenant: TenantId, p: &PaymentJson) -> Result<NewE
         None => String::from("payment.created"),
         Some(_) => format!("payment.{}", p.status.as_str()),
     };
-    let now = Timestamp::parse_rfc3339(&p.updated_at).unwrap_or_else(|| state.clock.now());
-    let sequence = i64::try_from(p.history.len()).unwrap_or(i64::MAX);
-    let id = state.events.ids.event();
-    let body = crate::events::EventJson {
-        object: String::from("event"),
-        id: id.as_str().to_owned(),
-        kind: kind.clone(),
-        api_version: crate::versions::NEWEST.to_string(),
-        created_at: now.to_rfc3339(),
-        data: crate::events::EventDataJson {
-            object: serde_json::to_value(p).map_err(|e| ApiError::internal(&e))?,
-            previous_attributes: from.map(|f| serde_json::json!({"status": f.as_str()})),
-        },
-        request: crate::events::EventRequestJson::default(),
-        correlation_id: None,
-        sequence,
+    // Events are stamped with the real time, like their ids, so that time
+    // filters on events stay true; a test-clock payment's own times are its clock's.
+    let now = match p.test_clock {
+        Some(_) => state.clock.now(),
+        None => Timestamp::parse_rfc3339(&p.updated_at).unwrap_or_else(|| state.clock.now()),
     };
-    Ok(NewEvent {
-        id,
-        tenant,
-        kind,
-        object_id: p.id.clone(),
-        sequence,
-        log_seq: None,
-        created_at: now,
-        body: serde_json::to_vec(&body).map_err(|e| ApiError::internal(&e))?,
-    })
+    let sequence = i64::try_from(p.history.len()).unwrap_or(i64::MAX);
+    let object = serde_json::to_value(p).map_err(|e| ApiError::internal(&e))?;
+    let previous = from.map(|f| serde_json::json!({"status": f.as_str()}));
+    super::new_event(state, tenant, kind, (&p.id, sequence), object, previous, now)
 }
 
 /// Moves `p` to `to` with a history line, or refuses the move (409).
@@ -331,6 +400,15 @@ pub async fn create(
     let req = body.value;
     let tenant = principal.tenant;
     let now = state.clock.now();
+    let test_clock = match &req.test_clock {
+        Some(_) if principal.environment != settle_core::tenancy::Environment::Sandbox => {
+            return Err(ApiError::invalid("test_clock", "test clocks exist only in the sandbox"));
+        }
+        Some(id) => Some(super::test_clocks::load(&state, tenant, id).await.map_err(|_| ApiError::invalid("test_clock", "no such test clock"))?.0.id),
+        None => None,
+    };
+    // The payment's own time: its test clock's, or now.
+    let at = super::test_clocks::now_of(&state, tenant, test_clock.as_deref()).await?;
     if req.rail != "ach" {
         return Err(ApiError::invalid("rail", "rail must be ach"));
     }
@@ -348,7 +426,7 @@ pub async fn create(
     let effective_date = match &req.effective_date {
         Some(text) => {
             let d = date("effective_date", text)?;
-            if d < new_york_today(now) {
+            if d < new_york_today(at) {
                 return Err(ApiError::invalid("effective_date", "effective_date must not be before today (New York)"));
             }
             Some(d.to_string())
@@ -421,9 +499,11 @@ pub async fn create(
         retry_of: None,
         retry_count: 0,
         ledger_issue: None,
-        history: vec![PaymentHistoryJson { at: now.to_rfc3339(), from: None, to: PaymentStatus::Pending, reason: Some(String::from("created")) }],
-        created_at: now.to_rfc3339(),
-        updated_at: now.to_rfc3339(),
+        test_clock,
+        dishonored_return: None,
+        history: vec![PaymentHistoryJson { at: at.to_rfc3339(), from: None, to: PaymentStatus::Pending, reason: Some(String::from("created")) }],
+        created_at: at.to_rfc3339(),
+        updated_at: at.to_rfc3339(),
     };
     let (response, _) = open_payment(&state, tenant, payment, account.state.normal_balance, Vec::new(), keyed.key, now).await?;
     Ok(response)
@@ -524,6 +604,7 @@ pub async fn retry(
     let tenant = principal.tenant;
     let now = state.clock.now();
     let (returned, _) = load(&state, tenant, &id).await?;
+    let at = super::test_clocks::payment_now(&state, tenant, &returned).await?;
     let code = returned.return_code.as_deref().unwrap_or("");
     let retryable = returned.status == PaymentStatus::Returned && return_reason(code).is_some_and(|r| r.action == ReturnAction::RetryAllowed);
     if !retryable {
@@ -531,8 +612,8 @@ pub async fn retry(
     }
     let root_id = returned.retry_of.clone().unwrap_or_else(|| returned.id.clone());
     let (mut root, root_row) = load(&state, tenant, &root_id).await?;
-    let root_created = Timestamp::parse_rfc3339(&root.created_at).unwrap_or(now);
-    if root.retry_count >= MAX_RETRIES || now.micros() - root_created.micros() > RETRY_WINDOW_DAYS * 86_400_000_000 {
+    let root_created = Timestamp::parse_rfc3339(&root.created_at).unwrap_or(at);
+    if root.retry_count >= MAX_RETRIES || at.micros() - root_created.micros() > RETRY_WINDOW_DAYS * 86_400_000_000 {
         return Err(unprocessable(
             "payment_not_retryable",
             format!("a payment may be originated again at most {MAX_RETRIES} times within {RETRY_WINDOW_DAYS} days of the original"),
@@ -550,7 +631,7 @@ pub async fn retry(
         require_debit_authorization(&state, tenant, &returned.counterparty_id, now).await?;
     }
     root.retry_count += 1;
-    root.updated_at = now.to_rfc3339();
+    root.updated_at = at.to_rfc3339();
     let root_update = AchWrite::Update(AchTable::Payments, payment_row(tenant, &root, root_row.version + 1, root_row.created_at)?);
     let payment = PaymentJson {
         id: state.ach.ids.payment().to_string(),
@@ -568,14 +649,15 @@ pub async fn retry(
         retry_of: Some(root_id.clone()),
         retry_count: 0,
         ledger_issue: None,
+        dishonored_return: None,
         history: vec![PaymentHistoryJson {
-            at: now.to_rfc3339(),
+            at: at.to_rfc3339(),
             from: None,
             to: PaymentStatus::Pending,
             reason: Some(format!("retry {} of {root_id}", root.retry_count)),
         }],
-        created_at: now.to_rfc3339(),
-        updated_at: now.to_rfc3339(),
+        created_at: at.to_rfc3339(),
+        updated_at: at.to_rfc3339(),
         ..returned
     };
     let (response, _) = open_payment(&state, tenant, payment, account.state.normal_balance, vec![root_update], keyed.key, now).await?;
@@ -697,7 +779,8 @@ pub async fn cancel(
     if p.status != PaymentStatus::Pending {
         return Err(conflict("payment_not_cancelable", format!("a {} payment can no longer be canceled", p.status.as_str())));
     }
-    move_to(&mut p, PaymentStatus::Canceled, Some(String::from("canceled by request")), now)?;
+    let at = super::test_clocks::payment_now(&state, tenant, &p).await?;
+    move_to(&mut p, PaymentStatus::Canceled, Some(String::from("canceled by request")), at)?;
     let (response, bytes) = json_response(StatusCode::OK, &p)?;
     let idempotency = idempotency_record(tenant, keyed.key, StatusCode::OK, bytes, now);
     applied(state.store.ach_apply(vec![update(tenant, &p, &row)?], vec![event(&state, tenant, &p)?], idempotency, now).await, stale)?;
@@ -708,10 +791,16 @@ pub async fn cancel(
 }
 
 /// Marks a submitted payment settled; a debit's pending credit is posted.
-pub async fn settle(state: &AppState, tenant: TenantId, id: &str, reason: &str) -> Result<PaymentJson, ApiError> {
+/// `at` is the payment's time (its test clock's while a clock advances);
+/// `None` reads it from the payment's clock.
+pub async fn settle(state: &AppState, tenant: TenantId, id: &str, reason: &str, at: Option<Timestamp>) -> Result<PaymentJson, ApiError> {
     let now = state.clock.now();
     let (mut p, row) = load(state, tenant, id).await?;
-    move_to(&mut p, PaymentStatus::Settled, Some(reason.to_owned()), now)?;
+    let at = match at {
+        Some(at) => at,
+        None => super::test_clocks::payment_now(state, tenant, &p).await?,
+    };
+    move_to(&mut p, PaymentStatus::Settled, Some(reason.to_owned()), at)?;
     applied(state.store.ach_apply(vec![update(tenant, &p, &row)?], vec![event(state, tenant, &p)?], None, now).await, stale)?;
     if p.direction == PaymentDirection::Debit {
         if let Err(e) = post_ledger(state, tenant, &p).await {
@@ -720,8 +809,9 @@ pub async fn settle(state: &AppState, tenant: TenantId, id: &str, reason: &str) 
         }
         let days = state.ach.config.debit_hold_banking_days;
         if days > 0 {
-            match availability_hold(state, tenant, &p, days).await {
-                Ok((hold, until)) => {
+            match availability_hold(state, tenant, &p, days, at).await {
+                Ok(None) => {}
+                Ok(Some((hold, until))) => {
                     let (mut fresh, row) = load(state, tenant, id).await?;
                     fresh.availability_hold_transaction_id = Some(hold);
                     fresh.available_at = Some(until.to_rfc3339());
@@ -738,10 +828,15 @@ pub async fn settle(state: &AppState, tenant: TenantId, id: &str, reason: &str) 
 
 /// Midnight New York at the start of the `days`th banking day after `date`.
 fn start_of_banking_day_after(date: time::Date, days: u32) -> Option<Timestamp> {
-    let day = settle_core::calendar::add_banking_days(date, days)?;
+    new_york_instant(settle_core::calendar::add_banking_days(date, days)?, 0, 0)
+}
+
+/// `hour:minute` New York time on `day` (the offset is New York's at noon
+/// UTC that day, which is never within an hour of a daylight-saving switch).
+pub fn new_york_instant(day: time::Date, hour: u8, minute: u8) -> Option<Timestamp> {
     let noon = day.with_hms(12, 0, 0).ok()?.assume_utc();
     let offset = settle_ach::window::new_york_offset(noon);
-    let local = day.with_hms(0, 0, 0).ok()?.assume_offset(offset);
+    let local = day.with_hms(hour, minute, 0).ok()?.assume_offset(offset);
     let micros = i64::try_from(local.unix_timestamp_nanos() / 1000).ok()?;
     Some(Timestamp::from_micros(micros))
 }
@@ -751,11 +846,24 @@ fn start_of_banking_day_after(date: time::Date, days: u32) -> Option<Timestamp> 
 /// the hold period ends. Until then the money counts in `posted` but not in
 /// `available`, so a return inside the period voids the hold and reverses
 /// the credit without ever taking the account below its limit.
-async fn availability_hold(state: &AppState, tenant: TenantId, p: &PaymentJson, days: u32) -> Result<(String, Timestamp), LedgerRefusal> {
+///
+/// A test-clock payment's hold has no ledger expiry (the ledger runs on the
+/// real clock): advancing the clock past `available_at` voids it. `None`
+/// when its hold period has already passed on its clock.
+async fn availability_hold(
+    state: &AppState,
+    tenant: TenantId,
+    p: &PaymentJson,
+    days: u32,
+    at: Timestamp,
+) -> Result<Option<(String, Timestamp)>, LedgerRefusal> {
     let now = state.clock.now();
-    let settled = p.effective_date.as_deref().and_then(|d| date("effective_date", d).ok()).unwrap_or_else(|| new_york_today(now));
+    let settled = p.effective_date.as_deref().and_then(|d| date("effective_date", d).ok()).unwrap_or_else(|| new_york_today(at));
     let until = start_of_banking_day_after(settled, days).ok_or(LedgerRefusal::Unavailable)?;
-    if until <= now {
+    if until <= at {
+        if p.test_clock.is_some() {
+            return Ok(None);
+        }
         return Err(LedgerRefusal::Refused(CommandError::Ledger(LedgerError::ExpiryNotInFuture)));
     }
     let account_id = settle_core::ids::AccountId::parse(&p.ledger_account_id).ok_or(LedgerRefusal::Unavailable)?;
@@ -777,12 +885,12 @@ async fn availability_hold(state: &AppState, tenant: TenantId, p: &PaymentJson, 
         description: Some(format!("ACH debit {} availability hold", p.id)),
         external_id: Some(format!("ach:{}:availability", p.id)),
         effective_at: None,
-        expires_at: Some(until),
+        expires_at: if p.test_clock.is_some() { None } else { Some(until) },
         expected_versions: BTreeMap::new(),
         metadata: Metadata::from([(String::from("payment_id"), p.id.clone())]),
     };
     match submit_ledger(state, tenant, Command::CreateTransaction(Box::new(draft))).await? {
-        Outcome::Transaction(t) => Ok((t.id.to_string(), until)),
+        Outcome::Transaction(t) => Ok(Some((t.id.to_string(), until))),
         _ => Err(LedgerRefusal::Unavailable),
     }
 }
@@ -795,10 +903,11 @@ pub async fn apply_return(state: &AppState, tenant: TenantId, id: &str, code: &s
     let reason = return_reason(code).ok_or_else(|| ApiError::invalid("code", "code must be a return reason code, R01 to R85"))?;
     let now = state.clock.now();
     let (mut p, row) = load(state, tenant, id).await?;
+    let at = super::test_clocks::payment_now(state, tenant, &p).await?;
     let was_settled = p.status == PaymentStatus::Settled;
     if let Some(effective) = p.effective_date.as_deref() {
         let settled = date("effective_date", effective)?;
-        if !settle_ach::returns::is_timely(reason, settled, new_york_today(now)) {
+        if !settle_ach::returns::is_timely(reason, settled, new_york_today(at)) {
             return Err(unprocessable(
                 "return_window_elapsed",
                 format!("{} must arrive within its return window after the {effective} settlement; the payment is unchanged", reason.code),
@@ -806,7 +915,7 @@ pub async fn apply_return(state: &AppState, tenant: TenantId, id: &str, code: &s
             .with_param("code"));
         }
     }
-    move_to(&mut p, PaymentStatus::Returned, Some(format!("{} {} ({source})", reason.code, reason.description)), now)?;
+    move_to(&mut p, PaymentStatus::Returned, Some(format!("{} {} ({source})", reason.code, reason.description)), at)?;
     p.return_code = Some(reason.code.to_owned());
     p.return_reason = Some(reason.description.to_owned());
     let mut writes = vec![update(tenant, &p, &row)?];
@@ -881,6 +990,7 @@ pub async fn simulate_return(
 ) -> Result<Response, ApiError> {
     require(&principal, Scope::PaymentsWrite)?;
     let p = apply_return(&state, principal.tenant, &id, &body.value.code, "sandbox").await?;
+    super::return_rates::evaluate_after_change(&state, principal.tenant).await;
     Ok(axum::Json(p).into_response())
 }
 
@@ -896,110 +1006,6 @@ pub async fn simulate_settle(
     _body: JsonBody<EmptyRequest>,
 ) -> Result<Response, ApiError> {
     require(&principal, Scope::PaymentsWrite)?;
-    let p = settle(&state, principal.tenant, &id, "settled (sandbox)").await?;
+    let p = settle(&state, principal.tenant, &id, "settled (sandbox)", None).await?;
     Ok(axum::Json(p).into_response())
-}
-
-/// Days of the rolling window NACHA's return-rate thresholds look at.
-pub const RETURN_RATE_WINDOW_DAYS: i64 = 60;
-/// Payments read back at most to compute the rates (newest first).
-const MAX_RATE_PAYMENTS: usize = 10_000;
-/// NACHA's thresholds, in basis points of debit entries.
-const UNAUTHORIZED_THRESHOLD_BPS: i64 = 50;
-const ADMINISTRATIVE_THRESHOLD_BPS: i64 = 300;
-const OVERALL_THRESHOLD_BPS: i64 = 1_500;
-
-/// The originator's debit return rates over the last 60 days.
-#[derive(Serialize, ToSchema)]
-pub struct ReturnRatesJson {
-    #[schema(example = "ach_return_rates")]
-    pub object: String,
-    pub window_days: i64,
-    pub since: String,
-    /// Debit entries sent (submitted) in the window.
-    pub debit_entries: i64,
-    /// Unauthorized returns (R05, R07, R10, R11, R29, R51) of those entries.
-    pub unauthorized_returns: i64,
-    /// In basis points (1/100 of a percent); NACHA's threshold is 50 (0.5%).
-    pub unauthorized_rate_bps: i64,
-    /// Administrative returns (R02, R03, R04).
-    pub administrative_returns: i64,
-    /// Threshold 300 (3%).
-    pub administrative_rate_bps: i64,
-    /// Every return.
-    pub overall_returns: i64,
-    /// Threshold 1500 (15%).
-    pub overall_rate_bps: i64,
-    /// The rates above their threshold: `unauthorized`, `administrative`, `overall`.
-    pub exceeded: Vec<String>,
-    /// Whether more payments fell in the window than were counted (the newest 10,000 are).
-    pub truncated: bool,
-}
-
-/// The originator's debit return rates over a rolling 60 days, against NACHA's
-/// thresholds (unauthorized 0.5%, administrative 3%, overall 15%).
-#[utoipa::path(get, path = "/v1/ach/return_rates", tag = "Payments", operation_id = "get_ach_return_rates",
-    responses((status = 200, description = "The rates.", body = ReturnRatesJson)))]
-pub async fn return_rates(State(state): State<AppState>, principal: Principal) -> Result<Response, ApiError> {
-    require(&principal, Scope::PaymentsRead)?;
-    let now = state.clock.now();
-    let since = now.plus_secs(-RETURN_RATE_WINDOW_DAYS * 86_400);
-    let (mut entries, mut unauthorized, mut administrative, mut overall) = (0i64, 0i64, 0i64, 0i64);
-    let mut cursor = settle_store::records::Cursor::Start;
-    let mut seen = 0usize;
-    let mut truncated = false;
-    'pages: loop {
-        let page = settle_store::records::PageRequest { limit: settle_core::limits::MAX_PAGE_LIMIT, cursor };
-        let result = state.store.ach_list(AchTable::Payments, principal.tenant, None, page).await?;
-        for row in &result.items {
-            seen += 1;
-            if seen > MAX_RATE_PAYMENTS {
-                truncated = true;
-                break 'pages;
-            }
-            let p: PaymentJson = decode(&row.data)?;
-            if Timestamp::parse_rfc3339(&p.created_at).is_some_and(|at| at < since) {
-                break 'pages;
-            }
-            if p.direction != PaymentDirection::Debit || p.trace_number.is_none() {
-                continue;
-            }
-            entries += 1;
-            if let Some(reason) = p.return_code.as_deref().and_then(return_reason) {
-                overall += 1;
-                if reason.is_unauthorized {
-                    unauthorized += 1;
-                }
-                if matches!(reason.code, "R02" | "R03" | "R04") {
-                    administrative += 1;
-                }
-            }
-        }
-        match (result.has_more, result.items.last()) {
-            (true, Some(last)) => cursor = settle_store::records::Cursor::After(last.id.clone()),
-            _ => break,
-        }
-    }
-    let bps = |n: i64| if entries == 0 { 0 } else { n.saturating_mul(10_000) / entries };
-    let rates = [
-        ("unauthorized", bps(unauthorized), UNAUTHORIZED_THRESHOLD_BPS),
-        ("administrative", bps(administrative), ADMINISTRATIVE_THRESHOLD_BPS),
-        ("overall", bps(overall), OVERALL_THRESHOLD_BPS),
-    ];
-    let exceeded = rates.iter().filter(|(_, rate, limit)| rate > limit).map(|(name, _, _)| (*name).to_owned()).collect();
-    Ok(axum::Json(ReturnRatesJson {
-        object: String::from("ach_return_rates"),
-        window_days: RETURN_RATE_WINDOW_DAYS,
-        since: since.to_rfc3339(),
-        debit_entries: entries,
-        unauthorized_returns: unauthorized,
-        unauthorized_rate_bps: bps(unauthorized),
-        administrative_returns: administrative,
-        administrative_rate_bps: bps(administrative),
-        overall_returns: overall,
-        overall_rate_bps: bps(overall),
-        exceeded,
-        truncated,
-    })
-    .into_response())
 }

@@ -108,6 +108,13 @@ pub static TYPES: &[EventType] = &[
         description: "A pending payment could not be filed (its bank account was disabled meanwhile); its hold is voided.",
     },
     EventType {
+        name: "ach.return_rate.threshold_crossed",
+        object: "ach_return_rates",
+        schema: "AchReturnRates",
+        is_update: true,
+        description: "An originator's ACH debit return rate over a rolling 60 days crossed a NACHA threshold (unauthorized 0.5%, administrative 3%, overall 15%): `exceeded` lists the rates above theirs now, `previous_attributes.exceeded` those before. Once per crossing; again only after the rate went back under and crossed anew.",
+    },
+    EventType {
         name: "webhook_endpoint.disabled",
         object: "webhook_endpoint",
         schema: "WebhookEndpoint",

@@ -69,6 +69,32 @@ async fn ledger_status(api: &Api, transaction: &str) -> String {
     reply.body["status"].as_str().unwrap().to_owned()
 }
 
+/// The bank's NOC file for `file`'s entries (only the one with trace number
+/// `only`, if given): change `code` with `corrected` data.
+fn notification_of_change(mut file: nacha::File, only: Option<&str>, code: &str, corrected: &str) -> String {
+    for batch in &mut file.batches {
+        batch.header.sec_code = "COR".into();
+        batch.entries.retain(|e| only.is_none_or(|t| e.trace_number == t));
+        for entry in &mut batch.entries {
+            entry.transaction_code = 21;
+            entry.amount_minor = 0;
+            entry.addenda_record_indicator = '1';
+            entry.addenda = vec![nacha::Addenda::Change(nacha::ChangeAddenda {
+                change_code: code.into(),
+                original_trace_number: entry.trace_number.clone(),
+                reserved: nacha::alpha("", 6),
+                original_rdfi_identification: entry.rdfi_identification.clone(),
+                corrected_data: nacha::alpha(corrected, 29),
+                reserved_2: nacha::alpha("", 15),
+                trace_number: entry.trace_number.clone(),
+            })];
+        }
+    }
+    file.batches.retain(|b| !b.entries.is_empty());
+    file.refresh_controls().unwrap();
+    file.write()
+}
+
 fn statuses(p: &Value) -> Vec<String> {
     p["history"].as_array().unwrap().iter().map(|h| h["to"].as_str().unwrap().to_owned()).collect()
 }
@@ -316,26 +342,8 @@ ledger_test! {
         let (wallet, bank) = setup(&app, 5_000).await;
         let id = pay(&app, "credit", 1_000, &wallet, &bank).await["id"].as_str().unwrap().to_owned();
         let files = cut(&app).await;
-        let mut file = nacha::parse(&file_content(&app, files[0]["id"].as_str().unwrap()).await).unwrap();
-        for batch in &mut file.batches {
-            batch.header.sec_code = "COR".into();
-            for entry in &mut batch.entries {
-                entry.transaction_code = 21;
-                entry.amount_minor = 0;
-                entry.addenda_record_indicator = '1';
-                entry.addenda = vec![nacha::Addenda::Change(nacha::ChangeAddenda {
-                    change_code: "C01".into(),
-                    original_trace_number: entry.trace_number.clone(),
-                    reserved: nacha::alpha("", 6),
-                    original_rdfi_identification: entry.rdfi_identification.clone(),
-                    corrected_data: nacha::alpha("99887766", 29),
-                    reserved_2: nacha::alpha("", 15),
-                    trace_number: entry.trace_number.clone(),
-                })];
-            }
-        }
-        file.refresh_controls().unwrap();
-        let reply = app.send(app.request(reqwest::Method::POST, "/v1/ach/return_files").body(file.write())).await;
+        let file = nacha::parse(&file_content(&app, files[0]["id"].as_str().unwrap()).await).unwrap();
+        let reply = app.send(app.request(reqwest::Method::POST, "/v1/ach/return_files").body(notification_of_change(file, None, "C01", "99887766"))).await;
         reply.expect_status(201);
         assert_eq!(reply.body["results"][0]["outcome"], "changed");
         let cp = app.get(&format!("/v1/counterparties/{}", payment(&app, &id).await["counterparty_id"].as_str().unwrap())).await;
@@ -562,5 +570,303 @@ ledger_test! {
         assert_eq!(failed["status"], "failed");
         assert_eq!(failed["history"].as_array().unwrap().last().unwrap()["reason"], "customer blocked by sanctions screening");
         assert_eq!(app.balances(&wallet).await.available, 10_000, "the hold is released");
+    }
+}
+
+/// `POST /v1/test_helpers/test_clocks/{clock}/advance` to `to`, which must answer 200.
+async fn advance(api: &Api, clock: &str, to: &str) {
+    let reply = api.post(&format!("/v1/test_helpers/test_clocks/{clock}/advance"), &json!({"to": to})).await;
+    reply.expect_status(200);
+    assert_eq!(reply.body["frozen_time"], settle_core::clock::Timestamp::parse_rfc3339(to).unwrap().to_rfc3339());
+}
+
+async fn simulate_return(api: &Api, id: &str, code: &str) -> Value {
+    let reply = api.post(&format!("/v1/test_helpers/payments/{id}/return"), &json!({"code": code})).await;
+    reply.expect_status(200);
+    reply.body
+}
+
+ledger_test! {
+    async fn a_full_ach_lifecycle_runs_under_a_test_clock_and_reconciles_in_the_ledger(app) {
+        // Monday 2027-03-01, 09:00 New York (EST): before the 10:30 window.
+        let clock = app.post("/v1/test_helpers/test_clocks", &json!({"frozen_time": "2027-03-01T14:00:00Z"})).await;
+        clock.expect_status(201);
+        assert_eq!(clock.body["object"], "test_clock");
+        let clock = clock.id();
+        let wallet = app.account("credit", Some(0)).await;
+        app.post(&format!("/v1/test_helpers/accounts/{wallet}/fund"), &json!({"amount": 100_000})).await.expect_status(201);
+        // Jane: a customer whose consent authorizes consumer debits.
+        let customer = app.post("/v1/customers", &json!({"type": "individual", "given_name": "Jane", "family_name": "Doe"})).await.id();
+        let granted_at = app.now().plus_secs(-60).to_rfc3339();
+        app.post(&format!("/v1/customers/{customer}/consents"), &json!({"type": "ach_debit_authorization", "text_version": "v1", "channel": "web", "granted_at": granted_at}))
+            .await
+            .expect_status(201);
+        let jane = app
+            .post("/v1/counterparties", &json!({"name": "Jane Doe", "customer_id": customer, "bank_accounts": [{"routing_number": ROUTING, "account_number": ACCOUNT_NUMBER, "account_type": "checking", "holder_name": "Jane Doe"}]}))
+            .await;
+        jane.expect_status(201);
+        let jane_bank = jane.body["bank_accounts"][0]["id"].as_str().unwrap().to_owned();
+        let (_, acme_bank) = setup(&app, 0).await;
+        let create = |direction: &str, amount: i64, bank: &str| {
+            let mut body = payment_body(direction, amount, &wallet, bank);
+            body["test_clock"] = json!(clock);
+            body
+        };
+        let mut ids = Vec::new();
+        for (direction, amount, bank) in [("credit", 10_000, &acme_bank), ("credit", 20_000, &jane_bank), ("debit", 5_000, &jane_bank), ("debit", 7_000, &jane_bank), ("debit", 3_000, &jane_bank)] {
+            let reply = app.post("/v1/payments", &create(direction, amount, bank)).await;
+            reply.expect_status(201);
+            assert_eq!((reply.body["test_clock"].as_str(), reply.body["created_at"].as_str()), (Some(clock.as_str()), Some("2027-03-01T14:00:00.000000Z")));
+            ids.push(reply.id());
+        }
+        let [returned_credit, credit, returned_debit, debit, unauthorized_debit] = ids.clone().try_into().unwrap();
+        let b = app.balances(&wallet).await;
+        assert_eq!((b.posted, b.available), (100_000, 70_000), "both credits hold their amounts");
+        assert!(cut(&app).await.is_empty(), "a test clock's payments wait for their clock's windows");
+
+        // 10:31 New York: the clock passes the 10:30 window, which files all five.
+        advance(&app, &clock, "2027-03-01T15:31:00Z").await;
+        let files = app.list_all("/v1/ach/files").await;
+        assert_eq!(files.len(), 1);
+        assert_eq!(files[0]["window"], format!("clock:{clock}:2027-03-01T10:30"));
+        assert_eq!((files[0]["total_credit"].as_i64(), files[0]["total_debit"].as_i64()), (Some(30_000), Some(15_000)));
+        let parsed = nacha::parse(&file_content(&app, files[0]["id"].as_str().unwrap()).await).unwrap();
+        assert_eq!(parsed.entries().count(), 5);
+        assert!(parsed.batches.iter().all(|b| b.header.effective_entry_date == "270302"), "next-day entries, effective Tuesday");
+        for id in &ids {
+            let p = payment(&app, id).await;
+            assert_eq!((p["status"].as_str(), p["effective_date"].as_str()), (Some("submitted"), Some("2027-03-02")));
+            assert_eq!(p["history"][1]["at"], "2027-03-01T15:30:00.000000Z", "moved at the window, on the clock");
+        }
+        let b = app.balances(&wallet).await;
+        assert_eq!((b.posted, b.available), (70_000, 70_000), "the credits' holds are posted");
+        advance(&app, &clock, "2027-03-01T15:31:00Z").await;
+        assert_eq!(app.list_all("/v1/ach/files").await.len(), 1, "advancing to the same time cuts nothing again");
+
+        // An administrative return (R03) before settlement: the money comes back and the bank account is disabled.
+        let r = simulate_return(&app, &returned_credit, "R03").await;
+        assert_eq!(r["history"].as_array().unwrap().last().unwrap()["at"], "2027-03-01T15:31:00.000000Z");
+        assert_eq!(app.balances(&wallet).await.posted, 80_000);
+        app.post("/v1/payments", &create("credit", 100, &acme_bank)).await.expect_error(422, "bank_account_disabled");
+
+        // Tuesday 18:30 New York: the effective date's settlement hour has passed.
+        advance(&app, &clock, "2027-03-02T23:30:00Z").await;
+        for id in [&credit, &returned_debit, &debit, &unauthorized_debit] {
+            assert_eq!(payment(&app, id).await["status"], "settled");
+        }
+        let b = app.balances(&wallet).await;
+        assert_eq!((b.posted, b.available), (95_000, 80_000), "settled debits are held for two banking days");
+        let p = payment(&app, &debit).await;
+        assert_eq!(p["available_at"], "2027-03-04T05:00:00.000000Z", "00:00 New York on the second banking day after settlement");
+        let hold = p["availability_hold_transaction_id"].as_str().unwrap().to_owned();
+        assert_eq!(ledger_status(&app, &hold).await, "pending");
+
+        // A funds return (R01) inside its window: the hold is released and the credit reversed.
+        let r = simulate_return(&app, &returned_debit, "R01").await;
+        assert!(r["ledger_issue"].is_null(), "{r}");
+        let b = app.balances(&wallet).await;
+        assert_eq!((b.posted, b.available), (90_000, 80_000));
+
+        // Thursday 00:30 New York: the hold period is over; the advance released the holds.
+        advance(&app, &clock, "2027-03-04T05:30:00Z").await;
+        assert_eq!(ledger_status(&app, &hold).await, "voided");
+        let b = app.balances(&wallet).await;
+        assert_eq!((b.posted, b.available), (90_000, 90_000));
+
+        // A notification of change (C01) on the settled credit corrects Jane's account number.
+        let file = nacha::parse(&file_content(&app, files[0]["id"].as_str().unwrap()).await).unwrap();
+        let trace = payment(&app, &credit).await["trace_number"].as_str().unwrap().to_owned();
+        let reply = app.send(app.request(reqwest::Method::POST, "/v1/ach/return_files").body(notification_of_change(file, Some(&trace), "C01", "99887766"))).await;
+        reply.expect_status(201);
+        assert_eq!(reply.body["results"], json!([{"original_trace_number": trace, "code": "C01", "payment_id": credit, "outcome": "changed"}]));
+        let cp = app.get(&format!("/v1/counterparties/{}", jane.body["id"].as_str().unwrap())).await;
+        assert_eq!(cp.body["bank_accounts"][0]["account_number_last4"], "7766");
+        assert_eq!(payment(&app, &credit).await["status"], "settled", "a NOC returns nothing");
+
+        // Two weeks later on the clock: an R01 is late, an unauthorized return (R10, 60 days) is not.
+        advance(&app, &clock, "2027-03-15T16:00:00Z").await;
+        app.post(&format!("/v1/test_helpers/payments/{debit}/return"), &json!({"code": "R01"})).await.expect_error(422, "return_window_elapsed");
+        let r = simulate_return(&app, &unauthorized_debit, "R10").await;
+        assert!(r["ledger_issue"].is_null(), "{r}");
+        app.post("/v1/payments", &create("debit", 100, &jane_bank)).await.expect_error(422, "debit_authorization_missing");
+
+        // Every figure reconciles: the wallet moved by exactly what the payments that stand imply, and the clearing account holds the other side.
+        let mut implied = 0i64;
+        for id in &ids {
+            let p = payment(&app, id).await;
+            if p["status"] == "settled" {
+                let amount = p["amount"].as_i64().unwrap();
+                implied += if p["direction"] == "credit" { -amount } else { amount };
+            }
+        }
+        assert_eq!(implied, -20_000 + 7_000);
+        let b = app.balances(&wallet).await;
+        assert_eq!(b, crate::app::Balances { posted: 100_000 + implied, pending: 100_000 + implied, available: 100_000 + implied });
+        let tx = app.get(&format!("/v1/transactions/{}", payment(&app, &credit).await["ledger_transaction_id"].as_str().unwrap())).await;
+        let clearing = tx.body["entries"].as_array().unwrap().iter().find(|e| e["account_id"] != wallet.as_str()).unwrap()["account_id"].as_str().unwrap().to_owned();
+        let c = app.balances(&clearing).await;
+        assert_eq!((c.posted, c.pending, c.available), (implied, implied, implied), "debit-normal clearing: debits in less credits out");
+        let rates = app.get("/v1/ach/return_rates").await.body.clone();
+        assert_eq!((rates["debit_entries"].as_i64(), rates["unauthorized_returns"].as_i64(), rates["overall_returns"].as_i64()), (Some(3), Some(1), Some(2)));
+        let clock_now = app.get(&format!("/v1/test_helpers/test_clocks/{clock}")).await;
+        clock_now.expect_status(200);
+        assert_eq!(clock_now.body["frozen_time"], "2027-03-15T16:00:00.000000Z");
+    }
+}
+
+ledger_test! {
+    async fn test_clocks_move_only_forward_and_exist_only_in_the_sandbox(app) {
+        let clock = app.post("/v1/test_helpers/test_clocks", &json!({"frozen_time": "2027-03-01T14:00:00Z"})).await.id();
+        let path = format!("/v1/test_helpers/test_clocks/{clock}/advance");
+        let reply = app.post(&path, &json!({"to": "2027-03-01T13:59:59Z"})).await;
+        reply.expect_error(422, "test_clock_backwards");
+        assert_eq!(reply.param(), Some("to"));
+        for (body, param) in [(json!({"to": "2029-03-02T00:00:00Z"}), "to"), (json!({"to": "yesterday"}), "to")] {
+            let reply = app.post(&path, &body).await;
+            reply.expect_error(400, "invalid_request");
+            assert_eq!(reply.param(), Some(param));
+        }
+        app.post("/v1/test_helpers/test_clocks", &json!({"frozen_time": "1999-12-31T23:59:59Z"})).await.expect_error(400, "invalid_request");
+        assert_eq!(app.get(&format!("/v1/test_helpers/test_clocks/{clock}")).await.body["frozen_time"], "2027-03-01T14:00:00.000000Z", "unchanged");
+        app.get("/v1/test_helpers/test_clocks/clock_00000000000000000000000000").await.expect_error(404, "not_found");
+        let (wallet, bank) = setup(&app, 1_000).await;
+        let mut body = payment_body("credit", 100, &wallet, &bank);
+        body["test_clock"] = json!("clock_00000000000000000000000000");
+        let reply = app.post("/v1/payments", &body).await;
+        reply.expect_error(400, "invalid_request");
+        assert_eq!(reply.param(), Some("test_clock"));
+        // A live key does not see the endpoints at all, nor may a live payment name a clock.
+        let live = app.api.with_key(Some(&app.key("acme", Environment::Live, &[Scope::LedgerRead, Scope::LedgerWrite, Scope::PaymentsRead, Scope::PaymentsWrite]).await));
+        live.post("/v1/test_helpers/test_clocks", &json!({"frozen_time": "2027-03-01T14:00:00Z"})).await.expect_error(404, "not_found");
+        live.get(&format!("/v1/test_helpers/test_clocks/{clock}")).await.expect_error(404, "not_found");
+        live.post(&path, &json!({"to": "2027-03-02T00:00:00Z"})).await.expect_error(404, "not_found");
+        let live_wallet = live.account("credit", None).await;
+        let mut body = payment_body("credit", 100, &live_wallet, &bank);
+        body["test_clock"] = json!(clock);
+        let reply = live.post("/v1/payments", &body).await;
+        reply.expect_error(400, "invalid_request");
+        assert_eq!(reply.param(), Some("test_clock"));
+        assert!(app.list_all("/v1/payments").await.is_empty(), "nothing was created");
+    }
+}
+
+/// The `settle_ach_return_rate_exceeded_bps` series of `rate` (any tenant: each test has its own server).
+async fn exceeded_gauge(app: &TestApp, rate: &str) -> Option<i64> {
+    let reply = app.with_key(None).get("/metrics").await;
+    reply.expect_status(200);
+    let text = String::from_utf8(reply.bytes.clone()).unwrap();
+    text.lines()
+        .find(|l| l.starts_with("settle_ach_return_rate_exceeded_bps{") && l.contains(&format!("rate=\"{rate}\"")))
+        .map(|l| l.rsplit(' ').next().unwrap().parse().unwrap())
+}
+
+ledger_test! {
+    async fn crossing_a_return_rate_threshold_emits_one_event_per_crossing_and_a_gauge(app) {
+        let crossings = |api: &Api| {
+            let api = api.clone();
+            async move { api.list_all("/v1/events?type=ach.return_rate.threshold_crossed").await }
+        };
+        let (wallet, bank) = setup(&app, 0).await;
+        let mut ids = Vec::new();
+        for _ in 0..4 {
+            ids.push(pay(&app, "debit", 100, &wallet, &bank).await["id"].as_str().unwrap().to_owned());
+        }
+        cut(&app).await;
+        assert!(crossings(&app).await.is_empty());
+        assert_eq!(exceeded_gauge(&app, "overall").await, None);
+        // One R01 of four debit entries: 25% overall, above 15%.
+        simulate_return(&app, &ids[0], "R01").await;
+        let events = crossings(&app).await;
+        assert_eq!(events.len(), 1, "{events:?}");
+        assert_eq!(events[0]["data"]["object"]["exceeded"], json!(["overall"]));
+        assert_eq!(events[0]["data"]["object"]["overall_rate_bps"], 2_500);
+        assert_eq!(events[0]["data"]["previous_attributes"], json!({"exceeded": []}));
+        let types = app.get("/v1/event_types").await.body.clone();
+        for version in ["2026-11-30", "2026-11-25"] {
+            for event in app.with_version(version).list_all("/v1/events?type=ach.return_rate.threshold_crossed").await {
+                let entry = types["data"].as_array().unwrap().iter().find(|t| t["type"] == event["type"]).unwrap().clone();
+                let mut errors = Vec::new();
+                crate::events::validate(&entry["schemas"][version], &event, "event", &mut errors);
+                assert!(errors.is_empty(), "{} in {version}: {errors:?}", event["type"]);
+            }
+        }
+        assert_eq!(exceeded_gauge(&app, "overall").await, Some(2_500));
+        assert_eq!(exceeded_gauge(&app, "unauthorized").await, None);
+        // Still above: no second event. An unauthorized return crosses that threshold: one more.
+        simulate_return(&app, &ids[1], "R01").await;
+        assert_eq!(crossings(&app).await.len(), 1, "once per crossing");
+        simulate_return(&app, &ids[2], "R10").await;
+        let events = crossings(&app).await;
+        assert_eq!(events.len(), 2);
+        let newest = events.iter().max_by_key(|e| e["sequence"].as_i64()).unwrap();
+        assert_eq!(newest["data"]["object"]["exceeded"], json!(["unauthorized", "overall"]));
+        assert_eq!(newest["data"]["previous_attributes"], json!({"exceeded": ["overall"]}));
+        assert_eq!(exceeded_gauge(&app, "unauthorized").await, Some(2_500));
+        // Sixty-one days later the window is empty: the next cut finds the rates under every threshold…
+        app.clock.advance_secs(61 * 86_400);
+        let (wallet, bank) = setup(&app, 0).await;
+        let mut fresh = Vec::new();
+        for _ in 0..2 {
+            fresh.push(pay(&app, "debit", 100, &wallet, &bank).await["id"].as_str().unwrap().to_owned());
+        }
+        cut(&app).await;
+        assert_eq!(exceeded_gauge(&app, "overall").await, None, "the gauge goes when the rate is back under");
+        assert_eq!(crossings(&app).await.len(), 2);
+        // …so crossing again alerts again.
+        simulate_return(&app, &fresh[0], "R01").await;
+        assert_eq!(crossings(&app).await.len(), 3);
+        assert_eq!(exceeded_gauge(&app, "overall").await, Some(5_000));
+    }
+}
+
+ledger_test! {
+    async fn a_late_return_in_a_return_file_is_dishonored_in_the_next_file(app) {
+        let clock = app.post("/v1/test_helpers/test_clocks", &json!({"frozen_time": "2027-03-01T14:00:00Z"})).await.id();
+        let (wallet, bank) = setup(&app, 0).await;
+        let mut body = payment_body("debit", 4_000, &wallet, &bank);
+        body["sec_code"] = json!("CCD");
+        body["test_clock"] = json!(clock);
+        let id = app.post("/v1/payments", &body).await.id();
+        advance(&app, &clock, "2027-03-01T15:31:00Z").await;
+        let files = app.list_all("/v1/ach/files").await;
+        let original = nacha::parse(&file_content(&app, files[0]["id"].as_str().unwrap()).await).unwrap();
+        // Wednesday 2027-03-10, 11:00 New York: settled on the 2nd, far outside R01's two banking days.
+        advance(&app, &clock, "2027-03-10T16:00:00Z").await;
+        assert_eq!(app.balances(&wallet).await.available, 4_000);
+        let returns = original.returned_with("R01").unwrap().write();
+        let reply = app.send(app.request(reqwest::Method::POST, "/v1/ach/return_files").body(returns.clone())).await;
+        reply.expect_status(201);
+        assert_eq!(reply.body["results"][0]["outcome"], "dishonored");
+        let p = payment(&app, &id).await;
+        assert_eq!(p["status"], "settled", "a late return changes neither the payment nor its money");
+        assert_eq!(p["dishonored_return"]["status"], "pending");
+        assert_eq!((p["dishonored_return"]["dishonor_code"].as_str(), p["dishonored_return"]["return_code"].as_str()), (Some("R68"), Some("R01")));
+        let b = app.balances(&wallet).await;
+        assert_eq!((b.posted, b.available), (4_000, 4_000));
+        // The same payment returned late again is not dishonored twice.
+        let again = original.returned_with("R03").unwrap().write();
+        let reply = app.send(app.request(reqwest::Method::POST, "/v1/ach/return_files").body(again)).await;
+        reply.expect_status(201);
+        assert_eq!(reply.body["results"][0]["outcome"], "late");
+        // 15:00 New York: the 14:45 window carries the dishonored return, in its own batch.
+        advance(&app, &clock, "2027-03-10T20:00:00Z").await;
+        let files = app.list_all("/v1/ach/files").await;
+        let outgoing: Vec<&Value> = files.iter().filter(|f| f["direction"] == "outgoing").collect();
+        assert_eq!(outgoing.len(), 2, "{files:?}");
+        let dishonor_file = outgoing.iter().find(|f| f["window"] == format!("clock:{clock}:2027-03-10T14:45")).unwrap();
+        assert_eq!(dishonor_file["payment_ids"], json!([id]));
+        let parsed = nacha::parse(&file_content(&app, dishonor_file["id"].as_str().unwrap()).await).unwrap();
+        let (batch, entry) = parsed.entries().next().unwrap();
+        assert_eq!((entry.transaction_code, entry.amount_minor, batch.sec_code.as_str()), (26, 4_000, "CCD"));
+        let addenda = entry.return_addenda().unwrap();
+        assert_eq!((addenda.reason_code.as_str(), addenda.original_trace_number.as_str()), ("R68", p["trace_number"].as_str().unwrap()));
+        assert_eq!(&addenda.information[21..23], "01", "the dishonored return names the return's reason");
+        let p = payment(&app, &id).await;
+        assert_eq!(p["dishonored_return"]["status"], "submitted");
+        assert_eq!(p["dishonored_return"]["ach_file_id"], dishonor_file["id"]);
+        assert_eq!(p["dishonored_return"]["trace_number"].as_str(), Some(entry.trace_number.as_str()));
+        advance(&app, &clock, "2027-03-12T20:00:00Z").await;
+        assert_eq!(app.list_all("/v1/ach/files").await.iter().filter(|f| f["direction"] == "outgoing").count(), 2, "a dishonor is sent once");
+        assert_eq!(app.balances(&wallet).await.available, 4_000);
     }
 }
