@@ -101,6 +101,8 @@ macro_rules! entry_columns {
 #[derive(Clone)]
 pub struct PgStore {
     pool: Pool,
+    /// How to connect outside the pool: a `LISTEN` needs a connection of its own.
+    config: std::sync::Arc<tokio_postgres::Config>,
 }
 
 /// The engine's connection: taken from the pool once and kept. If the
@@ -122,7 +124,7 @@ impl PgStore {
         if config.get_application_name().is_none() {
             config.application_name("settle");
         }
-        let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let manager = Manager::from_config(config.clone(), NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
         let pool = Pool::builder(manager)
             .max_size(POOL_SIZE)
             .runtime(Runtime::Tokio1)
@@ -131,7 +133,7 @@ impl PgStore {
             .build()
             .map_err(|e| StoreError::Other(format!("building the PostgreSQL pool: {e}")))?;
         drop(pool.get().await?);
-        Ok(PgStore { pool })
+        Ok(PgStore { pool, config: std::sync::Arc::new(config) })
     }
 
     /// Applies pending migrations in one transaction that holds an advisory
@@ -1186,6 +1188,11 @@ impl PgStore {
     /// The connection pool, for the store's modules that keep their SQL apart (`operations`).
     pub(crate) fn pool(&self) -> &Pool {
         &self.pool
+    }
+
+    /// How to open a connection outside the pool (see `events::Store::listen_events_stored`).
+    pub(crate) fn config(&self) -> &tokio_postgres::Config {
+        &self.config
     }
 }
 

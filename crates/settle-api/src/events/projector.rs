@@ -107,7 +107,7 @@ async fn run(state: AppState, config: ProjectorConfig, mut stopped: watch::Recei
             match project(&state, &owner, cursor, lease_until).await {
                 Ok(Round::Advanced { to }) => {
                     held = Some((to, lease_until));
-                    state.events.stored.notify_waiters();
+                    state.events.stored.notify_one();
                     more = true;
                 }
                 Ok(Round::Idle) => {}
