@@ -14,12 +14,13 @@
 //! is an id range on the same indexes as every other filter.
 
 use crate::error::StoreError;
+use crate::records::AccountRecord;
 use crate::records::{Page, PageRequest};
 use crate::store::Store;
 use crate::webhooks::subscribed;
 use rusqlite::{OptionalExtension, params};
 use settle_core::clock::Timestamp;
-use settle_core::ids::EventId;
+use settle_core::ids::{AccountId, EventId};
 use settle_core::ledger::Transaction;
 use settle_core::tenancy::TenantId;
 use std::collections::HashMap;
@@ -247,6 +248,45 @@ impl Store {
                 crate::postgres::read_transactions(&client, &refs).await
             }
         }
+    }
+
+    /// The tenants' accounts `ids` as stored now, with their customer; a
+    /// missing one (or another tenant's) is left out. On PostgreSQL one
+    /// statement for all of them: a burst of opened accounts would
+    /// otherwise cost the projector several round trips each.
+    pub async fn accounts_for_events(&self, ids: Vec<(TenantId, AccountId)>) -> Result<Vec<AccountRecord>, StoreError> {
+        let mut found = Vec::with_capacity(ids.len());
+        match self {
+            Store::Sqlite(_) => {
+                // Reads are local and cheap there: one at a time, as the API
+                // reads them (at any time: the projector zeroes the counters,
+                // the only fields that depend on it).
+                for (tenant, id) in ids {
+                    found.extend(self.get_account(tenant, id, Timestamp::from_micros(0)).await?);
+                }
+                return Ok(found);
+            }
+            Store::Postgres(p) => {
+                let wanted: Vec<&str> = ids.iter().map(|(_, id)| id.as_str()).collect();
+                let theirs: std::collections::HashSet<(i64, &str)> = ids.iter().map(|(tenant, id)| (tenant.0, id.as_str())).collect();
+                for record in p.accounts_by_ids(&wanted).await? {
+                    if theirs.contains(&(record.state.tenant.0, record.state.id.as_str())) {
+                        found.push(record);
+                    }
+                }
+            }
+        }
+        let mut tenants: Vec<TenantId> = found.iter().map(|r| r.state.tenant).collect();
+        tenants.sort_unstable_by_key(|t| t.0);
+        tenants.dedup();
+        let mut out = Vec::with_capacity(found.len());
+        for tenant in tenants {
+            let (mut theirs, rest): (Vec<AccountRecord>, Vec<AccountRecord>) = found.into_iter().partition(|r| r.state.tenant == tenant);
+            self.with_customers(tenant, &mut theirs).await?;
+            out.extend(theirs);
+            found = rest;
+        }
+        Ok(out)
     }
 
     /// The highest event `sequence` stored for each (tenant, object).

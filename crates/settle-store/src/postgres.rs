@@ -188,6 +188,14 @@ impl PgStore {
         Ok(Some(rows::without_expired_holds(record, &expired)))
     }
 
+    /// Accounts by id as stored, in one statement (no hold expiry applied):
+    /// what the event projector needs of the accounts a round opened.
+    pub(crate) async fn accounts_by_ids(&self, ids: &[&str]) -> Result<Vec<AccountRecord>, StoreError> {
+        let client = self.pool.get().await?;
+        let stmt = client.prepare_cached(concat!("SELECT ", account_columns!(), " FROM accounts WHERE id = ANY($1)")).await?;
+        client.query(&stmt, &[&ids]).await?.iter().map(|r| account_row(r)?.into_record()).collect()
+    }
+
     pub async fn list_accounts(&self, tenant: TenantId, page: PageRequest, now: Timestamp) -> Result<Page<AccountRecord>, StoreError> {
         let mut client = self.pool.get().await?;
         let tx = Self::snapshot(&mut client).await?;

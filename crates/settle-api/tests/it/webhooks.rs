@@ -432,11 +432,8 @@ ledger_test! {
 fn worker_of_another_server(app: &crate::app::TestApp, poll: std::time::Duration, listens: bool) -> settle_api::webhooks::worker::DeliveryHandle {
     use settle_api::webhooks::worker::WebhookConfig;
     let config = WebhookConfig { poll_interval: poll, wakes_on_notify: listens, ..TestOptions::default().webhooks };
-    let state = app
-        .state
-        .clone()
-        .with_events(Arc::new(settle_api::events::EventsHub::default()))
-        .with_webhooks(settle_api::webhooks::Webhooks::new(config).unwrap());
+    let state =
+        app.state.clone().with_events(Arc::new(settle_api::events::EventsHub::default())).with_webhooks(settle_api::webhooks::Webhooks::new(config).unwrap());
     settle_api::webhooks::worker::spawn(state)
 }
 
