@@ -437,6 +437,15 @@ fn worker_of_another_server(app: &crate::app::TestApp, poll: std::time::Duration
     settle_api::webhooks::worker::spawn(state)
 }
 
+/// `app` restarted without its projector and delivery worker, the old
+/// projector's lease lapsed, so that a test starts its own.
+async fn without_background(mut app: crate::app::TestApp) -> crate::app::TestApp {
+    app.restart(TestOptions { events: false, ..TestOptions::default() }).await;
+    // The first server's projector lease lapses (it was stopped as by a crash).
+    app.clock.advance_secs(settle_api::events::projector::LEASE_SECS + 1);
+    app
+}
+
 /// The projector of `app`, polling often (the tests here start servers without one).
 fn projector_of(app: &crate::app::TestApp) -> settle_api::events::projector::ProjectorHandle {
     let config = settle_api::events::projector::ProjectorConfig { poll_interval: std::time::Duration::from_millis(20) };
@@ -445,10 +454,7 @@ fn projector_of(app: &crate::app::TestApp) -> settle_api::events::projector::Pro
 
 ledger_test! {
     async fn deliveries_need_no_wake_up_a_worker_that_only_polls_delivers_everything(app) {
-        let mut app = app;
-        app.restart(TestOptions { events: false, ..TestOptions::default() }).await;
-        // The first server's projector lease lapses (it was stopped as by a crash).
-        app.clock.advance_secs(settle_api::events::projector::LEASE_SECS + 1);
+        let app = without_background(app).await;
         let receiver = Receiver::start(200).await;
         let (endpoint_id, secret) = endpoint(&app, &receiver.url, json!(["*"])).await;
         let projector = projector_of(&app);
@@ -471,10 +477,7 @@ ledger_test! {
 
 ledger_test! {
     async fn on_postgresql_events_stored_by_another_server_wake_a_worker_at_once(app) {
-        let mut app = app;
-        app.restart(TestOptions { events: false, ..TestOptions::default() }).await;
-        // The first server's projector lease lapses (it was stopped as by a crash).
-        app.clock.advance_secs(settle_api::events::projector::LEASE_SECS + 1);
+        let app = without_background(app).await;
         if !app.store.announces_stored_events() {
             // SQLite: one server per file, nothing to listen for; listening returns at once.
             app.store.listen_events_stored(|| panic!("no notification on SQLite")).await.unwrap();
