@@ -487,8 +487,8 @@ impl Store {
     }
 }
 
-/// The PostgreSQL channel on which a transaction that stored events (so
-/// deliveries) announces it at commit (see [`Store::listen_events_stored`]).
+/// The PostgreSQL channel on which a transaction that stored events owing
+/// deliveries announces it at commit (see [`Store::listen_events_stored`]).
 pub const EVENTS_STORED_CHANNEL: &str = "settle_events_stored";
 
 /// The tenant's enabled endpoints: (id, enabled_events JSON).

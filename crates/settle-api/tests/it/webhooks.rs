@@ -503,3 +503,31 @@ ledger_test! {
         projector.stop().await;
     }
 }
+
+ledger_test! {
+    async fn two_servers_share_the_deliveries_and_send_each_once(app) {
+        let app = without_background(app).await;
+        let receiver = Receiver::start(200).await;
+        let (endpoint_id, _) = endpoint(&app, &receiver.url, json!(["ledger.transaction.created"])).await;
+        let funding = app.account("debit", None).await;
+        let wallet = app.account("credit", None).await;
+        for amount in 1..=40 {
+            app.transfer_ok(&funding, &wallet, amount).await;
+        }
+        // Both workers start while the 40 deliveries are being stored, and race for them.
+        let workers = [
+            worker_of_another_server(&app, std::time::Duration::from_millis(5), true),
+            worker_of_another_server(&app, std::time::Duration::from_millis(5), true),
+        ];
+        let projector = projector_of(&app);
+        recorded(&app, &endpoint_id, 40).await;
+        for worker in workers {
+            worker.stop().await;
+        }
+        projector.stop().await;
+        let got = receiver.all();
+        let ids: BTreeSet<&str> = got.iter().map(|d| d.id.as_str()).collect();
+        assert_eq!((got.len(), ids.len()), (40, 40), "every delivery sent exactly once");
+        assert_eq!(app.list_all(&format!("/v1/webhook_endpoints/{endpoint_id}/attempts")).await.len(), 40, "and recorded once");
+    }
+}
