@@ -39,7 +39,10 @@ use utoipa::{IntoParams, ToSchema};
 pub struct EventsHub {
     /// Ids of endpoints, attempts and events made outside the log.
     pub ids: settle_core::ids::IdGenerator,
-    /// Woken when new events (so new deliveries) were stored.
+    /// Woken when new events (so new deliveries) were stored. Signalled with
+    /// `notify_one`, which keeps the wake-up for a worker that is busy
+    /// claiming or sending when it comes (`notify_waiters` would drop it,
+    /// and those deliveries would wait for the next poll).
     pub stored: Notify,
     /// Woken when the ledger committed something (the projector looks sooner).
     pub logged: Notify,
@@ -297,7 +300,7 @@ pub async fn redeliver(
         move |record| async move { store.redeliver_event(tenant, event.id, event.kind, endpoint, now, record).await }
     })
     .await?;
-    state.events.stored.notify_waiters();
+    state.events.stored.notify_one();
     Ok(response)
 }
 

@@ -608,6 +608,6 @@ pub async fn recover(
         move |record| async move { store.recover_deliveries(tenant, id, since, now, record).await }
     })
     .await?;
-    state.events.stored.notify_waiters();
+    state.events.stored.notify_one();
     Ok(response)
 }

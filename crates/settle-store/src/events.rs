@@ -14,12 +14,13 @@
 //! is an id range on the same indexes as every other filter.
 
 use crate::error::StoreError;
+use crate::records::AccountRecord;
 use crate::records::{Page, PageRequest};
 use crate::store::Store;
 use crate::webhooks::subscribed;
 use rusqlite::{OptionalExtension, params};
 use settle_core::clock::Timestamp;
-use settle_core::ids::EventId;
+use settle_core::ids::{AccountId, EventId};
 use settle_core::ledger::Transaction;
 use settle_core::tenancy::TenantId;
 use std::collections::HashMap;
@@ -249,6 +250,45 @@ impl Store {
         }
     }
 
+    /// The tenants' accounts `ids` as stored now, with their customer; a
+    /// missing one (or another tenant's) is left out. On PostgreSQL one
+    /// statement for all of them: a burst of opened accounts would
+    /// otherwise cost the projector several round trips each.
+    pub async fn accounts_for_events(&self, ids: Vec<(TenantId, AccountId)>) -> Result<Vec<AccountRecord>, StoreError> {
+        let mut found = Vec::with_capacity(ids.len());
+        match self {
+            Store::Sqlite(_) => {
+                // Reads are local and cheap there: one at a time, as the API
+                // reads them (at any time: the projector zeroes the counters,
+                // the only fields that depend on it).
+                for (tenant, id) in ids {
+                    found.extend(self.get_account(tenant, id, Timestamp::from_micros(0)).await?);
+                }
+                return Ok(found);
+            }
+            Store::Postgres(p) => {
+                let wanted: Vec<&str> = ids.iter().map(|(_, id)| id.as_str()).collect();
+                let theirs: std::collections::HashSet<(i64, &str)> = ids.iter().map(|(tenant, id)| (tenant.0, id.as_str())).collect();
+                for record in p.accounts_by_ids(&wanted).await? {
+                    if theirs.contains(&(record.state.tenant.0, record.state.id.as_str())) {
+                        found.push(record);
+                    }
+                }
+            }
+        }
+        let mut tenants: Vec<TenantId> = found.iter().map(|r| r.state.tenant).collect();
+        tenants.sort_unstable_by_key(|t| t.0);
+        tenants.dedup();
+        let mut out = Vec::with_capacity(found.len());
+        for tenant in tenants {
+            let (mut theirs, rest): (Vec<AccountRecord>, Vec<AccountRecord>) = found.into_iter().partition(|r| r.state.tenant == tenant);
+            self.with_customers(tenant, &mut theirs).await?;
+            out.extend(theirs);
+            found = rest;
+        }
+        Ok(out)
+    }
+
     /// The highest event `sequence` stored for each (tenant, object).
     pub async fn object_sequences(&self, objects: Vec<(TenantId, String)>) -> Result<HashMap<String, i64>, StoreError> {
         const SQL: &str = "SELECT MAX(sequence) FROM events WHERE tenant_id = #1 AND object_id = #2";
@@ -269,12 +309,18 @@ impl Store {
                 .await
             }
             Store::Postgres(p) => {
+                // One statement for all of them (a round trip each was the
+                // projector's cost per updated object).
+                const PG: &str = "SELECT o.object_id, (SELECT MAX(sequence) FROM events e WHERE e.tenant_id = o.tenant_id AND e.object_id = o.object_id)
+                                  FROM UNNEST($1::bigint[], $2::text[]) AS o(tenant_id, object_id)";
                 let client = p.pool().get().await?;
-                let stmt = client.prepare_cached(&SQL.replace('#', "$")).await?;
+                let stmt = client.prepare_cached(PG).await?;
+                let tenants: Vec<i64> = objects.iter().map(|(t, _)| t.0).collect();
+                let ids: Vec<&str> = objects.iter().map(|(_, o)| o.as_str()).collect();
                 let mut out = HashMap::new();
-                for (tenant, object) in objects {
-                    let max: Option<i64> = client.query_one(&stmt, &[&tenant.0, &object]).await?.try_get(0)?;
-                    out.insert(object, max.unwrap_or(0));
+                for r in client.query(&stmt, &[&tenants, &ids]).await? {
+                    let max: Option<i64> = r.try_get(1)?;
+                    out.insert(r.try_get(0)?, max.unwrap_or(0));
                 }
                 Ok(out)
             }
@@ -319,6 +365,51 @@ impl Store {
                 Ok(true)
             }
         }
+    }
+
+    /// Whether [`Store::listen_events_stored`] hears anything: on
+    /// PostgreSQL, where several servers share the database; SQLite has one
+    /// server per file, which wakes its worker in process.
+    pub fn announces_stored_events(&self) -> bool {
+        matches!(self, Store::Postgres(_))
+    }
+
+    /// Calls `wake` each time any server (this one included) commits new
+    /// events, so that delivery workers act at once rather than at their
+    /// next poll. PostgreSQL only (`LISTEN` on a connection of its own,
+    /// outside the pool); on SQLite it returns at once.
+    ///
+    /// It returns when the connection ends; the caller listens again. A
+    /// notification is only a hint: a worker that misses one (no listener
+    /// yet, a broken connection, a pooler that drops `LISTEN`) still finds
+    /// the deliveries at its next poll.
+    pub async fn listen_events_stored(&self, wake: impl Fn() + Send) -> Result<(), StoreError> {
+        let Store::Postgres(p) = self else {
+            return Ok(());
+        };
+        let (client, mut connection) = p.config().connect(tokio_postgres::NoTls).await?;
+        // Notifications arrive through the connection, which must be polled
+        // for the `LISTEN` itself to complete.
+        let driver = async move {
+            loop {
+                match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+                    Some(Ok(tokio_postgres::AsyncMessage::Notification(_))) => wake(),
+                    Some(Ok(_)) => {}
+                    Some(Err(error)) => return Err(StoreError::from(error)),
+                    None => return Ok(()),
+                }
+            }
+        };
+        tokio::pin!(driver);
+        let listen = format!("LISTEN {EVENTS_STORED_CHANNEL}");
+        tokio::select! {
+            ended = &mut driver => return ended,
+            listening = client.batch_execute(&listen) => listening?,
+        }
+        // Only a listener from here on; `client` keeps the connection open.
+        let ended = driver.await;
+        drop(client);
+        ended
     }
 
     /// The tenant's event `id`.
@@ -396,6 +487,10 @@ impl Store {
     }
 }
 
+/// The PostgreSQL channel on which a transaction that stored events owing
+/// deliveries announces it at commit (see [`Store::listen_events_stored`]).
+pub const EVENTS_STORED_CHANNEL: &str = "settle_events_stored";
+
 /// The tenant's enabled endpoints: (id, enabled_events JSON).
 type Subscribers = HashMap<TenantId, Vec<(String, String)>>;
 
@@ -425,26 +520,61 @@ pub(crate) fn sqlite_write_events(tx: &rusqlite::Transaction<'_>, events: &[NewE
     Ok(())
 }
 
-/// Writes events and their deliveries inside the caller's PostgreSQL transaction.
+/// All of a round's events in one statement: one array per column.
+const PG_INSERT_EVENTS: &str = "INSERT INTO events (id, tenant_id, type, object_id, sequence, log_seq, created_at, body)
+                                SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::text[], $5::bigint[], $6::bigint[], $7::bigint[], $8::bytea[])";
+/// All of a round's deliveries in one statement (see [`INSERT_DELIVERY`]).
+const PG_INSERT_DELIVERIES: &str =
+    "INSERT INTO webhook_deliveries (endpoint_id, event_id, tenant_id, status, attempts, next_attempt_at, created_at, updated_at)
+                                    SELECT d.endpoint_id, d.event_id, d.tenant_id, 'pending', 0, $4, $4, $4
+                                    FROM UNNEST($1::text[], $2::text[], $3::bigint[]) AS d(endpoint_id, event_id, tenant_id)
+                                    ON CONFLICT (endpoint_id, event_id) DO NOTHING";
+/// The enabled endpoints of several tenants at once.
+const PG_SUBSCRIBERS: &str = "SELECT tenant_id, id, enabled_events FROM webhook_endpoints WHERE tenant_id = ANY($1) AND status = 'enabled' ORDER BY id";
+
+/// Writes events and their deliveries inside the caller's PostgreSQL
+/// transaction: three statements whatever the number of events (the
+/// tenants' endpoints, the events, the deliveries), because on PostgreSQL
+/// every statement is a round trip to the server, and one per row was what
+/// bounded the projector's rate.
 pub(crate) async fn pg_write_events(tx: &deadpool_postgres::Transaction<'_>, events: &[NewEvent], now: Timestamp) -> Result<(), StoreError> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let mut tenants: Vec<i64> = events.iter().map(|e| e.tenant.0).collect();
+    tenants.sort_unstable();
+    tenants.dedup();
     let mut subscribers: Subscribers = HashMap::new();
-    let insert = tx.prepare_cached(&INSERT_EVENT.replace('#', "$")).await?;
-    let deliver = tx.prepare_cached(&INSERT_DELIVERY.replace('#', "$")).await?;
-    let find = tx.prepare_cached(&SUBSCRIBERS.replace('#', "$")).await?;
+    let find = tx.prepare_cached(PG_SUBSCRIBERS).await?;
+    for r in tx.query(&find, &[&tenants]).await? {
+        let tenant: i64 = r.try_get(0)?;
+        subscribers.entry(TenantId(tenant)).or_default().push((r.try_get(1)?, r.try_get(2)?));
+    }
+    let ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
+    let tenant_ids: Vec<i64> = events.iter().map(|e| e.tenant.0).collect();
+    let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+    let objects: Vec<&str> = events.iter().map(|e| e.object_id.as_str()).collect();
+    let sequences: Vec<i64> = events.iter().map(|e| e.sequence).collect();
+    let log_seqs: Vec<Option<i64>> = events.iter().map(|e| e.log_seq).collect();
+    let created: Vec<i64> = events.iter().map(|e| e.created_at.micros()).collect();
+    let bodies: Vec<&[u8]> = events.iter().map(|e| e.body.as_slice()).collect();
+    let insert = tx.prepare_cached(PG_INSERT_EVENTS).await?;
+    tx.execute(&insert, &[&ids, &tenant_ids, &kinds, &objects, &sequences, &log_seqs, &created, &bodies]).await?;
+    let (mut endpoints, mut owed, mut owed_tenants): (Vec<&str>, Vec<&str>, Vec<i64>) = (Vec::new(), Vec::new(), Vec::new());
     for e in events {
-        tx.execute(&insert, &[&e.id.as_str(), &e.tenant.0, &e.kind, &e.object_id, &e.sequence, &e.log_seq, &e.created_at.micros(), &e.body]).await?;
-        if let std::collections::hash_map::Entry::Vacant(slot) = subscribers.entry(e.tenant) {
-            let mut found = Vec::new();
-            for r in tx.query(&find, &[&e.tenant.0]).await? {
-                found.push((r.try_get(0)?, r.try_get(1)?));
-            }
-            slot.insert(found);
-        }
         for (endpoint, enabled) in subscribers.get(&e.tenant).into_iter().flatten() {
             if subscribed(enabled, &e.kind) {
-                tx.execute(&deliver, &[endpoint, &e.id.as_str(), &e.tenant.0, &now.micros()]).await?;
+                endpoints.push(endpoint.as_str());
+                owed.push(e.id.as_str());
+                owed_tenants.push(e.tenant.0);
             }
         }
+    }
+    if !endpoints.is_empty() {
+        let deliver = tx.prepare_cached(PG_INSERT_DELIVERIES).await?;
+        tx.execute(&deliver, &[&endpoints, &owed, &owed_tenants, &now.micros()]).await?;
+        // Delivered to listeners at commit, and not at all on rollback.
+        tx.batch_execute(&format!("NOTIFY {EVENTS_STORED_CHANNEL}")).await?;
     }
     Ok(())
 }

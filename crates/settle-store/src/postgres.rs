@@ -103,6 +103,8 @@ macro_rules! entry_columns {
 #[derive(Clone)]
 pub struct PgStore {
     pool: Pool,
+    /// How to connect outside the pool: a `LISTEN` needs a connection of its own.
+    config: std::sync::Arc<tokio_postgres::Config>,
 }
 
 /// The engine's connection: taken from the pool once and kept. If the
@@ -124,7 +126,7 @@ impl PgStore {
         if config.get_application_name().is_none() {
             config.application_name("settle");
         }
-        let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let manager = Manager::from_config(config.clone(), NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
         let pool = Pool::builder(manager)
             .max_size(POOL_SIZE)
             .runtime(Runtime::Tokio1)
@@ -133,7 +135,7 @@ impl PgStore {
             .build()
             .map_err(|e| StoreError::Other(format!("building the PostgreSQL pool: {e}")))?;
         drop(pool.get().await?);
-        Ok(PgStore { pool })
+        Ok(PgStore { pool, config: std::sync::Arc::new(config) })
     }
 
     /// Applies pending migrations in one transaction that holds an advisory
@@ -186,6 +188,14 @@ impl PgStore {
         let expired = expired_hold_entries(&tx, now, &[id.as_str()]).await?;
         tx.commit().await?;
         Ok(Some(rows::without_expired_holds(record, &expired)))
+    }
+
+    /// Accounts by id as stored, in one statement (no hold expiry applied):
+    /// what the event projector needs of the accounts a round opened.
+    pub(crate) async fn accounts_by_ids(&self, ids: &[&str]) -> Result<Vec<AccountRecord>, StoreError> {
+        let client = self.pool.get().await?;
+        let stmt = client.prepare_cached(concat!("SELECT ", account_columns!(), " FROM accounts WHERE id = ANY($1)")).await?;
+        client.query(&stmt, &[&ids]).await?.iter().map(|r| account_row(r)?.into_record()).collect()
     }
 
     pub async fn list_accounts(&self, tenant: TenantId, page: PageRequest, now: Timestamp) -> Result<Page<AccountRecord>, StoreError> {
@@ -1212,6 +1222,11 @@ impl PgStore {
     /// The connection pool, for the store's modules that keep their SQL apart (`operations`).
     pub(crate) fn pool(&self) -> &Pool {
         &self.pool
+    }
+
+    /// How to open a connection outside the pool (see `events::Store::listen_events_stored`).
+    pub(crate) fn config(&self) -> &tokio_postgres::Config {
+        &self.config
     }
 }
 

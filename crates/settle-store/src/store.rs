@@ -127,7 +127,7 @@ impl Store {
 
     /// Fills in the owning customer of each account (the link lives in
     /// `customer_accounts`, written with the account or linked later).
-    async fn with_customers(&self, tenant: TenantId, accounts: &mut [AccountRecord]) -> Result<(), StoreError> {
+    pub(crate) async fn with_customers(&self, tenant: TenantId, accounts: &mut [AccountRecord]) -> Result<(), StoreError> {
         if accounts.is_empty() {
             return Ok(());
         }

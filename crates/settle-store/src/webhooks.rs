@@ -282,6 +282,149 @@ impl crate::sqlite::SqliteStore {
     }
 }
 
+/// What an attempt writes: (its time, the delivery's new status, when the
+/// delivery is next due, the attempt's status).
+fn columns(f: &FinishedDelivery) -> (Timestamp, &'static str, Timestamp, &'static str) {
+    let now = f.attempt.created_at;
+    let (status, next_at) = match f.next {
+        DeliveryNext::Succeeded => ("succeeded", now),
+        DeliveryNext::RetryAt(at) => ("pending", at),
+        DeliveryNext::DeadLettered => ("failed", now),
+    };
+    (now, status, next_at, if f.attempt.succeeded { "succeeded" } else { "failed" })
+}
+
+/// Whether a batch of attempts can be recorded with one statement per
+/// table: it disables no endpoint, and names each delivery once (a lapsed
+/// lease re-claimed by the same worker could name one twice; attempt by
+/// attempt, the second then finds the lease gone, as it should).
+fn is_plain_batch(finished: &[FinishedDelivery]) -> bool {
+    let mut keys = std::collections::HashSet::with_capacity(finished.len());
+    finished.iter().all(|f| !matches!(f.health, EndpointHealth::Disable { .. }) && keys.insert((f.attempt.endpoint_id.as_str(), f.attempt.event_id.as_str())))
+}
+
+/// Where an endpoint's `failing_since` ends up after a batch's attempts,
+/// as if they had been applied one after the other.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum HealthAfter {
+    /// The last one succeeded: no run of failures.
+    Healthy,
+    /// Failures since `t`, after a success in the batch: the run starts at `t`.
+    FailingSince(Timestamp),
+    /// Failures only: a run starts at `t` unless one is going on.
+    FailingUnlessAlready(Timestamp),
+}
+
+impl HealthAfter {
+    /// The state after `before` (the batch so far; `None`: nothing yet) and then `health` at `at`.
+    fn then(before: Option<HealthAfter>, health: &EndpointHealth, at: Timestamp) -> Option<HealthAfter> {
+        match (health, before) {
+            (EndpointHealth::Healthy, _) => Some(HealthAfter::Healthy),
+            (EndpointHealth::Failing, None) => Some(HealthAfter::FailingUnlessAlready(at)),
+            (EndpointHealth::Failing, Some(HealthAfter::Healthy)) => Some(HealthAfter::FailingSince(at)),
+            (EndpointHealth::Failing, Some(kept)) => Some(kept),
+            // Batches that disable are recorded attempt by attempt.
+            (EndpointHealth::Disable { .. }, kept) => kept,
+        }
+    }
+}
+
+/// Records a plain batch (see [`is_plain_batch`]) on PostgreSQL in one
+/// transaction of two statements: the deliveries and their attempts (only
+/// for deliveries `owner` still holds), then the endpoints' health. Attempt
+/// by attempt it was three round trips per delivery, which bounded the
+/// delivery rate.
+async fn pg_finish_plain(p: &crate::postgres::PgStore, owner: &str, finished: &[FinishedDelivery]) -> Result<usize, StoreError> {
+    const RECORD: &str =
+        "WITH i AS (SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::bigint[], $6::bigint[], $7::text[], $8::bigint[],
+                                                        $9::text[], $10::bigint[], $11::text[], $12::text[], $13::bigint[])
+                                     AS i(endpoint_id, event_id, tenant_id, status, next_at, at, attempt_id, attempt, attempt_status, response_status,
+                                          response_body, error, latency_ms)),
+                          done AS (UPDATE webhook_deliveries d SET status = i.status, attempts = d.attempts + 1, next_attempt_at = i.next_at,
+                                          lease_owner = NULL, updated_at = i.at
+                                   FROM i WHERE d.endpoint_id = i.endpoint_id AND d.event_id = i.event_id AND d.lease_owner = $14 AND d.status = 'pending'
+                                   RETURNING d.endpoint_id, d.event_id),
+                          kept AS (INSERT INTO webhook_attempts (id, endpoint_id, event_id, tenant_id, attempt, status, response_status, response_body,
+                                                                 error, latency_ms, created_at)
+                                   SELECT i.attempt_id, i.endpoint_id, i.event_id, i.tenant_id, i.attempt, i.attempt_status, i.response_status,
+                                          i.response_body, i.error, i.latency_ms, i.at
+                                   FROM i JOIN done ON done.endpoint_id = i.endpoint_id AND done.event_id = i.event_id)
+                          SELECT endpoint_id, event_id FROM done";
+    // Writes only what changes: most batches leave every endpoint as it was.
+    const HEALTH: &str =
+        "UPDATE webhook_endpoints w SET failing_since = h.since FROM UNNEST($1::text[], $2::bigint[], $3::bool[]) AS h(id, since, unless_failing)
+                          WHERE w.id = h.id AND CASE WHEN h.unless_failing THEN w.failing_since IS NULL ELSE w.failing_since IS DISTINCT FROM h.since END";
+    let n = finished.len();
+    let (mut endpoints, mut events, mut tenants, mut statuses, mut next_ats, mut ats) =
+        (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+    let (mut ids, mut numbers, mut outcomes, mut codes, mut bodies, mut errors, mut latencies) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    for f in finished {
+        let (now, status, next_at, attempt_status) = columns(f);
+        let a = &f.attempt;
+        endpoints.push(a.endpoint_id.as_str());
+        events.push(a.event_id.as_str());
+        tenants.push(a.tenant.0);
+        statuses.push(status);
+        next_ats.push(next_at.micros());
+        ats.push(now.micros());
+        ids.push(a.id.as_str());
+        numbers.push(a.attempt);
+        outcomes.push(attempt_status);
+        codes.push(a.response_status);
+        bodies.push(a.response_body.as_deref());
+        errors.push(a.error.as_deref());
+        latencies.push(a.latency_ms);
+    }
+    let mut client = p.pool().get().await?;
+    let tx = client.transaction().await?;
+    let record = tx.prepare_cached(RECORD).await?;
+    let done = tx
+        .query(&record, &[&endpoints, &events, &tenants, &statuses, &next_ats, &ats, &ids, &numbers, &outcomes, &codes, &bodies, &errors, &latencies, &owner])
+        .await?;
+    let mut recorded = std::collections::HashSet::with_capacity(done.len());
+    for r in &done {
+        recorded.insert((pg::<String>(r, 0)?, pg::<String>(r, 1)?));
+    }
+    // Each endpoint's health after its recorded attempts, in their order.
+    let mut health: Vec<(&str, Option<HealthAfter>)> = Vec::new();
+    for f in finished {
+        let a = &f.attempt;
+        if !recorded.contains(&(a.endpoint_id.as_str().to_owned(), a.event_id.as_str().to_owned())) {
+            continue;
+        }
+        match health.iter_mut().find(|(id, _)| *id == a.endpoint_id.as_str()) {
+            Some((_, state)) => *state = HealthAfter::then(*state, &f.health, a.created_at),
+            None => health.push((a.endpoint_id.as_str(), HealthAfter::then(None, &f.health, a.created_at))),
+        }
+    }
+    let (mut ids, mut since, mut unless_failing) = (Vec::new(), Vec::new(), Vec::new());
+    for (id, state) in health {
+        let (at, unless) = match state {
+            None => continue,
+            Some(HealthAfter::Healthy) => (None, false),
+            Some(HealthAfter::FailingSince(t)) => (Some(t.micros()), false),
+            Some(HealthAfter::FailingUnlessAlready(t)) => (Some(t.micros()), true),
+        };
+        ids.push(id);
+        since.push(at);
+        unless_failing.push(unless);
+    }
+    if !ids.is_empty() {
+        let update = tx.prepare_cached(HEALTH).await?;
+        tx.execute(&update, &[&ids, &since, &unless_failing]).await?;
+    }
+    tx.commit().await?;
+    Ok(recorded.len())
+}
+
 impl Store {
     /// Stores a new endpoint and, when the request carried an
     /// `Idempotency-Key`, its idempotency record, in one transaction.
@@ -716,37 +859,37 @@ impl Store {
                 .await?
             }
             Store::Postgres(p) => {
-                let mut client = p.pool().get().await?;
-                let tx = client.transaction().await?;
-                let update = format!(
-                    "UPDATE webhook_deliveries SET lease_owner = $3, next_attempt_at = $4 WHERE (endpoint_id, event_id) IN ({}) RETURNING endpoint_id, event_id",
+                // One statement, so one round trip: take the rows (locked
+                // `SKIP LOCKED`, so concurrent claimers never take the same
+                // ones) and read exactly those with their event and endpoint.
+                let claim = format!(
+                    "WITH taken AS (UPDATE webhook_deliveries SET lease_owner = $3, next_attempt_at = $4 WHERE (endpoint_id, event_id) IN ({})
+                                    RETURNING endpoint_id, event_id, tenant_id, attempts)
+                     SELECT {CLAIMED_COLUMNS} FROM taken d JOIN events e ON e.id = d.event_id JOIN webhook_endpoints w ON w.id = d.endpoint_id
+                     JOIN tenants t ON t.id = d.tenant_id WHERE w.status = 'enabled' ORDER BY d.event_id",
                     select("FOR UPDATE SKIP LOCKED", "$")
                 );
-                let taken = tx.query(&update, &[&now.micros(), &limit, &owner, &lease_until.micros()]).await?;
-                let read = tx.prepare_cached(&details("$")).await?;
-                let mut out = Vec::with_capacity(taken.len());
-                for k in &taken {
-                    let (endpoint, event): (String, String) = (pg(k, 0)?, pg(k, 1)?);
-                    if let Some(r) = tx.query_opt(&read, &[&endpoint, &event]).await? {
-                        out.push((
-                            pg(&r, 0)?,
-                            pg(&r, 1)?,
-                            pg(&r, 2)?,
-                            pg(&r, 3)?,
-                            pg(&r, 4)?,
-                            pg(&r, 5)?,
-                            pg(&r, 6)?,
-                            pg(&r, 7)?,
-                            pg(&r, 8)?,
-                            pg(&r, 9)?,
-                            pg(&r, 10)?,
-                            pg(&r, 11)?,
-                            pg(&r, 12)?,
-                            pg(&r, 13)?,
-                        ));
-                    }
+                let client = p.pool().get().await?;
+                let stmt = client.prepare_cached(&claim).await?;
+                let mut out = Vec::new();
+                for r in client.query(&stmt, &[&now.micros(), &limit, &owner, &lease_until.micros()]).await? {
+                    out.push((
+                        pg(&r, 0)?,
+                        pg(&r, 1)?,
+                        pg(&r, 2)?,
+                        pg(&r, 3)?,
+                        pg(&r, 4)?,
+                        pg(&r, 5)?,
+                        pg(&r, 6)?,
+                        pg(&r, 7)?,
+                        pg(&r, 8)?,
+                        pg(&r, 9)?,
+                        pg(&r, 10)?,
+                        pg(&r, 11)?,
+                        pg(&r, 12)?,
+                        pg(&r, 13)?,
+                    ));
                 }
-                tx.commit().await?;
                 out
             }
         };
@@ -791,15 +934,6 @@ impl Store {
             return Ok(0);
         }
         let owner = owner.to_owned();
-        let columns = |f: &FinishedDelivery| {
-            let now = f.attempt.created_at;
-            let (status, next_at) = match f.next {
-                DeliveryNext::Succeeded => ("succeeded", now),
-                DeliveryNext::RetryAt(at) => ("pending", at),
-                DeliveryNext::DeadLettered => ("failed", now),
-            };
-            (now, status, next_at, if f.attempt.succeeded { "succeeded" } else { "failed" })
-        };
         match self {
             Store::Sqlite(s) => {
                 s.write_pooled(move |tx| {
@@ -848,7 +982,10 @@ impl Store {
                 })
                 .await
             }
+            Store::Postgres(p) if is_plain_batch(&finished) => pg_finish_plain(p, &owner, &finished).await,
             Store::Postgres(p) => {
+                // A batch that disables an endpoint: attempt by attempt, as
+                // the disabling dead-letters what the endpoint still owed.
                 let q = |sql: &str| sql.replace('#', "$");
                 let mut client = p.pool().get().await?;
                 let tx = client.transaction().await?;
@@ -1025,5 +1162,62 @@ impl Store {
                 Ok((counts[0], counts[1], counts[2]))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Folds a batch's healths for one endpoint, as `pg_finish_plain` does.
+    fn after(healths: &[(EndpointHealth, i64)]) -> Option<HealthAfter> {
+        healths.iter().fold(None, |state, (health, at)| HealthAfter::then(state, health, Timestamp::from_micros(*at)))
+    }
+
+    #[test]
+    fn a_batch_leaves_an_endpoints_health_as_its_attempts_one_by_one_would() {
+        use EndpointHealth::{Failing, Healthy};
+        assert_eq!(after(&[]), None, "no attempt: nothing to write");
+        assert_eq!(after(&[(Healthy, 1), (Healthy, 2)]), Some(HealthAfter::Healthy));
+        // Only failures: a run already going on keeps its start.
+        assert_eq!(after(&[(Failing, 1), (Failing, 2)]), Some(HealthAfter::FailingUnlessAlready(Timestamp::from_micros(1))));
+        // A success ends any run; the next failure starts a new one, whatever was stored.
+        assert_eq!(after(&[(Failing, 1), (Healthy, 2), (Failing, 3), (Failing, 4)]), Some(HealthAfter::FailingSince(Timestamp::from_micros(3))));
+        assert_eq!(after(&[(Failing, 1), (Healthy, 2)]), Some(HealthAfter::Healthy));
+    }
+
+    #[test]
+    fn batches_that_disable_or_name_a_delivery_twice_are_recorded_one_by_one() {
+        let finished = |endpoint: &str, event: &str, health: EndpointHealth| FinishedDelivery {
+            attempt: AttemptRecord {
+                id: WebhookAttemptId::from_trusted(format!("wha_{endpoint}{event}")),
+                endpoint_id: WebhookEndpointId::from_trusted(endpoint.to_owned()),
+                event_id: EventId::from_trusted(event.to_owned()),
+                tenant: TenantId(1),
+                attempt: 1,
+                succeeded: false,
+                response_status: Some(500),
+                response_body: None,
+                error: None,
+                latency_ms: 1,
+                created_at: Timestamp::from_micros(1),
+            },
+            next: DeliveryNext::RetryAt(Timestamp::from_micros(2)),
+            health,
+        };
+        let (a, b) = (finished("we_a", "evt_1", EndpointHealth::Failing), finished("we_a", "evt_2", EndpointHealth::Failing));
+        assert!(is_plain_batch(&[a.clone(), b.clone()]));
+        assert!(!is_plain_batch(&[a.clone(), b, a.clone()]), "the same delivery twice");
+        let event = NewEvent {
+            id: EventId::from_trusted(String::from("evt_3")),
+            tenant: TenantId(1),
+            kind: String::from("webhook_endpoint.disabled"),
+            object_id: String::from("we_a"),
+            sequence: 1,
+            log_seq: None,
+            created_at: Timestamp::from_micros(1),
+            body: Vec::new(),
+        };
+        assert!(!is_plain_batch(&[a, finished("we_a", "evt_3", EndpointHealth::Disable { reason: "gone", event: Box::new(event) })]));
     }
 }

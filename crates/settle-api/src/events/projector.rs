@@ -30,6 +30,7 @@ use settle_core::ledger::Counters;
 use settle_core::tenancy::TenantId;
 use settle_store::StoreError;
 use settle_store::events::{LoggedChange, NewEvent};
+use settle_store::records::AccountRecord;
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -110,7 +111,7 @@ async fn run(state: AppState, config: ProjectorConfig, mut stopped: watch::Recei
             match project(&state, &owner, cursor, lease_until).await {
                 Ok(Round::Advanced { to }) => {
                     held = Some((to, lease_until));
-                    state.events.stored.notify_waiters();
+                    state.events.stored.notify_one();
                     more = true;
                 }
                 Ok(Round::Idle) => {}
@@ -239,6 +240,23 @@ pub async fn project(state: &AppState, owner: &str, cursor: i64, lease_until: Ti
     } else {
         state.store.transactions_for_events(changed).await?.into_iter().map(|t| (t.id.as_str().to_owned(), t.tenant)).collect()
     };
+    // The accounts the round opened, read together (a burst of openings
+    // would otherwise cost a read each).
+    let mut opened: Vec<(TenantId, AccountId)> = Vec::new();
+    for (r, fragments) in &parsed {
+        if r.seq > upto {
+            break;
+        }
+        for f in fragments {
+            if let Fragment::AccountCreated { id, tenant } = f
+                && let Some(account) = AccountId::parse(id)
+            {
+                opened.push((TenantId(*tenant), account));
+            }
+        }
+    }
+    let accounts: HashMap<(i64, String), AccountRecord> =
+        state.store.accounts_for_events(opened).await?.into_iter().map(|a| ((a.state.tenant.0, a.state.id.as_str().to_owned()), a)).collect();
 
     let mut pending: Vec<Pending> = Vec::new();
     for (r, fragments) in &parsed {
@@ -253,7 +271,7 @@ pub async fn project(state: &AppState, owner: &str, cursor: i64, lease_until: Ti
                     correlation_id = c.clone();
                 }
                 Fragment::AccountCreated { id, tenant } => {
-                    let Some(object) = account_created(state, TenantId(*tenant), id, r.created_at).await? else {
+                    let Some(object) = accounts.get(&(*tenant, id.clone())).map(account_created).transpose()? else {
                         tracing::error!(account = %id, "a logged account is missing; its event is skipped");
                         continue;
                     };
@@ -356,17 +374,12 @@ pub async fn project(state: &AppState, owner: &str, cursor: i64, lease_until: Ti
 }
 
 /// An account as it was when opened: zero balances, lock version 0.
-async fn account_created(state: &AppState, tenant: TenantId, id: &str, at: Timestamp) -> Result<Option<Value>, StoreError> {
-    let Some(account_id) = AccountId::parse(id) else {
-        return Ok(None);
-    };
-    let Some(mut record) = state.store.get_account(tenant, account_id, at).await? else {
-        return Ok(None);
-    };
+fn account_created(record: &AccountRecord) -> Result<Value, StoreError> {
+    let mut record = record.clone();
     record.state.counters = Counters::default();
     record.state.version = 0;
     let json = render::account(&record).map_err(|e| StoreError::Other(e.message))?;
-    serde_json::to_value(json).map(Some).map_err(|e| StoreError::Other(e.to_string()))
+    serde_json::to_value(json).map_err(|e| StoreError::Other(e.to_string()))
 }
 
 /// The fields of `before` whose values differ in `after`.

@@ -46,6 +46,9 @@ pub const MAX_RESPONSE_BODY_BYTES: usize = 1024;
 const MAX_RECORDS_PER_COMMIT: usize = 512;
 /// How often the worker counts the backlog for `settle_webhook_backlog`.
 pub const BACKLOG_EVERY: Duration = Duration::from_secs(5);
+/// How long the worker waits before it listens again after its `LISTEN`
+/// connection failed (it polls meanwhile).
+const LISTEN_RETRY: Duration = Duration::from_secs(1);
 
 /// Delivery settings.
 #[derive(Clone, Debug)]
@@ -66,8 +69,13 @@ pub struct WebhookConfig {
     /// How long a claimed delivery stays this server's (longer than an attempt).
     pub lease: Duration,
     /// How often an idle worker looks for due deliveries (it is also woken
-    /// when events are stored).
+    /// when events are stored: in process, and on PostgreSQL by any server
+    /// when [`WebhookConfig::wakes_on_notify`]).
     pub poll_interval: Duration,
+    /// On PostgreSQL, `LISTEN` for other servers' stored events, so their
+    /// deliveries start at once instead of at this worker's next poll. Only a
+    /// hint: polling alone delivers everything (tests turn this off to prove it).
+    pub wakes_on_notify: bool,
     /// An endpoint whose attempts have all failed for this long is disabled.
     pub disable_after: Duration,
     /// Which addresses sandbox deliveries may reach (live: public only).
@@ -85,6 +93,7 @@ impl Default for WebhookConfig {
             claim_batch: 256,
             lease: Duration::from_secs(60),
             poll_interval: Duration::from_millis(100),
+            wakes_on_notify: true,
             disable_after: Duration::from_secs(5 * 24 * 3600),
             sandbox_destinations: destination::Destinations::Any,
         }
@@ -205,6 +214,11 @@ async fn run(state: AppState, mut stopped: watch::Receiver<bool>) {
     let (finished, outcomes) = mpsc::channel::<FinishedDelivery>(config.concurrency.max(1) * 4);
     let recorder = tokio::spawn(record(state.clone(), owner.clone(), outcomes));
     let mut backlog_counted: Option<Instant> = None;
+    // Dropped (so aborted) with the worker, also when the worker is aborted.
+    let mut listener = tokio::task::JoinSet::new();
+    if config.wakes_on_notify && state.store.announces_stored_events() {
+        listener.spawn(listen(state.clone()));
+    }
     loop {
         if *stopped.borrow() {
             break;
@@ -273,9 +287,22 @@ async fn run(state: AppState, mut stopped: watch::Receiver<bool>) {
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
         }
     }
+    listener.abort_all();
     while tasks.join_next().await.is_some() {}
     drop(finished);
     let _ = recorder.await;
+}
+
+/// Wakes this worker whenever any server stores events (PostgreSQL's
+/// `LISTEN`), and listens again when the connection is lost.
+async fn listen(state: AppState) {
+    loop {
+        let hub = Arc::clone(&state.events);
+        if let Err(error) = state.store.listen_events_stored(move || hub.stored.notify_one()).await {
+            tracing::warn!(%error, "not listening for stored events; polling until listening again");
+        }
+        tokio::time::sleep(LISTEN_RETRY).await;
+    }
 }
 
 /// Splits a claimed batch: the deliveries a `reorder` fault fired for,
@@ -330,7 +357,7 @@ async fn record(state: AppState, owner: String, mut outcomes: mpsc::Receiver<Fin
                     tracing::info!(lapsed = count - recorded, "webhook deliveries whose lease lapsed before their attempt was recorded");
                 }
                 if disabled {
-                    state.events.stored.notify_waiters();
+                    state.events.stored.notify_one();
                 }
             }
             Err(error) => tracing::warn!(%error, attempts = count, "could not record webhook attempts; they will be retried when their leases lapse"),

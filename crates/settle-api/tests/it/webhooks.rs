@@ -425,3 +425,109 @@ ledger_test! {
         let _ = transfer_body;
     }
 }
+
+/// A delivery worker on `app`'s database as another server's would be: its
+/// own wake-ups (the projector of `app` cannot wake it in process), polling
+/// every `poll` and listening for PostgreSQL notifications when `listens`.
+fn worker_of_another_server(app: &crate::app::TestApp, poll: std::time::Duration, listens: bool) -> settle_api::webhooks::worker::DeliveryHandle {
+    use settle_api::webhooks::worker::WebhookConfig;
+    let config = WebhookConfig { poll_interval: poll, wakes_on_notify: listens, ..TestOptions::default().webhooks };
+    let state =
+        app.state.clone().with_events(Arc::new(settle_api::events::EventsHub::default())).with_webhooks(settle_api::webhooks::Webhooks::new(config).unwrap());
+    settle_api::webhooks::worker::spawn(state)
+}
+
+/// `app` restarted without its projector and delivery worker, the old
+/// projector's lease lapsed, so that a test starts its own.
+async fn without_background(mut app: crate::app::TestApp) -> crate::app::TestApp {
+    app.restart(TestOptions { events: false, ..TestOptions::default() }).await;
+    // The first server's projector lease lapses (it was stopped as by a crash).
+    app.clock.advance_secs(settle_api::events::projector::LEASE_SECS + 1);
+    app
+}
+
+/// The projector of `app`, polling often (the tests here start servers without one).
+fn projector_of(app: &crate::app::TestApp) -> settle_api::events::projector::ProjectorHandle {
+    let config = settle_api::events::projector::ProjectorConfig { poll_interval: std::time::Duration::from_millis(20) };
+    settle_api::events::projector::spawn(app.state.clone(), config)
+}
+
+ledger_test! {
+    async fn deliveries_need_no_wake_up_a_worker_that_only_polls_delivers_everything(app) {
+        let app = without_background(app).await;
+        let receiver = Receiver::start(200).await;
+        let (endpoint_id, secret) = endpoint(&app, &receiver.url, json!(["*"])).await;
+        let projector = projector_of(&app);
+        // Never woken: no notification, and a hub nobody signals.
+        let worker = worker_of_another_server(&app, std::time::Duration::from_millis(50), false);
+        let funding = app.account("debit", None).await;
+        let wallet = app.account("credit", None).await;
+        for amount in 1..=5 {
+            app.transfer_ok(&funding, &wallet, amount).await;
+        }
+        let got = receiver.until("all seven events", |r| r.len() >= 7).await;
+        assert!(got.iter().all(|d| verifies(d, &secret)));
+        let ids: BTreeSet<&str> = got.iter().map(|d| d.id.as_str()).collect();
+        assert_eq!(ids.len(), 7, "each event once");
+        recorded(&app, &endpoint_id, 7).await;
+        worker.stop().await;
+        projector.stop().await;
+    }
+}
+
+ledger_test! {
+    async fn on_postgresql_events_stored_by_another_server_wake_a_worker_at_once(app) {
+        let app = without_background(app).await;
+        if !app.store.announces_stored_events() {
+            // SQLite: one server per file, nothing to listen for; listening returns at once.
+            app.store.listen_events_stored(|| panic!("no notification on SQLite")).await.unwrap();
+            return;
+        }
+        let receiver = Receiver::start(200).await;
+        let (endpoint_id, _) = endpoint(&app, &receiver.url, json!(["ledger.transaction.created"])).await;
+        let projector = projector_of(&app);
+        // It polls once an hour: only a notification can make it deliver within the test's deadline.
+        let worker = worker_of_another_server(&app, std::time::Duration::from_secs(3600), true);
+        let funding = app.account("debit", None).await;
+        let wallet = app.account("credit", None).await;
+        app.transfer_ok(&funding, &wallet, 1).await;
+        receiver.until("the first transfer's event", |r| !r.is_empty()).await;
+        recorded(&app, &endpoint_id, 1).await;
+        // By now the worker has claimed, sent and recorded: it is waiting.
+        for amount in 2..=4 {
+            let tx = app.transfer_ok(&funding, &wallet, amount).await;
+            let got = receiver.until("the next transfer's event, woken by a notification", |r| r.iter().any(|d| d.json()["data"]["object"]["id"] == tx)).await;
+            assert_eq!(got.len(), usize::try_from(amount).unwrap(), "each event once");
+        }
+        worker.stop().await;
+        projector.stop().await;
+    }
+}
+
+ledger_test! {
+    async fn two_servers_share_the_deliveries_and_send_each_once(app) {
+        let app = without_background(app).await;
+        let receiver = Receiver::start(200).await;
+        let (endpoint_id, _) = endpoint(&app, &receiver.url, json!(["ledger.transaction.created"])).await;
+        let funding = app.account("debit", None).await;
+        let wallet = app.account("credit", None).await;
+        for amount in 1..=40 {
+            app.transfer_ok(&funding, &wallet, amount).await;
+        }
+        // Both workers start while the 40 deliveries are being stored, and race for them.
+        let workers = [
+            worker_of_another_server(&app, std::time::Duration::from_millis(5), true),
+            worker_of_another_server(&app, std::time::Duration::from_millis(5), true),
+        ];
+        let projector = projector_of(&app);
+        recorded(&app, &endpoint_id, 40).await;
+        for worker in workers {
+            worker.stop().await;
+        }
+        projector.stop().await;
+        let got = receiver.all();
+        let ids: BTreeSet<&str> = got.iter().map(|d| d.id.as_str()).collect();
+        assert_eq!((got.len(), ids.len()), (40, 40), "every delivery sent exactly once");
+        assert_eq!(app.list_all(&format!("/v1/webhook_endpoints/{endpoint_id}/attempts")).await.len(), 40, "and recorded once");
+    }
+}
