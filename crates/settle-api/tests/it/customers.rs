@@ -329,6 +329,50 @@ ledger_test! {
     }
 }
 
+ledger_test! {
+    async fn rotation_while_customers_are_written_loses_nothing(app) {
+        // A writer keeps creating customers while an operator adds a key-encryption key
+        // and re-wraps the data keys, pass after pass, as `settle kms rotate` does.
+        let writer = {
+            let api = app.api.clone();
+            tokio::spawn(async move {
+                let mut ids = Vec::new();
+                for i in 0..30 {
+                    let mut body = individual();
+                    body["email"] = json!(format!("load{i}@example.com"));
+                    let reply = api.post("/v1/customers", &body).await;
+                    reply.expect_status(201);
+                    ids.push(reply.id());
+                }
+                ids
+            })
+        };
+        let version = settle_api::customers::keyring::add_kek(&app.keyring_path).unwrap();
+        let operator = settle_api::customers::keyring::Keyring::load_or_create(&app.keyring_path).unwrap();
+        let mut passes = 0;
+        while !writer.is_finished() {
+            settle_api::customers::rewrap_all(&app.store, &operator).await.unwrap();
+            passes += 1;
+        }
+        let ids = writer.await.unwrap();
+        // The keys wrapped after the last pass began.
+        settle_api::customers::rewrap_all(&app.store, &operator).await.unwrap();
+        assert!(passes > 0, "the rotation ran while customers were written");
+        assert_eq!(app.store.data_key_versions().await.unwrap(), vec![(version, 30)], "every data key is under the new key");
+        for (i, id) in ids.iter().enumerate() {
+            let c = app.get(&format!("/v1/customers/{id}")).await;
+            let email = format!("load{i}@example.com");
+            assert_eq!(
+                (c.body["family_name"].as_str(), c.body["email"].as_str(), c.body["personal_data"].as_str()),
+                (Some(FAMILY), Some(email.as_str()), Some("full")),
+                "{id} reads back whole"
+            );
+            let found = app.get(&format!("/v1/customers?email={email}")).await;
+            assert_eq!(found.body["data"][0]["id"].as_str(), Some(id.as_str()), "{id} is found by its blind index");
+        }
+    }
+}
+
 /// Every file the SQLite database consists of, as bytes.
 fn database_bytes(dir: &std::path::Path) -> Vec<u8> {
     let mut bytes = Vec::new();
