@@ -2,7 +2,8 @@
 //! (`counterparties`), payments and their state machine (`payments`), NACHA
 //! files cut per FedACH window, return and NOC files read back, and the
 //! scheduler that cuts and settles (`files`), the originator's return rates
-//! and their alerts (`return_rates`), and the sandbox's test clocks
+//! and their alerts (`return_rates`), the compliance reviews a return opens
+//! (`reviews`), and the sandbox's test clocks
 //! that payments may follow instead of the real clock (`test_clocks`).
 //!
 //! The rail's rules and formats are pure code in `settle-ach`; this module
@@ -26,6 +27,7 @@ pub mod counterparties;
 pub mod files;
 pub mod payments;
 pub mod return_rates;
+pub mod reviews;
 pub mod test_clocks;
 
 use crate::error::{ApiError, ErrorType};

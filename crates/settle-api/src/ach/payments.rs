@@ -898,7 +898,9 @@ async fn availability_hold(
 /// Applies a return with `code` to a submitted or settled payment: the
 /// payment becomes `returned`, its ledger effect is undone (a pending debit
 /// voided, anything posted reversed), and the code's automatic action runs
-/// (disabling the bank account for R02, R03, R04, unauthorized and frozen codes).
+/// (disabling the bank account for R02, R03, R04…, revoking the debit
+/// authorization and opening a compliance review for unauthorized codes,
+/// freezing the bank account and opening a review for R16).
 pub async fn apply_return(state: &AppState, tenant: TenantId, id: &str, code: &str, source: &str) -> Result<PaymentJson, ApiError> {
     let reason = return_reason(code).ok_or_else(|| ApiError::invalid("code", "code must be a return reason code, R01 to R85"))?;
     let now = state.clock.now();
@@ -919,6 +921,7 @@ pub async fn apply_return(state: &AppState, tenant: TenantId, id: &str, code: &s
     p.return_code = Some(reason.code.to_owned());
     p.return_reason = Some(reason.description.to_owned());
     let mut writes = vec![update(tenant, &p, &row)?];
+    let mut audit = Vec::new();
     // An unauthorized-debit return revokes the customer's debit authorization;
     // without one on record (a corporate counterparty) the bank account is disabled instead.
     let revoked = if reason.action == ReturnAction::RevokeAuthorization {
@@ -926,18 +929,46 @@ pub async fn apply_return(state: &AppState, tenant: TenantId, id: &str, code: &s
     } else {
         false
     };
-    let disables = matches!(reason.action, ReturnAction::DisableBankAccount | ReturnAction::FreezeAndReview)
-        || (reason.action == ReturnAction::RevokeAuthorization && !revoked);
-    if disables {
+    let disables = reason.action == ReturnAction::DisableBankAccount || (reason.action == ReturnAction::RevokeAuthorization && !revoked);
+    let freezes = reason.action == ReturnAction::FreezeAndReview;
+    if disables || freezes {
         let (mut bank, bank_row): (BankAccountRecord, AchRow) =
             load_bank_account(state, tenant, &p.counterparty_bank_account_id, "counterparty_bank_account_id").await?;
         if bank.json.status == "active" {
-            bank.json.status = String::from("disabled");
+            bank.json.status = String::from(if freezes { "frozen" } else { "disabled" });
             bank.json.disabled_reason = Some(reason.code.to_owned());
             writes.push(AchWrite::Update(AchTable::BankAccounts, bank_account_row(tenant, &bank, bank_row.version + 1, bank_row.created_at)?));
+            if freezes {
+                let actor = crate::customers::Actor::system(tenant, "settle-ach");
+                let why = format!("ACH return {} ({}) of {}", reason.code, reason.description, p.id);
+                audit.push(actor.audit(
+                    &state.customers.ids,
+                    "bank_account.frozen",
+                    ("bank_account", &bank.json.id),
+                    vec![String::from("status")],
+                    Some(why),
+                    now,
+                ));
+            }
         }
     }
-    applied(state.store.ach_apply(writes, vec![event(state, tenant, &p)?], None, now).await, stale)?;
+    // Unauthorized and frozen-account returns open a compliance review and
+    // flag the customer (audited, in the transaction of the return).
+    let review = match reason.action {
+        ReturnAction::RevokeAuthorization => Some(super::reviews::ReviewKind::AchUnauthorizedReturn),
+        ReturnAction::FreezeAndReview => Some(super::reviews::ReviewKind::AchAccountFrozen),
+        _ => None,
+    };
+    if let Some(kind) = review {
+        let customer_id = match state.store.ach_get(AchTable::Counterparties, tenant, p.counterparty_id.clone()).await? {
+            Some(row) => decode::<super::counterparties::CounterpartyRecord>(&row.data)?.customer_id,
+            None => None,
+        };
+        let (write, records) = super::reviews::open(state, tenant, kind, &p, customer_id, (reason.code, reason.description), (at, now))?;
+        writes.push(write);
+        audit.extend(records);
+    }
+    applied(state.store.ach_apply_audited(writes, vec![event(state, tenant, &p)?], audit, None, now).await, stale)?;
     // A settled debit still in its hold period: release the hold first, so
     // the reversal takes money the account never had available.
     if let Some(hold) = p.availability_hold_transaction_id.as_deref().and_then(TransactionId::parse)
