@@ -971,3 +971,88 @@ ledger_test! {
         app.get("/v1/compliance_reviews/crv_00000000000000000000000000").await.expect_error(404, "not_found");
     }
 }
+
+/// A server whose retry policy allows one retry, one banking day after the return.
+async fn start_with_one_retry(backend: crate::app::Backend) -> TestApp {
+    let options = crate::app::TestOptions {
+        configure: |state| {
+            state.with_ach(settle_api::ach::AchConfig {
+                retry: settle_api::ach::RetryPolicy { max_retries: 1, window_days: 180, delay_banking_days: 1 },
+                ..settle_api::ach::AchConfig::default()
+            })
+        },
+        ..crate::app::TestOptions::default()
+    };
+    TestApp::start_with(backend, options).await
+}
+
+async fn an_auto_retry_payment_is_originated_again_when_due_within_the_configured_policy(app: TestApp) {
+    // Monday 2027-03-01, 09:00 New York.
+    let clock = app.post("/v1/test_helpers/test_clocks", &json!({"frozen_time": "2027-03-01T14:00:00Z"})).await.id();
+    let (wallet, bank) = setup(&app, 100_000).await;
+    let create = |amount: i64, auto_retry: bool| {
+        let mut body = payment_body("credit", amount, &wallet, &bank);
+        body["sec_code"] = json!("CCD");
+        body["test_clock"] = json!(clock);
+        body["auto_retry"] = json!(auto_retry);
+        body
+    };
+    let auto = app.post("/v1/payments", &create(10_000, true)).await;
+    auto.expect_status(201);
+    assert_eq!(auto.body["auto_retry"], true);
+    let auto = auto.id();
+    let manual = app.post("/v1/payments", &create(5_000, false)).await.id();
+    advance(&app, &clock, "2027-03-01T15:31:00Z").await;
+    let returned = simulate_return(&app, &auto, "R01").await;
+    assert_eq!(returned["retry_due_at"], "2027-03-02T05:00:00.000000Z", "00:00 New York, one banking day after the return");
+    assert_eq!(simulate_return(&app, &manual, "R01").await["retry_due_at"], Value::Null, "no auto_retry: nothing scheduled");
+
+    advance(&app, &clock, "2027-03-02T04:59:00Z").await;
+    assert_eq!(app.list_all("/v1/payments").await.len(), 2, "not due yet");
+    // Tuesday 10:31 New York: retried at 00:00 and filed in the 10:30 window.
+    advance(&app, &clock, "2027-03-02T15:31:00Z").await;
+    let payments = app.list_all("/v1/payments").await;
+    assert_eq!(payments.len(), 3);
+    let retry = payments.iter().find(|p| p["retry_of"] == auto.as_str()).unwrap().clone();
+    assert_eq!(
+        (retry["status"].as_str(), retry["created_at"].as_str(), retry["amount"].as_i64()),
+        (Some("submitted"), Some("2027-03-02T05:00:00.000000Z"), Some(10_000))
+    );
+    assert_eq!(retry["auto_retry"], true, "a retry inherits auto_retry");
+    let original = payment(&app, &auto).await;
+    assert_eq!((original["retry_count"].as_u64(), &original["retry_due_at"]), (Some(1), &Value::Null));
+    assert!(payments.iter().all(|p| p["retry_of"] != manual.as_str()), "the manual payment is not retried");
+
+    // The retry comes back R09: due again, but the policy allows one retry only.
+    let retry_id = retry["id"].as_str().unwrap().to_owned();
+    assert!(simulate_return(&app, &retry_id, "R09").await["retry_due_at"].is_string());
+    advance(&app, &clock, "2027-03-03T06:00:00Z").await;
+    assert_eq!(app.list_all("/v1/payments").await.len(), 3, "no second automatic retry");
+    let refused = payment(&app, &retry_id).await;
+    assert_eq!(refused["retry_due_at"], Value::Null);
+    assert!(refused["retry_issue"].as_str().unwrap().starts_with("payment_not_retryable"), "{refused}");
+    app.post(&format!("/v1/payments/{retry_id}/retry"), &json!({})).await.expect_error(422, "payment_not_retryable");
+    // The explicit retry follows the same policy: the manual payment may go once.
+    app.post(&format!("/v1/payments/{manual}/retry"), &json!({})).await.expect_status(201);
+    app.post(&format!("/v1/payments/{manual}/retry"), &json!({})).await.expect_error(422, "payment_not_retryable");
+    let b = app.balances(&wallet).await;
+    assert_eq!((b.posted, b.available), (100_000, 95_000), "every return reversed; only the manual retry holds its 5,000");
+}
+
+mod an_auto_retry_payment_is_originated_again_when_due {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite() {
+        an_auto_retry_payment_is_originated_again_when_due_within_the_configured_policy(start_with_one_retry(crate::app::Backend::Sqlite).await).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres() {
+        if std::env::var("SETTLE_TEST_POSTGRES_URL").is_err() {
+            eprintln!("skipped: SETTLE_TEST_POSTGRES_URL is not set");
+            return;
+        }
+        an_auto_retry_payment_is_originated_again_when_due_within_the_configured_policy(start_with_one_retry(crate::app::Backend::Postgres).await).await;
+    }
+}
