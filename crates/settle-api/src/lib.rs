@@ -128,6 +128,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/ach/files/{id}/content", get(ach::files::content))
         .route("/v1/ach/return_files", post(ach::files::import))
         .route("/v1/ach/return_rates", get(ach::return_rates::get))
+        .route("/v1/compliance_reviews", get(ach::reviews::list))
+        .route("/v1/compliance_reviews/{id}", get(ach::reviews::get))
         .route("/v1/test_helpers/ach/cut", axum::routing::any(ach::files::simulate_cut))
         .route("/v1/test_helpers/payments/{id}/return", axum::routing::any(ach::payments::simulate_return))
         .route("/v1/test_helpers/payments/{id}/settle", axum::routing::any(ach::payments::simulate_settle))

@@ -205,6 +205,10 @@ prefixed_id!(
 prefixed_id!(
     /// A sandbox test clock: a frozen time that payments created with it follow.
     TestClockId, "clock_");
+prefixed_id!(
+    /// A compliance review a person has to look at (opened by the ACH rail on
+    /// an unauthorized or frozen-account return).
+    ComplianceReviewId, "crv_");
 
 /// Makes new ids. Monotonic within a process: two ids made in the same
 /// millisecond still sort in creation order.
@@ -324,6 +328,10 @@ impl IdGenerator {
 
     pub fn test_clock(&self) -> TestClockId {
         TestClockId(format!("{}{}", TestClockId::PREFIX, self.next_body()))
+    }
+
+    pub fn compliance_review(&self) -> ComplianceReviewId {
+        ComplianceReviewId(format!("{}{}", ComplianceReviewId::PREFIX, self.next_body()))
     }
 
     pub fn audit_event(&self) -> AuditEventId {

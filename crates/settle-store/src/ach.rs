@@ -1,6 +1,7 @@
 //! The ACH rail's rows: counterparties, bank accounts, payments and NACHA
 //! files (migration 0013), the sandbox's test clocks, the return-rate
-//! monitor's memory and dishonored returns (0016).
+//! monitor's memory and dishonored returns (0016), and the compliance reviews
+//! a return opens (0019).
 //!
 //! Each row holds its object whole as JSON (`data`; the API crate owns the
 //! shape) beside the columns that lookups and state changes need: `status`,
@@ -18,6 +19,7 @@
 //! both win; a lost race is [`ApplyError::Stale`], and nothing of the
 //! transaction is kept.
 
+use crate::customers::AuditRecord;
 use crate::error::StoreError;
 use crate::events::NewEvent;
 use crate::records::{IdempotencyRecord, Page, PageRequest};
@@ -38,6 +40,9 @@ pub enum AchTable {
     ReturnRateAlerts,
     /// Dishonored returns waiting for (or sent in) a file: one per payment.
     DishonoredReturns,
+    /// Compliance reviews the rail opens on a return (R16, unauthorized
+    /// debits); `lookup` is the customer, when there is one (0019).
+    ComplianceReviews,
 }
 
 impl AchTable {
@@ -50,6 +55,7 @@ impl AchTable {
             AchTable::TestClocks => "test_clocks",
             AchTable::ReturnRateAlerts => "ach_return_rate_alerts",
             AchTable::DishonoredReturns => "ach_dishonored_returns",
+            AchTable::ComplianceReviews => "compliance_reviews",
         }
     }
 }
@@ -138,6 +144,21 @@ impl Store {
         idempotency: Option<IdempotencyRecord>,
         now: Timestamp,
     ) -> Result<(), ApplyError> {
+        self.ach_apply_audited(writes, events, Vec::new(), idempotency, now).await
+    }
+
+    /// [`Store::ach_apply`] that also appends `audit` to the compliance audit
+    /// chain in the same transaction: the rail's automatic compliance actions
+    /// (a frozen bank account, an opened review) are never recorded without
+    /// their audit record, nor audited without having happened.
+    pub async fn ach_apply_audited(
+        &self,
+        writes: Vec<AchWrite>,
+        events: Vec<NewEvent>,
+        audit: Vec<AuditRecord>,
+        idempotency: Option<IdempotencyRecord>,
+        now: Timestamp,
+    ) -> Result<(), ApplyError> {
         let result = match self {
             Store::Sqlite(s) => {
                 s.write(move |tx| {
@@ -162,6 +183,7 @@ impl Store {
                         }
                     }
                     crate::events::sqlite_write_events(tx, &events, now)?;
+                    crate::customers::sqlite_append_audit(tx, &audit)?;
                     if let Some(r) = &idempotency {
                         tx.execute(
                             &sq(INSERT_IDEMPOTENCY),
@@ -176,6 +198,9 @@ impl Store {
                 async {
                     let mut client = p.pool().get().await?;
                     let tx = client.transaction().await?;
+                    if !audit.is_empty() {
+                        crate::customers::pg_lock_audit_chains(&tx, audit.iter().map(|a| a.tenant.0).collect()).await?;
+                    }
                     for write in &writes {
                         let (table, row, is_insert) = match write {
                             AchWrite::Insert(t, r) => (*t, r, true),
@@ -200,6 +225,7 @@ impl Store {
                         }
                     }
                     crate::events::pg_write_events(&tx, &events, now).await?;
+                    crate::customers::pg_append_audit(&tx, &audit).await?;
                     if let Some(r) = &idempotency {
                         tx.execute(
                             INSERT_IDEMPOTENCY,

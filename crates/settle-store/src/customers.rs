@@ -296,6 +296,55 @@ pub struct Write {
     pub idempotency: Option<IdempotencyRecord>,
 }
 
+/// Appends `audit` to their tenants' compliance chains inside `tx` (SQLite
+/// has one writer, so reading the chain's head and appending cannot race).
+pub(crate) fn sqlite_append_audit(tx: &rusqlite::Transaction<'_>, audit: &[AuditRecord]) -> Result<(), StoreError> {
+    for a in audit {
+        let last = tx.query_row(&sq(LAST_AUDIT), [a.tenant.0], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)));
+        let (seq, prev) = match last {
+            Ok((seq, hash)) => (seq + 1, hash),
+            Err(rusqlite::Error::QueryReturnedNoRows) => (1, GENESIS_HASH.to_owned()),
+            Err(e) => return Err(e.into()),
+        };
+        let hash = audit_hash(&prev, seq, a);
+        let params = audit_params(a, seq, &prev, &hash);
+        let values: Vec<&dyn rusqlite::ToSql> = params.iter().map(Val::sqlite).collect();
+        tx.execute(&sq(INSERT_AUDIT), values.as_slice())?;
+    }
+    Ok(())
+}
+
+/// Takes the transaction-scoped locks of the tenants' compliance chains, in
+/// tenant order (so two writers cannot deadlock), before their heads are read.
+pub(crate) async fn pg_lock_audit_chains(tx: &tokio_postgres::Transaction<'_>, mut tenants: Vec<i64>) -> Result<(), StoreError> {
+    tenants.sort_unstable();
+    tenants.dedup();
+    for t in tenants {
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&(PG_LOCK_BASE | (t & 0xffff_ffff))]).await?;
+    }
+    Ok(())
+}
+
+/// Appends `audit` to their tenants' compliance chains inside `tx`; the
+/// caller holds the chains' locks ([`pg_lock_audit_chains`]).
+pub(crate) async fn pg_append_audit(tx: &tokio_postgres::Transaction<'_>, audit: &[AuditRecord]) -> Result<(), StoreError> {
+    for a in audit {
+        let last = tx.query_opt(LAST_AUDIT, &[&a.tenant.0]).await?;
+        let (seq, prev) = match last {
+            Some(r) => (
+                r.try_get::<_, i64>(0).map_err(|e| StoreError::Corrupt(e.to_string()))? + 1,
+                r.try_get::<_, String>(1).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            ),
+            None => (1, GENESIS_HASH.to_owned()),
+        };
+        let hash = audit_hash(&prev, seq, a);
+        let params = audit_params(a, seq, &prev, &hash);
+        let values: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params.iter().map(Val::pg).collect();
+        tx.execute(INSERT_AUDIT, &values).await?;
+    }
+    Ok(())
+}
+
 impl Store {
     /// Runs `write` in one transaction: `Ok(false)` (nothing written) when a
     /// precondition statement did not touch the rows it expected.
@@ -314,18 +363,7 @@ impl Store {
                             return Err(StoreError::Other(PRECONDITION_FAILED.into()));
                         }
                     }
-                    for a in &audit {
-                        let last = tx.query_row(&sq(LAST_AUDIT), [a.tenant.0], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)));
-                        let (seq, prev) = match last {
-                            Ok((seq, hash)) => (seq + 1, hash),
-                            Err(rusqlite::Error::QueryReturnedNoRows) => (1, GENESIS_HASH.to_owned()),
-                            Err(e) => return Err(e.into()),
-                        };
-                        let hash = audit_hash(&prev, seq, a);
-                        let params = audit_params(a, seq, &prev, &hash);
-                        let values: Vec<&dyn rusqlite::ToSql> = params.iter().map(Val::sqlite).collect();
-                        tx.execute(&sq(INSERT_AUDIT), values.as_slice())?;
-                    }
+                    sqlite_append_audit(tx, &audit)?;
                     Ok(())
                 })
                 .await
@@ -333,12 +371,8 @@ impl Store {
             Store::Postgres(p) => {
                 let mut client = p.pool().get().await?;
                 let tx = client.transaction().await?;
-                let mut tenants: Vec<i64> = audit.iter().map(|a| a.tenant.0).chain(tenant.map(|t| t.0)).collect();
-                tenants.sort_unstable();
-                tenants.dedup();
-                for t in tenants {
-                    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&(PG_LOCK_BASE | (t & 0xffff_ffff))]).await?;
-                }
+                let tenants: Vec<i64> = audit.iter().map(|a| a.tenant.0).chain(tenant.map(|t| t.0)).collect();
+                pg_lock_audit_chains(&tx, tenants).await?;
                 for st in stmts.iter().filter(|st| st.only != Some(Dialect::Sqlite)) {
                     let values: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = st.params.iter().map(Val::pg).collect();
                     let n = tx.execute(st.sql.as_str(), &values).await?;
@@ -346,20 +380,7 @@ impl Store {
                         return Ok(false);
                     }
                 }
-                for a in &audit {
-                    let last = tx.query_opt(LAST_AUDIT, &[&a.tenant.0]).await?;
-                    let (seq, prev) = match last {
-                        Some(r) => (
-                            r.try_get::<_, i64>(0).map_err(|e| StoreError::Corrupt(e.to_string()))? + 1,
-                            r.try_get::<_, String>(1).map_err(|e| StoreError::Corrupt(e.to_string()))?,
-                        ),
-                        None => (1, GENESIS_HASH.to_owned()),
-                    };
-                    let hash = audit_hash(&prev, seq, a);
-                    let params = audit_params(a, seq, &prev, &hash);
-                    let values: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params.iter().map(Val::pg).collect();
-                    tx.execute(INSERT_AUDIT, &values).await?;
-                }
+                pg_append_audit(&tx, &audit).await?;
                 tx.commit().await.map_err(StoreError::from)
             }
         };

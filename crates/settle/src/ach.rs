@@ -41,6 +41,15 @@ pub struct AchArgs {
     /// Banking days after a debit settles before its money is available (0: at once).
     #[arg(long, env = "SETTLE_ACH_DEBIT_HOLD_DAYS", default_value_t = settle_api::ach::DEFAULT_DEBIT_HOLD_BANKING_DAYS)]
     pub ach_debit_hold_days: u32,
+    /// Retries at most per payment returned R01/R09 (0 to 2, NACHA's limit; 0: none).
+    #[arg(long, env = "SETTLE_ACH_RETRY_MAX", default_value_t = settle_api::ach::NACHA_MAX_RETRIES)]
+    pub ach_retry_max: u32,
+    /// Days after the original payment within which a retry may start (1 to 180).
+    #[arg(long, env = "SETTLE_ACH_RETRY_WINDOW_DAYS", default_value_t = settle_api::ach::NACHA_RETRY_WINDOW_DAYS)]
+    pub ach_retry_window_days: u32,
+    /// Banking days after an R01/R09 return before an `auto_retry` payment is originated again (0 to 30).
+    #[arg(long, env = "SETTLE_ACH_RETRY_DELAY_DAYS", default_value_t = 2)]
+    pub ach_retry_delay_days: u32,
     /// Run the scheduler that cuts files per window and settles due payments.
     #[arg(long, env = "SETTLE_ACH_SCHEDULER", default_value_t = true, action = clap::ArgAction::Set)]
     pub ach_scheduler: bool,
@@ -70,6 +79,15 @@ impl AchArgs {
         if self.ach_same_day_limit < 1 {
             bail!("--ach-same-day-limit must be positive");
         }
+        if self.ach_retry_max > settle_api::ach::NACHA_MAX_RETRIES {
+            bail!("--ach-retry-max is at most {} (NACHA's reinitiation limit)", settle_api::ach::NACHA_MAX_RETRIES);
+        }
+        if !(1..=settle_api::ach::NACHA_RETRY_WINDOW_DAYS).contains(&self.ach_retry_window_days) {
+            bail!("--ach-retry-window-days is 1 to {}", settle_api::ach::NACHA_RETRY_WINDOW_DAYS);
+        }
+        if self.ach_retry_delay_days > settle_api::ach::MAX_RETRY_DELAY_BANKING_DAYS {
+            bail!("--ach-retry-delay-days is at most {}", settle_api::ach::MAX_RETRY_DELAY_BANKING_DAYS);
+        }
         if self.ach_immediate_origin.len() > 10 || self.ach_company_id.len() > 10 {
             bail!("--ach-immediate-origin and --ach-company-id are at most 10 characters");
         }
@@ -86,6 +104,11 @@ impl AchArgs {
             windows,
             same_day_limit_minor: self.ach_same_day_limit,
             debit_hold_banking_days: self.ach_debit_hold_days,
+            retry: settle_api::ach::RetryPolicy {
+                max_retries: self.ach_retry_max,
+                window_days: self.ach_retry_window_days,
+                delay_banking_days: self.ach_retry_delay_days,
+            },
         })
     }
 }

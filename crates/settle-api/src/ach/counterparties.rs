@@ -102,9 +102,11 @@ pub struct BankAccountJson {
     pub account_number_last4: String,
     pub account_type: AccountTypeJson,
     pub holder_name: String,
-    /// `active`, or `disabled` after a return whose code disables it (R02, R03, R04…).
+    /// `active`; `disabled` after a return whose code disables it (R02, R03,
+    /// R04…); `frozen` after R16 (account frozen, a compliance review is open).
+    /// Only an active one takes payments.
     pub status: String,
-    /// The return code that disabled it.
+    /// The return code that disabled or froze it.
     pub disabled_reason: Option<String>,
     pub notifications_of_change: Vec<NotificationOfChangeJson>,
     pub created_at: String,

@@ -338,6 +338,10 @@ fn outgoing_entry(
 pub async fn tick(state: &AppState) -> Result<usize, ApiError> {
     let now = state.clock.now();
     let mut cut_count = 0;
+    // Due automatic retries first, so that this round's window can carry them.
+    for tenant in state.store.ach_tenants_in_status(AchTable::Payments, PaymentStatus::Returned.as_str(), MAX_TENANTS_PER_ROUND).await? {
+        payments::retry_due(state, tenant, now, None).await?;
+    }
     if let Some((date, w)) = window::latest_window(utc(now), &state.ach.config.windows) {
         let key = format!("{date}T{:02}:{:02}", w.hour, w.minute);
         let mut tenants = state.store.ach_tenants_in_status(AchTable::Payments, PaymentStatus::Pending.as_str(), MAX_TENANTS_PER_ROUND).await?;

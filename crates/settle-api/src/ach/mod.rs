@@ -2,7 +2,8 @@
 //! (`counterparties`), payments and their state machine (`payments`), NACHA
 //! files cut per FedACH window, return and NOC files read back, and the
 //! scheduler that cuts and settles (`files`), the originator's return rates
-//! and their alerts (`return_rates`), and the sandbox's test clocks
+//! and their alerts (`return_rates`), the compliance reviews a return opens
+//! (`reviews`), and the sandbox's test clocks
 //! that payments may follow instead of the real clock (`test_clocks`).
 //!
 //! The rail's rules and formats are pure code in `settle-ach`; this module
@@ -26,6 +27,7 @@ pub mod counterparties;
 pub mod files;
 pub mod payments;
 pub mod return_rates;
+pub mod reviews;
 pub mod test_clocks;
 
 use crate::error::{ApiError, ErrorType};
@@ -62,6 +64,38 @@ pub struct AchConfig {
     pub same_day_limit_minor: i64,
     /// Banking days after a debit settles before its money is available (0: at once).
     pub debit_hold_banking_days: u32,
+    /// How a payment returned for funds (R01, R09) may be originated again.
+    pub retry: RetryPolicy,
+}
+
+/// NACHA lets an entry returned R01/R09 be reinitiated at most twice within
+/// 180 days of the original; an originator may be stricter, not looser.
+pub const NACHA_MAX_RETRIES: u32 = 2;
+/// See [`NACHA_MAX_RETRIES`].
+pub const NACHA_RETRY_WINDOW_DAYS: u32 = 180;
+/// Banking days at most between a return and its automatic retry.
+pub const MAX_RETRY_DELAY_BANKING_DAYS: u32 = 30;
+
+/// The reinitiation policy of payments returned for insufficient or
+/// uncollected funds (`settle serve --ach-retry-…`): it bounds both the
+/// explicit `POST /v1/payments/{id}/retry` and the automatic retries of
+/// payments created with `auto_retry`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Retries per original payment (0 to [`NACHA_MAX_RETRIES`]; 0: none).
+    pub max_retries: u32,
+    /// Calendar days after the original's creation within which a retry may start.
+    pub window_days: u32,
+    /// Banking days after the return an automatic retry is originated (at
+    /// 00:00 New York of that day; 0: at once), so that the receiver's funds
+    /// have had time to arrive (payday).
+    pub delay_banking_days: u32,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy { max_retries: NACHA_MAX_RETRIES, window_days: NACHA_RETRY_WINDOW_DAYS, delay_banking_days: 2 }
+    }
 }
 
 impl Default for AchConfig {
@@ -80,6 +114,7 @@ impl Default for AchConfig {
             windows: DEFAULT_WINDOWS.to_vec(),
             same_day_limit_minor: DEFAULT_SAME_DAY_LIMIT_MINOR,
             debit_hold_banking_days: DEFAULT_DEBIT_HOLD_BANKING_DAYS,
+            retry: RetryPolicy::default(),
         }
     }
 }

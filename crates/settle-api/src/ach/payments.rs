@@ -87,6 +87,11 @@ pub struct CreatePaymentRequest {
     /// cutoffs, settlement, return windows and hold period run on that
     /// clock's time, when the clock is advanced.
     pub test_clock: Option<String>,
+    /// Originate it again by itself when it is returned for insufficient or
+    /// uncollected funds (R01, R09), after the retry policy's delay and
+    /// within its limits (default `false`: retries are requested explicitly).
+    #[serde(default)]
+    pub auto_retry: bool,
 }
 
 /// The dishonor of a late return: Settle, as the originator's bank, sends
@@ -227,6 +232,17 @@ pub struct PaymentJson {
     /// The original: how many times it was originated again.
     #[serde(default)]
     pub retry_count: u32,
+    /// Originated again by itself after an R01/R09 return (its retries inherit it).
+    #[serde(default)]
+    pub auto_retry: bool,
+    /// Returned R01/R09 with `auto_retry`: when the scheduler (or its test
+    /// clock's advance) originates it again; cleared once retried.
+    #[serde(default)]
+    pub retry_due_at: Option<String>,
+    /// Why a due automatic retry was not originated (its error code and
+    /// message, for example `payment_not_retryable` past the policy's limits).
+    #[serde(default)]
+    pub retry_issue: Option<String>,
     /// Set when a ledger effect could not be applied (for example a reversal
     /// refused for insufficient funds after a late return): what an operator must resolve.
     pub ledger_issue: Option<String>,
@@ -498,6 +514,9 @@ pub async fn create(
         return_reason: None,
         retry_of: None,
         retry_count: 0,
+        auto_retry: req.auto_retry,
+        retry_due_at: None,
+        retry_issue: None,
         ledger_issue: None,
         test_clock,
         dishonored_return: None,
@@ -576,14 +595,13 @@ async fn open_payment(
     Ok((response, payment))
 }
 
-/// Originating a returned payment again: at most this many times per original…
-const MAX_RETRIES: u32 = 2;
-/// …within this many days of the original (NACHA's reinitiation rule).
-const RETRY_WINDOW_DAYS: i64 = 180;
+/// Returned payments read per tenant and round when looking for due automatic retries.
+const MAX_RETURNED_SCANNED: i64 = 10_000;
 
 /// Originates a payment returned for insufficient or uncollected funds (R01,
-/// R09) again: a new payment with the same terms, at most twice within 180
-/// days of the original (NACHA's reinitiation limits).
+/// R09) again: a new payment with the same terms, within the retry policy
+/// (by default at most twice within 180 days of the original, NACHA's
+/// reinitiation limits; `--ach-retry-max`, `--ach-retry-window-days`).
 #[utoipa::path(post, path = "/v1/payments/{id}/retry", tag = "Payments", operation_id = "retry_payment",
     params(("id" = String, Path, description = "A returned payment id (`pay_…`)."), crate::openapi::IdempotencyKey),
     request_body = EmptyRequest,
@@ -601,38 +619,68 @@ pub async fn retry(
     if let Some(replay) = keyed.replay {
         return Ok(replay);
     }
-    let tenant = principal.tenant;
+    let (response, _) = originate_retry(&state, principal.tenant, &id, keyed.key, None).await?;
+    Ok(response)
+}
+
+/// Originates the payment `id`, returned R01 or R09, again under the retry
+/// policy (`AchConfig::retry`) at `at` (none: its clock's now): a new pending payment with the same terms
+/// and `retry_of` the original, whose `retry_count` counts it. The returned
+/// payment's due automatic retry is cleared in the same write, and the
+/// original's version check makes a concurrent second retry (another
+/// server's scheduler, an explicit request) lose with `payment_conflict`.
+pub async fn originate_retry(
+    state: &AppState,
+    tenant: TenantId,
+    id: &str,
+    key: Option<(String, String)>,
+    at: Option<Timestamp>,
+) -> Result<(Response, PaymentJson), ApiError> {
+    let policy = state.ach.config.retry;
     let now = state.clock.now();
-    let (returned, _) = load(&state, tenant, &id).await?;
-    let at = super::test_clocks::payment_now(&state, tenant, &returned).await?;
+    let (returned, returned_row) = load(state, tenant, id).await?;
+    // A scheduler round (or a test clock's advance) passes its instant.
+    let at = match at {
+        Some(at) => at,
+        None => super::test_clocks::payment_now(state, tenant, &returned).await?,
+    };
     let code = returned.return_code.as_deref().unwrap_or("");
     let retryable = returned.status == PaymentStatus::Returned && return_reason(code).is_some_and(|r| r.action == ReturnAction::RetryAllowed);
     if !retryable {
         return Err(unprocessable("payment_not_retryable", "only a payment returned R01 or R09 (insufficient or uncollected funds) may be originated again"));
     }
     let root_id = returned.retry_of.clone().unwrap_or_else(|| returned.id.clone());
-    let (mut root, root_row) = load(&state, tenant, &root_id).await?;
+    let (mut root, root_row) = load(state, tenant, &root_id).await?;
     let root_created = Timestamp::parse_rfc3339(&root.created_at).unwrap_or(at);
-    if root.retry_count >= MAX_RETRIES || at.micros() - root_created.micros() > RETRY_WINDOW_DAYS * 86_400_000_000 {
+    if root.retry_count >= policy.max_retries || at.micros() - root_created.micros() > i64::from(policy.window_days) * 86_400_000_000 {
         return Err(unprocessable(
             "payment_not_retryable",
-            format!("a payment may be originated again at most {MAX_RETRIES} times within {RETRY_WINDOW_DAYS} days of the original"),
+            format!("a payment may be originated again at most {} times within {} days of the original", policy.max_retries, policy.window_days),
         ));
     }
-    let (bank, _) = load_bank_account(&state, tenant, &returned.counterparty_bank_account_id, "counterparty_bank_account_id").await?;
+    let (bank, _) = load_bank_account(state, tenant, &returned.counterparty_bank_account_id, "counterparty_bank_account_id").await?;
     if bank.json.status != "active" {
         return Err(unprocessable("bank_account_disabled", "the counterparty's bank account is disabled (see its disabled_reason)"));
     }
     let account_id =
         settle_core::ids::AccountId::parse(&returned.ledger_account_id).ok_or_else(|| ApiError::internal(&"a payment's account id is malformed"))?;
     let account = state.store.get_account(tenant, account_id.clone(), now).await?.ok_or_else(|| ApiError::not_found("account"))?;
-    crate::customers::accounts::refuse_blocked(&state, tenant, &[&account_id]).await?;
+    crate::customers::accounts::refuse_blocked(state, tenant, &[&account_id]).await?;
     if returned.direction == PaymentDirection::Debit && SecCode::parse(&returned.sec_code).is_some_and(SecCode::is_consumer) {
-        require_debit_authorization(&state, tenant, &returned.counterparty_id, now).await?;
+        require_debit_authorization(state, tenant, &returned.counterparty_id, now).await?;
     }
     root.retry_count += 1;
     root.updated_at = at.to_rfc3339();
-    let root_update = AchWrite::Update(AchTable::Payments, payment_row(tenant, &root, root_row.version + 1, root_row.created_at)?);
+    let mut extra = Vec::new();
+    if returned.id == root.id {
+        root.retry_due_at = None;
+    } else if returned.retry_due_at.is_some() {
+        let mut cleared = returned.clone();
+        cleared.retry_due_at = None;
+        cleared.updated_at = at.to_rfc3339();
+        extra.push(update(tenant, &cleared, &returned_row)?);
+    }
+    extra.insert(0, AchWrite::Update(AchTable::Payments, payment_row(tenant, &root, root_row.version + 1, root_row.created_at)?));
     let payment = PaymentJson {
         id: state.ach.ids.payment().to_string(),
         status: PaymentStatus::Pending,
@@ -648,6 +696,8 @@ pub async fn retry(
         return_reason: None,
         retry_of: Some(root_id.clone()),
         retry_count: 0,
+        retry_due_at: None,
+        retry_issue: None,
         ledger_issue: None,
         dishonored_return: None,
         history: vec![PaymentHistoryJson {
@@ -660,8 +710,42 @@ pub async fn retry(
         updated_at: at.to_rfc3339(),
         ..returned
     };
-    let (response, _) = open_payment(&state, tenant, payment, account.state.normal_balance, vec![root_update], keyed.key, now).await?;
-    Ok(response)
+    open_payment(state, tenant, payment, account.state.normal_balance, extra, key, now).await
+}
+
+/// Originates again the tenant's payments returned R01/R09 with `auto_retry`
+/// that follow `test_clock` (none: the real clock) and whose retry is due at
+/// `at`; run by the scheduler and by a test clock's advance. A retry the
+/// policy or the payment's state refuses is not tried again: its reason is
+/// kept in `retry_issue`. Reads the newest [`MAX_RETURNED_SCANNED`] returned
+/// payments (an R01/R09 return arrives within two banking days of the entry).
+pub async fn retry_due(state: &AppState, tenant: TenantId, at: Timestamp, test_clock: Option<&str>) -> Result<(), ApiError> {
+    for row in state.store.ach_in_status_newest(AchTable::Payments, tenant, PaymentStatus::Returned.as_str(), MAX_RETURNED_SCANNED).await? {
+        let p: PaymentJson = decode(&row.data)?;
+        if p.test_clock.as_deref() != test_clock {
+            continue;
+        }
+        let Some(due) = p.retry_due_at.as_deref().and_then(Timestamp::parse_rfc3339) else { continue };
+        if due > at {
+            continue;
+        }
+        match originate_retry(state, tenant, &p.id, None, Some(at)).await {
+            Ok(_) => {}
+            // Another server (or an explicit retry) got there first.
+            Err(e) if e.code == "payment_conflict" => {}
+            Err(e) if e.status.is_client_error() => {
+                let (mut fresh, fresh_row) = load(state, tenant, &p.id).await?;
+                fresh.retry_due_at = None;
+                fresh.retry_issue = Some(format!("{}: {}", e.code, e.message));
+                let now = state.clock.now();
+                if let Err(e) = applied(state.store.ach_apply(vec![update(tenant, &fresh, &fresh_row)?], Vec::new(), None, now).await, stale) {
+                    tracing::warn!(payment_id = %p.id, code = e.code, "recording a refused automatic retry failed; the next round retries");
+                }
+            }
+            Err(e) => tracing::warn!(payment_id = %p.id, code = e.code, message = %e.message, "an automatic ACH retry failed; the next round retries"),
+        }
+    }
+    Ok(())
 }
 
 /// Revokes the active `ach_debit_authorization` consent of the payment's
@@ -898,7 +982,9 @@ async fn availability_hold(
 /// Applies a return with `code` to a submitted or settled payment: the
 /// payment becomes `returned`, its ledger effect is undone (a pending debit
 /// voided, anything posted reversed), and the code's automatic action runs
-/// (disabling the bank account for R02, R03, R04, unauthorized and frozen codes).
+/// (disabling the bank account for R02, R03, R04…, revoking the debit
+/// authorization and opening a compliance review for unauthorized codes,
+/// freezing the bank account and opening a review for R16).
 pub async fn apply_return(state: &AppState, tenant: TenantId, id: &str, code: &str, source: &str) -> Result<PaymentJson, ApiError> {
     let reason = return_reason(code).ok_or_else(|| ApiError::invalid("code", "code must be a return reason code, R01 to R85"))?;
     let now = state.clock.now();
@@ -918,7 +1004,15 @@ pub async fn apply_return(state: &AppState, tenant: TenantId, id: &str, code: &s
     move_to(&mut p, PaymentStatus::Returned, Some(format!("{} {} ({source})", reason.code, reason.description)), at)?;
     p.return_code = Some(reason.code.to_owned());
     p.return_reason = Some(reason.description.to_owned());
+    // R01/R09 of an `auto_retry` payment: its retry falls due after the
+    // policy's delay (the limits are checked when it is originated).
+    if reason.action == ReturnAction::RetryAllowed && p.auto_retry && state.ach.config.retry.max_retries > 0 {
+        let delay = state.ach.config.retry.delay_banking_days;
+        let due = if delay == 0 { Some(at) } else { start_of_banking_day_after(new_york_today(at), delay) };
+        p.retry_due_at = due.map(|t| t.to_rfc3339());
+    }
     let mut writes = vec![update(tenant, &p, &row)?];
+    let mut audit = Vec::new();
     // An unauthorized-debit return revokes the customer's debit authorization;
     // without one on record (a corporate counterparty) the bank account is disabled instead.
     let revoked = if reason.action == ReturnAction::RevokeAuthorization {
@@ -926,18 +1020,46 @@ pub async fn apply_return(state: &AppState, tenant: TenantId, id: &str, code: &s
     } else {
         false
     };
-    let disables = matches!(reason.action, ReturnAction::DisableBankAccount | ReturnAction::FreezeAndReview)
-        || (reason.action == ReturnAction::RevokeAuthorization && !revoked);
-    if disables {
+    let disables = reason.action == ReturnAction::DisableBankAccount || (reason.action == ReturnAction::RevokeAuthorization && !revoked);
+    let freezes = reason.action == ReturnAction::FreezeAndReview;
+    if disables || freezes {
         let (mut bank, bank_row): (BankAccountRecord, AchRow) =
             load_bank_account(state, tenant, &p.counterparty_bank_account_id, "counterparty_bank_account_id").await?;
         if bank.json.status == "active" {
-            bank.json.status = String::from("disabled");
+            bank.json.status = String::from(if freezes { "frozen" } else { "disabled" });
             bank.json.disabled_reason = Some(reason.code.to_owned());
             writes.push(AchWrite::Update(AchTable::BankAccounts, bank_account_row(tenant, &bank, bank_row.version + 1, bank_row.created_at)?));
+            if freezes {
+                let actor = crate::customers::Actor::system(tenant, "settle-ach");
+                let why = format!("ACH return {} ({}) of {}", reason.code, reason.description, p.id);
+                audit.push(actor.audit(
+                    &state.customers.ids,
+                    "bank_account.frozen",
+                    ("bank_account", &bank.json.id),
+                    vec![String::from("status")],
+                    Some(why),
+                    now,
+                ));
+            }
         }
     }
-    applied(state.store.ach_apply(writes, vec![event(state, tenant, &p)?], None, now).await, stale)?;
+    // Unauthorized and frozen-account returns open a compliance review and
+    // flag the customer (audited, in the transaction of the return).
+    let review = match reason.action {
+        ReturnAction::RevokeAuthorization => Some(super::reviews::ReviewKind::AchUnauthorizedReturn),
+        ReturnAction::FreezeAndReview => Some(super::reviews::ReviewKind::AchAccountFrozen),
+        _ => None,
+    };
+    if let Some(kind) = review {
+        let customer_id = match state.store.ach_get(AchTable::Counterparties, tenant, p.counterparty_id.clone()).await? {
+            Some(row) => decode::<super::counterparties::CounterpartyRecord>(&row.data)?.customer_id,
+            None => None,
+        };
+        let (write, records) = super::reviews::open(state, tenant, kind, &p, customer_id, (reason.code, reason.description), (at, now))?;
+        writes.push(write);
+        audit.extend(records);
+    }
+    applied(state.store.ach_apply_audited(writes, vec![event(state, tenant, &p)?], audit, None, now).await, stale)?;
     // A settled debit still in its hold period: release the hold first, so
     // the reversal takes money the account never had available.
     if let Some(hold) = p.availability_hold_transaction_id.as_deref().and_then(TransactionId::parse)

@@ -221,8 +221,8 @@ fn due_instants(from: Timestamp, to: Timestamp, windows: &[settle_ach::window::W
     instants
 }
 
-/// Runs what is due at `at` for the clock's payments: the window's cut, the
-/// settlements, and the release of availability holds whose `available_at`
+/// Runs what is due at `at` for the clock's payments: automatic retries,
+/// the window's cut, the settlements, and the release of availability holds whose `available_at`
 /// fell in `(previous, at]`.
 async fn run_due(
     state: &AppState,
@@ -232,6 +232,7 @@ async fn run_due(
     at: Timestamp,
     window: Option<(time::Date, settle_ach::window::Window)>,
 ) -> Result<(), ApiError> {
+    super::payments::retry_due(state, tenant, at, Some(clock)).await?;
     if let Some((date, w)) = window {
         let key = format!("clock:{clock}:{date}T{:02}:{:02}", w.hour, w.minute);
         files::cut(state, tenant, CutAt { key: &key, date, window: w, at, test_clock: Some(clock) }).await?;

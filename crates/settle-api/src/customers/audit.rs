@@ -86,9 +86,10 @@ pub struct AuditListParams {
     pub limit: Option<String>,
     pub starting_after: Option<String>,
     pub ending_before: Option<String>,
-    /// Only events about this object (`cus_…`, `cns_…`, `scr_…`, `acct_…`, `ltx_…`).
+    /// Only events about this object (`cus_…`, `cns_…`, `scr_…`, `acct_…`, `ltx_…`, `crv_…`, `ba_…`).
     pub resource_id: Option<String>,
-    /// `customer`, `consent`, `screening`, `account` or `transaction`.
+    /// `customer`, `consent`, `screening`, `account`, `transaction`, and from
+    /// the ACH rail's automatic actions `compliance_review` and `bank_account`.
     pub resource_type: Option<String>,
     pub action: Option<String>,
     /// An API key id, `cli`, `sandbox` or `system`.

@@ -870,3 +870,189 @@ ledger_test! {
         assert_eq!(app.balances(&wallet).await.available, 4_000);
     }
 }
+
+/// A customer with an active debit authorization and a counterparty for them; answers (customer, bank account).
+async fn customer_with_bank_account(app: &TestApp, name: &str) -> (String, String) {
+    let api: &Api = app;
+    let customer = api.post("/v1/customers", &json!({"type": "individual", "given_name": name, "family_name": "Doe"})).await;
+    customer.expect_status(201);
+    let customer = customer.id();
+    let granted_at = app.now().plus_secs(-60).to_rfc3339();
+    api.post(
+        &format!("/v1/customers/{customer}/consents"),
+        &json!({"type": "ach_debit_authorization", "text_version": "v1", "channel": "web", "granted_at": granted_at}),
+    )
+    .await
+    .expect_status(201);
+    let reply = api
+        .post("/v1/counterparties", &json!({"name": name, "customer_id": customer, "bank_accounts": [{"routing_number": ROUTING, "account_number": ACCOUNT_NUMBER, "account_type": "checking", "holder_name": name}]}))
+        .await;
+    reply.expect_status(201);
+    (customer, reply.body["bank_accounts"][0]["id"].as_str().unwrap().to_owned())
+}
+
+async fn bank_account(api: &Api, bank: &str) -> Value {
+    let counterparties = api.list_all("/v1/counterparties").await;
+    counterparties.iter().flat_map(|c| c["bank_accounts"].as_array().unwrap().clone()).find(|b| b["id"] == bank).unwrap()
+}
+
+async fn audit_actions(api: &Api, resource: &str) -> Vec<(String, String)> {
+    let reply = api.get(&format!("/v1/audit_events?resource_id={resource}")).await;
+    reply.expect_status(200);
+    reply.body["data"].as_array().unwrap().iter().map(|a| (a["action"].as_str().unwrap().to_owned(), a["actor"].as_str().unwrap().to_owned())).collect()
+}
+
+ledger_test! {
+    async fn unauthorized_and_frozen_account_returns_open_audited_compliance_reviews(app) {
+        // Monday 2027-03-01, 09:00 New York.
+        let clock = app.post("/v1/test_helpers/test_clocks", &json!({"frozen_time": "2027-03-01T14:00:00Z"})).await.id();
+        let wallet = app.account("credit", Some(0)).await;
+        app.post(&format!("/v1/test_helpers/accounts/{wallet}/fund"), &json!({"amount": 100_000})).await.expect_status(201);
+        let (jane, jane_bank) = customer_with_bank_account(&app, "Jane").await;
+        let (bob, bob_bank) = customer_with_bank_account(&app, "Bob").await;
+        let (_, acme_bank) = setup(&app, 0).await;
+        let mut ids = Vec::new();
+        for (direction, bank) in [("debit", &jane_bank), ("credit", &bob_bank), ("credit", &acme_bank)] {
+            let mut body = payment_body(direction, 2_000, &wallet, bank);
+            body["test_clock"] = json!(clock);
+            let reply = app.post("/v1/payments", &body).await;
+            reply.expect_status(201);
+            ids.push(reply.id());
+        }
+        let [debit, frozen_credit, funds_credit] = ids.try_into().unwrap();
+        // The 10:30 window files them; Tuesday 18:30 New York they settle.
+        advance(&app, &clock, "2027-03-01T15:31:00Z").await;
+        advance(&app, &clock, "2027-03-02T23:30:00Z").await;
+        assert_eq!(payment(&app, &debit).await["status"], "settled");
+        let reviews = app.get("/v1/compliance_reviews").await;
+        reviews.expect_status(200);
+        assert_eq!(reviews.body["data"].as_array().unwrap().len(), 0, "nothing to review before a return");
+
+        // R01 opens no review and freezes nothing.
+        simulate_return(&app, &funds_credit, "R01").await;
+        assert_eq!(app.get("/v1/compliance_reviews").await.body["data"].as_array().unwrap().len(), 0);
+        assert_eq!(bank_account(&app, &acme_bank).await["status"], "active");
+
+        // R10 (unauthorized): the authorization is revoked, the customer flagged, a review opened, all audited.
+        simulate_return(&app, &debit, "R10").await;
+        let reviews = app.get(&format!("/v1/compliance_reviews?customer_id={jane}")).await;
+        reviews.expect_status(200);
+        let reviews = reviews.body["data"].as_array().unwrap().clone();
+        assert_eq!(reviews.len(), 1, "{reviews:?}");
+        let review = &reviews[0];
+        assert_eq!((review["object"].as_str(), review["status"].as_str(), review["kind"].as_str()), (Some("compliance_review"), Some("open"), Some("ach_unauthorized_return")));
+        assert_eq!((review["payment_id"].as_str(), review["return_code"].as_str(), review["bank_account_id"].as_str()), (Some(debit.as_str()), Some("R10"), Some(jane_bank.as_str())));
+        assert_eq!(review["created_at"], "2027-03-02T23:30:00.000000Z", "dated on the payment's clock");
+        let got = app.get(&format!("/v1/compliance_reviews/{}", review["id"].as_str().unwrap())).await;
+        got.expect_status(200);
+        assert_eq!(&got.body, review);
+        assert!(audit_actions(&app, &jane).await.contains(&(String::from("customer.flagged"), String::from("settle-ach"))));
+        assert!(audit_actions(&app, review["id"].as_str().unwrap()).await.contains(&(String::from("compliance_review.opened"), String::from("settle-ach"))));
+        assert_eq!(bank_account(&app, &jane_bank).await["status"], "active", "a revoked authorization, not a disabled account");
+        app.post("/v1/payments", &payment_body("debit", 100, &wallet, &jane_bank)).await.expect_error(422, "debit_authorization_missing");
+
+        // R16 (account frozen): the bank account is frozen and a review opened for Bob, audited.
+        simulate_return(&app, &frozen_credit, "R16").await;
+        let account = bank_account(&app, &bob_bank).await;
+        assert_eq!((account["status"].as_str(), account["disabled_reason"].as_str()), (Some("frozen"), Some("R16")));
+        assert!(audit_actions(&app, &bob_bank).await.contains(&(String::from("bank_account.frozen"), String::from("settle-ach"))));
+        assert!(audit_actions(&app, &bob).await.contains(&(String::from("customer.flagged"), String::from("settle-ach"))));
+        let bobs = app.get(&format!("/v1/compliance_reviews?customer_id={bob}&status=open")).await.body["data"].as_array().unwrap().clone();
+        assert_eq!(bobs.len(), 1);
+        assert_eq!((bobs[0]["kind"].as_str(), bobs[0]["return_code"].as_str()), (Some("ach_account_frozen"), Some("R16")));
+        let mut credit = payment_body("credit", 100, &wallet, &bob_bank);
+        credit["sec_code"] = json!("CCD");
+        app.post("/v1/payments", &credit).await.expect_error(422, "bank_account_disabled");
+        assert_eq!(app.list_all("/v1/compliance_reviews").await.len(), 2);
+
+        // Bad queries are refused; an unknown review is not found.
+        app.get("/v1/compliance_reviews?customer_id=nope").await.expect_error(400, "invalid_request");
+        app.get("/v1/compliance_reviews?status=closed").await.expect_error(400, "invalid_request");
+        app.get("/v1/compliance_reviews/crv_00000000000000000000000000").await.expect_error(404, "not_found");
+    }
+}
+
+/// A server whose retry policy allows one retry, one banking day after the return.
+async fn start_with_one_retry(backend: crate::app::Backend) -> TestApp {
+    let options = crate::app::TestOptions {
+        configure: |state| {
+            state.with_ach(settle_api::ach::AchConfig {
+                retry: settle_api::ach::RetryPolicy { max_retries: 1, window_days: 180, delay_banking_days: 1 },
+                ..settle_api::ach::AchConfig::default()
+            })
+        },
+        ..crate::app::TestOptions::default()
+    };
+    TestApp::start_with(backend, options).await
+}
+
+async fn an_auto_retry_payment_is_originated_again_when_due_within_the_configured_policy(app: TestApp) {
+    // Monday 2027-03-01, 09:00 New York.
+    let clock = app.post("/v1/test_helpers/test_clocks", &json!({"frozen_time": "2027-03-01T14:00:00Z"})).await.id();
+    let (wallet, bank) = setup(&app, 100_000).await;
+    let create = |amount: i64, auto_retry: bool| {
+        let mut body = payment_body("credit", amount, &wallet, &bank);
+        body["sec_code"] = json!("CCD");
+        body["test_clock"] = json!(clock);
+        body["auto_retry"] = json!(auto_retry);
+        body
+    };
+    let auto = app.post("/v1/payments", &create(10_000, true)).await;
+    auto.expect_status(201);
+    assert_eq!(auto.body["auto_retry"], true);
+    let auto = auto.id();
+    let manual = app.post("/v1/payments", &create(5_000, false)).await.id();
+    advance(&app, &clock, "2027-03-01T15:31:00Z").await;
+    let returned = simulate_return(&app, &auto, "R01").await;
+    assert_eq!(returned["retry_due_at"], "2027-03-02T05:00:00.000000Z", "00:00 New York, one banking day after the return");
+    assert_eq!(simulate_return(&app, &manual, "R01").await["retry_due_at"], Value::Null, "no auto_retry: nothing scheduled");
+
+    advance(&app, &clock, "2027-03-02T04:59:00Z").await;
+    assert_eq!(app.list_all("/v1/payments").await.len(), 2, "not due yet");
+    // Tuesday 10:31 New York: retried at 00:00 and filed in the 10:30 window.
+    advance(&app, &clock, "2027-03-02T15:31:00Z").await;
+    let payments = app.list_all("/v1/payments").await;
+    assert_eq!(payments.len(), 3);
+    let retry = payments.iter().find(|p| p["retry_of"] == auto.as_str()).unwrap().clone();
+    assert_eq!(
+        (retry["status"].as_str(), retry["created_at"].as_str(), retry["amount"].as_i64()),
+        (Some("submitted"), Some("2027-03-02T05:00:00.000000Z"), Some(10_000))
+    );
+    assert_eq!(retry["auto_retry"], true, "a retry inherits auto_retry");
+    let original = payment(&app, &auto).await;
+    assert_eq!((original["retry_count"].as_u64(), &original["retry_due_at"]), (Some(1), &Value::Null));
+    assert!(payments.iter().all(|p| p["retry_of"] != manual.as_str()), "the manual payment is not retried");
+
+    // The retry comes back R09: due again, but the policy allows one retry only.
+    let retry_id = retry["id"].as_str().unwrap().to_owned();
+    assert!(simulate_return(&app, &retry_id, "R09").await["retry_due_at"].is_string());
+    advance(&app, &clock, "2027-03-03T06:00:00Z").await;
+    assert_eq!(app.list_all("/v1/payments").await.len(), 3, "no second automatic retry");
+    let refused = payment(&app, &retry_id).await;
+    assert_eq!(refused["retry_due_at"], Value::Null);
+    assert!(refused["retry_issue"].as_str().unwrap().starts_with("payment_not_retryable"), "{refused}");
+    app.post(&format!("/v1/payments/{retry_id}/retry"), &json!({})).await.expect_error(422, "payment_not_retryable");
+    // The explicit retry follows the same policy: the manual payment may go once.
+    app.post(&format!("/v1/payments/{manual}/retry"), &json!({})).await.expect_status(201);
+    app.post(&format!("/v1/payments/{manual}/retry"), &json!({})).await.expect_error(422, "payment_not_retryable");
+    let b = app.balances(&wallet).await;
+    assert_eq!((b.posted, b.available), (100_000, 95_000), "every return reversed; only the manual retry holds its 5,000");
+}
+
+mod an_auto_retry_payment_is_originated_again_when_due {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite() {
+        an_auto_retry_payment_is_originated_again_when_due_within_the_configured_policy(start_with_one_retry(crate::app::Backend::Sqlite).await).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres() {
+        if std::env::var("SETTLE_TEST_POSTGRES_URL").is_err() {
+            eprintln!("skipped: SETTLE_TEST_POSTGRES_URL is not set");
+            return;
+        }
+        an_auto_retry_payment_is_originated_again_when_due_within_the_configured_policy(start_with_one_retry(crate::app::Backend::Postgres).await).await;
+    }
+}
