@@ -1,7 +1,7 @@
 //! The ACH rail's rows: counterparties, bank accounts, payments and NACHA
 //! files (migration 0013), the sandbox's test clocks, the return-rate
 //! monitor's memory and dishonored returns (0016), and the compliance reviews
-//! a return opens (0019).
+//! a return opens (0018).
 //!
 //! Each row holds its object whole as JSON (`data`; the API crate owns the
 //! shape) beside the columns that lookups and state changes need: `status`,
@@ -41,7 +41,7 @@ pub enum AchTable {
     /// Dishonored returns waiting for (or sent in) a file: one per payment.
     DishonoredReturns,
     /// Compliance reviews the rail opens on a return (R16, unauthorized
-    /// debits); `lookup` is the customer, when there is one (0019).
+    /// debits); `lookup` is the customer, when there is one (0018).
     ComplianceReviews,
 }
 

@@ -48,7 +48,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (15, include_str!("../migrations/postgres/0015_audit_client_ip.sql")),
     (16, include_str!("../migrations/postgres/0016_test_clocks_and_rate_alerts.sql")),
     (17, include_str!("../migrations/postgres/0017_blocked_generation.sql")),
-    (19, include_str!("../migrations/postgres/0019_compliance_reviews.sql")),
+    (18, include_str!("../migrations/postgres/0018_compliance_reviews.sql")),
 ];
 /// Connections per server, the engine's included. PostgreSQL's default
 /// `max_connections` (100) leaves room for several servers.
