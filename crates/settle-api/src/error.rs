@@ -499,6 +499,12 @@ pub const ERROR_CODES: &[ErrorCode] = &[
         kind: ErrorType::InvalidRequestError,
         when: "36 files were cut today already (file id modifiers A–Z, 0–9); the next window tomorrow takes the payments",
     },
+    ErrorCode {
+        code: "ach_transmission_failed",
+        status: 503,
+        kind: ErrorType::ApiError,
+        when: "sandbox only: a `rails` fault (`fail` or `timeout`) made the simulated bank refuse the file; nothing was cut, the payments stay pending for the next cut",
+    },
 ];
 
 #[cfg(test)]
