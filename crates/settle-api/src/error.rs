@@ -501,9 +501,9 @@ pub const ERROR_CODES: &[ErrorCode] = &[
     },
     ErrorCode {
         code: "ach_transmission_failed",
-        status: 503,
-        kind: ErrorType::ApiError,
-        when: "sandbox only: a `rails` fault (`fail` or `timeout`) made the simulated bank refuse the file; nothing was cut, the payments stay pending for the next cut",
+        status: 409,
+        kind: ErrorType::ConflictError,
+        when: "sandbox only: a `rails` fault (`fail` or `timeout`) in force made the simulated bank refuse the file; nothing was cut, the payments stay pending for the next cut",
     },
 ];
 

@@ -18,7 +18,7 @@ use super::counterparties::{BankAccountRecord, NotificationOfChangeJson, bank_ac
 use super::payments::{self, DishonoredReturnJson, PaymentDirection, PaymentJson, move_to, new_york_today, update, utc};
 use super::{applied, conflict, decode, encode, unprocessable};
 use crate::auth::require;
-use crate::error::{ApiError, ErrorType};
+use crate::error::ApiError;
 use crate::metrics::{ChangeLabels, EntryLabels, OutcomeLabels, WindowKindLabels};
 use settle_core::faults::FaultMode;
 use crate::pagination::{PageParams, page, parse_query};
@@ -264,9 +264,8 @@ async fn cut_once(state: &AppState, tenant: TenantId, place: CutAt<'_>) -> Resul
     if fired.fail || fired.timeout {
         let how = if fired.timeout { "did not answer (timeout)" } else { "refused it" };
         tracing::warn!(tenant = tenant.0, window = window_key, "sandbox rails fault: the simulated bank {how}; no file was cut");
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            ErrorType::ApiError,
+        // A 409, not a 5xx: the refusal is the state the caller put the sandbox in, not a fault of ours.
+        return Err(conflict(
             "ach_transmission_failed",
             format!("the simulated bank {how} (a sandbox rails fault); nothing was cut, the payments stay pending for the next cut"),
         ));

@@ -24,6 +24,7 @@ mod limits;
 mod metrics;
 mod openapi;
 mod operations;
+mod rail_faults;
 mod races;
 mod reconciliation;
 mod signing;
