@@ -86,7 +86,7 @@ pub struct AchFileResultJson {
     /// `R01`… or `C01`…
     pub code: String,
     pub payment_id: Option<String>,
-    /// `returned`, `changed`, `unmatched` (no payment has that trace number), `dishonored` (outside the code's return window: the payment is unchanged and the next file carries an `R68` dishonored return), `late` (outside its window, the payment's dishonor recorded already) or `refused` (the payment's state does not allow it).
+    /// `returned`, `changed`, `unmatched` (no payment has that trace number), `dishonored` (outside the code's return window: the payment is unchanged and the next file carries an `R68` dishonored return), `late` (outside its window, the payment's dishonor recorded already), `duplicate` (the same return or notification of change was applied already: nothing changed) or `refused` (the payment's state does not allow it).
     pub outcome: String,
 }
 
