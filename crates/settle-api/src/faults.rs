@@ -71,7 +71,8 @@ impl Faults {
             duplicate: all.duplicate && modes.contains(&FaultMode::Duplicate),
             reorder: all.reorder && modes.contains(&FaultMode::Reorder),
         };
-        let count = |mode: FaultMode| state.metrics.faults_injected.get_or_create(&FaultLabels { target: FaultTarget::Rails.as_str(), mode: mode.as_str() }).inc();
+        let count =
+            |mode: FaultMode| state.metrics.faults_injected.get_or_create(&FaultLabels { target: FaultTarget::Rails.as_str(), mode: mode.as_str() }).inc();
         for (is_fired, mode) in
             [(fired.timeout, FaultMode::Timeout), (fired.fail, FaultMode::Fail), (fired.duplicate, FaultMode::Duplicate), (fired.reorder, FaultMode::Reorder)]
         {

@@ -233,7 +233,11 @@ impl Default for Metrics {
         let ach_files_cut = Family::<WindowKindLabels, Counter>::default();
         registry.register("settle_ach_files_cut", "NACHA files cut, by window kind (scheduled, sandbox, test_clock)", ach_files_cut.clone());
         let ach_entries_written = Family::<EntryLabels, Counter>::default();
-        registry.register("settle_ach_entries_written", "Entries written into cut NACHA files, by kind (credit, debit, dishonored_return)", ach_entries_written.clone());
+        registry.register(
+            "settle_ach_entries_written",
+            "Entries written into cut NACHA files, by kind (credit, debit, dishonored_return)",
+            ach_entries_written.clone(),
+        );
         let ach_return_files = Family::<OutcomeLabels, Counter>::default();
         registry.register(
             "settle_ach_return_files",
@@ -247,7 +251,11 @@ impl Default for Metrics {
             ach_returns.clone(),
         );
         let ach_notifications_of_change = Family::<ChangeLabels, Counter>::default();
-        registry.register("settle_ach_notifications_of_change", "Notifications of change applied to bank accounts, by change code", ach_notifications_of_change.clone());
+        registry.register(
+            "settle_ach_notifications_of_change",
+            "Notifications of change applied to bank accounts, by change code",
+            ach_notifications_of_change.clone(),
+        );
         let ach_untimely_returns = Family::<OutcomeLabels, Counter>::default();
         registry.register(
             "settle_ach_untimely_returns",
