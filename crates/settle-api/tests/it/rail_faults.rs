@@ -227,3 +227,38 @@ ledger_test! {
         assert_eq!(sample(&text, r#"settle_ach_files_cut_total{kind="sandbox"}"#), Some(1.0));
     }
 }
+
+ledger_test! {
+    async fn a_test_clocks_window_the_bank_refuses_is_skipped_and_its_payment_goes_in_the_next_window(app) {
+        // Monday 2027-03-01, 09:00 New York: before the 10:30 window.
+        let clock = app.post("/v1/test_helpers/test_clocks", &json!({"frozen_time": "2027-03-01T14:00:00Z"})).await.id();
+        let (wallet, bank) = setup(&app, 10_000).await;
+        let mut body = json!({"rail": "ach", "direction": "credit", "amount": 2_500, "currency": "USD", "ledger_account_id": wallet,
+            "counterparty_bank_account_id": bank, "sec_code": "PPD", "company_entry_description": "PAYROLL"});
+        body["test_clock"] = json!(clock);
+        let created = app.post("/v1/payments", &body).await;
+        created.expect_status(201);
+        let p = id(&created.body);
+
+        set_fault(&app, json!({"target": "rails", "mode": "fail"})).await;
+        // Past the 10:30 window: the advance succeeds, the window's file is refused, the payment waits.
+        let path = format!("/v1/test_helpers/test_clocks/{clock}/advance");
+        app.post(&path, &json!({"to": "2027-03-01T15:45:00Z"})).await.expect_status(200);
+        assert_eq!(payment(&app, &p).await["status"], "pending");
+        assert!(files(&app).await.is_empty());
+        assert_eq!(app.balances(&wallet).await.posted, 10_000);
+
+        // The bank accepts again: the 14:45 window carries it, once.
+        clear_faults(&app).await;
+        app.post(&path, &json!({"to": "2027-03-01T20:00:00Z"})).await.expect_status(200);
+        let now = payment(&app, &p).await;
+        assert_eq!((now["status"].as_str(), times(&now, "submitted")), (Some("submitted"), 1));
+        let cut_files = files(&app).await;
+        assert_eq!(cut_files.len(), 1);
+        assert_eq!(cut_files[0]["payment_ids"], json!([p]));
+        assert!(cut_files[0]["window"].as_str().unwrap().ends_with("T14:45"), "{}", cut_files[0]["window"]);
+        assert_eq!(app.balances(&wallet).await.posted, 7_500, "the hold is posted once");
+        let text = scrape(&app).await;
+        assert_eq!(sample(&text, r#"settle_ach_files_cut_total{kind="test_clock"}"#), Some(1.0));
+    }
+}
