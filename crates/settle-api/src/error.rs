@@ -499,6 +499,12 @@ pub const ERROR_CODES: &[ErrorCode] = &[
         kind: ErrorType::InvalidRequestError,
         when: "36 files were cut today already (file id modifiers A–Z, 0–9); the next window tomorrow takes the payments",
     },
+    ErrorCode {
+        code: "ach_transmission_failed",
+        status: 409,
+        kind: ErrorType::ConflictError,
+        when: "sandbox only: a `rails` fault (`fail` or `timeout`) in force made the simulated bank refuse the file; nothing was cut, the payments stay pending for the next cut",
+    },
 ];
 
 #[cfg(test)]

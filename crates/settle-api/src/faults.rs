@@ -1,5 +1,7 @@
-//! Sandbox fault injection: `/v1/test_helpers/faults` (set, read, clear) and
-//! what the delivery worker asks before each attempt.
+//! Sandbox fault injection: `/v1/test_helpers/faults` (set, read, clear),
+//! what the delivery worker asks before each attempt, and what the ACH
+//! rail's simulated bank asks before it takes a file or sends a
+//! notification ([`Faults::rails`], docs/sandbox.md).
 //!
 //! Faults are stored per tenant (organization × environment, sandbox only)
 //! and every server reads them again about once a second with the feature
@@ -13,6 +15,7 @@ use crate::auth::require;
 use crate::body::JsonBody;
 use crate::error::{ApiError, ErrorType};
 use crate::feature_flags::Refreshed;
+use crate::metrics::FaultLabels;
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::{FromRequest, FromRequestParts, Request, State};
@@ -22,7 +25,7 @@ use axum::routing::any;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use settle_core::clock::Timestamp;
-use settle_core::faults::{FaultEndError, FaultMode, FaultTarget, MAX_FAULT_DURATION_SECS, MAX_FAULTS_PER_TENANT, Probability, RESERVED_TARGETS, check_until};
+use settle_core::faults::{FaultEndError, FaultMode, FaultTarget, MAX_FAULT_DURATION_SECS, MAX_FAULTS_PER_TENANT, Probability, check_until};
 use settle_core::tenancy::{Environment, Principal, Scope, TenantId};
 use settle_store::Store;
 use settle_store::faults::FaultRecord;
@@ -51,6 +54,36 @@ impl Faults {
         if environment != Environment::Sandbox {
             return Fired::default();
         }
+        self.fire_stored(store, tenant, target, now).await
+    }
+
+    /// Which of `tenant`'s `rails` faults fire now, each fired one counted in
+    /// `settle_faults_injected`. The rail's workers know a tenant, not its
+    /// environment; that is enough, since only sandbox keys can set a fault
+    /// (a live tenant holds none, and none is looked for beyond the cached list).
+    /// Only `modes` (those that mean something where the rail asks) are
+    /// rolled and counted.
+    pub async fn rails(&self, state: &AppState, tenant: TenantId, modes: &[FaultMode]) -> Fired {
+        let all = self.fire_stored(&state.store, tenant, FaultTarget::Rails, state.clock.now()).await;
+        let fired = Fired {
+            timeout: all.timeout && modes.contains(&FaultMode::Timeout),
+            fail: all.fail && modes.contains(&FaultMode::Fail),
+            duplicate: all.duplicate && modes.contains(&FaultMode::Duplicate),
+            reorder: all.reorder && modes.contains(&FaultMode::Reorder),
+        };
+        let count =
+            |mode: FaultMode| state.metrics.faults_injected.get_or_create(&FaultLabels { target: FaultTarget::Rails.as_str(), mode: mode.as_str() }).inc();
+        for (is_fired, mode) in
+            [(fired.timeout, FaultMode::Timeout), (fired.fail, FaultMode::Fail), (fired.duplicate, FaultMode::Duplicate), (fired.reorder, FaultMode::Reorder)]
+        {
+            if is_fired {
+                count(mode);
+            }
+        }
+        fired
+    }
+
+    async fn fire_stored(&self, store: &Store, tenant: TenantId, target: FaultTarget, now: Timestamp) -> Fired {
         let load = || async { store.active_faults(None, now).await.map(Arc::new) };
         let all = self.all.with("sandbox faults", load, Arc::clone).await;
         let mut fired = Fired::default();
@@ -113,15 +146,17 @@ async fn dispatch(State(state): State<AppState>, SandboxKey(principal): SandboxK
     }
 }
 
-/// What misbehaves: `webhooks` deliveries. (`rails`, the simulated payment rails, is reserved and refused until they read faults.)
+/// What misbehaves: `webhooks` deliveries, or `rails`, the simulated bank of the ACH rail.
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 #[schema(as = FaultTarget)]
 pub enum FaultTargetName {
     Webhooks,
+    Rails,
 }
 
-/// How it misbehaves: `timeout` and `fail` record a failed attempt without sending, `duplicate` sends twice with one `webhook-id`, `reorder` sends a claimed batch newest event first.
+/// How it misbehaves. Webhooks: `timeout` and `fail` record a failed attempt without sending, `duplicate` sends twice with one `webhook-id`, `reorder` sends a claimed batch newest event first.
+/// Rails: `timeout` and `fail` make the bank refuse a cut file (nothing is cut; the payments wait for the next window), `duplicate` delivers each settlement, return and NOC twice, `reorder` delivers them last first.
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 #[schema(as = FaultMode)]
@@ -136,11 +171,12 @@ pub enum FaultModeName {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FaultRequest {
-    /// What misbehaves: `webhooks` (`rails` is reserved for the simulated payment rails and refused for now).
+    /// What misbehaves: `webhooks` deliveries, or `rails` (the ACH rail's simulated bank; see docs/sandbox.md).
     #[schema(value_type = FaultTargetName, example = "webhooks")]
     pub target: String,
-    /// `timeout` (attempts recorded as timed out, nothing sent), `fail` (recorded as a `503`, nothing sent),
+    /// Webhooks: `timeout` (attempts recorded as timed out, nothing sent), `fail` (recorded as a `503`, nothing sent),
     /// `duplicate` (each delivery sent twice, same `webhook-id`), `reorder` (each claimed batch sent newest event first).
+    /// Rails: `timeout` / `fail` (the bank refuses cut files), `duplicate` (notifications delivered twice), `reorder` (delivered last first).
     #[schema(value_type = FaultModeName, example = "fail")]
     pub mode: String,
     /// Percent of deliveries affected, 0 to 100; default 100.
@@ -204,13 +240,7 @@ async fn list(state: &AppState, tenant: TenantId) -> Result<Response, ApiError> 
 
 /// Parses the request into a fault starting `now`.
 fn parse(req: FaultRequest, now: Timestamp) -> Result<settle_core::faults::Fault, ApiError> {
-    let target = FaultTarget::parse(&req.target).ok_or_else(|| {
-        if RESERVED_TARGETS.contains(&req.target.as_str()) {
-            ApiError::invalid("target", format!("target {:?} is reserved and not supported yet; use \"webhooks\"", req.target))
-        } else {
-            ApiError::invalid("target", "target must be \"webhooks\"")
-        }
-    })?;
+    let target = FaultTarget::parse(&req.target).ok_or_else(|| ApiError::invalid("target", "target must be \"webhooks\" or \"rails\""))?;
     let mode = FaultMode::parse(&req.mode).ok_or_else(|| ApiError::invalid("mode", "mode must be one of \"timeout\", \"fail\", \"duplicate\", \"reorder\""))?;
     let probability = match req.probability {
         None => Probability::ALWAYS,
@@ -255,7 +285,7 @@ async fn set(state: &AppState, tenant: TenantId, req: FaultRequest) -> Result<Re
     responses((status = 200, description = "The faults in force.", body = FaultListJson)))]
 pub fn doc_list() {}
 
-/// Sandbox only: makes webhook deliveries time out, fail, arrive twice or out of order, for a while (see docs/sandbox.md).
+/// Sandbox only: makes webhook deliveries or the simulated ACH bank time out, fail, repeat or reorder, for a while (see docs/sandbox.md).
 #[utoipa::path(put, path = "/v1/test_helpers/faults", tag = "Test helpers", operation_id = "set_fault",
     request_body = FaultRequest,
     responses((status = 200, description = "The fault, now in force.", body = FaultJson)))]

@@ -73,6 +73,35 @@ pub struct RateLabels {
     pub rate: &'static str,
 }
 
+/// Which kind of window an ACH file was cut for: `scheduled` (a FedACH
+/// window, by the scheduler), `sandbox` (the cut test helper), `test_clock`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WindowKindLabels {
+    pub kind: &'static str,
+}
+
+/// What an entry of a cut ACH file is: `credit`, `debit` or `dishonored_return`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EntryLabels {
+    pub entry: &'static str,
+}
+
+/// A return applied to a payment: its code's family (`administrative`:
+/// R02–R04, `unauthorized`: the codes NACHA counts as such, `other`) and the
+/// code, always one of the fixed table in `settle_ach::returns` (a file's
+/// unknown code is never a label: it is refused before it is counted).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReturnLabels {
+    pub family: &'static str,
+    pub code: &'static str,
+}
+
+/// A notification of change applied: its code, one of the fixed table (C01…).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ChangeLabels {
+    pub code: &'static str,
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn latency_histogram() -> Histogram {
@@ -106,6 +135,12 @@ pub struct Metrics {
     pub faults_injected: Family<FaultLabels, Counter>,
     pub ach_return_rate_exceeded_bps: Family<ReturnRateLabels, Gauge>,
     pub ach_return_rate_alerts: Family<RateLabels, Counter>,
+    pub ach_files_cut: Family<WindowKindLabels, Counter>,
+    pub ach_entries_written: Family<EntryLabels, Counter>,
+    pub ach_return_files: Family<OutcomeLabels, Counter>,
+    pub ach_returns: Family<ReturnLabels, Counter>,
+    pub ach_notifications_of_change: Family<ChangeLabels, Counter>,
+    pub ach_untimely_returns: Family<OutcomeLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -195,6 +230,38 @@ impl Default for Metrics {
             "ACH return rates that crossed their NACHA threshold (each crossing once), by rate",
             ach_return_rate_alerts.clone(),
         );
+        let ach_files_cut = Family::<WindowKindLabels, Counter>::default();
+        registry.register("settle_ach_files_cut", "NACHA files cut, by window kind (scheduled, sandbox, test_clock)", ach_files_cut.clone());
+        let ach_entries_written = Family::<EntryLabels, Counter>::default();
+        registry.register(
+            "settle_ach_entries_written",
+            "Entries written into cut NACHA files, by kind (credit, debit, dishonored_return)",
+            ach_entries_written.clone(),
+        );
+        let ach_return_files = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "settle_ach_return_files",
+            "Return / NOC files received, by outcome (imported, replayed: the same bytes again, rejected: malformed, nothing applied)",
+            ach_return_files.clone(),
+        );
+        let ach_returns = Family::<ReturnLabels, Counter>::default();
+        registry.register(
+            "settle_ach_returns",
+            "ACH returns applied to payments (files and sandbox), by code family (administrative, unauthorized, other) and code",
+            ach_returns.clone(),
+        );
+        let ach_notifications_of_change = Family::<ChangeLabels, Counter>::default();
+        registry.register(
+            "settle_ach_notifications_of_change",
+            "Notifications of change applied to bank accounts, by change code",
+            ach_notifications_of_change.clone(),
+        );
+        let ach_untimely_returns = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "settle_ach_untimely_returns",
+            "Returns received outside their return window, by outcome (dishonored: an R68 goes in the next file; late: dishonored already)",
+            ach_untimely_returns.clone(),
+        );
         Metrics {
             registry,
             http_requests,
@@ -219,6 +286,12 @@ impl Default for Metrics {
             faults_injected,
             ach_return_rate_exceeded_bps,
             ach_return_rate_alerts,
+            ach_files_cut,
+            ach_entries_written,
+            ach_return_files,
+            ach_returns,
+            ach_notifications_of_change,
+            ach_untimely_returns,
         }
     }
 }
@@ -233,6 +306,18 @@ impl Metrics {
         };
         self.http_requests.get_or_create(&RequestLabels { method: method.to_owned(), route: route.to_owned(), status }).inc();
         self.http_duration.get_or_create(&RouteLabels { method: method.to_owned(), route: route.to_owned() }).observe(elapsed.as_secs_f64());
+    }
+
+    /// Counts a return applied to a payment under its code and family.
+    pub fn ach_return(&self, reason: &settle_ach::returns::ReturnReason) {
+        let family = if matches!(reason.code, "R02" | "R03" | "R04") {
+            "administrative"
+        } else if reason.is_unauthorized {
+            "unauthorized"
+        } else {
+            "other"
+        };
+        self.ach_returns.get_or_create(&ReturnLabels { family, code: reason.code }).inc();
     }
 
     pub fn error(&self, code: &str) {

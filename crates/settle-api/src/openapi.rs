@@ -296,7 +296,7 @@ fn codes_of(operation_id: &str) -> &'static [&'static str] {
             "payment_conflict",
         ],
         "import_ach_return_file" => &["ach_file_invalid", "payment_conflict"],
-        "simulate_ach_cut" => &["not_found", "payment_conflict", "ach_file_limit_reached"],
+        "simulate_ach_cut" => &["not_found", "payment_conflict", "ach_file_limit_reached", "ach_transmission_failed"],
         "simulate_payment_return" => &["not_found", "payment_invalid_state", "payment_conflict", "return_window_elapsed"],
         "simulate_payment_settlement" => &["not_found", "payment_invalid_state", "payment_conflict"],
         "create_test_clock" => &["not_found"],

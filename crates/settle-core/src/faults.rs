@@ -1,7 +1,9 @@
 //! Fault injection for the sandbox: an organization rehearses failure by
 //! asking the simulated world to misbehave for a while — webhook deliveries
-//! that time out, fail, arrive twice or out of order — and proves that its
-//! integration rides through (retries, idempotency, per-object `sequence`).
+//! that time out, fail, arrive twice or out of order, and a simulated bank
+//! (the ACH rail) that refuses files and repeats or reorders its
+//! notifications — and proves that its integration rides through (retries,
+//! idempotency, per-object `sequence`).
 //!
 //! Pure: what a fault is, when it is in force and whether it fires for one
 //! delivery. Storing faults, reading them on every server and applying them
@@ -18,30 +20,26 @@ pub const MAX_FAULT_DURATION_SECS: i64 = 30 * 24 * 3600;
 /// Faults one tenant may hold at once (one per target and mode).
 pub const MAX_FAULTS_PER_TENANT: usize = 16;
 
-/// What misbehaves. Only webhook deliveries today; `rails` is reserved for
-/// the simulated payment rails (ACH and the others), which will read the
-/// same faults with the same modes.
+/// What misbehaves: webhook deliveries, or the simulated payment rails
+/// (ACH today; later rails read the same faults with the same modes). What
+/// each mode means for a rail is that rail's to define (docs/sandbox.md).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum FaultTarget {
     Webhooks,
+    Rails,
 }
 
-/// Targets named in the API that are not implemented yet (refused, with a message saying so).
-pub const RESERVED_TARGETS: &[&str] = &["rails"];
-
 impl FaultTarget {
-    pub const ALL: &'static [FaultTarget] = &[FaultTarget::Webhooks];
+    pub const ALL: &'static [FaultTarget] = &[FaultTarget::Webhooks, FaultTarget::Rails];
 
     pub fn parse(text: &str) -> Option<FaultTarget> {
-        match text {
-            "webhooks" => Some(FaultTarget::Webhooks),
-            _ => None,
-        }
+        FaultTarget::ALL.iter().copied().find(|t| t.as_str() == text)
     }
 
     pub fn as_str(self) -> &'static str {
         match self {
             FaultTarget::Webhooks => "webhooks",
+            FaultTarget::Rails => "rails",
         }
     }
 }
@@ -140,15 +138,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn names_round_trip_and_rails_is_reserved() {
+    fn names_round_trip() {
         for mode in FaultMode::ALL {
             assert_eq!(FaultMode::parse(mode.as_str()), Some(*mode));
         }
         for target in FaultTarget::ALL {
             assert_eq!(FaultTarget::parse(target.as_str()), Some(*target));
         }
-        assert_eq!(FaultTarget::parse("rails"), None);
-        assert!(RESERVED_TARGETS.contains(&"rails"));
+        assert_eq!(FaultTarget::parse("rails"), Some(FaultTarget::Rails));
+        assert_eq!(FaultTarget::parse("email"), None);
         assert_eq!(FaultMode::parse("explode"), None);
     }
 

@@ -6,12 +6,20 @@
 //! run the scheduler, one file wins and the others write nothing. Payments
 //! move to `submitted` in the same transaction as their file; a credit's hold
 //! is posted right after.
+//!
+//! In the sandbox a `rails` fault makes the simulated bank misbehave here
+//! (docs/sandbox.md): `fail` / `timeout` refuse a cut file before anything
+//! is written (the payments stay pending, the window is tried again next
+//! round), `duplicate` applies each settlement, return and NOC twice (the
+//! second is refused by the payment's state or recognised as a duplicate),
+//! `reorder` applies a return file's entries and a round's settlements last first.
 
 use super::counterparties::{BankAccountRecord, NotificationOfChangeJson, bank_account_row, load_bank_account, open_account_number, seal_account_number};
 use super::payments::{self, DishonoredReturnJson, PaymentDirection, PaymentJson, move_to, new_york_today, update, utc};
 use super::{applied, conflict, decode, encode, unprocessable};
 use crate::auth::require;
 use crate::error::ApiError;
+use crate::metrics::{ChangeLabels, EntryLabels, OutcomeLabels, WindowKindLabels};
 use crate::pagination::{PageParams, page, parse_query};
 use crate::path::IdPath;
 use crate::state::AppState;
@@ -25,6 +33,7 @@ use settle_ach::returns::change_code;
 use settle_ach::routing::RoutingNumber;
 use settle_ach::window::{self, Window};
 use settle_core::clock::Timestamp;
+use settle_core::faults::FaultMode;
 use settle_core::ids::AchFileId;
 use settle_core::tenancy::{Principal, Scope, TenantId};
 use settle_store::ach::{AchRow, AchTable, AchWrite};
@@ -77,7 +86,7 @@ pub struct AchFileResultJson {
     /// `R01`… or `C01`…
     pub code: String,
     pub payment_id: Option<String>,
-    /// `returned`, `changed`, `unmatched` (no payment has that trace number), `dishonored` (outside the code's return window: the payment is unchanged and the next file carries an `R68` dishonored return), `late` (outside its window, the payment's dishonor recorded already) or `refused` (the payment's state does not allow it).
+    /// `returned`, `changed`, `unmatched` (no payment has that trace number), `dishonored` (outside the code's return window: the payment is unchanged and the next file carries an `R68` dishonored return), `late` (outside its window, the payment's dishonor recorded already), `duplicate` (the same return or notification of change was applied already: nothing changed) or `refused` (the payment's state does not allow it).
     pub outcome: String,
 }
 
@@ -249,6 +258,18 @@ async fn cut_once(state: &AppState, tenant: TenantId, place: CutAt<'_>) -> Resul
     if entries.is_empty() {
         return Ok(None);
     }
+    // The simulated bank refuses the file: nothing is written, so the
+    // payments stay pending and the next round (or cut) takes them once.
+    let fired = state.faults.rails(state, tenant, &[FaultMode::Fail, FaultMode::Timeout]).await;
+    if fired.fail || fired.timeout {
+        let how = if fired.timeout { "did not answer (timeout)" } else { "refused it" };
+        tracing::warn!(tenant = tenant.0, window = window_key, "sandbox rails fault: the simulated bank {how}; no file was cut");
+        // A 409, not a 5xx: the refusal is the state the caller put the sandbox in, not a fault of ours.
+        return Err(conflict(
+            "ach_transmission_failed",
+            format!("the simulated bank {how} (a sandbox rails fault); nothing was cut, the payments stay pending for the next cut"),
+        ));
+    }
     let local = window::new_york(utc(now));
     let created = (yymmdd(local.date()), format!("{:02}{:02}", local.hour(), local.minute()));
     let file = nacha::build_file(&config.originator, (&created.0, &created.1), modifier, &entries)
@@ -285,6 +306,7 @@ async fn cut_once(state: &AppState, tenant: TenantId, place: CutAt<'_>) -> Resul
     }
     applied(state.store.ach_apply(writes, events, None, real_now).await, || conflict("payment_conflict", "a payment or the window changed during the cut"))?;
     tracing::info!(file_id = %id, entries = entries.len(), first_sequence, window = window_key, "cut an ACH file");
+    count_cut(state, window_key, &chosen, dishonored.len());
     for (p, _) in &chosen {
         if p.direction == PaymentDirection::Credit
             && let Err(e) = payments::post_ledger(state, tenant, p).await
@@ -297,6 +319,35 @@ async fn cut_once(state: &AppState, tenant: TenantId, place: CutAt<'_>) -> Resul
         super::return_rates::evaluate_after_change(state, tenant).await;
     }
     Ok(Some(record.json))
+}
+
+/// Counts a cut file and its entries (`settle_ach_files_cut`, `settle_ach_entries_written`).
+fn count_cut(state: &AppState, window_key: &str, chosen: &[(PaymentJson, AchRow)], dishonored: usize) {
+    let kind = if window_key.starts_with("manual:") {
+        "sandbox"
+    } else if window_key.starts_with("clock:") {
+        "test_clock"
+    } else {
+        "scheduled"
+    };
+    state.metrics.ach_files_cut.get_or_create(&WindowKindLabels { kind }).inc();
+    let credits = chosen.iter().filter(|(p, _)| p.direction == PaymentDirection::Credit).count();
+    let as_u64 = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+    let entries = &state.metrics.ach_entries_written;
+    entries.get_or_create(&EntryLabels { entry: "credit" }).inc_by(as_u64(credits));
+    entries.get_or_create(&EntryLabels { entry: "debit" }).inc_by(as_u64(chosen.len() - credits));
+    entries.get_or_create(&EntryLabels { entry: "dishonored_return" }).inc_by(as_u64(dishonored));
+}
+
+/// What a notification the simulated bank delivered a second time (a
+/// `duplicate` rails fault) did: it must change nothing, so the payment's
+/// state machine refuses it; anything else is logged for the rehearsal's reader.
+pub fn redelivered(payment_id: &str, second: Result<PaymentJson, ApiError>) {
+    match second {
+        Err(e) if e.code == "payment_invalid_state" => {}
+        Ok(_) => tracing::error!(payment_id, "a notification delivered twice changed the payment twice"),
+        Err(e) => tracing::warn!(payment_id, code = e.code, "a notification delivered twice was refused unexpectedly"),
+    }
 }
 
 /// The file entry of payment `p` to `bank`, effective `effective`: the
@@ -367,19 +418,32 @@ pub async fn tick(state: &AppState) -> Result<usize, ApiError> {
 /// the real clock) whose effective date has reached its settlement hour at `at`.
 pub async fn settle_due(state: &AppState, tenant: TenantId, at: Timestamp, test_clock: Option<&str>) -> Result<(), ApiError> {
     let local = window::new_york(utc(at));
+    let mut due = Vec::new();
     for row in state.store.ach_in_status(AchTable::Payments, tenant, PaymentStatus::Submitted.as_str(), super::MAX_ENTRIES_PER_FILE).await? {
         let p: PaymentJson = decode(&row.data)?;
         if p.test_clock.as_deref() != test_clock {
             continue;
         }
         let Some(effective) = p.effective_date.as_deref().map(|d| payments::date("effective_date", d)).transpose()? else { continue };
-        let due = local.date() > effective || (local.date() == effective && local.hour() >= SETTLEMENT_HOUR_NEW_YORK);
-        if due {
-            match payments::settle(state, tenant, &p.id, "settled on its effective date", Some(at)).await {
-                Ok(_) => {}
-                Err(e) if e.code == "payment_conflict" || e.code == "payment_invalid_state" => {}
-                Err(e) => tracing::warn!(payment_id = %p.id, code = e.code, message = %e.message, "settling an ACH payment failed"),
-            }
+        if local.date() > effective || (local.date() == effective && local.hour() >= SETTLEMENT_HOUR_NEW_YORK) {
+            due.push(p.id);
+        }
+    }
+    if due.is_empty() {
+        return Ok(());
+    }
+    let fired = state.faults.rails(state, tenant, &[FaultMode::Duplicate, FaultMode::Reorder]).await;
+    if fired.reorder {
+        due.reverse();
+    }
+    for id in &due {
+        match payments::settle(state, tenant, id, "settled on its effective date", Some(at)).await {
+            Ok(_) => {}
+            Err(e) if e.code == "payment_conflict" || e.code == "payment_invalid_state" => {}
+            Err(e) => tracing::warn!(payment_id = %id, code = e.code, message = %e.message, "settling an ACH payment failed"),
+        }
+        if fired.duplicate {
+            redelivered(id, payments::settle(state, tenant, id, "settled on its effective date", Some(at)).await);
         }
     }
     Ok(())
@@ -464,12 +528,17 @@ pub async fn content(State(state): State<AppState>, principal: Principal, IdPath
     Ok(response)
 }
 
-/// Applies a notification of change to the payment's bank account.
-async fn apply_change(state: &AppState, tenant: TenantId, p: &PaymentJson, change: &nacha::ChangeAddenda) -> Result<bool, ApiError> {
+/// Applies a notification of change to the payment's bank account: its
+/// outcome, `changed`, `refused` (an unknown code) or `duplicate` (this
+/// payment's notification with this code was applied already).
+async fn apply_change(state: &AppState, tenant: TenantId, p: &PaymentJson, change: &nacha::ChangeAddenda) -> Result<&'static str, ApiError> {
     let code = change.change_code.trim();
-    let Some(known) = change_code(code) else { return Ok(false) };
+    let Some(known) = change_code(code) else { return Ok("refused") };
     let (mut bank, row): (BankAccountRecord, AchRow) =
         load_bank_account(state, tenant, &p.counterparty_bank_account_id, "counterparty_bank_account_id").await?;
+    if bank.json.notifications_of_change.iter().any(|n| n.code == known.code && n.payment_id.as_deref() == Some(p.id.as_str())) {
+        return Ok("duplicate");
+    }
     let data = change.corrected_data.trim();
     let mut fields = Vec::new();
     let account_ok = |text: &str| super::counterparties::account_number("corrected_data", text).ok();
@@ -528,24 +597,37 @@ async fn apply_change(state: &AppState, tenant: TenantId, p: &PaymentJson, chang
             .await,
         || conflict("payment_conflict", "the bank account changed while the notification was applied; import the file again"),
     )?;
-    Ok(true)
+    state.metrics.ach_notifications_of_change.get_or_create(&ChangeLabels { code: known.code }).inc();
+    Ok("changed")
 }
 
 /// Reads a return / NOC file and applies each entry; the file is stored
 /// once (a second import of the same bytes answers the first result).
 pub async fn import_return_file(state: &AppState, tenant: TenantId, text: &str) -> Result<(StatusCode, AchFileJson), ApiError> {
     let file = nacha::parse(text).map_err(|e| {
+        count_return_file(state, "rejected");
         let param = if e.line == 0 { String::from("content") } else { format!("line {}", e.line) };
         unprocessable("ach_file_invalid", e.to_string()).with_param(param)
     })?;
     let hash = format!("incoming:{}", hex::encode(Sha256::digest(text.as_bytes())));
     if let Some(row) = state.store.ach_find(AchTable::Files, tenant, hash.clone(), 1).await?.into_iter().next() {
+        count_return_file(state, "replayed");
         return Ok((StatusCode::OK, decode::<AchFileRecord>(&row.data)?.json));
     }
     let now = state.clock.now();
     let mut results = Vec::new();
     let mut payment_ids = Vec::new();
-    for (_, entry) in file.entries() {
+    // The simulated bank's notifications, as a sandbox rails fault delivers them:
+    // last first (`reorder`), each twice (`duplicate`); results list them as applied.
+    let fired = state.faults.rails(state, tenant, &[FaultMode::Duplicate, FaultMode::Reorder]).await;
+    let mut delivered: Vec<&nacha::Entry> = file.entries().map(|(_, entry)| entry).collect();
+    if fired.reorder {
+        delivered.reverse();
+    }
+    if fired.duplicate {
+        delivered = delivered.into_iter().flat_map(|entry| [entry, entry]).collect();
+    }
+    for entry in delivered {
         let (code, original) = if let Some(r) = entry.return_addenda() {
             (r.reason_code.trim().to_owned(), r.original_trace_number.trim().to_owned())
         } else if let Some(c) = entry.change_addenda() {
@@ -560,17 +642,18 @@ pub async fn import_return_file(state: &AppState, tenant: TenantId, text: &str) 
         };
         let p: PaymentJson = decode(&row.data)?;
         let outcome = if let Some(c) = entry.change_addenda() {
-            if apply_change(state, tenant, &p, c).await? { "changed" } else { "refused" }
+            apply_change(state, tenant, &p, c).await?
+        } else if p.status == PaymentStatus::Returned && p.return_code.as_deref() == Some(code.as_str()) {
+            // The same return again (a bank's repeat, or a sandbox `duplicate` fault): nothing to do.
+            "duplicate"
         } else {
             match payments::apply_return(state, tenant, &p.id, &code, "return file").await {
                 Ok(_) => "returned",
                 // Refused as untimely: dishonored (R68) in the next file, once per payment.
                 Err(e) if e.code == "return_window_elapsed" => {
-                    if payments::record_dishonor(state, tenant, &p.id, &code, entry.trace_number.trim()).await? {
-                        "dishonored"
-                    } else {
-                        "late"
-                    }
+                    let outcome = if payments::record_dishonor(state, tenant, &p.id, &code, entry.trace_number.trim()).await? { "dishonored" } else { "late" };
+                    state.metrics.ach_untimely_returns.get_or_create(&OutcomeLabels { outcome }).inc();
+                    outcome
                 }
                 Err(e) if e.code == "payment_invalid_state" || e.code == "invalid_request" => "refused",
                 Err(e) => return Err(e),
@@ -598,7 +681,10 @@ pub async fn import_return_file(state: &AppState, tenant: TenantId, text: &str) 
     };
     let record = AchFileRecord { json, content: text.to_owned() };
     match state.store.ach_apply(vec![AchWrite::Insert(AchTable::Files, file_row(tenant, &record, now)?)], Vec::new(), None, now).await {
-        Ok(()) => Ok((StatusCode::CREATED, record.json)),
+        Ok(()) => {
+            count_return_file(state, "imported");
+            Ok((StatusCode::CREATED, record.json))
+        }
         // Imported concurrently: the entries were applied once (payment moves are guarded); answer the stored import.
         Err(settle_store::ach::ApplyError::Stale) => {
             match state.store.ach_find(AchTable::Files, tenant, record.json.window.clone(), 1).await?.into_iter().next() {
@@ -610,6 +696,11 @@ pub async fn import_return_file(state: &AppState, tenant: TenantId, text: &str) 
     }
 }
 
+/// Counts a return / NOC file received (`settle_ach_return_files`).
+fn count_return_file(state: &AppState, outcome: &'static str) {
+    state.metrics.ach_return_files.get_or_create(&OutcomeLabels { outcome }).inc();
+}
+
 /// Imports a return / notification-of-change file from the bank (the NACHA text as the body).
 #[utoipa::path(post, path = "/v1/ach/return_files", tag = "Payments", operation_id = "import_ach_return_file",
     request_body(content = String, content_type = "text/plain", description = "A NACHA file with return (addenda 99) and NOC (addenda 98) entries."),
@@ -618,9 +709,13 @@ pub async fn import_return_file(state: &AppState, tenant: TenantId, text: &str) 
 pub async fn import(State(state): State<AppState>, principal: Principal, body: axum::body::Bytes) -> Result<Response, ApiError> {
     require(&principal, Scope::PaymentsWrite)?;
     if body.len() > nacha::MAX_FILE_BYTES {
+        count_return_file(&state, "rejected");
         return Err(unprocessable("ach_file_invalid", "the file is too large").with_param("content"));
     }
-    let text = std::str::from_utf8(&body).map_err(|_| unprocessable("ach_file_invalid", "the file is not ASCII text").with_param("content"))?;
+    let text = std::str::from_utf8(&body).map_err(|_| {
+        count_return_file(&state, "rejected");
+        unprocessable("ach_file_invalid", "the file is not ASCII text").with_param("content")
+    })?;
     let (status, json) = import_return_file(&state, principal.tenant, text).await?;
     Ok((status, axum::Json(json)).into_response())
 }

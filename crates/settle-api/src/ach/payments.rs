@@ -1060,6 +1060,7 @@ pub async fn apply_return(state: &AppState, tenant: TenantId, id: &str, code: &s
         audit.extend(records);
     }
     applied(state.store.ach_apply_audited(writes, vec![event(state, tenant, &p)?], audit, None, now).await, stale)?;
+    state.metrics.ach_return(reason);
     // A settled debit still in its hold period: release the hold first, so
     // the reversal takes money the account never had available.
     if let Some(hold) = p.availability_hold_transaction_id.as_deref().and_then(TransactionId::parse)
@@ -1112,6 +1113,10 @@ pub async fn simulate_return(
 ) -> Result<Response, ApiError> {
     require(&principal, Scope::PaymentsWrite)?;
     let p = apply_return(&state, principal.tenant, &id, &body.value.code, "sandbox").await?;
+    // A sandbox `duplicate` rails fault: the simulated bank delivers the return twice.
+    if state.faults.rails(&state, principal.tenant, &[settle_core::faults::FaultMode::Duplicate]).await.duplicate {
+        super::files::redelivered(&id, apply_return(&state, principal.tenant, &id, &body.value.code, "sandbox").await);
+    }
     super::return_rates::evaluate_after_change(&state, principal.tenant).await;
     Ok(axum::Json(p).into_response())
 }
@@ -1129,5 +1134,9 @@ pub async fn simulate_settle(
 ) -> Result<Response, ApiError> {
     require(&principal, Scope::PaymentsWrite)?;
     let p = settle(&state, principal.tenant, &id, "settled (sandbox)", None).await?;
+    // A sandbox `duplicate` rails fault: the simulated bank reports the settlement twice.
+    if state.faults.rails(&state, principal.tenant, &[settle_core::faults::FaultMode::Duplicate]).await.duplicate {
+        super::files::redelivered(&id, settle(&state, principal.tenant, &id, "settled (sandbox)", None).await);
+    }
     Ok(axum::Json(p).into_response())
 }

@@ -235,7 +235,13 @@ async fn run_due(
     super::payments::retry_due(state, tenant, at, Some(clock)).await?;
     if let Some((date, w)) = window {
         let key = format!("clock:{clock}:{date}T{:02}:{:02}", w.hour, w.minute);
-        files::cut(state, tenant, CutAt { key: &key, date, window: w, at, test_clock: Some(clock) }).await?;
+        // A sandbox rails fault refused the file: its payments wait for the clock's next window.
+        match files::cut(state, tenant, CutAt { key: &key, date, window: w, at, test_clock: Some(clock) }).await {
+            Err(e) if e.code == "ach_transmission_failed" => {}
+            other => {
+                other?;
+            }
+        }
     }
     files::settle_due(state, tenant, at, Some(clock)).await?;
     if new_york_today(previous) != new_york_today(at) || window.is_none() {

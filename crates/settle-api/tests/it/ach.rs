@@ -12,7 +12,7 @@ const ROUTING: &str = "021000021";
 const ACCOUNT_NUMBER: &str = "000123456789";
 
 /// A funded credit-normal wallet (USD) and a counterparty's bank account.
-async fn setup(api: &Api, funds: i64) -> (String, String) {
+pub(crate) async fn setup(api: &Api, funds: i64) -> (String, String) {
     let wallet = api.account("credit", Some(0)).await;
     if funds > 0 {
         api.post(&format!("/v1/test_helpers/accounts/{wallet}/fund"), &json!({"amount": funds})).await.expect_status(201);
@@ -33,7 +33,7 @@ fn payment_body(direction: &str, amount: i64, wallet: &str, bank: &str) -> Value
         "counterparty_bank_account_id": bank, "sec_code": "PPD", "company_entry_description": "PAYROLL"})
 }
 
-async fn pay(api: &Api, direction: &str, amount: i64, wallet: &str, bank: &str) -> Value {
+pub(crate) async fn pay(api: &Api, direction: &str, amount: i64, wallet: &str, bank: &str) -> Value {
     let mut body = payment_body(direction, amount, wallet, bank);
     if direction == "debit" {
         // A corporate debit: no consumer authorization needed (see the consent test).
@@ -44,19 +44,19 @@ async fn pay(api: &Api, direction: &str, amount: i64, wallet: &str, bank: &str) 
     reply.body
 }
 
-async fn payment(api: &Api, id: &str) -> Value {
+pub(crate) async fn payment(api: &Api, id: &str) -> Value {
     let reply = api.get(&format!("/v1/payments/{id}")).await;
     reply.expect_status(200);
     reply.body
 }
 
-async fn cut(api: &Api) -> Vec<Value> {
+pub(crate) async fn cut(api: &Api) -> Vec<Value> {
     let reply = api.post("/v1/test_helpers/ach/cut", &json!({})).await;
     reply.expect_status(200);
     reply.body["data"].as_array().unwrap().clone()
 }
 
-async fn file_content(api: &Api, id: &str) -> String {
+pub(crate) async fn file_content(api: &Api, id: &str) -> String {
     let reply = api.get(&format!("/v1/ach/files/{id}/content")).await;
     reply.expect_status(200);
     assert!(reply.header("content-type").unwrap().starts_with("text/plain"));
@@ -71,7 +71,7 @@ async fn ledger_status(api: &Api, transaction: &str) -> String {
 
 /// The bank's NOC file for `file`'s entries (only the one with trace number
 /// `only`, if given): change `code` with `corrected` data.
-fn notification_of_change(mut file: nacha::File, only: Option<&str>, code: &str, corrected: &str) -> String {
+pub(crate) fn notification_of_change(mut file: nacha::File, only: Option<&str>, code: &str, corrected: &str) -> String {
     for batch in &mut file.batches {
         batch.header.sec_code = "COR".into();
         batch.entries.retain(|e| only.is_none_or(|t| e.trace_number == t));
@@ -95,7 +95,7 @@ fn notification_of_change(mut file: nacha::File, only: Option<&str>, code: &str,
     file.write()
 }
 
-fn statuses(p: &Value) -> Vec<String> {
+pub(crate) fn statuses(p: &Value) -> Vec<String> {
     p["history"].as_array().unwrap().iter().map(|h| h["to"].as_str().unwrap().to_owned()).collect()
 }
 
@@ -362,7 +362,7 @@ ledger_test! {
 
 /// Seconds from the app's now to `hour:minute` New York time on the first
 /// banking day strictly after today.
-fn secs_until_next_banking_day_at(app: &TestApp, hour: u8, minute: u8) -> i64 {
+pub(crate) fn secs_until_next_banking_day_at(app: &TestApp, hour: u8, minute: u8) -> i64 {
     let now = settle_api::ach::payments::utc(app.now());
     let mut date = settle_ach::window::new_york(now).date();
     loop {

@@ -25,6 +25,7 @@ mod metrics;
 mod openapi;
 mod operations;
 mod races;
+mod rail_faults;
 mod reconciliation;
 mod signing;
 mod tenancy;
