@@ -23,7 +23,7 @@ use settle_core::clock::Timestamp;
 use settle_core::ids::{AccountId, EventId};
 use settle_core::ledger::Transaction;
 use settle_core::tenancy::TenantId;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// One ledger log record, as the projector reads it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -287,6 +287,32 @@ impl Store {
             found = rest;
         }
         Ok(out)
+    }
+
+    /// Tenants with at least one enabled webhook endpoint. The projector
+    /// renders their transaction events at once (a delivery reads them right
+    /// away); the others' are rendered when read.
+    pub async fn tenants_with_endpoints(&self) -> Result<HashSet<TenantId>, StoreError> {
+        const SQL: &str = "SELECT DISTINCT tenant_id FROM webhook_endpoints WHERE status = 'enabled'";
+        match self {
+            Store::Sqlite(s) => {
+                s.read(move |c| {
+                    let mut stmt = c.prepare_cached(SQL)?;
+                    let tenants = stmt.query_map([], |r| r.get::<_, i64>(0))?.collect::<Result<Vec<_>, _>>()?;
+                    Ok(tenants.into_iter().map(TenantId).collect())
+                })
+                .await
+            }
+            Store::Postgres(p) => {
+                let client = p.pool().get().await?;
+                let stmt = client.prepare_cached(SQL).await?;
+                let mut out = HashSet::new();
+                for r in client.query(&stmt, &[]).await? {
+                    out.insert(TenantId(r.try_get::<_, i64>(0)?));
+                }
+                Ok(out)
+            }
+        }
     }
 
     /// The highest event `sequence` stored for each (tenant, object).

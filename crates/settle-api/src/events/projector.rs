@@ -26,7 +26,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use settle_core::clock::Timestamp;
 use settle_core::ids::{AccountId, EventId, OperationId};
-use settle_core::ledger::Counters;
+use settle_core::ledger::{Counters, Transaction};
 use settle_core::tenancy::TenantId;
 use settle_store::StoreError;
 use settle_store::events::{LoggedChange, NewEvent};
@@ -313,6 +313,33 @@ pub async fn project(state: &AppState, owner: &str, cursor: i64, lease_until: Ti
                     });
                 }
                 Fragment::Other => {}
+            }
+        }
+    }
+
+    // Events a delivery will read at once are rendered now, in one read.
+    let wanted: Vec<String> = {
+        let subscribed = state.store.tenants_with_endpoints().await?;
+        let mut ids: Vec<String> = pending
+            .iter()
+            .filter(|p| subscribed.contains(&p.tenant))
+            .filter_map(|p| match &p.data {
+                Data::Deferred(d) => Some(d.transaction.clone()),
+                Data::Whole { .. } => None,
+            })
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    };
+    if !wanted.is_empty() {
+        let rows: HashMap<String, Transaction> =
+            state.store.transactions_for_events(wanted).await?.into_iter().map(|t| (t.id.as_str().to_owned(), t)).collect();
+        for p in &mut pending {
+            if let Data::Deferred(d) = &p.data
+                && let Some((object, previous)) = rows.get(&d.transaction).and_then(|row| deferred::render(row, d))
+            {
+                p.data = Data::Whole { object, previous };
             }
         }
     }

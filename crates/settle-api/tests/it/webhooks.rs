@@ -531,3 +531,27 @@ ledger_test! {
         assert_eq!(app.list_all(&format!("/v1/webhook_endpoints/{endpoint_id}/attempts")).await.len(), 40, "and recorded once");
     }
 }
+
+ledger_test! {
+    async fn an_event_from_before_any_endpoint_is_delivered_with_its_object(app) {
+        // No endpoint yet: the transfer's event is stored with its object left to the reader.
+        let (from, to) = (app.account("debit", None).await, app.account("credit", None).await);
+        let transfer = app.transfer_ok(&from, &to, 1_234).await;
+        let listed = eventually("the transfer's event", || {
+            let api = app.api.clone();
+            let path = format!("/v1/events?object_id={transfer}");
+            async move { api.get(&path).await.body["data"].as_array().and_then(|d| d.first().cloned()) }
+        })
+        .await;
+        assert_eq!((listed["type"].as_str(), listed["data"]["object"]["id"].as_str()), (Some("ledger.transaction.created"), Some(transfer.as_str())));
+        assert_eq!(listed["data"]["object"]["entries"][0]["amount"], 1_234);
+        let event = listed["id"].as_str().unwrap().to_owned();
+        assert_eq!(app.get(&format!("/v1/events/{event}")).await.body, listed, "one event reads the same alone and in a list");
+
+        let receiver = Receiver::start(200).await;
+        let (endpoint_id, _) = endpoint(&app, &receiver.url, json!(["*"])).await;
+        app.post(&format!("/v1/events/{event}/redeliver"), &json!({"endpoint_id": endpoint_id})).await.expect_status(200);
+        let got = receiver.until("the redelivery", |r| !r.is_empty()).await;
+        assert_eq!(got[0].json(), listed, "the delivery carries the object, rendered as GET /v1/events shows it");
+    }
+}
