@@ -16,7 +16,8 @@
 //! `status: pending` and a `posted` event with
 //! `previous_attributes: {status: "pending", …}`). Transaction events are
 //! stored without their object, which is rendered when they are read
-//! ([`super::deferred`]); account events are stored whole.
+//! ([`super::deferred`]), except for tenants with an enabled webhook endpoint,
+//! whose deliveries read them at once; account events are stored whole.
 
 use super::deferred::{self, DeferredTransaction};
 use super::{EventDataJson, EventJson, EventRequestJson};
@@ -235,10 +236,10 @@ pub async fn project(state: &AppState, owner: &str, cursor: i64, lease_until: Ti
     }
     changed.sort_unstable();
     changed.dedup();
-    let tenants: HashMap<String, TenantId> = if changed.is_empty() {
+    let mut rows: HashMap<String, Transaction> = if changed.is_empty() {
         HashMap::new()
     } else {
-        state.store.transactions_for_events(changed).await?.into_iter().map(|t| (t.id.as_str().to_owned(), t.tenant)).collect()
+        state.store.transactions_for_events(changed).await?.into_iter().map(|t| (t.id.as_str().to_owned(), t)).collect()
     };
     // The accounts the round opened, read together (a burst of openings
     // would otherwise cost a read each).
@@ -289,7 +290,7 @@ pub async fn project(state: &AppState, owner: &str, cursor: i64, lease_until: Ti
                 Fragment::TransactionCreated { id, status, .. } | Fragment::TransactionChanged { id, status, .. } => {
                     let (tenant, reversed_by) = match f {
                         Fragment::TransactionCreated { tenant, .. } => (Some(TenantId(*tenant)), None),
-                        Fragment::TransactionChanged { reversed_by, .. } => (tenants.get(id).copied(), reversed_by.clone()),
+                        Fragment::TransactionChanged { reversed_by, .. } => (rows.get(id).map(|t| t.tenant), reversed_by.clone()),
                         _ => (None, None),
                     };
                     let Some(tenant) = tenant else {
@@ -317,30 +318,30 @@ pub async fn project(state: &AppState, owner: &str, cursor: i64, lease_until: Ti
         }
     }
 
-    // Events a delivery will read at once are rendered now, in one read.
-    let wanted: Vec<String> = {
-        let subscribed = state.store.tenants_with_endpoints().await?;
-        let mut ids: Vec<String> = pending
-            .iter()
-            .filter(|p| subscribed.contains(&p.tenant))
-            .filter_map(|p| match &p.data {
-                Data::Deferred(d) => Some(d.transaction.clone()),
-                Data::Whole { .. } => None,
-            })
-            .collect();
-        ids.sort_unstable();
-        ids.dedup();
-        ids
-    };
-    if !wanted.is_empty() {
-        let rows: HashMap<String, Transaction> =
-            state.store.transactions_for_events(wanted).await?.into_iter().map(|t| (t.id.as_str().to_owned(), t)).collect();
-        for p in &mut pending {
-            if let Data::Deferred(d) = &p.data
-                && let Some((object, previous)) = rows.get(&d.transaction).and_then(|row| deferred::render(row, d))
-            {
-                p.data = Data::Whole { object, previous };
-            }
+    // Events a delivery will read at once are rendered now (the rows not read above, in one read).
+    let subscribed = state.store.tenants_with_endpoints().await?;
+    let render_now = |p: &Pending| subscribed.contains(&p.tenant) && matches!(p.data, Data::Deferred(_));
+    let mut missing: Vec<String> = pending
+        .iter()
+        .filter(|p| render_now(p))
+        .filter_map(|p| match &p.data {
+            Data::Deferred(d) if !rows.contains_key(&d.transaction) => Some(d.transaction.clone()),
+            _ => None,
+        })
+        .collect();
+    missing.sort_unstable();
+    missing.dedup();
+    if !missing.is_empty() {
+        rows.extend(state.store.transactions_for_events(missing).await?.into_iter().map(|t| (t.id.as_str().to_owned(), t)));
+    }
+    for p in &mut pending {
+        if !render_now(p) {
+            continue;
+        }
+        if let Data::Deferred(d) = &p.data
+            && let Some((object, previous)) = rows.get(&d.transaction).and_then(|row| deferred::render(row, d))
+        {
+            p.data = Data::Whole { object, previous };
         }
     }
 
