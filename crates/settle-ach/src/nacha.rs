@@ -464,6 +464,13 @@ pub fn transaction_code(direction: Direction, account_type: AccountType) -> u32 
     }
 }
 
+/// The transaction code of a prenote (a zero-dollar entry that checks the
+/// receiving account before live entries): one above the live entry's
+/// (22 → 23, 27 → 28, 32 → 33, 37 → 38).
+pub fn prenote_transaction_code(direction: Direction, account_type: AccountType) -> u32 {
+    transaction_code(direction, account_type) + 1
+}
+
 /// Who sends the file: from the server's configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Originator {
@@ -498,6 +505,9 @@ pub struct OutgoingEntry {
     pub addenda: Option<String>,
     /// The low seven digits of the trace number.
     pub trace_sequence: u32,
+    /// A prenote: a zero-dollar entry with the prenote transaction code
+    /// ([`prenote_transaction_code`]); its amount must be 0.
+    pub prenote: bool,
     /// `Some`: this is not a payment but the dishonor of a return of the
     /// payment these fields describe (its own batch, the return's
     /// transaction code, a dishonored-return addenda `99`).
@@ -534,7 +544,7 @@ impl Dishonor {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum BuildFileError {
-    #[error("entry {index}: the amount is negative or above 99,999,999.99")]
+    #[error("entry {index}: the amount is negative or above 99,999,999.99, or a prenote's is not zero")]
     Amount { index: usize },
     #[error("a batch's totals exceed twelve digits")]
     TotalOverflow,
@@ -572,7 +582,7 @@ pub fn build_file(originator: &Originator, created: (&str, &str), modifier: char
     }
     let mut groups: Vec<(BatchKey, Vec<(usize, &OutgoingEntry)>)> = Vec::new();
     for (index, entry) in entries.iter().enumerate() {
-        if entry.amount_minor < 0 || entry.amount_minor > MAX_ENTRY_AMOUNT_MINOR {
+        if entry.amount_minor < 0 || entry.amount_minor > MAX_ENTRY_AMOUNT_MINOR || (entry.prenote && entry.amount_minor != 0) {
             return Err(BuildFileError::Amount { index });
         }
         let key = (entry.sec_code, alpha(&entry.company_entry_description, 10), entry.effective_date.clone(), entry.dishonor.is_some());
@@ -604,7 +614,7 @@ pub fn build_file(originator: &Originator, created: (&str, &str), modifier: char
                     })],
                 ),
                 None => (
-                    transaction_code(e.direction, e.account_type),
+                    if e.prenote { prenote_transaction_code(e.direction, e.account_type) } else { transaction_code(e.direction, e.account_type) },
                     e.addenda
                         .iter()
                         .map(|info| Addenda::PaymentRelated {

@@ -92,6 +92,7 @@ fn a_built_file_parses_back_with_correct_controls() {
         effective_date: "261201".into(),
         addenda: addenda.map(str::to_string),
         trace_sequence,
+        prenote: false,
         dishonor: None,
     };
     let entries = [
@@ -141,4 +142,18 @@ fn a_built_file_parses_back_with_correct_controls() {
     assert_eq!(nacha::file_id_modifier(0), Some('A'));
     assert_eq!(nacha::file_id_modifier(26), Some('0'));
     assert_eq!(nacha::file_id_modifier(36), None);
+    // Prenotes: zero-dollar entries with the prenote codes (23 credit, 28 debit checking; 33, 38 savings), batched like any entry.
+    let mut credit_prenote = entry(Direction::Credit, SecCode::Ppd, 0, 5, None);
+    credit_prenote.prenote = true;
+    let mut debit_prenote = entry(Direction::Debit, SecCode::Ppd, 0, 6, None);
+    debit_prenote.prenote = true;
+    debit_prenote.account_type = AccountType::Savings;
+    let text = nacha::build_file(&originator, ("261130", "1030"), 'C', &[entries[0].clone(), credit_prenote.clone(), debit_prenote]).expect("build").write();
+    let parsed = nacha::parse(&text).expect("a file with prenotes parses with its controls");
+    assert_eq!(parsed.batches.len(), 1, "prenotes share the batch of live entries with the same SEC code, description and date");
+    let codes: Vec<(u32, i64)> = parsed.entries().map(|(_, e)| (e.transaction_code, e.amount_minor)).collect();
+    assert_eq!(codes, [(22, 15_000), (23, 0), (38, 0)]);
+    assert_eq!(parsed.batches[0].header.service_class_code, 200, "a debit prenote makes the batch mixed");
+    credit_prenote.amount_minor = 1;
+    assert!(matches!(nacha::build_file(&originator, ("261130", "1030"), 'D', &[credit_prenote]), Err(nacha::BuildFileError::Amount { index: 0 })));
 }

@@ -440,6 +440,18 @@ pub const ERROR_CODES: &[ErrorCode] = &[
         when: "the counterparty's bank account was disabled by a return (its `disabled_reason` names the code); nothing was created",
     },
     ErrorCode {
+        code: "bank_account_verification_pending",
+        status: 422,
+        kind: ErrorType::InvalidRequestError,
+        when: "the bank account's prenote is not decided yet (live entries may follow three banking days after it settles), or a verification is asked for while one is pending; nothing was created",
+    },
+    ErrorCode {
+        code: "bank_account_verification_failed",
+        status: 422,
+        kind: ErrorType::InvalidRequestError,
+        when: "the bank account's prenote was returned or could not be filed (see its `verification`); verify it again before paying it; nothing was created",
+    },
+    ErrorCode {
         code: "debit_authorization_missing",
         status: 422,
         kind: ErrorType::InvalidRequestError,
@@ -456,6 +468,12 @@ pub const ERROR_CODES: &[ErrorCode] = &[
         status: 422,
         kind: ErrorType::InvalidRequestError,
         when: "the return arrives after its code's window (2 banking days after settlement; 60 calendar days for unauthorized consumer debits); the payment is unchanged",
+    },
+    ErrorCode {
+        code: "compliance_review_closed",
+        status: 409,
+        kind: ErrorType::ConflictError,
+        when: "the compliance review was closed already (or changed while it was being closed); nothing changed",
     },
     ErrorCode {
         code: "test_clock_backwards",

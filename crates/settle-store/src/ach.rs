@@ -1,7 +1,8 @@
 //! The ACH rail's rows: counterparties, bank accounts, payments and NACHA
 //! files (migration 0013), the sandbox's test clocks, the return-rate
-//! monitor's memory and dishonored returns (0016), and the compliance reviews
-//! a return opens (0018).
+//! monitor's memory and dishonored returns (0016), the compliance reviews
+//! a return opens (0018), the prenotes whose verification is pending (0019),
+//! and the automatic retries that are due (0020).
 //!
 //! Each row holds its object whole as JSON (`data`; the API crate owns the
 //! shape) beside the columns that lookups and state changes need: `status`,
@@ -43,6 +44,12 @@ pub enum AchTable {
     /// Compliance reviews the rail opens on a return (R16, unauthorized
     /// debits); `lookup` is the customer, when there is one (0018).
     ComplianceReviews,
+    /// Prenotes (bank account verifications): one per prenote payment,
+    /// `pending` until its verification is decided; `lookup` is the bank account (0019).
+    Prenotes,
+    /// Automatic retries that are due or will be: one per returned payment
+    /// with `retry_due_at`, `due` until retried or refused (0020).
+    Retries,
 }
 
 impl AchTable {
@@ -56,6 +63,8 @@ impl AchTable {
             AchTable::ReturnRateAlerts => "ach_return_rate_alerts",
             AchTable::DishonoredReturns => "ach_dishonored_returns",
             AchTable::ComplianceReviews => "compliance_reviews",
+            AchTable::Prenotes => "ach_prenotes",
+            AchTable::Retries => "ach_retries",
         }
     }
 }

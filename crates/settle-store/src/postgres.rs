@@ -49,6 +49,8 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (16, include_str!("../migrations/postgres/0016_test_clocks_and_rate_alerts.sql")),
     (17, include_str!("../migrations/postgres/0017_blocked_generation.sql")),
     (18, include_str!("../migrations/postgres/0018_compliance_reviews.sql")),
+    (19, include_str!("../migrations/postgres/0019_ach_prenotes.sql")),
+    (20, include_str!("../migrations/postgres/0020_ach_retries.sql")),
 ];
 /// Connections per server, the engine's included. PostgreSQL's default
 /// `max_connections` (100) leaves room for several servers.

@@ -47,6 +47,8 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (16, include_str!("../migrations/sqlite/0016_test_clocks_and_rate_alerts.sql")),
     (17, include_str!("../migrations/sqlite/0017_blocked_generation.sql")),
     (18, include_str!("../migrations/sqlite/0018_compliance_reviews.sql")),
+    (19, include_str!("../migrations/sqlite/0019_ach_prenotes.sql")),
+    (20, include_str!("../migrations/sqlite/0020_ach_retries.sql")),
 ];
 /// Read connections kept open; more are opened on demand and dropped after.
 const READ_POOL_SIZE: usize = 8;

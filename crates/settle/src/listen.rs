@@ -219,6 +219,15 @@ pub async fn trigger(args: TriggerArgs) -> anyhow::Result<ExitCode> {
             client.post(&format!("/v1/transactions/{}/reverse", paid["id"].as_str().unwrap_or_default()), json!({})).await?
         }
         "webhook_endpoint.disabled" => gone_endpoint(&client).await?,
+        // A new bank account verified by prenote: its verification becomes `pending`.
+        "counterparty.bank_account.verification_updated" => {
+            client
+                .post(
+                    "/v1/counterparties",
+                    json!({"name": "Trigger Receiver", "bank_accounts": [{"routing_number": "021000021", "account_number": "000123456789", "account_type": "checking", "holder_name": "Trigger Receiver", "verify": true}]}),
+                )
+                .await?
+        }
         kind if kind.starts_with("payment.") => payment_through(&client, kind).await?,
         other => bail!("settle trigger does not know {other:?}; known: {}", known_types()),
     };

@@ -60,6 +60,10 @@ pub struct BankAccountRequest {
     pub account_type: AccountTypeJson,
     /// The account holder's name, 1 to 140 characters (the file keeps 22).
     pub holder_name: String,
+    /// Verify it by prenote (a zero-dollar entry in the next file; default
+    /// `false`), with the defaults of `POST …/bank_accounts/{id}/verify`.
+    #[serde(default)]
+    pub verify: bool,
 }
 
 /// `POST /v1/counterparties`.
@@ -74,6 +78,9 @@ pub struct CreateCounterpartyRequest {
     pub bank_accounts: Vec<BankAccountRequest>,
     #[schema(value_type = Option<BTreeMap<String, String>>)]
     pub metadata: Option<Metadata>,
+    /// Sandbox only: the test clock (`clock_…`) the prenotes of bank accounts
+    /// with `verify` follow.
+    pub test_clock: Option<String>,
 }
 
 /// A notification of change the receiving bank sent about this account.
@@ -109,6 +116,9 @@ pub struct BankAccountJson {
     /// The return code that disabled or froze it.
     pub disabled_reason: Option<String>,
     pub notifications_of_change: Vec<NotificationOfChangeJson>,
+    /// Its verification by prenote (`unverified` until one is asked for).
+    #[serde(default)]
+    pub verification: super::prenotes::BankAccountVerificationJson,
     pub created_at: String,
 }
 
@@ -273,9 +283,19 @@ pub async fn create(
             return Err(ApiError::invalid("customer_id", "customer_id names no customer of this environment"));
         }
     }
+    let prenote_terms = if req.bank_accounts.iter().any(|b| b.verify) {
+        let ask = super::prenotes::VerifyBankAccountRequest { test_clock: req.test_clock.clone(), ..Default::default() };
+        Some(super::prenotes::terms(&state, &principal, ask, req.customer_id.is_some(), "").await?)
+    } else if req.test_clock.is_some() {
+        return Err(ApiError::invalid("test_clock", "test_clock is for the prenotes of bank accounts with verify: true"));
+    } else {
+        None
+    };
     let now = state.clock.now();
+    let at = super::test_clocks::now_of(&state, tenant, req.test_clock.as_deref()).await?;
     let ids = &state.ach.ids;
     let id = ids.counterparty().to_string();
+    let mut events = Vec::new();
     let mut writes = Vec::with_capacity(1 + req.bank_accounts.len());
     let mut accounts = Vec::with_capacity(req.bank_accounts.len());
     for (i, b) in req.bank_accounts.iter().enumerate() {
@@ -294,6 +314,7 @@ pub async fn create(
                 status: String::from("active"),
                 disabled_reason: None,
                 notifications_of_change: Vec::new(),
+                verification: super::prenotes::BankAccountVerificationJson::default(),
                 created_at: now.to_rfc3339(),
             },
             kek_version: 0,
@@ -301,6 +322,12 @@ pub async fn create(
             sealed_account_number: String::new(),
         };
         seal_account_number(&state, tenant, &mut record, &number)?;
+        if let (true, Some(terms)) = (b.verify, &prenote_terms) {
+            let (prenote, prenote_events) = super::prenotes::start(&state, tenant, &mut record, terms, (at, now))?;
+            writes.extend(prenote);
+            events.extend(prenote_events);
+            events.push(super::prenotes::verification_event(&state, tenant, &record.json, "unverified", 1, now)?);
+        }
         writes.push(AchWrite::Insert(AchTable::BankAccounts, bank_account_row(tenant, &record, 1, now.micros())?));
         accounts.push(record.json);
     }
@@ -329,7 +356,7 @@ pub async fn create(
     };
     let (response, bytes) = json_response(StatusCode::CREATED, &json)?;
     let idempotency = idempotency_record(tenant, keyed.key, StatusCode::CREATED, bytes, now);
-    applied(state.store.ach_apply(writes, Vec::new(), idempotency, now).await, || {
+    applied(state.store.ach_apply(writes, events, idempotency, now).await, || {
         super::conflict("payment_conflict", "a concurrent request wrote the same key; retry")
     })?;
     Ok(response)

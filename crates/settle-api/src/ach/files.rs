@@ -86,7 +86,7 @@ pub struct AchFileResultJson {
     /// `R01`… or `C01`…
     pub code: String,
     pub payment_id: Option<String>,
-    /// `returned`, `changed`, `unmatched` (no payment has that trace number), `dishonored` (outside the code's return window: the payment is unchanged and the next file carries an `R68` dishonored return), `late` (outside its window, the payment's dishonor recorded already), `duplicate` (the same return or notification of change was applied already: nothing changed) or `refused` (the payment's state does not allow it).
+    /// `returned`, `changed`, `contested` (a contested dishonored return, R71–R77, of a dishonor Settle sent: the original return stands and was applied), `unmatched` (no payment has that trace number), `dishonored` (outside the code's return window: the payment is unchanged and the next file carries an `R68` dishonored return), `late` (outside its window, the payment's dishonor recorded already), `duplicate` (the same return or notification of change was applied already: nothing changed) or `refused` (the payment's state does not allow it).
     pub outcome: String,
 }
 
@@ -193,15 +193,23 @@ async fn cut_once(state: &AppState, tenant: TenantId, place: CutAt<'_>) -> Resul
             failed.push((p, row));
             continue;
         }
-        // Money stops for a customer blocked by screening since the payment was made.
-        let account = settle_core::ids::AccountId::parse(&p.ledger_account_id).ok_or_else(|| ApiError::internal(&"a payment's account id is malformed"))?;
-        if let Err(e) = crate::customers::accounts::refuse_blocked(state, tenant, &[&account]).await {
-            if e.code != "customer_blocked" {
-                return Err(e);
-            }
-            move_to(&mut p, PaymentStatus::Failed, Some(String::from("customer blocked by sanctions screening")), now)?;
+        // A live entry to an account whose prenote was returned meanwhile is not sent.
+        if !p.prenote && bank.json.verification.status == "failed" {
+            move_to(&mut p, PaymentStatus::Failed, Some(String::from("bank account verification failed")), now)?;
             failed.push((p, row));
             continue;
+        }
+        // Money stops for a customer blocked by screening since the payment was made (a prenote moves none).
+        if let Some(account) = p.ledger_account_id.as_deref() {
+            let account = settle_core::ids::AccountId::parse(account).ok_or_else(|| ApiError::internal(&"a payment's account id is malformed"))?;
+            if let Err(e) = crate::customers::accounts::refuse_blocked(state, tenant, &[&account]).await {
+                if e.code != "customer_blocked" {
+                    return Err(e);
+                }
+                move_to(&mut p, PaymentStatus::Failed, Some(String::from("customer blocked by sanctions screening")), now)?;
+                failed.push((p, row));
+                continue;
+            }
         }
         // Control totals are twelve digits: a payment that would overflow them waits for the next file.
         let running = if p.direction == PaymentDirection::Credit { &mut credit_total } else { &mut debit_total };
@@ -303,6 +311,7 @@ async fn cut_once(state: &AppState, tenant: TenantId, place: CutAt<'_>) -> Resul
         p.dishonored_return = Some(d.clone());
         writes.push(AchWrite::Update(AchTable::DishonoredReturns, payments::dishonor_row(tenant, d, d_row.version + 1, d_row.created_at)?));
         writes.push(update(tenant, p, p_row)?);
+        events.push(payments::dishonor_event(state, tenant, p)?);
     }
     applied(state.store.ach_apply(writes, events, None, real_now).await, || conflict("payment_conflict", "a payment or the window changed during the cut"))?;
     tracing::info!(file_id = %id, entries = entries.len(), first_sequence, window = window_key, "cut an ACH file");
@@ -379,6 +388,7 @@ fn outgoing_entry(
         effective_date: yymmdd(effective),
         addenda: if dishonor.is_some() { None } else { p.addenda.clone() },
         trace_sequence: sequence,
+        prenote: p.prenote && dishonor.is_none(),
         dishonor,
     })
 }
@@ -390,7 +400,7 @@ pub async fn tick(state: &AppState) -> Result<usize, ApiError> {
     let now = state.clock.now();
     let mut cut_count = 0;
     // Due automatic retries first, so that this round's window can carry them.
-    for tenant in state.store.ach_tenants_in_status(AchTable::Payments, PaymentStatus::Returned.as_str(), MAX_TENANTS_PER_ROUND).await? {
+    for tenant in state.store.ach_tenants_in_status(AchTable::Retries, "due", MAX_TENANTS_PER_ROUND).await? {
         payments::retry_due(state, tenant, now, None).await?;
     }
     if let Some((date, w)) = window::latest_window(utc(now), &state.ach.config.windows) {
@@ -410,6 +420,10 @@ pub async fn tick(state: &AppState) -> Result<usize, ApiError> {
     }
     for tenant in state.store.ach_tenants_in_status(AchTable::Payments, PaymentStatus::Submitted.as_str(), MAX_TENANTS_PER_ROUND).await? {
         settle_due(state, tenant, now, None).await?;
+    }
+    // Prenotes settled long enough ago (or failed, or canceled): their bank accounts' verifications are decided.
+    for tenant in state.store.ach_tenants_in_status(AchTable::Prenotes, "pending", MAX_TENANTS_PER_ROUND).await? {
+        super::prenotes::decide_due(state, tenant, now, None).await?;
     }
     Ok(cut_count)
 }
@@ -643,6 +657,17 @@ pub async fn import_return_file(state: &AppState, tenant: TenantId, text: &str) 
         let p: PaymentJson = decode(&row.data)?;
         let outcome = if let Some(c) = entry.change_addenda() {
             apply_change(state, tenant, &p, c).await?
+        } else if payments::is_contested_dishonor_code(&code) {
+            // The receiving bank contests our dishonor (R71–R77): the original return stands.
+            if p.dishonored_return.as_ref().is_some_and(|d| d.contested_code.as_deref() == Some(code.as_str())) {
+                "duplicate"
+            } else {
+                match payments::apply_contested_dishonor(state, tenant, &p.id, &code, "return file").await {
+                    Ok(_) => "contested",
+                    Err(e) if e.code == "payment_invalid_state" || e.code == "invalid_request" => "refused",
+                    Err(e) => return Err(e),
+                }
+            }
         } else if p.status == PaymentStatus::Returned && p.return_code.as_deref() == Some(code.as_str()) {
             // The same return again (a bank's repeat, or a sandbox `duplicate` fault): nothing to do.
             "duplicate"
@@ -662,7 +687,7 @@ pub async fn import_return_file(state: &AppState, tenant: TenantId, text: &str) 
         payment_ids.push(p.id.clone());
         results.push(AchFileResultJson { original_trace_number: original, code, payment_id: Some(p.id), outcome: outcome.to_owned() });
     }
-    if results.iter().any(|r| r.outcome == "returned") {
+    if results.iter().any(|r| r.outcome == "returned" || r.outcome == "contested") {
         super::return_rates::evaluate_after_change(state, tenant).await;
     }
     let json = AchFileJson {

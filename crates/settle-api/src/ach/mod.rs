@@ -26,6 +26,7 @@
 pub mod counterparties;
 pub mod files;
 pub mod payments;
+pub mod prenotes;
 pub mod return_rates;
 pub mod reviews;
 pub mod test_clocks;

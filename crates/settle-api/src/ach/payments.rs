@@ -107,7 +107,9 @@ pub struct DishonoredReturnJson {
     /// The late return entry's trace number.
     pub return_trace_number: String,
     pub received_at: String,
-    /// `pending` (waiting for the next file) or `submitted`.
+    /// `pending` (waiting for the next file), `submitted`, or `contested`
+    /// (the receiving bank contested the dishonor, R71–R77: the original
+    /// return stands and was applied).
     pub status: String,
     /// The file that carries the dishonored return, once `submitted`.
     pub ach_file_id: Option<String>,
@@ -116,6 +118,17 @@ pub struct DishonoredReturnJson {
     /// The payment's test clock, if it follows one (its cut carries the dishonor).
     #[serde(default)]
     pub test_clock: Option<String>,
+    /// Once `contested`: the contested dishonored return's reason code (`R71`…`R77`).
+    #[serde(default)]
+    pub contested_code: Option<String>,
+    /// Once `contested`: when the contest arrived (the payment's clock).
+    #[serde(default)]
+    pub contested_at: Option<String>,
+}
+
+/// Contested dishonored return reason codes: the receiving bank's answer to a dishonor.
+pub fn is_contested_dishonor_code(code: &str) -> bool {
+    matches!(code, "R71" | "R72" | "R73" | "R74" | "R75" | "R76" | "R77")
 }
 
 /// NACHA's dishonored-return reason code for a return received after its window.
@@ -158,6 +171,8 @@ pub async fn record_dishonor(state: &AppState, tenant: TenantId, id: &str, code:
         ach_file_id: None,
         trace_number: None,
         test_clock: p.test_clock.clone(),
+        contested_code: None,
+        contested_at: None,
     };
     p.dishonored_return = Some(dishonor.clone());
     p.updated_at = at.to_rfc3339();
@@ -197,7 +212,9 @@ pub struct PaymentJson {
     /// `pending`, `submitted`, `settled`, `returned`, `canceled` or `failed`.
     #[schema(value_type = String, example = "pending")]
     pub status: PaymentStatus,
-    pub ledger_account_id: String,
+    /// The ledger account the money leaves (credit) or arrives in (debit);
+    /// none for a prenote, which moves no money.
+    pub ledger_account_id: Option<String>,
     pub counterparty_id: String,
     pub counterparty_bank_account_id: String,
     pub sec_code: String,
@@ -209,8 +226,14 @@ pub struct PaymentJson {
     pub external_id: Option<String>,
     #[schema(value_type = BTreeMap<String, String>)]
     pub metadata: Metadata,
-    /// The ledger transaction that holds (credit) or expects (debit) the money.
-    pub ledger_transaction_id: String,
+    /// The ledger transaction that holds (credit) or expects (debit) the
+    /// money; none for a prenote.
+    pub ledger_transaction_id: Option<String>,
+    /// A prenote: a zero-dollar entry (transaction code 23/28, 33/38) that
+    /// verifies the bank account (`POST /v1/counterparties/{id}/bank_accounts/{bank_account_id}/verify`);
+    /// it has no ledger effect, and its outcome is the bank account's `verification`.
+    #[serde(default)]
+    pub prenote: bool,
     /// The reversal of that transaction, after a return.
     pub reversal_transaction_id: Option<String>,
     /// A settled debit: the pending transaction that keeps its money
@@ -292,6 +315,15 @@ pub fn event(state: &AppState, tenant: TenantId, p: &PaymentJson) -> Result<NewE
     super::new_event(state, tenant, kind, (&p.id, sequence), object, previous, now)
 }
 
+/// The `payment.return_dishonored` event of `p`, whose dishonored return
+/// was just put in a file (`dishonored_return.status: submitted`).
+pub fn dishonor_event(state: &AppState, tenant: TenantId, p: &PaymentJson) -> Result<NewEvent, ApiError> {
+    let sequence = i64::try_from(p.history.len()).unwrap_or(i64::MAX);
+    let object = serde_json::to_value(p).map_err(|e| ApiError::internal(&e))?;
+    let previous = serde_json::json!({"dishonored_return": {"status": "pending"}});
+    super::new_event(state, tenant, String::from("payment.return_dishonored"), (&p.id, sequence), object, Some(previous), state.clock.now())
+}
+
 /// Moves `p` to `to` with a history line, or refuses the move (409).
 pub fn move_to(p: &mut PaymentJson, to: PaymentStatus, reason: Option<String>, now: Timestamp) -> Result<(), ApiError> {
     if !p.status.can_move_to(to) {
@@ -321,13 +353,16 @@ pub async fn load(state: &AppState, tenant: TenantId, id: &str) -> Result<(Payme
     Ok((decode(&row.data)?, row))
 }
 
-fn transaction_id(text: &str) -> Result<TransactionId, ApiError> {
-    TransactionId::parse(text).ok_or_else(|| ApiError::internal(&"a payment's ledger transaction id is malformed"))
+fn transaction_id(text: Option<&str>) -> Result<TransactionId, ApiError> {
+    text.and_then(TransactionId::parse).ok_or_else(|| ApiError::internal(&"a payment's ledger transaction id is malformed"))
 }
 
 /// Posts a payment's pending transaction; one already posted counts as done.
 pub async fn post_ledger(state: &AppState, tenant: TenantId, p: &PaymentJson) -> Result<(), LedgerRefusal> {
-    let id = transaction_id(&p.ledger_transaction_id).map_err(|_| LedgerRefusal::Unavailable)?;
+    if p.prenote {
+        return Ok(());
+    }
+    let id = transaction_id(p.ledger_transaction_id.as_deref()).map_err(|_| LedgerRefusal::Unavailable)?;
     match submit_ledger(state, tenant, Command::PostTransaction { id, entries: None }).await {
         Ok(_) | Err(LedgerRefusal::Refused(CommandError::Ledger(LedgerError::TransactionNotPending(_)))) => Ok(()),
         Err(e) => Err(e),
@@ -336,7 +371,10 @@ pub async fn post_ledger(state: &AppState, tenant: TenantId, p: &PaymentJson) ->
 
 /// Voids a payment's pending transaction; one already voided counts as done.
 pub async fn void_ledger(state: &AppState, tenant: TenantId, p: &PaymentJson) -> Result<(), LedgerRefusal> {
-    let id = transaction_id(&p.ledger_transaction_id).map_err(|_| LedgerRefusal::Unavailable)?;
+    if p.prenote {
+        return Ok(());
+    }
+    let id = transaction_id(p.ledger_transaction_id.as_deref()).map_err(|_| LedgerRefusal::Unavailable)?;
     match submit_ledger(state, tenant, Command::VoidTransaction { id }).await {
         Ok(_) | Err(LedgerRefusal::Refused(CommandError::Ledger(LedgerError::TransactionNotPending(_)))) => Ok(()),
         Err(e) => Err(e),
@@ -345,7 +383,10 @@ pub async fn void_ledger(state: &AppState, tenant: TenantId, p: &PaymentJson) ->
 
 /// Reverses a payment's posted transaction; returns the reversal's id.
 pub async fn reverse_ledger(state: &AppState, tenant: TenantId, p: &PaymentJson) -> Result<Option<String>, LedgerRefusal> {
-    let id = transaction_id(&p.ledger_transaction_id).map_err(|_| LedgerRefusal::Unavailable)?;
+    if p.prenote {
+        return Ok(None);
+    }
+    let id = transaction_id(p.ledger_transaction_id.as_deref()).map_err(|_| LedgerRefusal::Unavailable)?;
     match submit_ledger(state, tenant, Command::ReverseTransaction { id }).await {
         Ok(Outcome::Reversal(t)) => Ok(Some(t.id.to_string())),
         Ok(_) => Ok(None),
@@ -476,13 +517,15 @@ pub async fn create(
         return Err(unprocessable("bank_account_disabled", "the counterparty's bank account is disabled (see its disabled_reason)")
             .with_param("counterparty_bank_account_id"));
     }
+    super::prenotes::refuse_unverified(&bank.json).map_err(|e| e.with_param("counterparty_bank_account_id"))?;
     if let Some(existing) = &external_id
         && let Some(row) = state.store.ach_get_by_external_id(AchTable::Payments, tenant, existing.clone()).await?
     {
         return Err(conflict("duplicate_external_id", format!("external_id is already used by {}", row.id)).with_param("external_id"));
     }
     if req.direction == PaymentDirection::Debit && sec.is_consumer() {
-        require_debit_authorization(&state, tenant, &bank.json.counterparty_id, now).await?;
+        // At the payment's time: a test clock's payment sees the consents in force at its clock's time.
+        require_debit_authorization(&state, tenant, &bank.json.counterparty_id, at).await?;
     }
     crate::customers::accounts::refuse_blocked(&state, tenant, &[&account_id]).await?;
     let id = state.ach.ids.payment().to_string();
@@ -494,7 +537,7 @@ pub async fn create(
         amount: req.amount,
         currency: String::from("USD"),
         status: PaymentStatus::Pending,
-        ledger_account_id: account_id.to_string(),
+        ledger_account_id: Some(account_id.to_string()),
         counterparty_id: bank.json.counterparty_id.clone(),
         counterparty_bank_account_id: bank.json.id.clone(),
         sec_code: sec.as_str().to_owned(),
@@ -504,7 +547,8 @@ pub async fn create(
         addenda,
         external_id,
         metadata,
-        ledger_transaction_id: String::new(),
+        ledger_transaction_id: None,
+        prenote: false,
         reversal_transaction_id: None,
         availability_hold_transaction_id: None,
         available_at: None,
@@ -543,8 +587,8 @@ async fn open_payment(
 ) -> Result<(Response, PaymentJson), ApiError> {
     let usd = Currency::parse("USD").ok_or_else(|| ApiError::internal(&"USD is not a known currency"))?;
     let clearing = clearing_account(state, tenant, usd).await?;
-    let account_id =
-        settle_core::ids::AccountId::parse(&payment.ledger_account_id).ok_or_else(|| ApiError::internal(&"a payment's account id is malformed"))?;
+    let account_id = settle_core::ids::AccountId::parse(payment.ledger_account_id.as_deref().unwrap_or(""))
+        .ok_or_else(|| ApiError::internal(&"a payment's account id is malformed"))?;
     let amount = Amount::new(payment.amount).ok_or_else(|| ApiError::invalid("amount", "amount must be positive"))?;
     let opposite = |d: Direction| match d {
         Direction::Debit => Direction::Credit,
@@ -574,7 +618,7 @@ async fn open_payment(
         Ok(_) => return Err(ApiError::internal(&"unexpected engine outcome for a payment's hold")),
         Err(e) => return Err(e.into_api().with_param("ledger_account_id")),
     };
-    payment.ledger_transaction_id = transaction.id.to_string();
+    payment.ledger_transaction_id = Some(transaction.id.to_string());
     let (response, bytes) = json_response(StatusCode::CREATED, &payment)?;
     let idempotency = idempotency_record(tenant, key, StatusCode::CREATED, bytes, now);
     let mut writes = vec![AchWrite::Insert(AchTable::Payments, payment_row(tenant, &payment, 1, now.micros())?)];
@@ -595,8 +639,8 @@ async fn open_payment(
     Ok((response, payment))
 }
 
-/// Returned payments read per tenant and round when looking for due automatic retries.
-const MAX_RETURNED_SCANNED: i64 = 10_000;
+/// Due automatic retries read per tenant and round.
+const MAX_DUE_RETRIES_SCANNED: i64 = 10_000;
 
 /// Originates a payment returned for insufficient or uncollected funds (R01,
 /// R09) again: a new payment with the same terms, within the retry policy
@@ -645,7 +689,8 @@ pub async fn originate_retry(
         None => super::test_clocks::payment_now(state, tenant, &returned).await?,
     };
     let code = returned.return_code.as_deref().unwrap_or("");
-    let retryable = returned.status == PaymentStatus::Returned && return_reason(code).is_some_and(|r| r.action == ReturnAction::RetryAllowed);
+    let retryable =
+        !returned.prenote && returned.status == PaymentStatus::Returned && return_reason(code).is_some_and(|r| r.action == ReturnAction::RetryAllowed);
     if !retryable {
         return Err(unprocessable("payment_not_retryable", "only a payment returned R01 or R09 (insufficient or uncollected funds) may be originated again"));
     }
@@ -662,12 +707,13 @@ pub async fn originate_retry(
     if bank.json.status != "active" {
         return Err(unprocessable("bank_account_disabled", "the counterparty's bank account is disabled (see its disabled_reason)"));
     }
-    let account_id =
-        settle_core::ids::AccountId::parse(&returned.ledger_account_id).ok_or_else(|| ApiError::internal(&"a payment's account id is malformed"))?;
+    super::prenotes::refuse_unverified(&bank.json)?;
+    let account_id = settle_core::ids::AccountId::parse(returned.ledger_account_id.as_deref().unwrap_or(""))
+        .ok_or_else(|| ApiError::internal(&"a payment's account id is malformed"))?;
     let account = state.store.get_account(tenant, account_id.clone(), now).await?.ok_or_else(|| ApiError::not_found("account"))?;
     crate::customers::accounts::refuse_blocked(state, tenant, &[&account_id]).await?;
     if returned.direction == PaymentDirection::Debit && SecCode::parse(&returned.sec_code).is_some_and(SecCode::is_consumer) {
-        require_debit_authorization(state, tenant, &returned.counterparty_id, now).await?;
+        require_debit_authorization(state, tenant, &returned.counterparty_id, at).await?;
     }
     root.retry_count += 1;
     root.updated_at = at.to_rfc3339();
@@ -686,7 +732,7 @@ pub async fn originate_retry(
         status: PaymentStatus::Pending,
         effective_date: None,
         external_id: None,
-        ledger_transaction_id: String::new(),
+        ledger_transaction_id: None,
         reversal_transaction_id: None,
         availability_hold_transaction_id: None,
         available_at: None,
@@ -713,65 +759,116 @@ pub async fn originate_retry(
     open_payment(state, tenant, payment, account.state.normal_balance, extra, key, now).await
 }
 
+/// A payment whose automatic retry is due (a row of `ach_retries`, `due`
+/// until the retry is originated, refused or made explicitly).
+#[derive(Serialize, Deserialize, Clone, Debug)]
+struct DueRetry {
+    payment_id: String,
+    test_clock: Option<String>,
+    due_at: String,
+}
+
+/// The work list row of `p`'s due automatic retry.
+fn due_retry_row(tenant: TenantId, p: &PaymentJson, due_at: &str, now: Timestamp) -> Result<AchWrite, ApiError> {
+    let due = DueRetry { payment_id: p.id.clone(), test_clock: p.test_clock.clone(), due_at: due_at.to_owned() };
+    Ok(AchWrite::Insert(
+        AchTable::Retries,
+        AchRow {
+            id: p.id.clone(),
+            tenant,
+            status: String::from("due"),
+            lookup: None,
+            external_id: None,
+            version: 1,
+            data: encode(&due)?,
+            created_at: now.micros(),
+        },
+    ))
+}
+
 /// Originates again the tenant's payments returned R01/R09 with `auto_retry`
 /// that follow `test_clock` (none: the real clock) and whose retry is due at
 /// `at`; run by the scheduler and by a test clock's advance. A retry the
 /// policy or the payment's state refuses is not tried again: its reason is
-/// kept in `retry_issue`. Reads the newest [`MAX_RETURNED_SCANNED`] returned
-/// payments (an R01/R09 return arrives within two banking days of the entry).
+/// kept in `retry_issue`. Reads the due retries (`ach_retries` rows in
+/// status `due`, at most [`MAX_DUE_RETRIES_SCANNED`] per tenant), not the
+/// returned payments; a row leaves the list once its payment's
+/// `retry_due_at` is cleared.
 pub async fn retry_due(state: &AppState, tenant: TenantId, at: Timestamp, test_clock: Option<&str>) -> Result<(), ApiError> {
-    for row in state.store.ach_in_status_newest(AchTable::Payments, tenant, PaymentStatus::Returned.as_str(), MAX_RETURNED_SCANNED).await? {
-        let p: PaymentJson = decode(&row.data)?;
-        if p.test_clock.as_deref() != test_clock {
+    for row in state.store.ach_in_status(AchTable::Retries, tenant, "due", MAX_DUE_RETRIES_SCANNED).await? {
+        let due: DueRetry = decode(&row.data)?;
+        if due.test_clock.as_deref() != test_clock {
             continue;
         }
-        let Some(due) = p.retry_due_at.as_deref().and_then(Timestamp::parse_rfc3339) else { continue };
-        if due > at {
+        if Timestamp::parse_rfc3339(&due.due_at).is_some_and(|when| when > at) {
             continue;
         }
-        match originate_retry(state, tenant, &p.id, None, Some(at)).await {
-            Ok(_) => {}
-            // Another server (or an explicit retry) got there first.
-            Err(e) if e.code == "payment_conflict" => {}
-            Err(e) if e.status.is_client_error() => {
-                let (mut fresh, fresh_row) = load(state, tenant, &p.id).await?;
-                fresh.retry_due_at = None;
-                fresh.retry_issue = Some(format!("{}: {}", e.code, e.message));
-                let now = state.clock.now();
-                if let Err(e) = applied(state.store.ach_apply(vec![update(tenant, &fresh, &fresh_row)?], Vec::new(), None, now).await, stale) {
-                    tracing::warn!(payment_id = %p.id, code = e.code, "recording a refused automatic retry failed; the next round retries");
-                }
+        let (p, _) = load(state, tenant, &due.payment_id).await?;
+        if p.retry_due_at.is_some() {
+            retry_one(state, tenant, &p, at).await?;
+        }
+        // Retried, refused (and recorded) or retried explicitly: off the list.
+        if load(state, tenant, &due.payment_id).await?.0.retry_due_at.is_none() {
+            let done = AchWrite::Update(AchTable::Retries, AchRow { status: String::from("done"), version: row.version + 1, ..row });
+            if let Err(e) = applied(state.store.ach_apply(vec![done], Vec::new(), None, state.clock.now()).await, stale) {
+                tracing::warn!(payment_id = %due.payment_id, code = e.code, "closing a due retry failed; the next round closes it");
             }
-            Err(e) => tracing::warn!(payment_id = %p.id, code = e.code, message = %e.message, "an automatic ACH retry failed; the next round retries"),
         }
+    }
+    Ok(())
+}
+
+/// Originates `p`'s due automatic retry at `at`, or records why not.
+async fn retry_one(state: &AppState, tenant: TenantId, p: &PaymentJson, at: Timestamp) -> Result<(), ApiError> {
+    match originate_retry(state, tenant, &p.id, None, Some(at)).await {
+        Ok(_) => {}
+        // Another server (or an explicit retry) got there first.
+        Err(e) if e.code == "payment_conflict" => {}
+        Err(e) if e.status.is_client_error() => {
+            let (mut fresh, fresh_row) = load(state, tenant, &p.id).await?;
+            fresh.retry_due_at = None;
+            fresh.retry_issue = Some(format!("{}: {}", e.code, e.message));
+            let now = state.clock.now();
+            if let Err(e) = applied(state.store.ach_apply(vec![update(tenant, &fresh, &fresh_row)?], Vec::new(), None, now).await, stale) {
+                tracing::warn!(payment_id = %p.id, code = e.code, "recording a refused automatic retry failed; the next round retries");
+            }
+        }
+        Err(e) => tracing::warn!(payment_id = %p.id, code = e.code, message = %e.message, "an automatic ACH retry failed; the next round retries"),
     }
     Ok(())
 }
 
 /// Revokes the active `ach_debit_authorization` consent of the payment's
 /// counterparty's customer (audited as done by `settle-ach`); `false` when
-/// there is none to revoke.
+/// there is none to revoke. The consent is the one in force at the
+/// payment's time `at` (its test clock's), or else now; the revocation takes
+/// effect at the earlier of the two, so that neither a real-time payment
+/// nor one on the clock can debit under it any more.
 async fn revoke_debit_authorization(
     state: &AppState,
     tenant: TenantId,
     p: &PaymentJson,
     code: &str,
     description: &str,
-    now: Timestamp,
+    (at, now): (Timestamp, Timestamp),
 ) -> Result<bool, ApiError> {
     let Some(row) = state.store.ach_get(AchTable::Counterparties, tenant, p.counterparty_id.clone()).await? else { return Ok(false) };
     let counterparty: super::counterparties::CounterpartyRecord = decode(&row.data)?;
     let Some(customer) = counterparty.customer_id else { return Ok(false) };
-    let Some(consent) = state.store.active_consent(tenant, customer, String::from("ach_debit_authorization"), now.micros()).await? else {
-        return Ok(false);
+    let kind = String::from("ach_debit_authorization");
+    let consent = match state.store.active_consent(tenant, customer.clone(), kind.clone(), at.micros()).await? {
+        Some(c) => Some(c),
+        None if at != now => state.store.active_consent(tenant, customer, kind, now.micros()).await?,
+        None => None,
     };
+    let Some(consent) = consent else { return Ok(false) };
     let actor = crate::customers::Actor::system(tenant, "settle-ach");
     let reason = format!("ACH return {code} ({description}) of {}", p.id);
     let revocation = settle_store::customers::RevocationRecord {
         id: state.customers.ids.consent_revocation().to_string(),
         consent_id: consent.id.clone(),
         reason: reason.clone(),
-        revoked_at: now.micros(),
+        revoked_at: at.min(now).micros(),
         actor: actor.actor.clone(),
         created_at: now.micros(),
     };
@@ -782,7 +879,8 @@ async fn revoke_debit_authorization(
 
 /// A consumer debit (PPD, WEB, TEL) needs the receiver's authorization: the
 /// counterparty is a customer with an active `ach_debit_authorization`
-/// consent (a revoked one stops future debits at once).
+/// consent at the payment's time `now` (its test clock's, if it follows one;
+/// a revoked one stops future debits at once).
 async fn require_debit_authorization(state: &AppState, tenant: TenantId, counterparty_id: &str, now: Timestamp) -> Result<(), ApiError> {
     let missing = || {
         unprocessable(
@@ -886,7 +984,7 @@ pub async fn settle(state: &AppState, tenant: TenantId, id: &str, reason: &str, 
     };
     move_to(&mut p, PaymentStatus::Settled, Some(reason.to_owned()), at)?;
     applied(state.store.ach_apply(vec![update(tenant, &p, &row)?], vec![event(state, tenant, &p)?], None, now).await, stale)?;
-    if p.direction == PaymentDirection::Debit {
+    if p.direction == PaymentDirection::Debit && !p.prenote {
         if let Err(e) = post_ledger(state, tenant, &p).await {
             record_ledger_issue(state, tenant, &p.id, format!("pending credit not posted: {}", issue_of(&e))).await;
             return Ok(load(state, tenant, id).await?.0);
@@ -950,7 +1048,7 @@ async fn availability_hold(
         }
         return Err(LedgerRefusal::Refused(CommandError::Ledger(LedgerError::ExpiryNotInFuture)));
     }
-    let account_id = settle_core::ids::AccountId::parse(&p.ledger_account_id).ok_or(LedgerRefusal::Unavailable)?;
+    let account_id = settle_core::ids::AccountId::parse(p.ledger_account_id.as_deref().unwrap_or("")).ok_or(LedgerRefusal::Unavailable)?;
     let account = state.store.get_account(tenant, account_id.clone(), now).await.map_err(|_| LedgerRefusal::Unavailable)?.ok_or(LedgerRefusal::Unavailable)?;
     let usd = Currency::parse("USD").ok_or(LedgerRefusal::Unavailable)?;
     let clearing = clearing_account(state, tenant, usd).await.map_err(|_| LedgerRefusal::Unavailable)?;
@@ -986,12 +1084,34 @@ async fn availability_hold(
 /// authorization and opening a compliance review for unauthorized codes,
 /// freezing the bank account and opening a review for R16).
 pub async fn apply_return(state: &AppState, tenant: TenantId, id: &str, code: &str, source: &str) -> Result<PaymentJson, ApiError> {
+    apply_return_with(state, tenant, id, code, source, None).await
+}
+
+/// Applies the receiving bank's contested dishonored return (`contested`,
+/// R71–R77) of payment `id`'s submitted dishonor: NACHA lets the
+/// originator's bank not dishonor it again, so the original late return
+/// stands and is applied now, outside its window, with its ledger effect
+/// and automatic action; the dishonor becomes `contested`.
+pub async fn apply_contested_dishonor(state: &AppState, tenant: TenantId, id: &str, contested: &str, source: &str) -> Result<PaymentJson, ApiError> {
+    if !is_contested_dishonor_code(contested) {
+        return Err(ApiError::invalid("code", "code must be a contested dishonored return code, R71 to R77"));
+    }
+    let (p, _) = load(state, tenant, id).await?;
+    let Some(dishonor) = p.dishonored_return.as_ref().filter(|d| d.status == "submitted") else {
+        return Err(conflict("payment_invalid_state", "the payment has no dishonored return sent to contest"));
+    };
+    let code = dishonor.return_code.clone();
+    apply_return_with(state, tenant, id, &code, source, Some(contested)).await
+}
+
+async fn apply_return_with(state: &AppState, tenant: TenantId, id: &str, code: &str, source: &str, contested: Option<&str>) -> Result<PaymentJson, ApiError> {
     let reason = return_reason(code).ok_or_else(|| ApiError::invalid("code", "code must be a return reason code, R01 to R85"))?;
     let now = state.clock.now();
     let (mut p, row) = load(state, tenant, id).await?;
     let at = super::test_clocks::payment_now(state, tenant, &p).await?;
     let was_settled = p.status == PaymentStatus::Settled;
-    if let Some(effective) = p.effective_date.as_deref() {
+    // A contested dishonor's return is applied outside its window: the window was the dishonor's reason.
+    if let Some(effective) = p.effective_date.as_deref().filter(|_| contested.is_none()) {
         let settled = date("effective_date", effective)?;
         if !settle_ach::returns::is_timely(reason, settled, new_york_today(at)) {
             return Err(unprocessable(
@@ -1001,7 +1121,11 @@ pub async fn apply_return(state: &AppState, tenant: TenantId, id: &str, code: &s
             .with_param("code"));
         }
     }
-    move_to(&mut p, PaymentStatus::Returned, Some(format!("{} {} ({source})", reason.code, reason.description)), at)?;
+    let why = match contested {
+        Some(c) => format!("{} {} ({source}; dishonor contested {c})", reason.code, reason.description),
+        None => format!("{} {} ({source})", reason.code, reason.description),
+    };
+    move_to(&mut p, PaymentStatus::Returned, Some(why), at)?;
     p.return_code = Some(reason.code.to_owned());
     p.return_reason = Some(reason.description.to_owned());
     // R01/R09 of an `auto_retry` payment: its retry falls due after the
@@ -1011,24 +1135,49 @@ pub async fn apply_return(state: &AppState, tenant: TenantId, id: &str, code: &s
         let due = if delay == 0 { Some(at) } else { start_of_banking_day_after(new_york_today(at), delay) };
         p.retry_due_at = due.map(|t| t.to_rfc3339());
     }
+    let mut contested_write = None;
+    if let Some(c) = contested
+        && let Some(d) = p.dishonored_return.as_mut()
+    {
+        d.status = String::from("contested");
+        d.contested_code = Some(c.to_owned());
+        d.contested_at = Some(at.to_rfc3339());
+        let d_row = state.store.ach_get(AchTable::DishonoredReturns, tenant, format!("{}:dishonor", p.id)).await?.ok_or_else(stale)?;
+        contested_write = Some(AchWrite::Update(AchTable::DishonoredReturns, dishonor_row(tenant, d, d_row.version + 1, d_row.created_at)?));
+    }
     let mut writes = vec![update(tenant, &p, &row)?];
+    writes.extend(contested_write);
+    if let Some(due_at) = p.retry_due_at.as_deref() {
+        writes.push(due_retry_row(tenant, &p, due_at, now)?);
+    }
     let mut audit = Vec::new();
     // An unauthorized-debit return revokes the customer's debit authorization;
     // without one on record (a corporate counterparty) the bank account is disabled instead.
     let revoked = if reason.action == ReturnAction::RevokeAuthorization {
-        revoke_debit_authorization(state, tenant, &p, reason.code, reason.description, now).await?
+        revoke_debit_authorization(state, tenant, &p, reason.code, reason.description, (at, now)).await?
     } else {
         false
     };
     let disables = reason.action == ReturnAction::DisableBankAccount || (reason.action == ReturnAction::RevokeAuthorization && !revoked);
     let freezes = reason.action == ReturnAction::FreezeAndReview;
-    if disables || freezes {
+    let mut events = vec![event(state, tenant, &p)?];
+    if disables || freezes || p.prenote {
         let (mut bank, bank_row): (BankAccountRecord, AchRow) =
             load_bank_account(state, tenant, &p.counterparty_bank_account_id, "counterparty_bank_account_id").await?;
-        if bank.json.status == "active" {
+        let previous_verification = bank.json.verification.status.clone();
+        // A returned prenote fails the verification it was sent for.
+        let verification_failed = p.prenote
+            && super::prenotes::mark_failed(&mut bank, &p, Some(reason.code), format!("prenote returned {} ({})", reason.code, reason.description), at);
+        if p.prenote
+            && let Some(write) = super::prenotes::close_row(state, tenant, &p.id, "failed").await?
+        {
+            writes.push(write);
+        }
+        let mut bank_changed = verification_failed;
+        if (disables || freezes) && bank.json.status == "active" {
+            bank_changed = true;
             bank.json.status = String::from(if freezes { "frozen" } else { "disabled" });
             bank.json.disabled_reason = Some(reason.code.to_owned());
-            writes.push(AchWrite::Update(AchTable::BankAccounts, bank_account_row(tenant, &bank, bank_row.version + 1, bank_row.created_at)?));
             if freezes {
                 let actor = crate::customers::Actor::system(tenant, "settle-ach");
                 let why = format!("ACH return {} ({}) of {}", reason.code, reason.description, p.id);
@@ -1040,6 +1189,13 @@ pub async fn apply_return(state: &AppState, tenant: TenantId, id: &str, code: &s
                     Some(why),
                     now,
                 ));
+            }
+        }
+        if bank_changed {
+            let version = bank_row.version + 1;
+            writes.push(AchWrite::Update(AchTable::BankAccounts, bank_account_row(tenant, &bank, version, bank_row.created_at)?));
+            if verification_failed {
+                events.push(super::prenotes::verification_event(state, tenant, &bank.json, &previous_verification, version, now)?);
             }
         }
     }
@@ -1055,11 +1211,12 @@ pub async fn apply_return(state: &AppState, tenant: TenantId, id: &str, code: &s
             Some(row) => decode::<super::counterparties::CounterpartyRecord>(&row.data)?.customer_id,
             None => None,
         };
-        let (write, records) = super::reviews::open(state, tenant, kind, &p, customer_id, (reason.code, reason.description), (at, now))?;
+        let (write, records, opened) = super::reviews::open(state, tenant, kind, &p, customer_id, (reason.code, reason.description), (at, now))?;
         writes.push(write);
         audit.extend(records);
+        events.push(opened);
     }
-    applied(state.store.ach_apply_audited(writes, vec![event(state, tenant, &p)?], audit, None, now).await, stale)?;
+    applied(state.store.ach_apply_audited(writes, events, audit, None, now).await, stale)?;
     state.metrics.ach_return(reason);
     // A settled debit still in its hold period: release the hold first, so
     // the reversal takes money the account never had available.
@@ -1117,6 +1274,32 @@ pub async fn simulate_return(
     if state.faults.rails(&state, principal.tenant, &[settle_core::faults::FaultMode::Duplicate]).await.duplicate {
         super::files::redelivered(&id, apply_return(&state, principal.tenant, &id, &body.value.code, "sandbox").await);
     }
+    super::return_rates::evaluate_after_change(&state, principal.tenant).await;
+    Ok(axum::Json(p).into_response())
+}
+
+/// `POST /v1/test_helpers/payments/{id}/contest_dishonor`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SimulateContestRequest {
+    /// A contested dishonored return code, `R71` to `R77`.
+    #[schema(example = "R73")]
+    pub code: String,
+}
+
+/// Sandbox only: the receiving bank contests the payment's dishonored return (R71–R77); the original return is applied.
+#[utoipa::path(post, path = "/v1/test_helpers/payments/{id}/contest_dishonor", tag = "Test helpers", operation_id = "simulate_contested_dishonor",
+    params(("id" = String, Path, description = "A payment id (`pay_…`) whose dishonored return was sent.")),
+    request_body = SimulateContestRequest,
+    responses((status = 200, description = "The returned payment, its dishonored return `contested`.", body = PaymentJson)))]
+pub async fn simulate_contest(
+    State(state): State<AppState>,
+    crate::test_helpers::SandboxWriter(principal): crate::test_helpers::SandboxWriter,
+    IdPath(id): IdPath,
+    body: JsonBody<SimulateContestRequest>,
+) -> Result<Response, ApiError> {
+    require(&principal, Scope::PaymentsWrite)?;
+    let p = apply_contested_dishonor(&state, principal.tenant, &id, &body.value.code, "sandbox").await?;
     super::return_rates::evaluate_after_change(&state, principal.tenant).await;
     Ok(axum::Json(p).into_response())
 }

@@ -88,7 +88,8 @@ pub async fn compute(state: &AppState, tenant: TenantId, now: Timestamp) -> Resu
             if Timestamp::parse_rfc3339(&p.created_at).is_some_and(|at| at < since) {
                 break 'pages;
             }
-            if p.direction != PaymentDirection::Debit || p.trace_number.is_none() {
+            // Prenotes move no money and are not debit entries NACHA counts.
+            if p.direction != PaymentDirection::Debit || p.trace_number.is_none() || p.prenote {
                 continue;
             }
             entries += 1;

@@ -8,14 +8,22 @@
 //! so a return is never recorded without its review, nor a review without
 //! its audit.
 //!
-//! Reviews are read here; deciding one (closing it) is not built yet.
+//! Reviews are read and closed here: a reviewer (scope `customers:review`)
+//! closes one with a decision, `cleared` (nothing wrong: an R16 review's
+//! frozen bank account is unfrozen) or `confirmed` (the suspicion stands:
+//! the account stays frozen, the revoked authorization stays revoked). The
+//! close, the unfreezing and their audit records are one transaction, with
+//! a `compliance_review.closed` event (opening writes `compliance_review.opened`
+//! in the return's transaction).
 
 use crate::auth::require;
+use crate::body::JsonBody;
 use crate::error::ApiError;
 use crate::pagination::{page, parse_query};
 use crate::path::IdPath;
 use crate::state::AppState;
-use axum::extract::{RawQuery, State};
+use axum::extract::{Extension, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use settle_core::clock::Timestamp;
@@ -23,6 +31,7 @@ use settle_core::ids::{ComplianceReviewId, CustomerId};
 use settle_core::tenancy::{Principal, Scope, TenantId};
 use settle_store::ach::{AchRow, AchTable, AchWrite};
 use settle_store::customers::AuditRecord;
+use settle_store::events::NewEvent;
 use utoipa::{IntoParams, ToSchema};
 
 /// Reviews answered for one customer at most (`?customer_id=` is not paged).
@@ -48,7 +57,7 @@ pub struct ComplianceReviewJson {
     pub object: String,
     #[schema(example = "crv_01jd3k3z7m8q9r0s1t2v3w4x5y")]
     pub id: String,
-    /// `open` (closing a review is not built yet).
+    /// `open`, or `closed` once a reviewer decided it.
     pub status: String,
     pub kind: ReviewKind,
     /// The customer flagged, when the counterparty is one.
@@ -63,6 +72,17 @@ pub struct ComplianceReviewJson {
     pub reason: String,
     #[schema(format = DateTime)]
     pub created_at: String,
+    /// Once closed: `cleared` or `confirmed`.
+    #[serde(default)]
+    pub decision: Option<String>,
+    /// The reviewer's note, if any.
+    #[serde(default)]
+    pub note: Option<String>,
+    /// Who closed it (the API key's id).
+    #[serde(default)]
+    pub closed_by: Option<String>,
+    #[serde(default)]
+    pub closed_at: Option<String>,
 }
 
 /// A new open review of `payment`'s return, with the compliance audit records
@@ -78,7 +98,7 @@ pub fn open(
     customer_id: Option<String>,
     (code, description): (&str, &str),
     (at, now): (Timestamp, Timestamp),
-) -> Result<(AchWrite, Vec<AuditRecord>), ApiError> {
+) -> Result<(AchWrite, Vec<AuditRecord>, NewEvent), ApiError> {
     let review = ComplianceReviewJson {
         object: String::from("compliance_review"),
         id: state.ach.ids.compliance_review().to_string(),
@@ -91,6 +111,10 @@ pub fn open(
         return_code: code.to_owned(),
         reason: description.to_owned(),
         created_at: at.to_rfc3339(),
+        decision: None,
+        note: None,
+        closed_by: None,
+        closed_at: None,
     };
     let actor = crate::customers::Actor::system(tenant, "settle-ach");
     let why = format!("ACH return {code} ({description}) of {}", payment.id);
@@ -108,7 +132,9 @@ pub fn open(
         data: super::encode(&review)?,
         created_at: at.micros(),
     };
-    Ok((AchWrite::Insert(AchTable::ComplianceReviews, row), audit))
+    let object = serde_json::to_value(&review).map_err(|e| ApiError::internal(&e))?;
+    let event = super::new_event(state, tenant, String::from("compliance_review.opened"), (&review.id, 1), object, None, now)?;
+    Ok((AchWrite::Insert(AchTable::ComplianceReviews, row), audit, event))
 }
 
 /// A compliance review.
@@ -133,7 +159,7 @@ pub struct ReviewListParams {
     pub limit: Option<String>,
     pub starting_after: Option<String>,
     pub ending_before: Option<String>,
-    /// Only `open` reviews.
+    /// Only `open` or only `closed` reviews.
     pub status: Option<String>,
     /// Only this customer's reviews (`cus_…`): its flags, up to 100, not paged.
     pub customer_id: Option<String>,
@@ -148,8 +174,9 @@ pub async fn list(State(state): State<AppState>, principal: Principal, RawQuery(
     let params: ReviewListParams = parse_query(query.as_deref())?;
     if let Some(status) = params.status.as_deref()
         && status != "open"
+        && status != "closed"
     {
-        return Err(ApiError::invalid("status", "status must be open"));
+        return Err(ApiError::invalid("status", "status must be open or closed"));
     }
     let (rows, has_more) = match params.customer_id {
         Some(customer) => {
@@ -168,4 +195,120 @@ pub async fn list(State(state): State<AppState>, principal: Principal, RawQuery(
     };
     let items = rows.iter().map(|r| super::decode::<ComplianceReviewJson>(&r.data)).collect::<Result<Vec<_>, _>>()?;
     Ok(axum::Json(crate::render::list(items, has_more)).into_response())
+}
+
+/// Longest reviewer's note, in characters.
+const MAX_NOTE_CHARS: usize = 1_000;
+
+/// `POST /v1/compliance_reviews/{id}/close`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CloseReviewRequest {
+    /// `cleared` (nothing wrong: an `ach_account_frozen` review's bank
+    /// account is unfrozen) or `confirmed` (the suspicion stands; nothing is undone).
+    #[schema(example = "cleared")]
+    pub decision: String,
+    /// Up to 1,000 characters, kept on the review and in the audit record.
+    pub note: Option<String>,
+}
+
+/// Closes an open review with a decision (audited; a cleared R16 review unfreezes its bank account).
+#[utoipa::path(post, path = "/v1/compliance_reviews/{id}/close", tag = "Customers", operation_id = "close_compliance_review",
+    params(("id" = String, Path, description = "A review id (`crv_…`)."), crate::openapi::IdempotencyKey),
+    request_body = CloseReviewRequest,
+    responses((status = 200, description = "The closed review.", body = ComplianceReviewJson)))]
+pub async fn close(
+    State(state): State<AppState>,
+    principal: Principal,
+    Extension(request_id): Extension<crate::observe::RequestId>,
+    client: crate::observe::ClientIp,
+    headers: HeaderMap,
+    IdPath(id): IdPath,
+    body: JsonBody<CloseReviewRequest>,
+) -> Result<Response, ApiError> {
+    require(&principal, Scope::CustomersReview)?;
+    let path = format!("/v1/compliance_reviews/{id}/close");
+    let keyed = crate::customers::keyed(&state, &principal, &headers, &path, &body.canonical).await?;
+    if let Some(replay) = keyed.replay {
+        return Ok(replay);
+    }
+    let tenant = principal.tenant;
+    let req = body.value;
+    if req.decision != "cleared" && req.decision != "confirmed" {
+        return Err(ApiError::invalid("decision", "decision must be cleared or confirmed"));
+    }
+    let note = match req.note {
+        Some(n) if n.chars().count() > MAX_NOTE_CHARS || n.chars().any(|c| c.is_control() && c != '\n') => {
+            return Err(ApiError::invalid("note", format!("note must be at most {MAX_NOTE_CHARS} characters without control characters")));
+        }
+        other => other,
+    };
+    if ComplianceReviewId::parse(&id).is_none() {
+        return Err(ApiError::not_found("compliance_review"));
+    }
+    let row = state.store.ach_get(AchTable::ComplianceReviews, tenant, id.clone()).await?.ok_or_else(|| ApiError::not_found("compliance_review"))?;
+    let mut review: ComplianceReviewJson = super::decode(&row.data)?;
+    if review.status != "open" {
+        return Err(super::conflict("compliance_review_closed", format!("the review was closed already ({})", review.decision.as_deref().unwrap_or(""))));
+    }
+    let now = state.clock.now();
+    let actor = crate::customers::Actor::of(&principal, &request_id, &headers, client);
+    review.status = String::from("closed");
+    review.decision = Some(req.decision.clone());
+    review.note = note.clone();
+    review.closed_by = Some(actor.actor.clone());
+    review.closed_at = Some(now.to_rfc3339());
+    let why = match &note {
+        Some(n) => format!("{}: {n}", req.decision),
+        None => req.decision.clone(),
+    };
+    let mut audit = vec![actor.audit(
+        &state.customers.ids,
+        "compliance_review.closed",
+        ("compliance_review", &review.id),
+        vec![String::from("status"), String::from("decision")],
+        Some(why.clone()),
+        now,
+    )];
+    let mut writes = vec![AchWrite::Update(
+        AchTable::ComplianceReviews,
+        AchRow { status: review.status.clone(), version: row.version + 1, data: super::encode(&review)?, ..row },
+    )];
+    // A cleared frozen-account review unfreezes the bank account it froze.
+    if review.kind == ReviewKind::AchAccountFrozen && req.decision == "cleared" {
+        let (mut bank, bank_row) = super::counterparties::load_bank_account(&state, tenant, &review.bank_account_id, "bank_account_id").await?;
+        if bank.json.status == "frozen" {
+            bank.json.status = String::from("active");
+            bank.json.disabled_reason = None;
+            writes.push(AchWrite::Update(
+                AchTable::BankAccounts,
+                super::counterparties::bank_account_row(tenant, &bank, bank_row.version + 1, bank_row.created_at)?,
+            ));
+            audit.push(actor.audit(
+                &state.customers.ids,
+                "bank_account.unfrozen",
+                ("bank_account", &bank.json.id),
+                vec![String::from("status")],
+                Some(format!("compliance review {} cleared", review.id)),
+                now,
+            ));
+        }
+    }
+    let object = serde_json::to_value(&review).map_err(|e| ApiError::internal(&e))?;
+    let sequence = row.version + 1;
+    let event = super::new_event(
+        &state,
+        tenant,
+        String::from("compliance_review.closed"),
+        (&review.id, sequence),
+        object,
+        Some(serde_json::json!({"status": "open"})),
+        now,
+    )?;
+    let (response, bytes) = crate::customers::json_response(StatusCode::OK, &review)?;
+    let idempotency = crate::customers::idempotency_record(tenant, keyed.key, StatusCode::OK, bytes, now);
+    super::applied(state.store.ach_apply_audited(writes, vec![event], audit, idempotency, now).await, || {
+        super::conflict("compliance_review_closed", "the review or its bank account changed meanwhile; read it again")
+    })?;
+    Ok(response)
 }

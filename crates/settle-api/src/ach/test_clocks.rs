@@ -244,6 +244,7 @@ async fn run_due(
         }
     }
     files::settle_due(state, tenant, at, Some(clock)).await?;
+    super::prenotes::decide_due(state, tenant, at, Some(clock)).await?;
     if new_york_today(previous) != new_york_today(at) || window.is_none() {
         release_holds(state, tenant, clock, previous, at).await?;
     }

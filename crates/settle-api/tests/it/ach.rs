@@ -868,6 +868,33 @@ ledger_test! {
         advance(&app, &clock, "2027-03-12T20:00:00Z").await;
         assert_eq!(app.list_all("/v1/ach/files").await.iter().filter(|f| f["direction"] == "outgoing").count(), 2, "a dishonor is sent once");
         assert_eq!(app.balances(&wallet).await.available, 4_000);
+        let events = app.list_all("/v1/events?type=payment.return_dishonored").await;
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0]["data"]["object"]["dishonored_return"]["status"], "submitted");
+
+        // The receiving bank contests the dishonor (R73, timely original return): the original R01 stands and is applied.
+        let mut contest = parsed.clone();
+        for b in &mut contest.batches {
+            for e in &mut b.entries {
+                for a in &mut e.addenda {
+                    if let nacha::Addenda::Return(r) = a {
+                        r.reason_code = "R73".into();
+                    }
+                }
+            }
+        }
+        contest.refresh_controls().unwrap();
+        let reply = app.send(app.request(reqwest::Method::POST, "/v1/ach/return_files").body(contest.write())).await;
+        reply.expect_status(201);
+        assert_eq!((reply.body["results"][0]["outcome"].as_str(), reply.body["results"][0]["payment_id"].as_str()), (Some("contested"), Some(id.as_str())));
+        let p = payment(&app, &id).await;
+        assert_eq!((p["status"].as_str(), p["return_code"].as_str()), (Some("returned"), Some("R01")));
+        assert_eq!((p["dishonored_return"]["status"].as_str(), p["dishonored_return"]["contested_code"].as_str()), (Some("contested"), Some("R73")));
+        assert!(p["reversal_transaction_id"].is_string() && p["ledger_issue"].is_null(), "{p}");
+        let b = app.balances(&wallet).await;
+        assert_eq!((b.posted, b.available), (0, 0), "the original return's ledger effect is applied");
+        app.post(&format!("/v1/test_helpers/payments/{id}/contest_dishonor"), &json!({"code": "R73"})).await.expect_error(409, "payment_invalid_state");
+        app.post(&format!("/v1/test_helpers/payments/{id}/contest_dishonor"), &json!({"code": "R01"})).await.expect_error(400, "invalid_request");
     }
 }
 
@@ -967,8 +994,36 @@ ledger_test! {
 
         // Bad queries are refused; an unknown review is not found.
         app.get("/v1/compliance_reviews?customer_id=nope").await.expect_error(400, "invalid_request");
-        app.get("/v1/compliance_reviews?status=closed").await.expect_error(400, "invalid_request");
+        app.get("/v1/compliance_reviews?status=decided").await.expect_error(400, "invalid_request");
         app.get("/v1/compliance_reviews/crv_00000000000000000000000000").await.expect_error(404, "not_found");
+        assert_eq!(app.list_all("/v1/events?type=compliance_review.opened").await.len(), 2);
+
+        // A reviewer closes Bob's review as cleared: the bank account is unfrozen, both audited, with an event.
+        let review_id = bobs[0]["id"].as_str().unwrap().to_owned();
+        let close = format!("/v1/compliance_reviews/{review_id}/close");
+        app.post(&close, &json!({"decision": "maybe"})).await.expect_error(400, "invalid_request");
+        app.post("/v1/compliance_reviews/crv_00000000000000000000000000/close", &json!({"decision": "cleared"})).await.expect_error(404, "not_found");
+        let reader = app.with_key(Some(&app.key("acme", Environment::Sandbox, &[Scope::CustomersRead]).await));
+        reader.post(&close, &json!({"decision": "cleared"})).await.expect_error(403, "insufficient_scope");
+        assert_eq!(bank_account(&app, &bob_bank).await["status"], "frozen", "refusals change nothing");
+        let closed = app.post(&close, &json!({"decision": "cleared", "note": "the receiving bank lifted the freeze"})).await;
+        closed.expect_status(200);
+        assert_eq!((closed.body["status"].as_str(), closed.body["decision"].as_str()), (Some("closed"), Some("cleared")));
+        assert_eq!(closed.body["note"], "the receiving bank lifted the freeze");
+        app.post(&close, &json!({"decision": "confirmed"})).await.expect_error(409, "compliance_review_closed");
+        let account = bank_account(&app, &bob_bank).await;
+        assert_eq!((account["status"].as_str(), account["disabled_reason"].as_str()), (Some("active"), None));
+        assert!(audit_actions(&app, &bob_bank).await.iter().any(|(action, _)| action == "bank_account.unfrozen"));
+        assert!(audit_actions(&app, &review_id).await.iter().any(|(action, _)| action == "compliance_review.closed"));
+        app.post("/v1/payments", &credit).await.expect_status(201);
+        let events = app.list_all("/v1/events?type=compliance_review.closed").await;
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0]["data"]["previous_attributes"]["status"], "open");
+        assert_eq!(app.list_all("/v1/compliance_reviews?status=closed").await.len(), 1);
+        // Confirming Jane's unauthorized-debit review undoes nothing: her authorization stays revoked.
+        let jane_review = reviews[0]["id"].as_str().unwrap().to_owned();
+        app.post(&format!("/v1/compliance_reviews/{jane_review}/close"), &json!({"decision": "confirmed"})).await.expect_status(200);
+        app.post("/v1/payments", &payment_body("debit", 100, &wallet, &jane_bank)).await.expect_error(422, "debit_authorization_missing");
     }
 }
 
@@ -1054,5 +1109,175 @@ mod an_auto_retry_payment_is_originated_again_when_due {
             return;
         }
         an_auto_retry_payment_is_originated_again_when_due_within_the_configured_policy(start_with_one_retry(crate::app::Backend::Postgres).await).await;
+    }
+}
+
+/// The bank account `bank` of counterparty `counterparty`, as `GET /v1/counterparties/{id}` answers it.
+async fn bank_of(api: &Api, counterparty: &str, bank: &str) -> Value {
+    let reply = api.get(&format!("/v1/counterparties/{counterparty}")).await;
+    reply.expect_status(200);
+    reply.body["bank_accounts"].as_array().unwrap().iter().find(|b| b["id"] == bank).unwrap().clone()
+}
+
+ledger_test! {
+    async fn a_prenote_is_filed_as_a_zero_dollar_entry_and_verifies_the_bank_account_after_three_banking_days(app) {
+        // Monday 2027-03-01, 09:00 New York.
+        let clock = app.post("/v1/test_helpers/test_clocks", &json!({"frozen_time": "2027-03-01T14:00:00Z"})).await.id();
+        let wallet = app.account("credit", Some(0)).await;
+        app.post(&format!("/v1/test_helpers/accounts/{wallet}/fund"), &json!({"amount": 10_000})).await.expect_status(201);
+        let created = app
+            .post("/v1/counterparties", &json!({"name": "Acme", "test_clock": clock, "bank_accounts": [{"routing_number": ROUTING, "account_number": ACCOUNT_NUMBER, "account_type": "checking", "holder_name": "Acme", "verify": true}]}))
+            .await;
+        created.expect_status(201);
+        let counterparty = created.id();
+        let bank = created.body["bank_accounts"][0]["id"].as_str().unwrap().to_owned();
+        let verification = &created.body["bank_accounts"][0]["verification"];
+        assert_eq!((verification["status"].as_str(), verification["requested_at"].as_str()), (Some("pending"), Some("2027-03-01T14:00:00.000000Z")));
+        let prenote = verification["prenote_payment_id"].as_str().unwrap().to_owned();
+        let p = payment(&app, &prenote).await;
+        assert_eq!((p["prenote"].as_bool(), p["amount"].as_i64(), p["direction"].as_str(), p["sec_code"].as_str()), (Some(true), Some(0), Some("credit"), Some("CCD")));
+        assert!(p["ledger_account_id"].is_null() && p["ledger_transaction_id"].is_null(), "a prenote moves no money: {p}");
+
+        // Live payments wait for the verification.
+        let mut live = payment_body("credit", 1_000, &wallet, &bank);
+        live["sec_code"] = json!("CCD");
+        live["test_clock"] = json!(clock);
+        app.post("/v1/payments", &live).await.expect_error(422, "bank_account_verification_pending");
+        app.post(&format!("/v1/counterparties/{counterparty}/bank_accounts/{bank}/verify"), &json!({"test_clock": clock}))
+            .await
+            .expect_error(422, "bank_account_verification_pending");
+
+        // The 10:30 window files it: a zero-dollar entry with the prenote credit code 23.
+        advance(&app, &clock, "2027-03-01T15:31:00Z").await;
+        let files = app.list_all("/v1/ach/files").await;
+        assert_eq!((files.len(), files[0]["payment_ids"].clone()), (1, json!([prenote])));
+        let parsed = nacha::parse(&file_content(&app, files[0]["id"].as_str().unwrap()).await).unwrap();
+        let (batch, entry) = parsed.entries().next().unwrap();
+        assert_eq!((entry.transaction_code, entry.amount_minor, batch.sec_code.as_str()), (23, 0, "CCD"));
+        assert_eq!((parsed.control.total_credit_minor, parsed.control.total_debit_minor), (0, 0));
+        let p = payment(&app, &prenote).await;
+        assert_eq!((p["status"].as_str(), p["trace_number"].as_str()), (Some("submitted"), Some(entry.trace_number.as_str())));
+
+        // A notification of change on the prenote corrects the account as for a payment; the verification goes on.
+        let reply = app.send(app.request(reqwest::Method::POST, "/v1/ach/return_files").body(notification_of_change(parsed.clone(), None, "C01", "55554444"))).await;
+        reply.expect_status(201);
+        assert_eq!(reply.body["results"][0]["outcome"], "changed");
+        let b = bank_of(&app, &counterparty, &bank).await;
+        assert_eq!((b["account_number_last4"].as_str(), b["verification"]["status"].as_str()), (Some("4444"), Some("pending")));
+        assert_eq!(b["notifications_of_change"][0]["payment_id"], prenote);
+
+        // Tuesday 18:30: settled (no ledger effect); verified no sooner than three banking days after.
+        advance(&app, &clock, "2027-03-02T23:30:00Z").await;
+        assert_eq!(payment(&app, &prenote).await["status"], "settled");
+        let b = bank_of(&app, &counterparty, &bank).await;
+        assert_eq!((b["verification"]["status"].as_str(), b["verification"]["verifiable_at"].as_str()), (Some("pending"), Some("2027-03-05T05:00:00.000000Z")));
+        advance(&app, &clock, "2027-03-05T04:59:00Z").await;
+        assert_eq!(bank_of(&app, &counterparty, &bank).await["verification"]["status"], "pending");
+        advance(&app, &clock, "2027-03-05T05:01:00Z").await;
+        let b = bank_of(&app, &counterparty, &bank).await;
+        assert_eq!((b["verification"]["status"].as_str(), b["verification"]["verified_at"].as_str()), (Some("verified"), Some("2027-03-05T05:00:00.000000Z")));
+        let b = app.balances(&wallet).await;
+        assert_eq!((b.posted, b.available), (10_000, 10_000), "the prenote never touched the ledger");
+
+        // Now live entries may follow.
+        app.post("/v1/payments", &live).await.expect_status(201);
+        let events = app.list_all("/v1/events?type=counterparty.bank_account.verification_updated").await;
+        let mut seen: Vec<(String, String)> = events
+            .iter()
+            .map(|e| (e["data"]["object"]["verification"]["status"].as_str().unwrap().to_owned(), e["data"]["previous_attributes"]["verification"]["status"].as_str().unwrap().to_owned()))
+            .collect();
+        seen.sort();
+        assert_eq!(seen, [(String::from("pending"), String::from("unverified")), (String::from("verified"), String::from("pending"))]);
+        assert!(events.iter().all(|e| e["data"]["object"]["id"] == bank.as_str()));
+        let rates = app.get("/v1/ach/return_rates").await;
+        assert_eq!(rates.body["debit_entries"], 0, "a prenote is not a debit entry");
+    }
+}
+
+ledger_test! {
+    async fn a_returned_prenote_fails_the_verification_applies_the_codes_action_and_refuses_payments(app) {
+        let clock = app.post("/v1/test_helpers/test_clocks", &json!({"frozen_time": "2027-03-01T14:00:00Z"})).await.id();
+        let (wallet, bank) = setup(&app, 10_000).await;
+        let counterparty = bank_account(&app, &bank).await["counterparty_id"].as_str().unwrap().to_owned();
+        let (_, other_bank) = setup(&app, 0).await;
+        let other = bank_account(&app, &other_bank).await["counterparty_id"].as_str().unwrap().to_owned();
+        let verify = |cp: &str, ba: &str| format!("/v1/counterparties/{cp}/bank_accounts/{ba}/verify");
+        // Bad requests are refused and change nothing.
+        app.post(&verify(&counterparty, &other_bank), &json!({})).await.expect_error(404, "not_found");
+        app.post(&verify("cp_nope", &bank), &json!({})).await.expect_error(404, "not_found");
+        app.post(&verify(&counterparty, &bank), &json!({"sec_code": "XYZ"})).await.expect_error(400, "invalid_request");
+        app.post(&verify(&counterparty, &bank), &json!({"test_clock": "clock_nope"})).await.expect_error(400, "invalid_request");
+        app.post(&verify(&counterparty, &bank), &json!({"direction": "sideways"})).await.expect_error(400, "invalid_request");
+        assert_eq!(bank_account(&app, &bank).await["verification"]["status"], "unverified");
+
+        // A debit prenote (28) to the first account, a credit prenote to the second.
+        let reply = app.post(&verify(&counterparty, &bank), &json!({"direction": "debit", "sec_code": "PPD", "test_clock": clock})).await;
+        reply.expect_status(200);
+        assert_eq!(reply.body["verification"]["status"], "pending");
+        let prenote = reply.body["verification"]["prenote_payment_id"].as_str().unwrap().to_owned();
+        let other_prenote = app.post(&verify(&other, &other_bank), &json!({"test_clock": clock})).await;
+        other_prenote.expect_status(200);
+        let other_prenote = other_prenote.body["verification"]["prenote_payment_id"].as_str().unwrap().to_owned();
+        advance(&app, &clock, "2027-03-01T15:31:00Z").await;
+        let files = app.list_all("/v1/ach/files").await;
+        let original = nacha::parse(&file_content(&app, files[0]["id"].as_str().unwrap()).await).unwrap();
+        let mut codes: Vec<(u32, i64)> = original.entries().map(|(_, e)| (e.transaction_code, e.amount_minor)).collect();
+        codes.sort();
+        assert_eq!(codes, [(23, 0), (28, 0)]);
+
+        // The bank returns the first prenote R03 (no account) in a return file: failed, and the account disabled as for any R03.
+        let mut returns = original.clone();
+        let trace = payment(&app, &prenote).await["trace_number"].as_str().unwrap().to_owned();
+        for b in &mut returns.batches {
+            b.entries.retain(|e| e.trace_number == trace);
+        }
+        returns.batches.retain(|b| !b.entries.is_empty());
+        returns.refresh_controls().unwrap();
+        let reply = app.send(app.request(reqwest::Method::POST, "/v1/ach/return_files").body(returns.returned_with("R03").unwrap().write())).await;
+        reply.expect_status(201);
+        assert_eq!((reply.body["results"][0]["outcome"].as_str(), reply.body["results"][0]["payment_id"].as_str()), (Some("returned"), Some(prenote.as_str())));
+        let b = bank_account(&app, &bank).await;
+        assert_eq!((b["status"].as_str(), b["disabled_reason"].as_str()), (Some("disabled"), Some("R03")));
+        assert_eq!((b["verification"]["status"].as_str(), b["verification"]["return_code"].as_str()), (Some("failed"), Some("R03")));
+        let p = payment(&app, &prenote).await;
+        assert!(p["reversal_transaction_id"].is_null() && p["ledger_issue"].is_null(), "{p}");
+
+        // The second comes back R06 (no action of its own): failed, and payments are refused until it is verified again.
+        simulate_return(&app, &other_prenote, "R06").await;
+        let b = bank_account(&app, &other_bank).await;
+        assert_eq!((b["status"].as_str(), b["verification"]["status"].as_str(), b["verification"]["return_code"].as_str()), (Some("active"), Some("failed"), Some("R06")));
+        let mut live = payment_body("credit", 1_000, &wallet, &other_bank);
+        live["sec_code"] = json!("CCD");
+        app.post("/v1/payments", &live).await.expect_error(422, "bank_account_verification_failed");
+        assert_eq!(app.balances(&wallet).await.available, 10_000, "nothing held");
+        app.post(&verify(&counterparty, &bank), &json!({})).await.expect_error(422, "bank_account_disabled");
+        let again = app.post(&verify(&other, &other_bank), &json!({"test_clock": clock})).await;
+        again.expect_status(200);
+        assert_eq!(again.body["verification"]["status"], "pending");
+        let statuses: Vec<String> = app
+            .list_all("/v1/events?type=counterparty.bank_account.verification_updated")
+            .await
+            .iter()
+            .filter(|e| e["data"]["object"]["id"] == other_bank.as_str())
+            .map(|e| e["data"]["object"]["verification"]["status"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(statuses.iter().filter(|s| *s == "failed").count(), 1, "{statuses:?}");
+    }
+}
+
+ledger_test! {
+    async fn a_test_clock_payment_sees_the_consents_in_force_at_its_clocks_time(app) {
+        // Jane's authorization was granted a minute ago (real time).
+        let (_, jane_bank) = customer_with_bank_account(&app, "Jane").await;
+        let wallet = app.account("credit", Some(0)).await;
+        let month_ago = app.now().plus_secs(-30 * 86_400).to_rfc3339();
+        let clock = app.post("/v1/test_helpers/test_clocks", &json!({"frozen_time": month_ago})).await.id();
+        let mut on_clock = payment_body("debit", 500, &wallet, &jane_bank);
+        on_clock["test_clock"] = json!(clock);
+        app.post("/v1/payments", &on_clock).await.expect_error(422, "debit_authorization_missing");
+        app.post("/v1/payments", &payment_body("debit", 500, &wallet, &jane_bank)).await.expect_status(201);
+        // Once the clock has passed the grant, its payments are authorized too.
+        advance(&app, &clock, &app.now().plus_secs(60).to_rfc3339()).await;
+        app.post("/v1/payments", &on_clock).await.expect_status(201);
     }
 }
