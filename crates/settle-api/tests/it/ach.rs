@@ -895,6 +895,7 @@ ledger_test! {
         assert_eq!((b.posted, b.available), (0, 0), "the original return's ledger effect is applied");
         app.post(&format!("/v1/test_helpers/payments/{id}/contest_dishonor"), &json!({"code": "R73"})).await.expect_error(409, "payment_invalid_state");
         app.post(&format!("/v1/test_helpers/payments/{id}/contest_dishonor"), &json!({"code": "R01"})).await.expect_error(400, "invalid_request");
+        assert_events_match_their_schemas(&app, &["payment.return_dishonored", "payment.returned"]).await;
     }
 }
 
@@ -1024,6 +1025,7 @@ ledger_test! {
         let jane_review = reviews[0]["id"].as_str().unwrap().to_owned();
         app.post(&format!("/v1/compliance_reviews/{jane_review}/close"), &json!({"decision": "confirmed"})).await.expect_status(200);
         app.post("/v1/payments", &payment_body("debit", 100, &wallet, &jane_bank)).await.expect_error(422, "debit_authorization_missing");
+        assert_events_match_their_schemas(&app, &["compliance_review.opened", "compliance_review.closed"]).await;
     }
 }
 
@@ -1112,6 +1114,23 @@ mod an_auto_retry_payment_is_originated_again_when_due {
     }
 }
 
+/// Every event of each type in `kinds` so far (at least one) matches its published schema, in every version.
+async fn assert_events_match_their_schemas(app: &TestApp, kinds: &[&str]) {
+    let types = app.get("/v1/event_types").await.body.clone();
+    for kind in kinds {
+        let entry = types["data"].as_array().unwrap().iter().find(|t| t["type"] == *kind).unwrap_or_else(|| panic!("{kind} is not in the catalog")).clone();
+        for version in ["2026-11-30", "2026-11-25"] {
+            let events = app.with_version(version).list_all(&format!("/v1/events?type={kind}")).await;
+            assert!(!events.is_empty(), "no {kind} event");
+            for event in &events {
+                let mut errors = Vec::new();
+                crate::events::validate(&entry["schemas"][version], event, "event", &mut errors);
+                assert!(errors.is_empty(), "{kind} in {version}: {errors:?}\n{event}");
+            }
+        }
+    }
+}
+
 /// The bank account `bank` of counterparty `counterparty`, as `GET /v1/counterparties/{id}` answers it.
 async fn bank_of(api: &Api, counterparty: &str, bank: &str) -> Value {
     let reply = api.get(&format!("/v1/counterparties/{counterparty}")).await;
@@ -1191,6 +1210,7 @@ ledger_test! {
         assert!(events.iter().all(|e| e["data"]["object"]["id"] == bank.as_str()));
         let rates = app.get("/v1/ach/return_rates").await;
         assert_eq!(rates.body["debit_entries"], 0, "a prenote is not a debit entry");
+        assert_events_match_their_schemas(&app, &["counterparty.bank_account.verification_updated", "payment.created", "payment.settled"]).await;
     }
 }
 
