@@ -5,7 +5,8 @@ parser and validator nobody here wrote (`achkit` from PyPI).
 Usage: nacha-interop.py path/to/settle
 
 Starts the server, funds a sandbox wallet, creates ACH credits and debits of
-several SEC codes (one same-day) to two counterparties, cuts the files with
+several SEC codes (one same-day) to two counterparties and a prenote (a
+zero-dollar entry, transaction code 23) verifying a third, cuts the files with
 the sandbox helper, and checks every file with achkit's validator (record
 length, blocking, routing check digits, entry hash, batch and file control
 totals) and its parser (each payment's amount, direction and routing number
@@ -23,6 +24,8 @@ from settle_process import Settle
 # achkit's transaction codes: 22/32 credit, 27/37 debit (checking/savings).
 CREDIT_CODES = {"22", "32"}
 DEBIT_CODES = {"27", "37"}
+# Prenotes (zero-dollar entries verifying an account): 23/33 credit, 28/38 debit.
+PRENOTE_CODES = {"23": "prenote credit", "33": "prenote credit", "28": "prenote debit", "38": "prenote debit"}
 
 
 def entries_of(parsed):
@@ -60,6 +63,20 @@ def main():
             )
             banks.append((cp["bank_accounts"][0]["id"], routing))
         wanted = []
+        # A prenote: the bank account is verified by a zero-dollar entry in the same cut.
+        prenoted = settle.call(
+            "POST",
+            "/v1/counterparties",
+            {
+                "name": "Prenote Payee",
+                "bank_accounts": [
+                    {"routing_number": "021000021", "account_number": "55501234", "account_type": "checking", "holder_name": "Prenote Payee", "verify": True}
+                ],
+            },
+        )["bank_accounts"][0]
+        if prenoted["verification"]["status"] != "pending":
+            raise SystemExit(f"FAIL: verify: true left the bank account {prenoted['verification']}")
+        wanted.append((0, "prenote credit", "021000021"))
         for amount, direction, sec, bank, same_day in [
             (125_050, "credit", "PPD", banks[0], False),
             (99, "credit", "CCD", banks[1], False),
@@ -95,7 +112,7 @@ def main():
                 code = str(e.get("transaction_code") or e.get("txn_code") or e.get("code") or "")
                 amount = int(e.get("amount_cents") if e.get("amount_cents") is not None else e.get("amount", -1))
                 routing = str(e.get("routing") or e.get("rdfi_routing") or "")
-                direction = "credit" if code in CREDIT_CODES else "debit" if code in DEBIT_CODES else code
+                direction = "credit" if code in CREDIT_CODES else "debit" if code in DEBIT_CODES else PRENOTE_CODES.get(code, code)
                 seen.append((amount, direction, routing[:9]))
         for w in wanted:
             if w in seen:
