@@ -123,8 +123,8 @@ fn provider(endpoint: &str, service_name: &str) -> anyhow::Result<opentelemetry_
         "--otlp-endpoint must be an http:// or https:// URL, such as http://127.0.0.1:4318"
     );
     // The message may quote the endpoint, which may hold credentials.
-    let url = reqwest::Url::parse(&format!("{base}/v1/traces"))
-        .map_err(|_| anyhow::anyhow!("--otlp-endpoint {} is not a usable OTLP endpoint", redact(endpoint)))?;
+    let url =
+        reqwest::Url::parse(&format!("{base}/v1/traces")).map_err(|_| anyhow::anyhow!("--otlp-endpoint {} is not a usable OTLP endpoint", redact(endpoint)))?;
     let client = reqwest::Client::builder()
         .timeout(EXPORT_TIMEOUT)
         .redirect(reqwest::redirect::Policy::none())
@@ -656,7 +656,13 @@ mod tests {
     fn span(name: &'static str, scope: &InstrumentationScope) -> SpanData {
         let trace_id = TraceId::from_bytes([0x4b, 0xf9, 0x2f, 0x35, 0x77, 0xb3, 0x4d, 0xa6, 0xa3, 0xce, 0x92, 0x9d, 0x0e, 0x0e, 0x47, 0x36]);
         SpanData {
-            span_context: SpanContext::new(trace_id, SpanId::from_bytes([0, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7]), TraceFlags::SAMPLED, false, TraceState::default()),
+            span_context: SpanContext::new(
+                trace_id,
+                SpanId::from_bytes([0, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7]),
+                TraceFlags::SAMPLED,
+                false,
+                TraceState::default(),
+            ),
             parent_span_id: SpanId::INVALID,
             parent_span_is_remote: false,
             span_kind: SpanKind::Internal,
@@ -746,10 +752,7 @@ mod tests {
         assert_eq!(spans[1]["flags"], 0x101);
         assert_eq!(spans[1]["kind"], 1);
         assert_eq!(spans[1]["status"], json!({"code": 1}));
-        assert_eq!(
-            spans[1]["links"],
-            json!([{"traceId": "09090909090909090909090909090909", "spanId": "0707070707070707", "attributes": [], "flags": 0x301}])
-        );
+        assert_eq!(spans[1]["links"], json!([{"traceId": "09090909090909090909090909090909", "spanId": "0707070707070707", "attributes": [], "flags": 0x301}]));
         assert_eq!(scopes[1]["spans"][0]["status"], json!({"code": 0}));
     }
 
