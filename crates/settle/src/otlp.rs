@@ -696,16 +696,14 @@ mod tests {
         ];
         request.dropped_attributes_count = 2;
         request.status = Status::error("server error");
-        request.events = SpanEvents { events: vec![Event::new("retry", at(5), vec![KeyValue::new("attempt", 1_i64)], 0)], dropped_count: 1 };
+        request.events.events = vec![Event::new("retry", at(5), vec![KeyValue::new("attempt", 1_i64)], 0)];
+        request.events.dropped_count = 1;
         let mut batch = span("engine.batch", &scope);
-        batch.links = SpanLinks {
-            links: vec![Link::new(
-                SpanContext::new(TraceId::from_bytes([9; 16]), SpanId::from_bytes([7; 8]), TraceFlags::SAMPLED, true, TraceState::default()),
-                vec![],
-                0,
-            )],
-            dropped_count: 0,
-        };
+        batch.links.links = vec![Link::new(
+            SpanContext::new(TraceId::from_bytes([9; 16]), SpanId::from_bytes([7; 8]), TraceFlags::SAMPLED, true, TraceState::default()),
+            vec![],
+            0,
+        )];
         batch.status = Status::Ok;
         let other = span("other", &InstrumentationScope::builder("other").build());
 
