@@ -636,6 +636,7 @@ impl FailureLog {
 }
 
 #[cfg(test)]
+#[expect(clippy::unwrap_used, reason = "test code: a panic is the failure report")]
 mod tests {
     use super::*;
     use opentelemetry::trace::{Event, Link, SpanContext, TraceFlags, TraceId};
