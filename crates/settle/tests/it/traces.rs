@@ -149,6 +149,14 @@ async fn spans_of_a_request_its_commit_and_a_webhook_attempt_are_exported_in_the
     assert_eq!(attribute(request, "http.route").as_deref(), Some("/v1/accounts"));
     assert_eq!(attribute(request, "http.request.method").as_deref(), Some("POST"));
     assert_eq!(attribute(request, "http.response.status_code").as_deref(), Some("201"));
+    // The OTLP JSON mapping: enums as integers (SPAN_KIND_SERVER = 2),
+    // fixed64 times as decimal strings, span flags saying the parent is remote.
+    assert_eq!(request["kind"], 2, "{request}");
+    let nanos =
+        |field: &str| request[field].as_str().and_then(|t| t.parse::<u64>().ok()).unwrap_or_else(|| panic!("{field} is not a decimal string: {request}"));
+    assert!(nanos("startTimeUnixNano") <= nanos("endTimeUnixNano"));
+    assert!(nanos("startTimeUnixNano") > 1_700_000_000_000_000_000, "{request}");
+    assert_eq!(request["flags"].as_u64().map(|f| f & 0x301), Some(0x301), "sampled, parent known to be remote: {request}");
 
     // The request's command was committed in a batch of its own: its span
     // is the request's child, and the database transaction the batch's.
@@ -171,6 +179,7 @@ async fn spans_of_a_request_its_commit_and_a_webhook_attempt_are_exported_in_the
     assert_eq!(attribute(attempt, "webhook.endpoint_id").as_deref(), Some(endpoint_id.as_str()));
     assert_eq!(attribute(attempt, "http.response.status_code").as_deref(), Some("200"));
     assert_eq!(attribute(attempt, "webhook.next").as_deref(), Some("succeeded"));
+    assert_eq!(attempt["kind"], 3, "SPAN_KIND_CLIENT: {attempt}");
 
     // Nothing secret or personal: no bearer key, no body field, no URL.
     let everything = exports.lock().unwrap().iter().map(Value::to_string).collect::<String>();
