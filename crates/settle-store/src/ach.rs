@@ -317,6 +317,18 @@ impl Store {
         self.ach_query(sql, Some(tenant.0), vec![status.to_string()], limit).await
     }
 
+    /// The tenant's rows in `status` whose `lookup` (an RFC 3339 time in one
+    /// fixed format, so text order is time order) is none or at most `due`,
+    /// oldest first, up to `limit`: a work list's due rows, so rows waiting
+    /// out a backoff never crowd the due ones out of a bounded read.
+    pub async fn ach_due(&self, table: AchTable, tenant: TenantId, status: &str, due: String, limit: i64) -> Result<Vec<AchRow>, StoreError> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM {} WHERE status = $2 AND tenant_id = $1 AND (lookup IS NULL OR lookup <= $3) ORDER BY id ASC LIMIT $4",
+            table.name()
+        );
+        self.ach_query(sql, Some(tenant.0), vec![status.to_string(), due], limit).await
+    }
+
     /// The tenant's rows in `status`, newest first, up to `limit`.
     pub async fn ach_in_status_newest(&self, table: AchTable, tenant: TenantId, status: &str, limit: i64) -> Result<Vec<AchRow>, StoreError> {
         let sql = format!("SELECT {COLUMNS} FROM {} WHERE status = $2 AND tenant_id = $1 ORDER BY id DESC LIMIT $3", table.name());

@@ -37,7 +37,7 @@ use settle_store::ach::{AchRow, AchTable, AchWrite, ApplyError};
 use settle_store::engine::{Command, CommandError, Outcome};
 use settle_store::events::NewEvent;
 
-/// Open repairs read per tenant and round (oldest first); the rest wait for
+/// Due repairs read per tenant and round (oldest first); the rest wait for
 /// the next round.
 pub const MAX_REPAIRS_PER_ROUND: i64 = 1_000;
 /// The wait after a repair's first attempt; it doubles with each attempt.
@@ -69,8 +69,19 @@ pub fn backoff_secs(attempts: u32) -> i64 {
     REPAIR_BACKOFF_FIRST_SECS.saturating_mul(1_i64 << doublings).min(REPAIR_BACKOFF_MAX_SECS)
 }
 
+/// A row of the work list; its `lookup` is the next attempt's time (RFC 3339,
+/// fixed format), so the scheduler reads only the due rows (`Store::ach_due`).
 fn repair_row(tenant: TenantId, r: &Repair, status: &str, version: i64, created_at: i64) -> Result<AchRow, ApiError> {
-    Ok(AchRow { id: r.payment_id.clone(), tenant, status: status.to_owned(), lookup: None, external_id: None, version, data: encode(r)?, created_at })
+    Ok(AchRow {
+        id: r.payment_id.clone(),
+        tenant,
+        status: status.to_owned(),
+        lookup: r.next_attempt_at.clone(),
+        external_id: None,
+        version,
+        data: encode(r)?,
+        created_at,
+    })
 }
 
 /// The write that lists `p` (whose `ledger_issue` is `issue`) for the sweep,
@@ -106,7 +117,11 @@ pub struct SweepOutcome {
 pub async fn sweep(state: &AppState, tenant: TenantId, which: Sweep<'_>) -> Result<SweepOutcome, ApiError> {
     let mut outcome = SweepOutcome::default();
     let now = state.clock.now();
-    for row in state.store.ach_in_status(AchTable::LedgerRepairs, tenant, "open", MAX_REPAIRS_PER_ROUND).await? {
+    let rows = match which {
+        Sweep::Due => state.store.ach_due(AchTable::LedgerRepairs, tenant, "open", now.to_rfc3339(), MAX_REPAIRS_PER_ROUND).await?,
+        Sweep::Clock { .. } => state.store.ach_in_status(AchTable::LedgerRepairs, tenant, "open", MAX_REPAIRS_PER_ROUND).await?,
+    };
+    for row in rows {
         let repair: Repair = decode(&row.data)?;
         let at = match which {
             Sweep::Due => {
