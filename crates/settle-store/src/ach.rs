@@ -2,7 +2,8 @@
 //! files (migration 0013), the sandbox's test clocks, the return-rate
 //! monitor's memory and dishonored returns (0016), the compliance reviews
 //! a return opens (0018), the prenotes whose verification is pending (0019),
-//! and the automatic retries that are due (0020).
+//! the automatic retries that are due (0020), and the payments whose ledger
+//! effect waits for the repair sweep (0022).
 //!
 //! Each row holds its object whole as JSON (`data`; the API crate owns the
 //! shape) beside the columns that lookups and state changes need: `status`,
@@ -50,6 +51,9 @@ pub enum AchTable {
     /// Automatic retries that are due or will be: one per returned payment
     /// with `retry_due_at`, `due` until retried or refused (0020).
     Retries,
+    /// Ledger effects refused after a payment's move: one per payment with
+    /// a `ledger_issue`, `open` until the repair sweep applied it (`repaired`) (0022).
+    LedgerRepairs,
 }
 
 impl AchTable {
@@ -65,6 +69,7 @@ impl AchTable {
             AchTable::ComplianceReviews => "compliance_reviews",
             AchTable::Prenotes => "ach_prenotes",
             AchTable::Retries => "ach_retries",
+            AchTable::LedgerRepairs => "ach_ledger_repairs",
         }
     }
 }
@@ -310,6 +315,18 @@ impl Store {
     pub async fn ach_in_status(&self, table: AchTable, tenant: TenantId, status: &str, limit: i64) -> Result<Vec<AchRow>, StoreError> {
         let sql = format!("SELECT {COLUMNS} FROM {} WHERE status = $2 AND tenant_id = $1 ORDER BY id ASC LIMIT $3", table.name());
         self.ach_query(sql, Some(tenant.0), vec![status.to_string()], limit).await
+    }
+
+    /// The tenant's rows in `status` whose `lookup` (an RFC 3339 time in one
+    /// fixed format, so text order is time order) is none or at most `due`,
+    /// oldest first, up to `limit`: a work list's due rows, so rows waiting
+    /// out a backoff never crowd the due ones out of a bounded read.
+    pub async fn ach_due(&self, table: AchTable, tenant: TenantId, status: &str, due: String, limit: i64) -> Result<Vec<AchRow>, StoreError> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM {} WHERE status = $2 AND tenant_id = $1 AND (lookup IS NULL OR lookup <= $3) ORDER BY id ASC LIMIT $4",
+            table.name()
+        );
+        self.ach_query(sql, Some(tenant.0), vec![status.to_string(), due], limit).await
     }
 
     /// The tenant's rows in `status`, newest first, up to `limit`.

@@ -49,6 +49,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (18, include_str!("../migrations/sqlite/0018_compliance_reviews.sql")),
     (19, include_str!("../migrations/sqlite/0019_ach_prenotes.sql")),
     (20, include_str!("../migrations/sqlite/0020_ach_retries.sql")),
+    (22, include_str!("../migrations/sqlite/0022_ach_ledger_repairs.sql")),
 ];
 /// Read connections kept open; more are opened on demand and dropped after.
 const READ_POOL_SIZE: usize = 8;

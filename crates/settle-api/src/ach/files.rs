@@ -229,7 +229,7 @@ async fn cut_once(state: &AppState, tenant: TenantId, place: CutAt<'_>) -> Resul
             conflict("payment_conflict", "changed")
         })?;
         if let Err(e) = payments::void_ledger(state, tenant, p).await {
-            tracing::error!(payment_id = %p.id, error = ?e, "a failed payment's hold was not voided");
+            payments::record_ledger_issue(state, tenant, &p.id, format!("hold not voided: {}", payments::issue_of(&e))).await;
         }
     }
     // Dishonored returns waiting for a file go in their own batch.
@@ -320,7 +320,7 @@ async fn cut_once(state: &AppState, tenant: TenantId, place: CutAt<'_>) -> Resul
         if p.direction == PaymentDirection::Credit
             && let Err(e) = payments::post_ledger(state, tenant, p).await
         {
-            tracing::error!(payment_id = %p.id, error = ?e, "a submitted credit's hold was not posted");
+            payments::record_ledger_issue(state, tenant, &p.id, format!("hold not posted: {}", payments::issue_of(&e))).await;
         }
     }
     // New debit entries lower the return rates: the monitor notices a rate back under its threshold.
@@ -394,8 +394,9 @@ fn outgoing_entry(
 }
 
 /// One scheduler round: cut the latest window for every tenant with pending
-/// payments (once per window), and settle submitted payments whose effective
-/// date has passed its settlement hour.
+/// payments (once per window), settle submitted payments whose effective
+/// date has passed its settlement hour, and re-apply the ledger effects
+/// refused after their payment moved (`repairs`).
 pub async fn tick(state: &AppState) -> Result<usize, ApiError> {
     let now = state.clock.now();
     let mut cut_count = 0;
@@ -424,6 +425,10 @@ pub async fn tick(state: &AppState) -> Result<usize, ApiError> {
     // Prenotes settled long enough ago (or failed, or canceled): their bank accounts' verifications are decided.
     for tenant in state.store.ach_tenants_in_status(AchTable::Prenotes, "pending", MAX_TENANTS_PER_ROUND).await? {
         super::prenotes::decide_due(state, tenant, now, None).await?;
+    }
+    // Ledger effects refused after their payment moved: re-applied once their backoff is over.
+    for tenant in state.store.ach_tenants_in_status(AchTable::LedgerRepairs, "open", MAX_TENANTS_PER_ROUND).await? {
+        super::repairs::sweep(state, tenant, super::repairs::Sweep::Due).await?;
     }
     Ok(cut_count)
 }

@@ -3,7 +3,8 @@
 //! files cut per FedACH window, return and NOC files read back, and the
 //! scheduler that cuts and settles (`files`), the originator's return rates
 //! and their alerts (`return_rates`), the compliance reviews a return opens
-//! (`reviews`), and the sandbox's test clocks
+//! (`reviews`), the sweep that re-applies a ledger effect refused after its
+//! payment moved (`repairs`), and the sandbox's test clocks
 //! that payments may follow instead of the real clock (`test_clocks`).
 //!
 //! The rail's rules and formats are pure code in `settle-ach`; this module
@@ -27,6 +28,7 @@ pub mod counterparties;
 pub mod files;
 pub mod payments;
 pub mod prenotes;
+pub mod repairs;
 pub mod return_rates;
 pub mod reviews;
 pub mod test_clocks;

@@ -196,6 +196,20 @@ pub struct PaymentHistoryJson {
     pub reason: Option<String>,
 }
 
+/// A ledger issue of a payment that the repair sweep resolved.
+#[derive(Serialize, Deserialize, ToSchema, Clone, Debug, PartialEq, Eq)]
+pub struct LedgerRepairJson {
+    /// The issue as first recorded (`ledger_issue`).
+    pub issue: String,
+    /// What the sweep applied (for example `reversed (reversal ltx_…)`), or
+    /// `nothing left to apply` when the ledger already agreed.
+    pub applied: String,
+    /// Attempts it took, this one included.
+    pub attempts: u32,
+    /// When it was repaired (real time).
+    pub repaired_at: String,
+}
+
 /// A payment on a rail.
 #[derive(Serialize, Deserialize, ToSchema, Clone, Debug)]
 #[schema(as = Payment)]
@@ -266,9 +280,21 @@ pub struct PaymentJson {
     /// message, for example `payment_not_retryable` past the policy's limits).
     #[serde(default)]
     pub retry_issue: Option<String>,
-    /// Set when a ledger effect could not be applied (for example a reversal
-    /// refused for insufficient funds after a late return): what an operator must resolve.
+    /// Set when a ledger effect could not be applied after the payment moved
+    /// (for example a reversal refused for insufficient funds after a late
+    /// return): the repair sweep applies it again each scheduler round (with
+    /// backoff) and clears this once the ledger agrees with the payment; a
+    /// failed attempt appends its refusal.
     pub ledger_issue: Option<String>,
+    /// Repair attempts made on the open `ledger_issue` (0 before the first).
+    #[serde(default)]
+    pub ledger_issue_attempts: u32,
+    /// When the repair sweep tries the open `ledger_issue` again (after a failed attempt).
+    #[serde(default)]
+    pub ledger_issue_next_attempt_at: Option<String>,
+    /// Ledger issues the repair sweep resolved, oldest first.
+    #[serde(default)]
+    pub ledger_repairs: Vec<LedgerRepairJson>,
     /// Sandbox: the test clock this payment follows (none: the real clock).
     #[serde(default)]
     pub test_clock: Option<String>,
@@ -309,7 +335,7 @@ pub fn event(state: &AppState, tenant: TenantId, p: &PaymentJson) -> Result<NewE
         Some(_) => state.clock.now(),
         None => Timestamp::parse_rfc3339(&p.updated_at).unwrap_or_else(|| state.clock.now()),
     };
-    let sequence = i64::try_from(p.history.len()).unwrap_or(i64::MAX);
+    let sequence = sequence_of(p);
     let object = serde_json::to_value(p).map_err(|e| ApiError::internal(&e))?;
     let previous = from.map(|f| serde_json::json!({"status": f.as_str()}));
     super::new_event(state, tenant, kind, (&p.id, sequence), object, previous, now)
@@ -318,10 +344,17 @@ pub fn event(state: &AppState, tenant: TenantId, p: &PaymentJson) -> Result<NewE
 /// The `payment.return_dishonored` event of `p`, whose dishonored return
 /// was just put in a file (`dishonored_return.status: submitted`).
 pub fn dishonor_event(state: &AppState, tenant: TenantId, p: &PaymentJson) -> Result<NewEvent, ApiError> {
-    let sequence = i64::try_from(p.history.len()).unwrap_or(i64::MAX);
+    let sequence = sequence_of(p);
     let object = serde_json::to_value(p).map_err(|e| ApiError::internal(&e))?;
     let previous = serde_json::json!({"dishonored_return": {"status": "pending"}});
     super::new_event(state, tenant, String::from("payment.return_dishonored"), (&p.id, sequence), object, Some(previous), state.clock.now())
+}
+
+/// The sequence of `p`'s latest change among its events: its moves and the
+/// ledger repairs made since, so a repair's event sorts after the move it
+/// repaired and before the next move.
+pub fn sequence_of(p: &PaymentJson) -> i64 {
+    i64::try_from(p.history.len() + p.ledger_repairs.len()).unwrap_or(i64::MAX)
 }
 
 /// Moves `p` to `to` with a history line, or refuses the move (409).
@@ -395,19 +428,37 @@ pub async fn reverse_ledger(state: &AppState, tenant: TenantId, p: &PaymentJson)
     }
 }
 
+/// A payment's row is re-read this many times when it moved while its
+/// ledger issue was being recorded.
+const MAX_ISSUE_RECORD_TRIES: usize = 3;
+
 /// Writes down a ledger effect that could not be applied after the payment
-/// moved, so that it is never silent (best effort: logged if even this fails).
-async fn record_ledger_issue(state: &AppState, tenant: TenantId, payment_id: &str, issue: String) {
+/// moved, so that it is never silent: `ledger_issue` on the payment and an
+/// `open` row of the repair sweep's work list (`ach_ledger_repairs`), in one
+/// transaction (best effort: logged if even this fails).
+pub(crate) async fn record_ledger_issue(state: &AppState, tenant: TenantId, payment_id: &str, issue: String) {
     let result = async {
-        let (mut p, row) = load(state, tenant, payment_id).await?;
-        p.ledger_issue = Some(issue.clone());
-        applied(state.store.ach_apply(vec![update(tenant, &p, &row)?], Vec::new(), None, state.clock.now()).await, stale)
+        for _ in 0..MAX_ISSUE_RECORD_TRIES {
+            let now = state.clock.now();
+            let (mut p, row) = load(state, tenant, payment_id).await?;
+            p.ledger_issue = Some(issue.clone());
+            p.ledger_issue_attempts = 0;
+            p.ledger_issue_next_attempt_at = None;
+            let open = super::repairs::open_write(state, tenant, &p, &issue, now).await?;
+            match state.store.ach_apply(vec![update(tenant, &p, &row)?, open], Vec::new(), None, now).await {
+                Ok(()) => return Ok(()),
+                // The payment moved meanwhile (or another server listed it): read it again.
+                Err(settle_store::ach::ApplyError::Stale) => continue,
+                Err(settle_store::ach::ApplyError::Store(e)) => return Err(ApiError::from(e)),
+            }
+        }
+        Err(stale())
     }
     .await;
     tracing::error!(payment_id, issue = %issue, recorded = result.is_ok(), "an ACH payment's ledger effect was not applied");
 }
 
-fn issue_of(e: &LedgerRefusal) -> String {
+pub(crate) fn issue_of(e: &LedgerRefusal) -> String {
     match e {
         LedgerRefusal::Refused(c) => ApiError::from(c).code.to_owned(),
         LedgerRefusal::Unavailable => String::from("ledger_unavailable"),
@@ -562,6 +613,9 @@ pub async fn create(
         retry_due_at: None,
         retry_issue: None,
         ledger_issue: None,
+        ledger_issue_attempts: 0,
+        ledger_issue_next_attempt_at: None,
+        ledger_repairs: Vec::new(),
         test_clock,
         dishonored_return: None,
         history: vec![PaymentHistoryJson { at: at.to_rfc3339(), from: None, to: PaymentStatus::Pending, reason: Some(String::from("created")) }],
@@ -745,6 +799,9 @@ pub async fn originate_retry(
         retry_due_at: None,
         retry_issue: None,
         ledger_issue: None,
+        ledger_issue_attempts: 0,
+        ledger_issue_next_attempt_at: None,
+        ledger_repairs: Vec::new(),
         dishonored_return: None,
         history: vec![PaymentHistoryJson {
             at: at.to_rfc3339(),
@@ -1023,6 +1080,13 @@ pub fn new_york_instant(day: time::Date, hour: u8, minute: u8) -> Option<Timesta
     Some(Timestamp::from_micros(micros))
 }
 
+/// When a settled debit's money becomes available: 00:00 New York on the
+/// `days`th banking day after its effective date (`at`'s date without one).
+pub(crate) fn hold_until(p: &PaymentJson, days: u32, at: Timestamp) -> Option<Timestamp> {
+    let settled = p.effective_date.as_deref().and_then(|d| date("effective_date", d).ok()).unwrap_or_else(|| new_york_today(at));
+    start_of_banking_day_after(settled, days)
+}
+
 /// Places a settled debit's availability hold: a pending transaction from
 /// the account back to the clearing account for the amount, expiring when
 /// the hold period ends. Until then the money counts in `posted` but not in
@@ -1032,7 +1096,7 @@ pub fn new_york_instant(day: time::Date, hour: u8, minute: u8) -> Option<Timesta
 /// A test-clock payment's hold has no ledger expiry (the ledger runs on the
 /// real clock): advancing the clock past `available_at` voids it. `None`
 /// when its hold period has already passed on its clock.
-async fn availability_hold(
+pub(crate) async fn availability_hold(
     state: &AppState,
     tenant: TenantId,
     p: &PaymentJson,
@@ -1040,8 +1104,7 @@ async fn availability_hold(
     at: Timestamp,
 ) -> Result<Option<(String, Timestamp)>, LedgerRefusal> {
     let now = state.clock.now();
-    let settled = p.effective_date.as_deref().and_then(|d| date("effective_date", d).ok()).unwrap_or_else(|| new_york_today(at));
-    let until = start_of_banking_day_after(settled, days).ok_or(LedgerRefusal::Unavailable)?;
+    let until = hold_until(p, days, at).ok_or(LedgerRefusal::Unavailable)?;
     if until <= at {
         if p.test_clock.is_some() {
             return Ok(None);

@@ -221,6 +221,9 @@ pub fn start(
         retry_due_at: None,
         retry_issue: None,
         ledger_issue: None,
+        ledger_issue_attempts: 0,
+        ledger_issue_next_attempt_at: None,
+        ledger_repairs: Vec::new(),
         test_clock: terms.test_clock.clone(),
         dishonored_return: None,
         history: vec![PaymentHistoryJson {

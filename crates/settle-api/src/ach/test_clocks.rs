@@ -161,7 +161,8 @@ fn stale() -> ApiError {
 }
 
 /// Sandbox only: moves the clock forward to `to`, running everything that
-/// falls due for its payments on the way (cutoffs, settlements, hold releases).
+/// falls due for its payments on the way (cutoffs, settlements, hold
+/// releases), after re-applying their ledger effects refused after a move.
 #[utoipa::path(post, path = "/v1/test_helpers/test_clocks/{id}/advance", tag = "Test helpers", operation_id = "advance_test_clock",
     params(("id" = String, Path, description = "A test clock id (`clock_…`).")),
     request_body = AdvanceTestClockRequest,
@@ -183,6 +184,10 @@ pub async fn advance(
     if to.micros() - from.micros() > MAX_ADVANCE_DAYS * 86_400_000_000 {
         return Err(ApiError::invalid("to", format!("one advance moves a test clock at most {MAX_ADVANCE_DAYS} days")));
     }
+    // Ledger effects of the clock's payments refused after their move (the
+    // cause may have been removed since the last advance): re-applied first,
+    // at the clock's current time, so that what falls due next sees the ledger agree.
+    super::repairs::sweep(&state, tenant, super::repairs::Sweep::Clock { id: &clock.id, at: from }).await?;
     let mut previous = from;
     for (at, window) in due_instants(from, to, &state.ach.config.windows) {
         run_due(&state, tenant, &clock.id, previous, at, window).await?;

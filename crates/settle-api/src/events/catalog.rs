@@ -115,6 +115,13 @@ pub static TYPES: &[EventType] = &[
         description: "A late return of a payment was dishonored (R68, untimely) and the dishonored return went into a NACHA file: `dishonored_return` is `submitted` with its `ach_file_id` and `trace_number`; the payment keeps its status and money. `previous_attributes.dishonored_return.status` is `pending`.",
     },
     EventType {
+        name: "payment.ledger_repaired",
+        object: "payment",
+        schema: "Payment",
+        is_update: true,
+        description: "A ledger effect refused after a payment moved (`ledger_issue`: a hold not voided or posted, a pending credit not posted, an availability hold not placed, a return not reversed) was applied by the repair sweep: the ledger agrees with the payment's status again, `ledger_issue` is cleared and the repair is appended to `ledger_repairs`. `previous_attributes.ledger_issue` holds the issue.",
+    },
+    EventType {
         name: "counterparty.bank_account.verification_updated",
         object: "bank_account",
         schema: "BankAccountJson",

@@ -1301,3 +1301,139 @@ ledger_test! {
         app.post("/v1/payments", &on_clock).await.expect_status(201);
     }
 }
+
+/// The wallet's entries and the tenant's transactions, counted: what a sweep that applies nothing leaves unchanged.
+async fn ledger_counts(api: &Api, wallet: &str) -> (usize, usize) {
+    (api.list_all(&format!("/v1/accounts/{wallet}/entries")).await.len(), api.list_all("/v1/transactions").await.len())
+}
+
+ledger_test! {
+    async fn a_reversal_the_ledger_refused_after_a_return_is_applied_once_by_the_scheduler_sweep_after_its_backoff(app) {
+        let tick = || settle_api::ach::files::tick(&app.state);
+        let (wallet, bank) = setup(&app, 0).await;
+        let id = pay(&app, "debit", 7_000, &wallet, &bank).await["id"].as_str().unwrap().to_owned();
+        cut(&app).await;
+        app.post(&format!("/v1/test_helpers/payments/{id}/settle"), &json!({})).await.expect_status(200);
+        let p = payment(&app, &id).await;
+        let available_at = settle_core::clock::Timestamp::parse_rfc3339(p["available_at"].as_str().unwrap()).unwrap();
+        app.clock.advance_secs((available_at.micros() - app.now().micros()) / 1_000_000 + 1);
+        // The money is spent; a late unauthorized return's reversal is refused by the ledger.
+        let sink = app.account("credit", None).await;
+        app.transfer_ok(&wallet, &sink, 7_000).await;
+        let r = simulate_return(&app, &id, "R10").await;
+        assert_eq!(r["status"], "returned");
+        assert_eq!(r["ledger_issue"], "return not reflected in the ledger: insufficient_funds", "{r}");
+        let transaction = r["ledger_transaction_id"].as_str().unwrap().to_owned();
+
+        // A round while the cause remains: refused again, recorded with its attempt and backoff.
+        tick().await.unwrap();
+        let p = payment(&app, &id).await;
+        assert_eq!(
+            p["ledger_issue"],
+            "return not reflected in the ledger: insufficient_funds; repair attempt 1 failed (reversal not applied: insufficient_funds)"
+        );
+        assert_eq!(p["ledger_issue_attempts"], 1);
+        let next = settle_core::clock::Timestamp::parse_rfc3339(p["ledger_issue_next_attempt_at"].as_str().unwrap()).unwrap();
+        assert_eq!(next.micros() - app.now().micros(), 60_000_000, "a minute's backoff after the first attempt");
+        assert!(p["reversal_transaction_id"].is_null() && p["ledger_repairs"] == json!([]), "{p}");
+        assert_eq!(app.balances(&wallet).await, crate::app::Balances { posted: 0, pending: 0, available: 0 });
+
+        // The cause removed: the money is back. The next round waits for the backoff.
+        app.post(&format!("/v1/test_helpers/accounts/{wallet}/fund"), &json!({"amount": 7_000})).await.expect_status(201);
+        tick().await.unwrap();
+        assert_eq!(payment(&app, &id).await["ledger_issue_attempts"], 1, "not before its backoff");
+        // Then two servers' rounds at once: the reversal is applied once.
+        app.clock.advance_secs(61);
+        let (a, b) = tokio::join!(tick(), tick());
+        a.unwrap();
+        b.unwrap();
+        let p = payment(&app, &id).await;
+        assert!(p["ledger_issue"].is_null() && p["ledger_issue_next_attempt_at"].is_null(), "{p}");
+        assert_eq!(p["status"], "returned");
+        let reversal = p["reversal_transaction_id"].as_str().unwrap().to_owned();
+        let repairs = p["ledger_repairs"].as_array().unwrap();
+        assert_eq!(repairs.len(), 1, "{p}");
+        assert_eq!(repairs[0]["issue"], "return not reflected in the ledger: insufficient_funds");
+        assert_eq!(repairs[0]["attempts"], 2);
+        assert_eq!(repairs[0]["applied"], format!("{transaction} reversed (reversal {reversal})"));
+        let original = app.get(&format!("/v1/transactions/{transaction}")).await;
+        assert_eq!(original.body["reversed_by"], reversal.as_str());
+        // The ledger agrees with a returned debit: the credit is undone, the wallet holds nothing of it.
+        let repaired_balances = app.balances(&wallet).await;
+        assert_eq!(repaired_balances, crate::app::Balances { posted: 0, pending: 0, available: 0 });
+        let events = app.list_all("/v1/events?type=payment.ledger_repaired").await;
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0]["data"]["object"]["id"], id.as_str());
+        assert_eq!(events[0]["data"]["previous_attributes"]["ledger_issue"], "return not reflected in the ledger: insufficient_funds; repair attempt 1 failed (reversal not applied: insufficient_funds)");
+
+        // Later rounds change nothing: balances, entries, transactions, the payment, the events.
+        let counts = ledger_counts(&app, &wallet).await;
+        app.clock.advance_secs(7 * 3_600);
+        tick().await.unwrap();
+        tick().await.unwrap();
+        assert_eq!(app.balances(&wallet).await, repaired_balances);
+        assert_eq!(ledger_counts(&app, &wallet).await, counts);
+        assert_eq!(payment(&app, &id).await, p);
+        assert_eq!(app.list_all("/v1/events?type=payment.ledger_repaired").await.len(), 1);
+        assert_events_match_their_schemas(&app, &["payment.ledger_repaired"]).await;
+    }
+}
+
+ledger_test! {
+    async fn a_settlement_the_ledger_refused_is_posted_and_held_by_the_next_test_clock_advance(app) {
+        // Monday 2027-03-01, 09:00 New York.
+        let clock = app.post("/v1/test_helpers/test_clocks", &json!({"frozen_time": "2027-03-01T14:00:00Z"})).await.id();
+        let (wallet, bank) = setup(&app, 0).await;
+        let customer = app.post("/v1/customers", &json!({"type": "individual", "given_name": "Ivan", "family_name": "Petrov", "date_of_birth": "1961-03-03"})).await.id();
+        app.post(&format!("/v1/customers/{customer}/accounts"), &json!({"account_id": wallet})).await.expect_status(201);
+        let mut body = payment_body("debit", 5_000, &wallet, &bank);
+        body["sec_code"] = json!("CCD");
+        body["test_clock"] = json!(clock);
+        let id = app.post("/v1/payments", &body).await.id();
+        advance(&app, &clock, "2027-03-01T15:31:00Z").await;
+        assert_eq!(payment(&app, &id).await["status"], "submitted");
+        // The customer is blocked after the cut: the settlement's post is refused by the engine.
+        crate::customers::load_watchlist(&app, &[("PETROV, Ivan", &[], Some(1961))]).await;
+        settle_api::customers::screening::refresh(&app.state).await.unwrap();
+        advance(&app, &clock, "2027-03-02T23:30:00Z").await;
+        let p = payment(&app, &id).await;
+        assert_eq!((p["status"].as_str(), p["ledger_issue"].as_str()), (Some("settled"), Some("pending credit not posted: customer_blocked")));
+        assert_eq!(app.balances(&wallet).await, crate::app::Balances { posted: 0, pending: 5_000, available: 0 });
+        // An advance with the block in force: refused again.
+        advance(&app, &clock, "2027-03-02T23:40:00Z").await;
+        let p = payment(&app, &id).await;
+        assert_eq!(p["ledger_issue_attempts"], 1);
+        assert_eq!(p["ledger_issue"], "pending credit not posted: customer_blocked; repair attempt 1 failed (pending credit not posted: customer_blocked)");
+
+        // Cleared as a false positive: the next advance posts the credit and places its availability hold, at the clock's time.
+        let screening = app.get(&format!("/v1/screenings?customer_id={customer}")).await.body["data"][0]["id"].as_str().unwrap().to_owned();
+        app.post(&format!("/v1/screenings/{screening}/resolve"), &json!({"resolution": "false_positive", "reason": "different date of birth"}))
+            .await
+            .expect_status(200);
+        advance(&app, &clock, "2027-03-02T23:50:00Z").await;
+        let p = payment(&app, &id).await;
+        assert!(p["ledger_issue"].is_null(), "{p}");
+        assert_eq!(p["status"], "settled");
+        assert_eq!(p["available_at"], "2027-03-04T05:00:00.000000Z");
+        let hold = p["availability_hold_transaction_id"].as_str().unwrap().to_owned();
+        let transaction = p["ledger_transaction_id"].as_str().unwrap().to_owned();
+        assert_eq!(p["ledger_repairs"][0]["applied"], format!("{transaction} posted; availability hold {hold} placed"));
+        assert_eq!(ledger_status(&app, &transaction).await, "posted");
+        assert_eq!(ledger_status(&app, &hold).await, "pending");
+        let repaired_balances = app.balances(&wallet).await;
+        assert_eq!(repaired_balances, crate::app::Balances { posted: 5_000, pending: 0, available: 0 }, "settled, held for its hold period");
+
+        // Another advance and a scheduler round change nothing.
+        let counts = ledger_counts(&app, &wallet).await;
+        advance(&app, &clock, "2027-03-02T23:55:00Z").await;
+        settle_api::ach::files::tick(&app.state).await.unwrap();
+        assert_eq!(app.balances(&wallet).await, repaired_balances);
+        assert_eq!(ledger_counts(&app, &wallet).await, counts);
+        assert_eq!(payment(&app, &id).await, p);
+        // The hold it placed ends like any other.
+        advance(&app, &clock, "2027-03-04T05:30:00Z").await;
+        assert_eq!(ledger_status(&app, &hold).await, "voided");
+        assert_eq!(app.balances(&wallet).await, crate::app::Balances { posted: 5_000, pending: 5_000, available: 5_000 });
+        assert_eq!(app.list_all("/v1/events?type=payment.ledger_repaired").await.len(), 1);
+    }
+}
