@@ -63,16 +63,27 @@ impl<T: DeserializeOwned, S: Send + Sync, const LIMIT: usize> FromRequest<S> for
         let field_error = |path: String, message: String| ApiError::invalid(if path == "." { String::from("body") } else { path }, message);
         // The typed parse is the strict one (duplicate fields, trailing data,
         // unknown fields): it runs whether or not the request is keyed.
+        //
+        // It runs without tracking the path first (tracking costs on every
+        // value of every request); only a body that fails is parsed again
+        // with it, to name the offending field.
         let mut de = serde_json::Deserializer::from_str(text);
-        let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-            let path = e.path().to_string();
-            let inner = e.into_inner();
-            if inner.is_syntax() || inner.is_eof() {
-                ApiError::invalid("body", format!("the request body is not valid JSON: {inner}"))
-            } else {
-                field_error(path, inner.to_string())
+        let value = match <T as serde::Deserialize>::deserialize(&mut de) {
+            Ok(value) => value,
+            Err(_) => {
+                de = serde_json::Deserializer::from_str(text);
+                let tracked: Result<T, _> = serde_path_to_error::deserialize(&mut de);
+                tracked.map_err(|e| {
+                    let path = e.path().to_string();
+                    let inner = e.into_inner();
+                    if inner.is_syntax() || inner.is_eof() {
+                        ApiError::invalid("body", format!("the request body is not valid JSON: {inner}"))
+                    } else {
+                        field_error(path, inner.to_string())
+                    }
+                })?
             }
-        })?;
+        };
         de.end().map_err(|e| ApiError::invalid("body", format!("the request body is not valid JSON: {e}")))?;
         if !wants_canonical {
             return Ok(JsonBody { value, canonical: Vec::new(), raw });

@@ -141,28 +141,50 @@ pub struct PostRequest {
 #[serde(deny_unknown_fields)]
 pub struct EmptyRequest {}
 
+// Each check names its parameter only when it fails: the `…_at` forms take
+// the name as a closure, so a batch of a thousand transfers does not format
+// ten parameter names per transfer that no error will show.
+
 pub fn text(param: &str, value: Option<String>, max_chars: usize) -> Result<Option<String>, ApiError> {
+    text_at(|| param.to_owned(), value, max_chars)
+}
+
+fn text_at(param: impl FnOnce() -> String, value: Option<String>, max_chars: usize) -> Result<Option<String>, ApiError> {
     match value {
-        Some(v) if v.is_empty() || v.chars().count() > max_chars => Err(ApiError::invalid(param, format!("{param} must be 1 to {max_chars} characters"))),
+        Some(v) if v.is_empty() || v.chars().count() > max_chars => {
+            let param = param();
+            let message = format!("{param} must be 1 to {max_chars} characters");
+            Err(ApiError::invalid(param, message))
+        }
         other => Ok(other),
     }
 }
 
 pub fn metadata_of(param: &str, value: Option<Metadata>) -> Result<Metadata, ApiError> {
+    metadata_at(|| param.to_owned(), value)
+}
+
+fn metadata_at(param: impl FnOnce() -> String, value: Option<Metadata>) -> Result<Metadata, ApiError> {
     let m = value.unwrap_or_default();
-    metadata::validate(&m).map_err(|e| ApiError::invalid(param, e.to_string()))?;
+    metadata::validate(&m).map_err(|e| ApiError::invalid(param(), e.to_string()))?;
     Ok(m)
 }
 
 pub fn currency(param: &str, code: &str) -> Result<Currency, ApiError> {
-    Currency::parse(code).ok_or_else(|| ApiError::invalid(param, format!("{code:?} is not an ISO 4217 currency code (upper case, e.g. USD)")))
+    currency_at(|| param.to_owned(), code)
 }
 
-fn timestamp(param: &str, value: Option<String>) -> Result<Option<Timestamp>, ApiError> {
+fn currency_at(param: impl FnOnce() -> String, code: &str) -> Result<Currency, ApiError> {
+    Currency::parse(code).ok_or_else(|| ApiError::invalid(param(), format!("{code:?} is not an ISO 4217 currency code (upper case, e.g. USD)")))
+}
+
+fn timestamp_at(param: impl FnOnce() -> String, value: Option<String>) -> Result<Option<Timestamp>, ApiError> {
     value
         .map(|v| {
             Timestamp::parse_rfc3339(&v).ok_or_else(|| {
-                ApiError::invalid(param, format!("{param} must be an RFC 3339 timestamp between 1900 and 9999 with at most microsecond precision"))
+                let param = param();
+                let message = format!("{param} must be an RFC 3339 timestamp between 1900 and 9999 with at most microsecond precision");
+                ApiError::invalid(param, message)
             })
         })
         .transpose()
@@ -170,20 +192,28 @@ fn timestamp(param: &str, value: Option<String>) -> Result<Option<Timestamp>, Ap
 
 /// An account id inside a body: a malformed one is as unknown as a missing one.
 pub fn body_account_id(param: &str, text: &str) -> Result<AccountId, ApiError> {
+    body_account_id_at(|| param.to_owned(), text)
+}
+
+fn body_account_id_at(param: impl FnOnce() -> String, text: &str) -> Result<AccountId, ApiError> {
     AccountId::parse(text).ok_or_else(|| {
-        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, ErrorType::LedgerError, "account_not_found", format!("no account {text}")).with_param(param)
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, ErrorType::LedgerError, "account_not_found", format!("no account {text}")).with_param(param())
     })
 }
 
 pub fn entries(prefix: &str, entries: Vec<EntryRequest>) -> Result<Vec<EntryDraft>, ApiError> {
+    entries_at(&|| prefix.to_owned(), entries)
+}
+
+fn entries_at(prefix: &dyn Fn() -> String, entries: Vec<EntryRequest>) -> Result<Vec<EntryDraft>, ApiError> {
     entries
         .into_iter()
         .enumerate()
         .map(|(i, e)| {
-            let param = |field: &str| format!("{prefix}[{i}].{field}");
+            let param = |field: &str| format!("{}[{i}].{field}", prefix());
             let amount = Amount::new(e.amount).ok_or_else(|| ApiError::invalid(param("amount"), "amount must be a positive integer in minor units"))?;
-            let currency = e.currency.as_deref().map(|c| currency(&param("currency"), c)).transpose()?;
-            Ok(EntryDraft { account_id: body_account_id(&param("account_id"), &e.account_id)?, direction: e.direction.into(), amount, currency })
+            let currency = e.currency.as_deref().map(|c| currency_at(|| param("currency"), c)).transpose()?;
+            Ok(EntryDraft { account_id: body_account_id_at(|| param("account_id"), &e.account_id)?, direction: e.direction.into(), amount, currency })
         })
         .collect()
 }
@@ -195,21 +225,21 @@ pub fn transaction_draft(prefix: &str, req: CreateTransactionRequest) -> Result<
         None | Some(NewStatusRequest::Posted) => TransactionStatus::Posted,
         Some(NewStatusRequest::Pending) => TransactionStatus::Pending,
     };
-    let expires_at = timestamp(&p("expires_at"), req.expires_at)?;
+    let expires_at = timestamp_at(|| p("expires_at"), req.expires_at)?;
     let mut expected_versions = BTreeMap::new();
     for (id, version) in req.expected_lock_versions.unwrap_or_default() {
-        let account = body_account_id(&p("expected_lock_versions"), &id)?;
+        let account = body_account_id_at(|| p("expected_lock_versions"), &id)?;
         expected_versions.insert(account, version);
     }
     let draft = TransactionDraft {
-        entries: entries(&p("entries"), req.entries)?,
+        entries: entries_at(&|| p("entries"), req.entries)?,
         status,
-        description: text(&p("description"), req.description, MAX_TEXT_CHARS)?,
-        external_id: text(&p("external_id"), req.external_id, MAX_EXTERNAL_ID_CHARS)?,
-        effective_at: timestamp(&p("effective_at"), req.effective_at)?,
+        description: text_at(|| p("description"), req.description, MAX_TEXT_CHARS)?,
+        external_id: text_at(|| p("external_id"), req.external_id, MAX_EXTERNAL_ID_CHARS)?,
+        effective_at: timestamp_at(|| p("effective_at"), req.effective_at)?,
         expires_at,
         expected_versions,
-        metadata: metadata_of(&p("metadata"), req.metadata)?,
+        metadata: metadata_at(|| p("metadata"), req.metadata)?,
     };
     draft.validate().map_err(|e| {
         let field = match e {

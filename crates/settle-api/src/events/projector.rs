@@ -138,9 +138,7 @@ async fn run(state: AppState, config: ProjectorConfig, mut stopped: watch::Recei
 }
 
 /// One change in a log record, as far as events need it (the engine's
-/// `LogFragment`, read back).
-#[derive(Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case")]
+/// `LogFragment`, read back through [`RawFragment`]).
 enum Fragment {
     Context {
         request_id: Option<String>,
@@ -162,8 +160,148 @@ enum Fragment {
         reversed_by: Option<String>,
     },
     /// Operator repairs and anything newer than this server: no event.
-    #[serde(other)]
     Other,
+}
+
+/// A fragment as read from the log: the fields events need, whatever its
+/// `op`, and nothing else. Read flat rather than as a tagged enum, which
+/// serde buffers whole (entries included) before choosing the variant: that
+/// buffering was most of the projector's parsing time (docs/benchmarks.md).
+/// A field of another type than events expect (an `op` newer than this
+/// server may use the names differently) reads as absent, as the tagged enum
+/// read such an `op` as [`Fragment::Other`] whatever its fields.
+#[derive(Deserialize)]
+struct RawFragment {
+    op: String,
+    #[serde(default)]
+    id: Lenient<String>,
+    #[serde(default)]
+    tenant: Lenient<i64>,
+    #[serde(default)]
+    status: Lenient<String>,
+    #[serde(default)]
+    reversed_by: Lenient<String>,
+    #[serde(default)]
+    request_id: Lenient<String>,
+    #[serde(default)]
+    idempotency_key: Lenient<String>,
+    #[serde(default)]
+    correlation_id: Lenient<String>,
+}
+
+/// A string or integer field, or `None` (null, absent, or any other JSON value, skipped).
+struct Lenient<T>(Option<T>);
+
+impl<T> Default for Lenient<T> {
+    fn default() -> Self {
+        Lenient(None)
+    }
+}
+
+impl<'de> Deserialize<'de> for Lenient<String> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(LenientVisitor::<String>(std::marker::PhantomData))
+    }
+}
+
+impl<'de> Deserialize<'de> for Lenient<i64> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(LenientVisitor::<i64>(std::marker::PhantomData))
+    }
+}
+
+struct LenientVisitor<T>(std::marker::PhantomData<T>);
+
+/// What a [`LenientVisitor`] keeps: strings for `String`, integers for `i64`.
+trait LenientValue: Sized {
+    fn from_str(_: &str) -> Option<Self> {
+        None
+    }
+    fn from_i64(_: i64) -> Option<Self> {
+        None
+    }
+}
+
+impl LenientValue for String {
+    fn from_str(v: &str) -> Option<Self> {
+        Some(v.to_owned())
+    }
+}
+
+impl LenientValue for i64 {
+    fn from_i64(v: i64) -> Option<Self> {
+        Some(v)
+    }
+}
+
+impl<'de, T: LenientValue> serde::de::Visitor<'de> for LenientVisitor<T> {
+    type Value = Lenient<T>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Lenient(T::from_str(v)))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(Lenient(T::from_i64(v)))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(Lenient(i64::try_from(v).ok().and_then(T::from_i64)))
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(Lenient(None))
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(Lenient(None))
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(Lenient(None))
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+        Ok(Lenient(None))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        while map.next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?.is_some() {}
+        Ok(Lenient(None))
+    }
+}
+
+impl RawFragment {
+    /// The fragment, or why it is not readable (a field its `op` requires is missing).
+    fn into_fragment(self) -> Result<Fragment, String> {
+        let op = self.op;
+        let missing = |field: &str| format!("a `{op}` fragment without `{field}`");
+        Ok(match op.as_str() {
+            "context" => Fragment::Context { request_id: self.request_id.0, idempotency_key: self.idempotency_key.0, correlation_id: self.correlation_id.0 },
+            "account_created" => {
+                Fragment::AccountCreated { id: self.id.0.ok_or_else(|| missing("id"))?, tenant: self.tenant.0.ok_or_else(|| missing("tenant"))? }
+            }
+            "transaction_created" => Fragment::TransactionCreated {
+                id: self.id.0.ok_or_else(|| missing("id"))?,
+                tenant: self.tenant.0.ok_or_else(|| missing("tenant"))?,
+                status: self.status.0.ok_or_else(|| missing("status"))?,
+            },
+            "transaction_changed" => Fragment::TransactionChanged {
+                id: self.id.0.ok_or_else(|| missing("id"))?,
+                status: self.status.0.ok_or_else(|| missing("status"))?,
+                reversed_by: self.reversed_by.0,
+            },
+            _ => Fragment::Other,
+        })
+    }
+}
+
+/// A log record's fragments (an unreadable record yields none, and says so).
+fn parse_fragments(record: &LoggedChange) -> Vec<Fragment> {
+    let parsed = serde_json::from_slice::<Vec<RawFragment>>(&record.content)
+        .map_err(|e| e.to_string())
+        .and_then(|raw| raw.into_iter().map(RawFragment::into_fragment).collect::<Result<Vec<_>, _>>());
+    parsed.unwrap_or_else(|error| {
+        tracing::error!(seq = record.seq, %error, "a ledger log record is not readable; it yields no events");
+        Vec::new()
+    })
 }
 
 /// What an event's `data` will hold.
@@ -202,16 +340,7 @@ pub async fn project(state: &AppState, owner: &str, cursor: i64, lease_until: Ti
     let Some(last) = records.last().map(|r| r.seq) else {
         return Ok(Round::Idle);
     };
-    let parsed: Vec<(&LoggedChange, Vec<Fragment>)> = records
-        .iter()
-        .map(|r| {
-            let fragments = serde_json::from_slice::<Vec<Fragment>>(&r.content).unwrap_or_else(|e| {
-                tracing::error!(seq = r.seq, error = %e, "a ledger log record is not readable; it yields no events");
-                Vec::new()
-            });
-            (r, fragments)
-        })
-        .collect();
+    let parsed: Vec<(&LoggedChange, Vec<Fragment>)> = records.iter().map(|r| (r, parse_fragments(r))).collect();
     // Stop early (at a record boundary) when a round would hold too many events.
     let mut upto = last;
     let mut count = 0;
@@ -421,4 +550,38 @@ pub fn changed_fields(before: &Value, after: &Value) -> Value {
         }
     }
     Value::Object(previous)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(content: &str) -> LoggedChange {
+        LoggedChange { seq: 7, content: content.as_bytes().to_vec(), created_at: Timestamp::from_micros(0) }
+    }
+
+    #[test]
+    fn fragments_read_flat_keep_what_events_need() {
+        let content = r#"[{"op":"context","request_id":"req_1","idempotency_key":null,"correlation_id":"c","actor":"key_1"},
+            {"op":"account_created","id":"acct_1","tenant":3,"currency":"USD","normal_balance":"debit","min_available_balance":null},
+            {"op":"transaction_created","id":"ltx_1","tenant":3,"status":"posted","entries":[["ent_1","acct_1","debit",5,"USD","posted"]]},
+            {"op":"transaction_changed","id":"ltx_2","status":"voided","reversed_by":null,"entries":[]},
+            {"op":"counters_repaired","account":"acct_1","before":[0,0,0,0],"after":[1,1,0,0]},
+            {"op":"something_newer","id":{"nested":true}}]"#;
+        let fragments = parse_fragments(&record(content));
+        assert_eq!(fragments.len(), 6);
+        assert!(matches!(&fragments[0], Fragment::Context { request_id: Some(r), idempotency_key: None, correlation_id: Some(c) } if r == "req_1" && c == "c"));
+        assert!(matches!(&fragments[1], Fragment::AccountCreated { id, tenant: 3 } if id == "acct_1"));
+        assert!(matches!(&fragments[2], Fragment::TransactionCreated { id, tenant: 3, status } if id == "ltx_1" && status == "posted"));
+        assert!(matches!(&fragments[3], Fragment::TransactionChanged { id, status, reversed_by: None } if id == "ltx_2" && status == "voided"));
+        assert!(matches!(fragments[4], Fragment::Other));
+        assert!(matches!(fragments[5], Fragment::Other));
+    }
+
+    #[test]
+    fn a_fragment_missing_what_its_op_requires_makes_the_record_unreadable() {
+        assert!(parse_fragments(&record(r#"[{"op":"transaction_created","id":"ltx_1","status":"posted"}]"#)).is_empty());
+        assert!(parse_fragments(&record(r#"[{"id":"ltx_1"}]"#)).is_empty());
+        assert!(parse_fragments(&record("not json")).is_empty());
+    }
 }
