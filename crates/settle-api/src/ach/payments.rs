@@ -4,7 +4,7 @@
 //! the version that was read, so concurrent moves cannot both win) and its
 //! ledger effect second; see the table in `super`.
 
-use super::counterparties::{BankAccountRecord, bank_account_row, load_bank_account};
+use super::counterparties::{BankAccountJson, BankAccountRecord, bank_account_row, load_bank_account};
 use super::{LedgerRefusal, applied, clearing_account, conflict, decode, encode, submit_ledger, unprocessable};
 use crate::auth::require;
 use crate::body::JsonBody;
@@ -579,51 +579,82 @@ pub async fn create(
         require_debit_authorization(&state, tenant, &bank.json.counterparty_id, at).await?;
     }
     crate::customers::accounts::refuse_blocked(&state, tenant, &[&account_id]).await?;
-    let id = state.ach.ids.payment().to_string();
-    let payment = PaymentJson {
-        id,
-        object: String::from("payment"),
-        rail: String::from("ach"),
-        direction: req.direction,
-        amount: req.amount,
-        currency: String::from("USD"),
-        status: PaymentStatus::Pending,
-        ledger_account_id: Some(account_id.to_string()),
-        counterparty_id: bank.json.counterparty_id.clone(),
-        counterparty_bank_account_id: bank.json.id.clone(),
-        sec_code: sec.as_str().to_owned(),
-        company_entry_description: description,
-        same_day: req.same_day,
-        effective_date,
-        addenda,
-        external_id,
-        metadata,
-        ledger_transaction_id: None,
-        prenote: false,
-        reversal_transaction_id: None,
-        availability_hold_transaction_id: None,
-        available_at: None,
-        trace_number: None,
-        ach_file_id: None,
-        return_code: None,
-        return_reason: None,
-        retry_of: None,
-        retry_count: 0,
-        auto_retry: req.auto_retry,
-        retry_due_at: None,
-        retry_issue: None,
-        ledger_issue: None,
-        ledger_issue_attempts: 0,
-        ledger_issue_next_attempt_at: None,
-        ledger_repairs: Vec::new(),
-        test_clock,
-        dishonored_return: None,
-        history: vec![PaymentHistoryJson { at: at.to_rfc3339(), from: None, to: PaymentStatus::Pending, reason: Some(String::from("created")) }],
-        created_at: at.to_rfc3339(),
-        updated_at: at.to_rfc3339(),
-    };
+    let mut payment = PaymentJson::pending(
+        state.ach.ids.payment().to_string(),
+        NewEntry { direction: req.direction, amount: req.amount, bank: &bank.json, sec, description },
+        at,
+        String::from("created"),
+    );
+    payment.ledger_account_id = Some(account_id.to_string());
+    payment.same_day = req.same_day;
+    payment.effective_date = effective_date;
+    payment.addenda = addenda;
+    payment.external_id = external_id;
+    payment.metadata = metadata;
+    payment.auto_retry = req.auto_retry;
+    payment.test_clock = test_clock;
     let (response, _) = open_payment(&state, tenant, payment, account.state.normal_balance, Vec::new(), keyed.key, now).await?;
     Ok(response)
+}
+
+/// What every new entry names: its direction and amount, where it goes
+/// and how it is filed.
+pub struct NewEntry<'a> {
+    pub direction: PaymentDirection,
+    pub amount: i64,
+    pub bank: &'a BankAccountJson,
+    pub sec: SecCode,
+    pub description: String,
+}
+
+impl PaymentJson {
+    /// A new `pending` payment of `entry` created at `at` for `reason` (its
+    /// first history line): nothing filed, settled, returned or retried
+    /// yet, no ledger account (the caller sets it, and the other options).
+    pub fn pending(id: String, entry: NewEntry<'_>, at: Timestamp, reason: String) -> PaymentJson {
+        PaymentJson {
+            id,
+            object: String::from("payment"),
+            rail: String::from("ach"),
+            direction: entry.direction,
+            amount: entry.amount,
+            currency: String::from("USD"),
+            status: PaymentStatus::Pending,
+            ledger_account_id: None,
+            counterparty_id: entry.bank.counterparty_id.clone(),
+            counterparty_bank_account_id: entry.bank.id.clone(),
+            sec_code: entry.sec.as_str().to_owned(),
+            company_entry_description: entry.description,
+            same_day: false,
+            effective_date: None,
+            addenda: None,
+            external_id: None,
+            metadata: Metadata::default(),
+            ledger_transaction_id: None,
+            prenote: false,
+            reversal_transaction_id: None,
+            availability_hold_transaction_id: None,
+            available_at: None,
+            trace_number: None,
+            ach_file_id: None,
+            return_code: None,
+            return_reason: None,
+            retry_of: None,
+            retry_count: 0,
+            auto_retry: false,
+            retry_due_at: None,
+            retry_issue: None,
+            ledger_issue: None,
+            ledger_issue_attempts: 0,
+            ledger_issue_next_attempt_at: None,
+            ledger_repairs: Vec::new(),
+            test_clock: None,
+            dishonored_return: None,
+            history: vec![PaymentHistoryJson { at: at.to_rfc3339(), from: None, to: PaymentStatus::Pending, reason: Some(reason) }],
+            created_at: at.to_rfc3339(),
+            updated_at: at.to_rfc3339(),
+        }
+    }
 }
 
 /// Places a new payment's ledger hold (credit: account → clearing; debit:

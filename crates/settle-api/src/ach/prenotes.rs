@@ -26,7 +26,7 @@
 //! `counterparty.bank_account.verification_updated` event in its transaction.
 
 use super::counterparties::{BankAccountJson, BankAccountRecord, bank_account_row, load_bank_account};
-use super::payments::{PaymentDirection, PaymentHistoryJson, PaymentJson};
+use super::payments::{NewEntry, PaymentDirection, PaymentJson};
 use super::{applied, conflict, decode, encode, unprocessable};
 use crate::auth::require;
 use crate::body::JsonBody;
@@ -42,7 +42,6 @@ use settle_ach::nacha::SecCode;
 use settle_ach::payment::PaymentStatus;
 use settle_core::clock::Timestamp;
 use settle_core::ids::{BankAccountId, CounterpartyId};
-use settle_core::metadata::Metadata;
 use settle_core::tenancy::{Environment, Principal, Scope, TenantId};
 use settle_store::ach::{AchRow, AchTable, AchWrite};
 use settle_store::events::NewEvent;
@@ -188,53 +187,14 @@ pub fn start(
     (at, now): (Timestamp, Timestamp),
 ) -> Result<(Vec<AchWrite>, Vec<NewEvent>), ApiError> {
     let id = state.ach.ids.payment().to_string();
-    let payment = PaymentJson {
-        id: id.clone(),
-        object: String::from("payment"),
-        rail: String::from("ach"),
-        direction: terms.direction,
-        amount: 0,
-        currency: String::from("USD"),
-        status: PaymentStatus::Pending,
-        ledger_account_id: None,
-        counterparty_id: bank.json.counterparty_id.clone(),
-        counterparty_bank_account_id: bank.json.id.clone(),
-        sec_code: terms.sec.as_str().to_owned(),
-        company_entry_description: terms.description.clone(),
-        same_day: false,
-        effective_date: None,
-        addenda: None,
-        external_id: None,
-        metadata: Metadata::default(),
-        ledger_transaction_id: None,
-        prenote: true,
-        reversal_transaction_id: None,
-        availability_hold_transaction_id: None,
-        available_at: None,
-        trace_number: None,
-        ach_file_id: None,
-        return_code: None,
-        return_reason: None,
-        retry_of: None,
-        retry_count: 0,
-        auto_retry: false,
-        retry_due_at: None,
-        retry_issue: None,
-        ledger_issue: None,
-        ledger_issue_attempts: 0,
-        ledger_issue_next_attempt_at: None,
-        ledger_repairs: Vec::new(),
-        test_clock: terms.test_clock.clone(),
-        dishonored_return: None,
-        history: vec![PaymentHistoryJson {
-            at: at.to_rfc3339(),
-            from: None,
-            to: PaymentStatus::Pending,
-            reason: Some(format!("prenote verifying {}", bank.json.id)),
-        }],
-        created_at: at.to_rfc3339(),
-        updated_at: at.to_rfc3339(),
-    };
+    let mut payment = PaymentJson::pending(
+        id.clone(),
+        NewEntry { direction: terms.direction, amount: 0, bank: &bank.json, sec: terms.sec, description: terms.description.clone() },
+        at,
+        format!("prenote verifying {}", bank.json.id),
+    );
+    payment.prenote = true;
+    payment.test_clock = terms.test_clock.clone();
     bank.json.verification = BankAccountVerificationJson {
         status: String::from("pending"),
         prenote_payment_id: Some(id.clone()),
