@@ -224,7 +224,9 @@ pub enum LedgerError {
 }
 
 /// The accounts a command may touch, loaded by the engine.
-pub type AccountView = HashMap<AccountId, AccountState>;
+/// Hashed with foldhash: the engine hashes account ids several times per
+/// transfer, and its keys are ids the server made, not chosen by clients.
+pub type AccountView = HashMap<AccountId, AccountState, foldhash::fast::RandomState>;
 
 /// Applies `deltas` to the accounts in `view` as one unit: every rule holds
 /// afterwards or nothing changed. Each touched account's version goes up by one.

@@ -563,7 +563,7 @@ struct BatchState<'a> {
     now: Timestamp,
     ids: &'a IdGenerator,
     view: AccountView,
-    transactions: HashMap<TransactionId, Slot>,
+    transactions: foldhash::HashMap<TransactionId, Slot>,
     transaction_external_ids: HashMap<(TenantId, String), String>,
     account_external_ids: HashMap<(TenantId, String), String>,
     idempotency: HashMap<(TenantId, String), IdempotencyRecord>,
@@ -671,7 +671,9 @@ async fn apply_batch<B: WriteBackend>(backend: &mut B, batch: &[Envelope], now: 
         correlation_id: None,
         blocked,
     };
-    let loaded_versions: HashMap<AccountId, i64> = state.view.iter().map(|(id, a)| (id.clone(), a.version)).collect();
+    // Sized once for every transaction the batch may create, not grown by doubling.
+    state.transactions.reserve(batch.iter().map(|e| e.command.item_count()).sum());
+    let loaded_versions: foldhash::HashMap<AccountId, i64> = state.view.iter().map(|(id, a)| (id.clone(), a.version)).collect();
 
     let mut sweep_log = LogWriter::default();
     for id in &due {
@@ -687,7 +689,7 @@ async fn apply_batch<B: WriteBackend>(backend: &mut B, batch: &[Envelope], now: 
     }
 
     let mut effects = BatchEffects { log: std::mem::take(&mut state.log), ..BatchEffects::default() };
-    let new_account_ids: HashSet<AccountId> = state.new_accounts.iter().map(|a| a.state.id.clone()).collect();
+    let new_account_ids: foldhash::HashSet<AccountId> = state.new_accounts.iter().map(|a| a.state.id.clone()).collect();
     for (id, account) in &state.view {
         if new_account_ids.contains(id) {
             continue;

@@ -521,18 +521,25 @@ pub const EVENTS_STORED_CHANNEL: &str = "settle_events_stored";
 type Subscribers = HashMap<TenantId, Vec<(String, String)>>;
 
 const SUBSCRIBERS: &str = "SELECT id, enabled_events FROM webhook_endpoints WHERE tenant_id = #1 AND status = 'enabled' ORDER BY id";
-const INSERT_EVENT: &str = "INSERT INTO events (id, tenant_id, type, object_id, sequence, log_seq, created_at, body) VALUES (#1, #2, #3, #4, #5, #6, #7, #8)";
 /// A delivery owed: due now. An event redelivered later reuses its row.
 const INSERT_DELIVERY: &str = "INSERT INTO webhook_deliveries (endpoint_id, event_id, tenant_id, status, attempts, next_attempt_at, created_at, updated_at)
                                VALUES (#1, #2, #3, 'pending', 0, #4, #4, #4) ON CONFLICT (endpoint_id, event_id) DO NOTHING";
 
 /// Writes events and their deliveries inside the caller's SQLite transaction.
 pub(crate) fn sqlite_write_events(tx: &rusqlite::Transaction<'_>, events: &[NewEvent], now: Timestamp) -> Result<(), StoreError> {
+    SQLITE_INSERT_EVENTS.run(tx, events, |s, at, e| {
+        s.raw_bind_parameter(at, e.id.as_str())?;
+        s.raw_bind_parameter(at + 1, e.tenant.0)?;
+        s.raw_bind_parameter(at + 2, e.kind.as_str())?;
+        s.raw_bind_parameter(at + 3, e.object_id.as_str())?;
+        s.raw_bind_parameter(at + 4, e.sequence)?;
+        s.raw_bind_parameter(at + 5, e.log_seq)?;
+        s.raw_bind_parameter(at + 6, e.created_at.micros())?;
+        s.raw_bind_parameter(at + 7, e.body.as_slice())
+    })?;
     let mut subscribers: Subscribers = HashMap::new();
-    let mut insert = tx.prepare_cached(&INSERT_EVENT.replace('#', "?"))?;
     let mut deliver = tx.prepare_cached(&INSERT_DELIVERY.replace('#', "?"))?;
     for e in events {
-        insert.execute(params![e.id.as_str(), e.tenant.0, e.kind, e.object_id, e.sequence, e.log_seq, e.created_at.micros(), e.body])?;
         if let std::collections::hash_map::Entry::Vacant(slot) = subscribers.entry(e.tenant) {
             let mut stmt = tx.prepare_cached(&SUBSCRIBERS.replace('#', "?"))?;
             slot.insert(stmt.query_map([e.tenant.0], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<Vec<_>, _>>()?);
@@ -545,6 +552,10 @@ pub(crate) fn sqlite_write_events(tx: &rusqlite::Transaction<'_>, events: &[NewE
     }
     Ok(())
 }
+
+/// Events, many rows per statement (a projector round stores one per ledger transaction).
+static SQLITE_INSERT_EVENTS: std::sync::LazyLock<crate::sqlite::bulk::BulkInsert> =
+    std::sync::LazyLock::new(|| crate::sqlite::bulk::BulkInsert::new("events", "id, tenant_id, type, object_id, sequence, log_seq, created_at, body", ""));
 
 /// All of a round's events in one statement: one array per column.
 const PG_INSERT_EVENTS: &str = "INSERT INTO events (id, tenant_id, type, object_id, sequence, log_seq, created_at, body)

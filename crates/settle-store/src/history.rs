@@ -17,7 +17,7 @@
 use crate::error::StoreError;
 use crate::sqlite::View;
 use rusqlite::{Connection, OptionalExtension, params};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 /// Every how many positions an account's history records a checkpoint.
 pub const CHECKPOINT_EVERY: i64 = 64;
@@ -52,7 +52,7 @@ fn parse_links(text: &str) -> Result<Links, StoreError> {
 /// Extends the heads in `heads` with a new transaction touching `accounts`
 /// (each once), returning its links and the checkpoints it reaches.
 pub fn append<'a>(
-    heads: &mut HashMap<String, Head>,
+    heads: &mut foldhash::HashMap<String, Head>,
     transaction: &str,
     accounts: impl Iterator<Item = &'a str>,
     checkpoints: &mut Vec<(String, i64, String)>,

@@ -16,12 +16,14 @@ use settle_core::tenancy::RateLimit;
 use settle_core::tenancy::{Environment, Scope, TenantId};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 pub mod account_changes;
 mod blocked;
 pub(crate) use blocked::BUMP as BLOCKED_BUMP;
+pub(crate) mod bulk;
+use bulk::BulkInsert;
 pub mod gate;
 mod versioning;
 
@@ -56,11 +58,17 @@ const READ_POOL_SIZE: usize = 8;
 /// How often the background checkpointer copies the WAL into the database.
 const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(250);
 /// How long a connection waits for another process's write lock.
+/// SQLite's own default, in pages.
+const DEFAULT_WAL_AUTOCHECKPOINT: i64 = 1000;
+/// Prepared statements kept per connection.
+const STATEMENT_CACHE: usize = 64;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn open(path: &Path) -> Result<Connection, StoreError> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
+    // The engine alone runs more than rusqlite's default 16 statements.
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     // Two connections turning a new file to WAL at once can deadlock on the
     // lock upgrade; SQLite then answers BUSY at once instead of waiting, so wait here.
     let started = std::time::Instant::now();
@@ -110,6 +118,8 @@ pub struct SqliteStore {
     replayed_reads: Arc<std::sync::atomic::AtomicU64>,
     /// This process's writers take turns here before SQLite's write lock.
     gate: Arc<gate::WriteGate>,
+    /// The `settle-checkpoint` thread runs: commits need not copy the WAL.
+    checkpointing: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl SqliteStore {
@@ -121,6 +131,7 @@ impl SqliteStore {
             overlay_taken: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             replayed_reads: Arc::default(),
             gate: Arc::default(),
+            checkpointing: Arc::default(),
         }
     }
 
@@ -147,8 +158,8 @@ impl SqliteStore {
             gate: Arc::clone(&self.gate),
             turn: None,
             in_transaction: false,
-            heads: HashMap::new(),
-            cache: HashMap::new(),
+            heads: foldhash::HashMap::default(),
+            cache: foldhash::HashMap::default(),
             written: Vec::new(),
             known: None,
             reread: std::collections::HashSet::new(),
@@ -168,6 +179,8 @@ impl SqliteStore {
         let conn = open(&self.path)?;
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = Arc::clone(&stop);
+        let running = Arc::clone(&self.checkpointing);
+        running.store(true, std::sync::atomic::Ordering::SeqCst);
         std::thread::Builder::new()
             .name(String::from("settle-checkpoint"))
             .spawn(move || {
@@ -179,6 +192,7 @@ impl SqliteStore {
                 }
                 // A last full checkpoint leaves a small WAL behind on a clean stop.
                 let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+                running.store(false, std::sync::atomic::Ordering::SeqCst);
             })
             .map_err(|e| StoreError::Other(e.to_string()))?;
         Ok(Checkpointer { stop })
@@ -810,14 +824,14 @@ pub struct SqliteWriter {
     turn: Option<gate::Turn>,
     in_transaction: bool,
     /// History heads of the accounts this batch loaded or created.
-    heads: HashMap<String, Head>,
+    heads: foldhash::HashMap<String, Head>,
     /// Accounts as last committed, so a batch need not read them again. Valid
     /// while no other writer has changed the ledger: another engine (a second
     /// process, `settle reconcile --repair`) always appends to the ledger log
     /// or checkpoints, so both are compared at every BEGIN, and the cache and
     /// the overlay are loaded again when they moved. Writes to other tables
     /// (events, webhooks, customers…) leave them valid.
-    cache: HashMap<String, (AccountState, Head)>,
+    cache: foldhash::HashMap<String, (AccountState, Head)>,
     /// What this batch wrote, for the cache once COMMIT succeeds.
     written: Vec<(AccountState, Head)>,
     /// (ledger-log head, checkpoint) as this writer last left them.
@@ -1025,7 +1039,7 @@ impl WriteBackend for SqliteWriter {
             let links = history::append(&mut self.heads, t.id.as_str(), t.entries.iter().map(|e| e.account_id.as_str()), &mut checkpoints)?;
             chains.push(history::links_json(&links)?);
         }
-        let mut heads_written = std::collections::HashSet::new();
+        let mut heads_written = foldhash::HashSet::default();
         let c = &self.conn;
         let heads = &self.heads;
         let head_of = |id: &str| heads.get(id).cloned().unwrap_or_default();
@@ -1098,31 +1112,29 @@ impl WriteBackend for SqliteWriter {
             }
         }
         {
-            let mut tx_stmt = c.prepare_cached(&format!(
-                "INSERT INTO transactions ({TRANSACTION_COLUMNS}, chain) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
-            ))?;
-            let mut entry_stmt = c.prepare_cached(&format!("INSERT INTO entries ({ENTRY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"))?;
-            for (t, chain) in effects.new_transactions.iter().zip(&chains) {
-                tx_stmt.execute(params![
-                    t.id.as_str(),
-                    t.tenant.0,
-                    t.status.as_str(),
-                    t.description,
-                    t.external_id,
-                    t.effective_at.micros(),
-                    t.expires_at.map(Timestamp::micros),
-                    t.created_at.micros(),
-                    t.posted_at.map(Timestamp::micros),
-                    t.voided_at.map(Timestamp::micros),
-                    t.void_reason.map(|r| r.as_str()),
-                    t.reverses.as_ref().map(TransactionId::as_str),
-                    t.reversed_by.as_ref().map(TransactionId::as_str),
-                    rows::metadata_json(&t.metadata),
-                    t.correlation_id.as_ref().map(|c| c.as_str()),
-                    chain
-                ])?;
-                insert_entries(&mut entry_stmt, &t.entries)?;
-            }
+            let rows: Vec<(&Transaction, &String)> = effects.new_transactions.iter().zip(&chains).collect();
+            TRANSACTION_INSERT.run(c, &rows, |s, at, (t, chain)| {
+                s.raw_bind_parameter(at, t.id.as_str())?;
+                s.raw_bind_parameter(at + 1, t.tenant.0)?;
+                s.raw_bind_parameter(at + 2, t.status.as_str())?;
+                s.raw_bind_parameter(at + 3, &t.description)?;
+                s.raw_bind_parameter(at + 4, &t.external_id)?;
+                s.raw_bind_parameter(at + 5, t.effective_at.micros())?;
+                s.raw_bind_parameter(at + 6, t.expires_at.map(Timestamp::micros))?;
+                s.raw_bind_parameter(at + 7, t.created_at.micros())?;
+                s.raw_bind_parameter(at + 8, t.posted_at.map(Timestamp::micros))?;
+                s.raw_bind_parameter(at + 9, t.voided_at.map(Timestamp::micros))?;
+                s.raw_bind_parameter(at + 10, t.void_reason.map(|r| r.as_str()))?;
+                s.raw_bind_parameter(at + 11, t.reverses.as_ref().map(TransactionId::as_str))?;
+                s.raw_bind_parameter(at + 12, t.reversed_by.as_ref().map(TransactionId::as_str))?;
+                s.raw_bind_parameter(at + 13, rows::metadata_json(&t.metadata))?;
+                s.raw_bind_parameter(at + 14, t.correlation_id.as_ref().map(|c| c.as_str()))?;
+                s.raw_bind_parameter(at + 15, chain.as_str())
+            })?;
+            let new_entries = effects.new_transactions.iter().flat_map(|t| &t.entries);
+            let added_entries = effects.transaction_updates.iter().flat_map(|u| u.transaction.entries.get(u.stored_entries..).unwrap_or(&[]));
+            let entries: Vec<&Entry> = new_entries.chain(added_entries).collect();
+            insert_entries(c, &entries)?;
             let mut update =
                 c.prepare_cached("UPDATE transactions SET status = ?2, posted_at = ?3, voided_at = ?4, void_reason = ?5, reversed_by = ?6 WHERE id = ?1")?;
             for u in &effects.transaction_updates {
@@ -1135,7 +1147,6 @@ impl WriteBackend for SqliteWriter {
                     t.void_reason.map(|r| r.as_str()),
                     t.reversed_by.as_ref().map(TransactionId::as_str)
                 ])?;
-                insert_entries(&mut entry_stmt, t.entries.get(u.stored_entries..).unwrap_or(&[]))?;
             }
         }
         {
@@ -1212,21 +1223,22 @@ impl WriteBackend for SqliteWriter {
     }
 }
 
-fn insert_entries(stmt: &mut rusqlite::CachedStatement<'_>, entries: &[Entry]) -> Result<(), StoreError> {
-    for e in entries {
-        stmt.execute(params![
-            e.id.as_str(),
-            e.transaction_id.as_str(),
-            e.account_id.as_str(),
-            e.direction.as_str(),
-            e.amount,
-            e.currency.code(),
-            e.leg.as_str(),
-            e.effective_at.micros(),
-            e.created_at.micros()
-        ])?;
-    }
-    Ok(())
+/// The engine's rows, many per statement (see `bulk.rs`).
+static TRANSACTION_INSERT: LazyLock<BulkInsert> = LazyLock::new(|| BulkInsert::new("transactions", &format!("{TRANSACTION_COLUMNS}, chain"), ""));
+static ENTRY_INSERT: LazyLock<BulkInsert> = LazyLock::new(|| BulkInsert::new("entries", ENTRY_COLUMNS, ""));
+
+fn insert_entries(c: &Connection, entries: &[&Entry]) -> Result<(), StoreError> {
+    ENTRY_INSERT.run(c, entries, |s, at, e| {
+        s.raw_bind_parameter(at, e.id.as_str())?;
+        s.raw_bind_parameter(at + 1, e.transaction_id.as_str())?;
+        s.raw_bind_parameter(at + 2, e.account_id.as_str())?;
+        s.raw_bind_parameter(at + 3, e.direction.as_str())?;
+        s.raw_bind_parameter(at + 4, e.amount)?;
+        s.raw_bind_parameter(at + 5, e.currency.code())?;
+        s.raw_bind_parameter(at + 6, e.leg.as_str())?;
+        s.raw_bind_parameter(at + 7, e.effective_at.micros())?;
+        s.raw_bind_parameter(at + 8, e.created_at.micros())
+    })
 }
 
 fn find_external_ids(c: &Connection, table: &str, keys: &[(TenantId, String)]) -> Result<HashMap<(TenantId, String), String>, StoreError> {
@@ -1248,6 +1260,12 @@ impl SqliteStore {
     /// opening a connection each time with [`SqliteStore::write_blocking`].
     pub(crate) fn write_pooled_blocking<T>(&self, f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T, StoreError>) -> Result<T, StoreError> {
         self.with_pooled(|conn| {
+            // SQLite's automatic checkpoint runs inside COMMIT, so it would copy
+            // the WAL into the database while this writer holds the turn, and
+            // the engine waited for it (a sixth of the batched run's time).
+            // The `settle-checkpoint` thread does it outside any turn when it runs.
+            let running = self.checkpointing.load(std::sync::atomic::Ordering::SeqCst);
+            conn.pragma_update(None, "wal_autocheckpoint", if running { 0 } else { DEFAULT_WAL_AUTOCHECKPOINT })?;
             let _turn = self.gate.enter();
             let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let value = f(&tx)?;

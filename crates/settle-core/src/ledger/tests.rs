@@ -41,7 +41,7 @@ fn setup(min: Option<i64>) -> (IdGenerator, AccountView, AccountState, AccountSt
     let ids = IdGenerator::default();
     let funding = account(&ids, Direction::Debit, None);
     let wallet = account(&ids, Direction::Credit, min);
-    let mut view = AccountView::new();
+    let mut view = AccountView::default();
     view.insert(funding.id.clone(), funding.clone());
     view.insert(wallet.id.clone(), wallet.clone());
     (ids, view, funding, wallet)

@@ -220,7 +220,7 @@ struct OverlayState {
     /// log sequence; an older snapshot must not read those rows.
     pruned_through: i64,
     /// Per account: the log sequence of the batch that set it, and the state.
-    changes: HashMap<String, (i64, AccountChange)>,
+    changes: foldhash::HashMap<String, (i64, AccountChange)>,
 }
 
 impl Overlay {
