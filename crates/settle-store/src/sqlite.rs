@@ -57,11 +57,11 @@ const MIGRATIONS: &[(i64, &str)] = &[
 const READ_POOL_SIZE: usize = 8;
 /// How often the background checkpointer copies the WAL into the database.
 const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(250);
-/// How long a connection waits for another process's write lock.
 /// SQLite's own default, in pages.
 const DEFAULT_WAL_AUTOCHECKPOINT: i64 = 1000;
 /// Prepared statements kept per connection.
 const STATEMENT_CACHE: usize = 64;
+/// How long a connection waits for another process's write lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn open(path: &Path) -> Result<Connection, StoreError> {
@@ -1262,7 +1262,7 @@ impl SqliteStore {
         self.with_pooled(|conn| {
             // SQLite's automatic checkpoint runs inside COMMIT, so it would copy
             // the WAL into the database while this writer holds the turn, and
-            // the engine waited for it (a sixth of the batched run's time).
+            // the engine waited for it (6 % of the server's CPU in a batched run).
             // The `settle-checkpoint` thread does it outside any turn when it runs.
             let running = self.checkpointing.load(std::sync::atomic::Ordering::SeqCst);
             conn.pragma_update(None, "wal_autocheckpoint", if running { 0 } else { DEFAULT_WAL_AUTOCHECKPOINT })?;
