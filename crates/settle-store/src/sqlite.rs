@@ -170,6 +170,8 @@ impl SqliteStore {
             stream_records: 0,
             last_checkpoint: std::time::Instant::now(),
             blocked: blocked::BlockedAccounts::default(),
+            optimistic: false,
+            pessimistic_next: false,
         })
     }
 
@@ -853,6 +855,11 @@ pub struct SqliteWriter {
     last_checkpoint: std::time::Instant,
     /// Accounts of blocked customers (`customer_blocked`), see `blocked.rs`.
     blocked: blocked::BlockedAccounts,
+    /// This batch reads and applies its rules before taking the write turn
+    /// (see [`SqliteWriter::begin_optimistic`]); `write` takes it.
+    optimistic: bool,
+    /// The last optimistic batch found the ledger moved: the next runs under the lock.
+    pessimistic_next: bool,
 }
 
 /// Past this many cached accounts the cache starts over (about 250 MB).
@@ -928,6 +935,41 @@ impl SqliteWriter {
         Ok(())
     }
 
+    /// Starts a batch without the write turn when what this writer knows
+    /// (its cached accounts and the overlay, as of ledger-log head and
+    /// checkpoint `known`) is what the database holds. The batch then reads
+    /// and applies its rules while the other writers of the process (the
+    /// projector, the delivery worker) hold the turn, instead of waiting for
+    /// them first; [`SqliteWriter::enter_optimistic`] takes the turn for its
+    /// writes and checks that nothing the batch read has moved meanwhile.
+    /// `false` when the batch must run under the lock from its start.
+    fn begin_optimistic(&mut self) -> Result<bool, StoreError> {
+        if std::mem::take(&mut self.pessimistic_next) || self.reload || self.known.is_none() {
+            return Ok(false);
+        }
+        let now = (account_changes::log_head(&self.conn)?, account_changes::checkpointed_through(&self.conn)?);
+        Ok(self.known == Some(now))
+    }
+
+    /// Takes the turn and opens the write transaction of an optimistic batch.
+    /// Every ledger write appends to the ledger log or checkpoints, and every
+    /// change to who is blocked bumps `blocked_generation`: if none of them
+    /// moved since the batch began, what it read still holds, and it writes
+    /// under the lock as if it had read there. Otherwise it fails with a
+    /// conflict, which the engine retries — under the lock from the start.
+    fn enter_optimistic(&mut self) -> Result<(), StoreError> {
+        self.optimistic = false;
+        self.turn = Some(self.gate.enter_engine());
+        self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        self.in_transaction = true;
+        let now = (account_changes::log_head(&self.conn)?, account_changes::checkpointed_through(&self.conn)?);
+        if self.known != Some(now) || !self.blocked.read_at(blocked::generation(&self.conn)?) {
+            self.pessimistic_next = true;
+            return Err(StoreError::Conflict(String::from("the ledger moved while the batch was applied outside the lock")));
+        }
+        Ok(())
+    }
+
     fn rollback_transaction(&mut self) {
         if self.in_transaction {
             if let Err(e) = self.conn.execute_batch("ROLLBACK") {
@@ -950,6 +992,10 @@ impl WriteBackend for SqliteWriter {
         self.changes.clear();
         self.batch_log_seq = None;
         self.reread.clear();
+        self.optimistic = self.begin_optimistic()?;
+        if self.optimistic {
+            return Ok(());
+        }
         self.begin_transaction()
     }
 
@@ -1029,6 +1075,9 @@ impl WriteBackend for SqliteWriter {
     }
 
     async fn write(&mut self, effects: &BatchEffects, log: &[(i64, Hash, Hash)], now: Timestamp) -> Result<(), StoreError> {
+        if self.optimistic {
+            self.enter_optimistic()?;
+        }
         for a in &effects.new_accounts {
             self.heads.insert(a.state.id.as_str().to_owned(), Head::default());
         }
@@ -1199,6 +1248,7 @@ impl WriteBackend for SqliteWriter {
     }
 
     async fn rollback(&mut self) {
+        self.optimistic = false;
         self.written.clear();
         self.changes.clear();
         self.rollback_transaction();

@@ -27,10 +27,20 @@ pub struct BlockedAccounts {
     accounts: HashSet<String>,
 }
 
+/// The counter as committed now.
+pub fn generation(conn: &Connection) -> Result<i64, StoreError> {
+    Ok(conn.prepare_cached("SELECT generation FROM blocked_generation WHERE id = 1")?.query_row([], |r| r.get(0))?)
+}
+
 impl BlockedAccounts {
+    /// Whether the set was read at `generation` (so it is still right).
+    pub fn read_at(&self, generation: i64) -> bool {
+        self.generation == Some(generation)
+    }
+
     /// Of `accounts`, those blocked, read inside the caller's write transaction.
     pub fn of(&mut self, conn: &Connection, accounts: &[AccountState]) -> Result<HashSet<AccountId>, StoreError> {
-        let generation: i64 = conn.prepare_cached("SELECT generation FROM blocked_generation WHERE id = 1")?.query_row([], |r| r.get(0))?;
+        let generation = generation(conn)?;
         if self.generation != Some(generation) {
             let mut stmt = conn.prepare_cached(
                 "SELECT a.account_id FROM customer_accounts a JOIN customers c ON c.tenant_id = a.tenant_id AND c.id = a.customer_id \

@@ -1,5 +1,5 @@
 //! Several processes on one database: migrations started together, and
-//! (PostgreSQL) two engines racing for the same account.
+//! two engines racing for the same account.
 
 use crate::harness::{Database, TestLedger, bal, draft, engine_config, leg};
 use settle_core::ids::IdGenerator;
@@ -30,9 +30,12 @@ async fn migrations_started_together_all_succeed(database: Database) {
     assert_eq!(stores[0].count_organizations().await.unwrap(), 0);
 }
 
-/// Two engines (two servers) on one PostgreSQL database race 400 one-unit
-/// payments out of a wallet holding 100 that may not overdraw: exactly 100
-/// succeed, the rest are refused for funds, none fails for the database.
+/// Two engines (two servers on PostgreSQL; two processes on one SQLite file)
+/// race 400 one-unit payments out of a wallet holding 100 that may not
+/// overdraw: exactly 100 succeed, the rest are refused for funds, none fails
+/// for the database. On SQLite each engine applies a batch before taking the
+/// write lock, from accounts it remembers: the other engine's commits must
+/// send it back to apply the batch again under the lock.
 async fn two_engines_racing_for_one_account_never_overdraw_it(l: TestLedger) {
     let (_, wallet) = l.funded_wallet(100).await;
     let sink = l.open_account("sink", Direction::Credit, None).await;
@@ -74,6 +77,11 @@ mod sqlite {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn two_engines_on_one_database_see_each_others_writes() {
         super::two_engines_on_one_database_see_each_others_writes(crate::harness::TestLedger::sqlite().await).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_engines_racing_for_one_account_never_overdraw_it() {
+        super::two_engines_racing_for_one_account_never_overdraw_it(crate::harness::TestLedger::sqlite().await).await;
     }
 }
 
