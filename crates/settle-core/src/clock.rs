@@ -15,6 +15,18 @@ const MIN_MICROS: i64 = -2_208_988_800_000_000;
 /// Latest instant the API accepts (9999-12-31T23:59:59.999999Z).
 const MAX_MICROS: i64 = 253_402_300_799_999_999;
 
+thread_local! {
+    /// The instant this thread wrote last, as text: a batch's response writes
+    /// the same instant several times per transaction (created, effective,
+    /// posted, and again on every entry).
+    static LAST_RFC3339: std::cell::Cell<Option<(i64, [u8; 27])>> = const { std::cell::Cell::new(None) };
+}
+
+/// `text` is ASCII digits and separators, written above.
+fn ascii_string(text: &[u8]) -> String {
+    String::from_utf8_lossy(text).into_owned()
+}
+
 impl Timestamp {
     pub const fn from_micros(micros: i64) -> Timestamp {
         Timestamp(micros)
@@ -38,6 +50,9 @@ impl Timestamp {
 
     /// RFC 3339 in UTC with exactly six fractional digits, so that strings sort like instants.
     pub fn to_rfc3339(self) -> String {
+        if let Some((_, text)) = LAST_RFC3339.with(std::cell::Cell::get).filter(|(at, _)| *at == self.0) {
+            return ascii_string(&text);
+        }
         let nanos = i128::from(self.0) * 1000;
         match OffsetDateTime::from_unix_timestamp_nanos(nanos) {
             Ok(dt) => {
@@ -55,7 +70,8 @@ impl Timestamp {
                     put_digits(&mut text[14..16], u32::from(dt.minute()));
                     put_digits(&mut text[17..19], u32::from(dt.second()));
                     put_digits(&mut text[20..26], dt.microsecond());
-                    return text.iter().map(|&b| char::from(b)).collect();
+                    LAST_RFC3339.with(|last| last.set(Some((self.0, text))));
+                    return ascii_string(&text);
                 }
                 format!(
                     "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
@@ -148,6 +164,11 @@ mod tests {
             assert_eq!(Ok(t.to_rfc3339()), formatted(t), "{micros}");
             micros += 1_234_567_890_123;
         }
+        assert_eq!(Timestamp(0).to_rfc3339(), "1970-01-01T00:00:00.000000Z");
+        // The thread's last instant is remembered: a repeat, and an instant after another, still read right.
+        assert_eq!(Timestamp(0).to_rfc3339(), "1970-01-01T00:00:00.000000Z");
+        assert_eq!(Timestamp(i64::MIN).to_rfc3339(), "invalid-timestamp");
+        assert_eq!(Timestamp(1).to_rfc3339(), "1970-01-01T00:00:00.000001Z");
         assert_eq!(Timestamp(0).to_rfc3339(), "1970-01-01T00:00:00.000000Z");
         assert_eq!(Timestamp(-1).to_rfc3339(), "1969-12-31T23:59:59.999999Z");
     }

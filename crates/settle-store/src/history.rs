@@ -41,36 +41,60 @@ pub struct Head {
 /// Links of one transaction, by account id, as stored in `transactions.chain`.
 pub type Links = BTreeMap<String, Link>;
 
-pub fn links_json(links: &Links) -> Result<String, StoreError> {
-    serde_json::to_string(links).map_err(|e| StoreError::Other(e.to_string()))
-}
-
 fn parse_links(text: &str) -> Result<Links, StoreError> {
     serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("transaction chain: {e}")))
 }
 
 /// Extends the heads in `heads` with a new transaction touching `accounts`
-/// (each once), returning its links and the checkpoints it reaches.
+/// (each once), returning its links as stored in `transactions.chain` — the
+/// JSON of [`Links`], written here directly because the engine does this for
+/// every transfer — and noting the checkpoints it reaches.
 pub fn append<'a>(
     heads: &mut foldhash::HashMap<String, Head>,
     transaction: &str,
     accounts: impl Iterator<Item = &'a str>,
     checkpoints: &mut Vec<(String, i64, String)>,
-) -> Result<Links, StoreError> {
-    let mut links = Links::new();
-    for account in accounts {
-        if links.contains_key(account) {
-            continue;
-        }
+) -> Result<String, StoreError> {
+    let mut touched: Vec<&str> = accounts.collect();
+    // The order of a `Links` map, so the text is the same as serializing one.
+    touched.sort_unstable();
+    touched.dedup();
+    let mut json = String::with_capacity(2 + touched.len() * 80);
+    json.push('{');
+    for (i, account) in touched.into_iter().enumerate() {
         let head = heads.get_mut(account).ok_or_else(|| StoreError::Other(format!("history head of {account} was not loaded")))?;
         let seq = head.length.checked_add(1).ok_or_else(|| StoreError::Corrupt(String::from("history length overflow")))?;
-        links.insert(account.to_owned(), Link { prev: head.transaction.replace(transaction.to_owned()), seq });
+        let prev = head.transaction.replace(transaction.to_owned());
         head.length = seq;
         if seq % CHECKPOINT_EVERY == 0 {
             checkpoints.push((account.to_owned(), seq, transaction.to_owned()));
         }
+        if i > 0 {
+            json.push(',');
+        }
+        push_json_str(&mut json, account);
+        json.push_str(r#":{"prev":"#);
+        match &prev {
+            Some(p) => push_json_str(&mut json, p),
+            None => json.push_str("null"),
+        }
+        json.push_str(r#","seq":"#);
+        json.push_str(&seq.to_string());
+        json.push('}');
     }
-    Ok(links)
+    json.push('}');
+    Ok(json)
+}
+
+/// A JSON string: ids as they are (they need no escaping), anything else escaped.
+fn push_json_str(out: &mut String, s: &str) {
+    if s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        out.push('"');
+        out.push_str(s);
+        out.push('"');
+    } else {
+        out.push_str(&serde_json::Value::from(s).to_string());
+    }
 }
 
 /// An account's history as walked from its head, for the audit.
@@ -260,4 +284,30 @@ impl<'c> History<'c> {
 enum Located {
     Member(Link),
     Before(Option<String>),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The text written directly is what serializing the same `Links` gave,
+    /// so chains written before and after read alike.
+    #[test]
+    fn appended_links_are_the_json_of_their_links() {
+        let mut heads = foldhash::HashMap::default();
+        heads.insert(String::from("acct_b"), Head { transaction: Some(String::from("ltx_1")), length: 63 });
+        heads.insert(String::from("acct_a"), Head::default());
+        heads.insert(String::from("acct \"odd\""), Head { transaction: None, length: 5 });
+        let mut checkpoints = Vec::new();
+        let text = append(&mut heads, "ltx_2", ["acct_b", "acct_a", "acct_b", "acct \"odd\""].into_iter(), &mut checkpoints).expect("heads are loaded");
+        let mut expected = Links::new();
+        expected.insert(String::from("acct_a"), Link { prev: None, seq: 1 });
+        expected.insert(String::from("acct_b"), Link { prev: Some(String::from("ltx_1")), seq: 64 });
+        expected.insert(String::from("acct \"odd\""), Link { prev: None, seq: 6 });
+        assert_eq!(text, serde_json::to_string(&expected).expect("serializes"));
+        assert_eq!(parse_links(&text).expect("parses"), expected);
+        assert_eq!(checkpoints, vec![(String::from("acct_b"), 64, String::from("ltx_2"))]);
+        assert_eq!(heads.get("acct_b"), Some(&Head { transaction: Some(String::from("ltx_2")), length: 64 }));
+        assert!(append(&mut heads, "ltx_3", ["acct_missing"].into_iter(), &mut checkpoints).is_err());
+    }
 }

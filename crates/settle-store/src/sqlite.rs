@@ -1085,8 +1085,7 @@ impl WriteBackend for SqliteWriter {
         let mut checkpoints = Vec::new();
         let mut chains = Vec::with_capacity(effects.new_transactions.len());
         for t in &effects.new_transactions {
-            let links = history::append(&mut self.heads, t.id.as_str(), t.entries.iter().map(|e| e.account_id.as_str()), &mut checkpoints)?;
-            chains.push(history::links_json(&links)?);
+            chains.push(history::append(&mut self.heads, t.id.as_str(), t.entries.iter().map(|e| e.account_id.as_str()), &mut checkpoints)?);
         }
         let mut heads_written = foldhash::HashSet::default();
         let c = &self.conn;
