@@ -9,7 +9,9 @@
 //! and the engine itself when it opens an account for a customer), and each
 //! batch reads that counter (one point query) and reloads the set only when
 //! it moved. The set holds only blocked accounts: customers with an open or
-//! confirmed sanctions match, which are few.
+//! confirmed sanctions match, which are few. A batch applied before the
+//! write lock (`SqliteWriter::begin_optimistic`) reads the counter outside
+//! it, and is applied again under the lock when the counter has moved by then.
 
 use crate::error::StoreError;
 use rusqlite::Connection;
@@ -38,7 +40,9 @@ impl BlockedAccounts {
         self.generation == Some(generation)
     }
 
-    /// Of `accounts`, those blocked, read inside the caller's write transaction.
+    /// Of `accounts`, those blocked: read inside the batch's write
+    /// transaction, or before it on the optimistic path, which checks
+    /// [`BlockedAccounts::read_at`] again under the lock.
     pub fn of(&mut self, conn: &Connection, accounts: &[AccountState]) -> Result<HashSet<AccountId>, StoreError> {
         let generation = generation(conn)?;
         if self.generation != Some(generation) {
