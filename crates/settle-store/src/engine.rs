@@ -583,6 +583,8 @@ struct BatchState<'a> {
 async fn apply_batch<B: WriteBackend>(backend: &mut B, batch: &[Envelope], now: Timestamp, ids: &IdGenerator) -> Result<Vec<Reply>, StoreError> {
     backend.begin().await?;
     // Lock order: transactions (by id), then accounts (by id), then the log head.
+    // (SQLite may read all of it before taking its one lock, and then checks
+    // under the lock that no writer moved the ledger: see `sqlite.rs`.)
     let due = backend.due_expiries(now, MAX_EXPIRIES_PER_BATCH).await?;
     if batch.is_empty() && due.is_empty() {
         backend.rollback().await;
@@ -639,7 +641,7 @@ async fn apply_batch<B: WriteBackend>(backend: &mut B, batch: &[Envelope], now: 
     }
     let accounts = backend.load_accounts(&wanted_accounts).await?;
     let blocked = backend.blocked_accounts(&accounts).await?;
-    // Summed after the accounts are locked, so no other writer can add entries in between.
+    // Summed after the accounts are locked (or, on SQLite, checked unchanged under the lock), so no other writer can add entries in between.
     let mut repairs = HashMap::new();
     if !repair_accounts.is_empty() {
         let sums = backend.fold_accounts(&repair_accounts).await?;

@@ -172,6 +172,7 @@ impl SqliteStore {
             blocked: blocked::BlockedAccounts::default(),
             optimistic: false,
             pessimistic_next: false,
+            entered_optimistically: false,
         })
     }
 
@@ -183,7 +184,7 @@ impl SqliteStore {
         let flag = Arc::clone(&stop);
         let running = Arc::clone(&self.checkpointing);
         running.store(true, std::sync::atomic::Ordering::SeqCst);
-        std::thread::Builder::new()
+        let spawned = std::thread::Builder::new()
             .name(String::from("settle-checkpoint"))
             .spawn(move || {
                 while !flag.load(std::sync::atomic::Ordering::Relaxed) {
@@ -196,7 +197,11 @@ impl SqliteStore {
                 let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
                 running.store(false, std::sync::atomic::Ordering::SeqCst);
             })
-            .map_err(|e| StoreError::Other(e.to_string()))?;
+            .map_err(|e| StoreError::Other(e.to_string()));
+        if spawned.is_err() {
+            self.checkpointing.store(false, std::sync::atomic::Ordering::SeqCst);
+        }
+        spawned?;
         Ok(Checkpointer { stop })
     }
 
@@ -858,8 +863,11 @@ pub struct SqliteWriter {
     /// This batch reads and applies its rules before taking the write turn
     /// (see [`SqliteWriter::begin_optimistic`]); `write` takes it.
     optimistic: bool,
-    /// The last optimistic batch found the ledger moved: the next runs under the lock.
+    /// The last optimistic batch failed (the ledger moved, or a write
+    /// conflicted): the next runs under the lock, so a retry cannot lose again.
     pessimistic_next: bool,
+    /// This batch was applied before the lock and now holds it.
+    entered_optimistically: bool,
 }
 
 /// Past this many cached accounts the cache starts over (about 250 MB).
@@ -959,6 +967,7 @@ impl SqliteWriter {
     /// conflict, which the engine retries — under the lock from the start.
     fn enter_optimistic(&mut self) -> Result<(), StoreError> {
         self.optimistic = false;
+        self.entered_optimistically = true;
         self.turn = Some(self.gate.enter_engine());
         self.conn.execute_batch("BEGIN IMMEDIATE")?;
         self.in_transaction = true;
@@ -1225,6 +1234,7 @@ impl WriteBackend for SqliteWriter {
         }
         self.in_transaction = false;
         self.turn = None;
+        self.entered_optimistically = false;
         // Published even without account changes (a batch that only opens
         // accounts): readers compare the overlay with the log head they see.
         let changes = std::mem::take(&mut self.changes);
@@ -1247,6 +1257,9 @@ impl WriteBackend for SqliteWriter {
     }
 
     async fn rollback(&mut self) {
+        // Whatever failed it (a moved ledger, an idempotency key another
+        // writer stored meanwhile), the retry runs under the lock.
+        self.pessimistic_next |= std::mem::take(&mut self.entered_optimistically);
         self.optimistic = false;
         self.written.clear();
         self.changes.clear();
