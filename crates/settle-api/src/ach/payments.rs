@@ -812,38 +812,20 @@ pub async fn originate_retry(
         extra.push(update(tenant, &cleared, &returned_row)?);
     }
     extra.insert(0, AchWrite::Update(AchTable::Payments, payment_row(tenant, &root, root_row.version + 1, root_row.created_at)?));
-    let payment = PaymentJson {
-        id: state.ach.ids.payment().to_string(),
-        status: PaymentStatus::Pending,
-        effective_date: None,
-        external_id: None,
-        ledger_transaction_id: None,
-        reversal_transaction_id: None,
-        availability_hold_transaction_id: None,
-        available_at: None,
-        trace_number: None,
-        ach_file_id: None,
-        return_code: None,
-        return_reason: None,
-        retry_of: Some(root_id.clone()),
-        retry_count: 0,
-        retry_due_at: None,
-        retry_issue: None,
-        ledger_issue: None,
-        ledger_issue_attempts: 0,
-        ledger_issue_next_attempt_at: None,
-        ledger_repairs: Vec::new(),
-        dishonored_return: None,
-        history: vec![PaymentHistoryJson {
-            at: at.to_rfc3339(),
-            from: None,
-            to: PaymentStatus::Pending,
-            reason: Some(format!("retry {} of {root_id}", root.retry_count)),
-        }],
-        created_at: at.to_rfc3339(),
-        updated_at: at.to_rfc3339(),
-        ..returned
-    };
+    let sec = SecCode::parse(&returned.sec_code).ok_or_else(|| ApiError::internal(&"a stored payment's SEC code is unknown"))?;
+    let entry =
+        NewEntry { direction: returned.direction, amount: returned.amount, bank: &bank.json, sec, description: returned.company_entry_description.clone() };
+    let reason = format!("retry {} of {root_id}", root.retry_count);
+    // A new entry like any other; it keeps how the returned one was asked for.
+    let mut payment = PaymentJson::pending(state.ach.ids.payment().to_string(), entry, at, reason);
+    payment.ledger_account_id = returned.ledger_account_id;
+    payment.same_day = returned.same_day;
+    payment.addenda = returned.addenda;
+    payment.metadata = returned.metadata;
+    payment.prenote = returned.prenote;
+    payment.auto_retry = returned.auto_retry;
+    payment.test_clock = returned.test_clock;
+    payment.retry_of = Some(root_id.clone());
     open_payment(state, tenant, payment, account.state.normal_balance, extra, key, now).await
 }
 
