@@ -26,6 +26,8 @@ pub(crate) mod bulk;
 use bulk::BulkInsert;
 pub mod gate;
 mod versioning;
+mod wal;
+pub use wal::Checkpointer;
 
 pub use account_changes::View;
 use account_changes::{AccountChange, Overlay};
@@ -55,8 +57,6 @@ const MIGRATIONS: &[(i64, &str)] = &[
 ];
 /// Read connections kept open; more are opened on demand and dropped after.
 const READ_POOL_SIZE: usize = 8;
-/// How often the background checkpointer copies the WAL into the database.
-const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(250);
 /// SQLite's own default, in pages.
 const DEFAULT_WAL_AUTOCHECKPOINT: i64 = 1000;
 /// Prepared statements kept per connection.
@@ -176,33 +176,9 @@ impl SqliteStore {
         })
     }
 
-    /// Copies the WAL into the database file from a thread of its own, so
-    /// the engine's commits never pay for it.
+    /// Starts the WAL checkpointer (`wal.rs`), so the engine's commits never pay for it.
     pub fn start_checkpointer(&self) -> Result<Checkpointer, StoreError> {
-        let conn = open(&self.path)?;
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let flag = Arc::clone(&stop);
-        let running = Arc::clone(&self.checkpointing);
-        running.store(true, std::sync::atomic::Ordering::SeqCst);
-        let spawned = std::thread::Builder::new()
-            .name(String::from("settle-checkpoint"))
-            .spawn(move || {
-                while !flag.load(std::sync::atomic::Ordering::Relaxed) {
-                    std::thread::sleep(CHECKPOINT_INTERVAL);
-                    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-                        tracing::warn!(error = %e, "WAL checkpoint failed");
-                    }
-                }
-                // A last full checkpoint leaves a small WAL behind on a clean stop.
-                let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
-                running.store(false, std::sync::atomic::Ordering::SeqCst);
-            })
-            .map_err(|e| StoreError::Other(e.to_string()));
-        if spawned.is_err() {
-            self.checkpointing.store(false, std::sync::atomic::Ordering::SeqCst);
-        }
-        spawned?;
-        Ok(Checkpointer { stop })
+        Checkpointer::start(open(&self.path)?, Arc::clone(&self.gate), Arc::clone(&self.checkpointing), wal::POLICY)
     }
 
     /// Runs `f` on a pooled read connection, off the async runtime.
@@ -811,17 +787,6 @@ fn find_idempotency(c: &Connection, tenant: TenantId, key: &str) -> Result<Optio
 }
 
 // ---- write side: the engine's connection --------------------------------
-
-/// Stops the checkpoint thread when told.
-pub struct Checkpointer {
-    stop: Arc<std::sync::atomic::AtomicBool>,
-}
-
-impl Checkpointer {
-    pub fn stop(&self) {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    }
-}
 
 /// The engine's connection. Lives on the engine's own thread.
 pub struct SqliteWriter {
