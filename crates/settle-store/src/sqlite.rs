@@ -54,6 +54,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (19, include_str!("../migrations/sqlite/0019_ach_prenotes.sql")),
     (20, include_str!("../migrations/sqlite/0020_ach_retries.sql")),
     (22, include_str!("../migrations/sqlite/0022_ach_ledger_repairs.sql")),
+    (23, include_str!("../migrations/sqlite/0023_events_without_rowid.sql")),
 ];
 /// Read connections kept open; more are opened on demand and dropped after.
 const READ_POOL_SIZE: usize = 8;
@@ -1341,3 +1342,39 @@ impl SqliteStore {
 const PURGE_IDEMPOTENCY: &str = "DELETE FROM idempotency_keys WHERE created_at < ?1 AND NOT EXISTS (
     SELECT 1 FROM operations o WHERE o.status IN ('pending', 'running') AND o.tenant_id = idempotency_keys.tenant_id
     AND substr(idempotency_keys.key, 1, length(o.id) + 7) = o.id || '/chunk/')";
+
+#[cfg(test)]
+mod migration_tests {
+    use super::*;
+
+    /// 0023 rebuilds `events` without a rowid: the events already stored survive it.
+    #[test]
+    fn events_survive_being_keyed_by_id_alone() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("m.db");
+        let conn = open(&path).expect("open");
+        for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v < 23) {
+            conn.execute_batch(sql).unwrap_or_else(|e| panic!("migration {version}: {e}"));
+        }
+        conn.execute_batch("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)").expect("table");
+        for (version, _) in MIGRATIONS.iter().filter(|(v, _)| *v < 23) {
+            conn.execute("INSERT INTO schema_migrations (version, applied_at) VALUES (?1, 0)", [version]).expect("record");
+        }
+        conn.execute(
+            "INSERT INTO events (id, tenant_id, type, object_id, sequence, log_seq, created_at, body) VALUES ('evt_1', 1, 'ledger.account.created', 'acct_1', 1, 7, 5, x'7b7d')",
+            [],
+        )
+        .expect("an event");
+        drop(conn);
+        migrate(&path).expect("0023");
+        let conn = open(&path).expect("open");
+        let kept: (String, i64, Vec<u8>) =
+            conn.query_row("SELECT object_id, log_seq, body FROM events WHERE id = 'evt_1'", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).expect("kept");
+        assert_eq!(kept, (String::from("acct_1"), 7, b"{}".to_vec()));
+        assert!(conn.query_row("SELECT rowid FROM events", [], |r| r.get::<_, i64>(0)).is_err(), "events still has a rowid");
+        let indexes: i64 = conn
+            .query_row("SELECT COUNT(*) FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'events' AND name LIKE 'events_by_%'", [], |r| r.get(0))
+            .expect("indexes");
+        assert_eq!(indexes, 3);
+    }
+}
