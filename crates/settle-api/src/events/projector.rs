@@ -485,30 +485,37 @@ pub async fn project(state: &AppState, owner: &str, cursor: i64, lease_until: Ti
     let mut sequences = state.store.object_sequences(objects).await?;
     let mut index_in_record: HashMap<i64, usize> = HashMap::new();
     let mut events = Vec::with_capacity(pending.len());
+    let api_version = crate::versions::NEWEST.to_string();
     for p in pending {
         let sequence = sequences.entry(p.object_id.clone()).or_insert(0);
         *sequence += 1;
         let index = index_in_record.entry(p.seq).or_insert(0);
         let id = EventId::for_log(p.created_at, p.seq, *index);
         *index += 1;
-        let (data, deferred) = match p.data {
-            Data::Whole { object, previous } => (EventDataJson { object, previous_attributes: previous }, None),
-            Data::Deferred(d) => (EventDataJson { object: Value::Null, previous_attributes: None }, Some(d)),
-        };
-        let json = EventJson {
-            object: String::from("event"),
-            id: id.as_str().to_owned(),
-            kind: p.kind.to_owned(),
-            api_version: crate::versions::NEWEST.to_string(),
-            created_at: p.created_at.to_rfc3339(),
-            data,
-            request: p.request,
-            correlation_id: p.correlation_id,
-            sequence: *sequence,
-        };
-        let body = match deferred {
-            Some(d) => deferred::deferred_body(&json, d),
-            None => serde_json::to_vec(&json),
+        let created_at = p.created_at.to_rfc3339();
+        let body = match p.data {
+            Data::Whole { object, previous } => serde_json::to_vec(&EventJson {
+                object: String::from("event"),
+                id: id.as_str().to_owned(),
+                kind: p.kind.to_owned(),
+                api_version: api_version.clone(),
+                created_at,
+                data: EventDataJson { object, previous_attributes: previous },
+                request: p.request,
+                correlation_id: p.correlation_id,
+                sequence: *sequence,
+            }),
+            Data::Deferred(d) => deferred::deferred_body(
+                &d,
+                &deferred::EventFields {
+                    id: id.as_str(),
+                    api_version: &api_version,
+                    created_at: &created_at,
+                    request: &p.request,
+                    correlation_id: p.correlation_id.as_deref(),
+                    sequence: *sequence,
+                },
+            ),
         }
         .map_err(|e| StoreError::Other(e.to_string()))?;
         events.push(NewEvent {
