@@ -865,14 +865,14 @@ impl SqliteWriter {
             self.rollback_transaction();
             return Err(e);
         }
-        let held = self.overlay.snapshot();
-        let mut changes: Vec<(&str, &AccountChange)> = held.iter().map(|(id, c)| (id.as_str(), c)).collect();
-        let written = account_changes::log_head(&self.conn).and_then(|through| {
-            account_changes::checkpoint(&self.conn, &mut changes, through)?;
-            self.conn.execute_batch("COMMIT")?;
+        let conn = &self.conn;
+        let written = self.overlay.with_changes(|changes| {
+            let through = account_changes::log_head(conn)?;
+            account_changes::checkpoint(conn, changes, through)?;
+            conn.execute_batch("COMMIT")?;
             Ok(through)
         });
-        let through = match written {
+        let (accounts, through) = match written {
             Ok(through) => through,
             Err(e) => {
                 self.rollback_transaction();
@@ -885,7 +885,7 @@ impl SqliteWriter {
         self.overlay.pruned(through);
         self.stream_records = 0;
         self.last_checkpoint = std::time::Instant::now();
-        tracing::debug!(accounts = held.len(), elapsed_ms = started.elapsed().as_millis() as u64, "account changes checkpointed");
+        tracing::debug!(accounts, elapsed_ms = started.elapsed().as_millis() as u64, "account changes checkpointed");
         Ok(())
     }
 

@@ -22,7 +22,7 @@
 use crate::error::StoreError;
 use crate::history::Head;
 use crate::rows::AccountRow;
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension};
 use settle_core::ledger::Counters;
 use std::collections::HashMap;
 use std::sync::RwLock;
@@ -178,24 +178,24 @@ pub fn log_head(conn: &Connection) -> Result<i64, StoreError> {
 /// Writes `changes` into their `accounts` rows (in id order, so the pages are
 /// visited once each) and empties the stream, inside the caller's write
 /// transaction; `through` is the log sequence the rows are then current as of.
-pub fn checkpoint(tx: &Connection, changes: &mut Vec<(&str, &AccountChange)>, through: i64) -> Result<(), StoreError> {
+pub fn checkpoint(tx: &Connection, changes: &mut [(&str, &AccountChange)], through: i64) -> Result<(), StoreError> {
     changes.sort_unstable_by(|a, b| a.0.cmp(b.0));
     let mut stmt = tx.prepare_cached(
         "UPDATE accounts SET posted_debits = ?2, posted_credits = ?3, pending_debits = ?4, pending_credits = ?5, version = ?6,
          head_transaction_id = ?7, history_length = ?8 WHERE id = ?1",
     )?;
+    // Bound in place: with a million accounts this loop is the checkpoint.
     for (id, change) in changes.iter() {
         let c = &change.counters;
-        stmt.execute(params![
-            id,
-            c.posted_debits,
-            c.posted_credits,
-            c.pending_debits,
-            c.pending_credits,
-            change.version,
-            change.head.transaction,
-            change.head.length
-        ])?;
+        stmt.raw_bind_parameter(1, *id)?;
+        stmt.raw_bind_parameter(2, c.posted_debits)?;
+        stmt.raw_bind_parameter(3, c.posted_credits)?;
+        stmt.raw_bind_parameter(4, c.pending_debits)?;
+        stmt.raw_bind_parameter(5, c.pending_credits)?;
+        stmt.raw_bind_parameter(6, change.version)?;
+        stmt.raw_bind_parameter(7, change.head.transaction.as_deref())?;
+        stmt.raw_bind_parameter(8, change.head.length)?;
+        stmt.raw_execute()?;
     }
     tx.execute("DELETE FROM account_changes", [])?;
     tx.execute("INSERT INTO account_checkpoint (id, log_seq) VALUES (1, ?1) ON CONFLICT (id) DO UPDATE SET log_seq = excluded.log_seq", [through])?;
@@ -282,9 +282,15 @@ impl Overlay {
         self.len() == 0
     }
 
-    /// Every change held, for a checkpoint.
-    pub fn snapshot(&self) -> Vec<(String, AccountChange)> {
-        self.state.read().map(|s| s.changes.iter().map(|(id, (_, c))| (id.clone(), c.clone())).collect()).unwrap_or_default()
+    /// Runs `write` on every change held, for a checkpoint, under the read
+    /// lock rather than on a copy (a million accounts' copy cost a fifth of
+    /// the checkpoint). Readers go on meanwhile; only the engine, which is
+    /// the one running this, ever takes the write lock. The count is how many.
+    pub fn with_changes<T>(&self, write: impl FnOnce(&mut [(&str, &AccountChange)]) -> Result<T, StoreError>) -> Result<(usize, T), StoreError> {
+        let state = self.state.read().map_err(|_| StoreError::Other(String::from("the account overlay was poisoned")))?;
+        let mut changes: Vec<(&str, &AccountChange)> = state.changes.iter().map(|(id, (_, c))| (id.as_str(), c)).collect();
+        let value = write(&mut changes)?;
+        Ok((changes.len(), value))
     }
 }
 
