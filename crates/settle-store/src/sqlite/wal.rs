@@ -54,8 +54,11 @@ impl Checkpointer {
         let spawned = std::thread::Builder::new().name(String::from("settle-checkpoint")).spawn(move || {
             while !flag.load(Ordering::Relaxed) {
                 std::thread::sleep(policy.interval);
-                match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1)) {
-                    Ok(frames) if frames >= policy.restart_frames => restart(&conn, &gate),
+                match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))) {
+                    // Only when no reader held back part of the WAL (a long
+                    // audit, another process): a restart would wait for it
+                    // while holding the write turn.
+                    Ok((frames, copied)) if frames >= policy.restart_frames && copied == frames => restart(&conn, &gate),
                     Ok(_) => {}
                     Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed"),
                 }
