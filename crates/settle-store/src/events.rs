@@ -251,31 +251,17 @@ impl Store {
     }
 
     /// The tenants' accounts `ids` as stored now, with their customer; a
-    /// missing one (or another tenant's) is left out. On PostgreSQL one
-    /// statement for all of them: a burst of opened accounts would
-    /// otherwise cost the projector several round trips each.
+    /// missing one (or another tenant's) is left out. One read for all of
+    /// them: a burst of opened accounts would otherwise cost the projector
+    /// a read (and on PostgreSQL several round trips) each.
     pub async fn accounts_for_events(&self, ids: Vec<(TenantId, AccountId)>) -> Result<Vec<AccountRecord>, StoreError> {
-        let mut found = Vec::with_capacity(ids.len());
-        match self {
-            Store::Sqlite(_) => {
-                // Reads are local and cheap there: one at a time, as the API
-                // reads them (at any time: the projector zeroes the counters,
-                // the only fields that depend on it).
-                for (tenant, id) in ids {
-                    found.extend(self.get_account(tenant, id, Timestamp::from_micros(0)).await?);
-                }
-                return Ok(found);
-            }
-            Store::Postgres(p) => {
-                let wanted: Vec<&str> = ids.iter().map(|(_, id)| id.as_str()).collect();
-                let theirs: std::collections::HashSet<(i64, &str)> = ids.iter().map(|(tenant, id)| (tenant.0, id.as_str())).collect();
-                for record in p.accounts_by_ids(&wanted).await? {
-                    if theirs.contains(&(record.state.tenant.0, record.state.id.as_str())) {
-                        found.push(record);
-                    }
-                }
-            }
-        }
+        let wanted: Vec<String> = ids.iter().map(|(_, id)| id.as_str().to_owned()).collect();
+        let stored = match self {
+            Store::Sqlite(s) => s.accounts_by_ids(wanted).await?,
+            Store::Postgres(p) => p.accounts_by_ids(&wanted.iter().map(String::as_str).collect::<Vec<_>>()).await?,
+        };
+        let theirs: std::collections::HashSet<(i64, &str)> = ids.iter().map(|(tenant, id)| (tenant.0, id.as_str())).collect();
+        let mut found: Vec<AccountRecord> = stored.into_iter().filter(|r| theirs.contains(&(r.state.tenant.0, r.state.id.as_str()))).collect();
         let mut tenants: Vec<TenantId> = found.iter().map(|r| r.state.tenant).collect();
         tenants.sort_unstable_by_key(|t| t.0);
         tenants.dedup();

@@ -29,8 +29,8 @@ mod versioning;
 mod wal;
 pub use wal::Checkpointer;
 
-pub use account_changes::View;
 use account_changes::{AccountChange, Overlay};
+pub use account_changes::{NoView, View};
 
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/sqlite/0001_ledger.sql")),
@@ -170,6 +170,8 @@ impl SqliteStore {
             reload: true,
             stream_records: 0,
             last_checkpoint: std::time::Instant::now(),
+            policy: CHECKPOINT_POLICY,
+            folding: None,
             blocked: blocked::BlockedAccounts::default(),
             optimistic: false,
             pessimistic_next: false,
@@ -219,22 +221,33 @@ impl SqliteStore {
     /// Runs `f` in one read transaction with a [`View`] of accounts' current
     /// state (their rows overlaid with the changes since the last checkpoint).
     /// The view comes from this process's engine when it matches the
-    /// snapshot; a reader that raced a commit starts again, and one that keeps
-    /// losing (or runs where no engine is) replays the stream in its snapshot.
+    /// snapshot. A reader whose snapshot sees a commit the engine has not
+    /// published yet waits for it (a moment: it publishes right after
+    /// COMMIT); one that read a change newer than its snapshot starts again.
+    /// One that keeps losing, or runs where no engine is, replays the stream
+    /// in its snapshot — with a million accounts changed, a second of work.
     fn read_accounts_blocking<T>(&self, f: impl Fn(&Connection, &View<'_>) -> Result<T, StoreError>) -> Result<T, StoreError> {
         const FAST_ATTEMPTS: usize = 3;
+        // Longer than a publish takes (a few milliseconds with a million
+        // accounts in the overlay); reached only when another process wrote.
+        const PUBLISH_WAIT: Duration = Duration::from_millis(20);
         for _ in 0..FAST_ATTEMPTS {
-            let done = self.read_blocking(|c| match View::open(c, &self.overlay)? {
-                Some(view) => {
+            let attempt = self.read_blocking(|c| match View::open(c, &self.overlay)? {
+                Ok(view) => {
                     let value = f(c, &view)?;
-                    Ok((!view.is_stale()).then_some(value))
+                    Ok(if view.is_stale() { Err(NoView::Behind(0)) } else { Ok(value) })
                 }
-                None => Ok(None),
+                Err(why) => Ok(Err(why)),
             })?;
-            if let Some(value) = done {
-                return Ok(value);
+            match attempt {
+                Ok(value) => return Ok(value),
+                Err(NoView::NotLive) => break,
+                Err(NoView::Behind(log_seq)) => {
+                    if !self.overlay.wait_published(log_seq, PUBLISH_WAIT) {
+                        break;
+                    }
+                }
             }
-            std::thread::yield_now();
         }
         self.replayed_reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.read_blocking(|c| f(c, &View::folded(c)?))
@@ -392,6 +405,24 @@ impl SqliteStore {
             };
             let expired = expired_unswept(c, now)?;
             Ok(Some(without_expired_holds(c, view.account(row).into_record()?, &expired)?))
+        })
+        .await
+    }
+
+    /// Accounts by id as their rows hold them, in one read: counters as of
+    /// the last checkpoint, no hold expiry applied. What the event projector
+    /// needs of the accounts a round opened (it zeroes the counters); without
+    /// the overlay, a burst of openings never replays the account stream.
+    pub(crate) async fn accounts_by_ids(&self, ids: Vec<String>) -> Result<Vec<AccountRecord>, StoreError> {
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(&format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = ?1"))?;
+            let mut out = Vec::with_capacity(ids.len());
+            for id in &ids {
+                if let Some(row) = stmt.query_row([id], account_row).optional()? {
+                    out.push(row.into_record()?);
+                }
+            }
+            Ok(out)
         })
         .await
     }
@@ -824,6 +855,10 @@ pub struct SqliteWriter {
     /// Account records appended to the stream since the last checkpoint.
     stream_records: usize,
     last_checkpoint: std::time::Instant,
+    /// When the stream is folded into the rows, and how much at a time.
+    policy: CheckpointPolicy,
+    /// The checkpoint under way, if one is.
+    folding: Option<Folding>,
     /// Accounts of blocked customers (`customer_blocked`), see `blocked.rs`.
     blocked: blocked::BlockedAccounts,
     /// This batch reads and applies its rules before taking the write turn
@@ -839,54 +874,150 @@ pub struct SqliteWriter {
 /// Past this many cached accounts the cache starts over (about 250 MB).
 const ACCOUNT_CACHE_LIMIT: usize = 1 << 20;
 
-/// A checkpoint folds the account stream into `accounts` rows once it holds
-/// this many account records (each about 100 bytes of stream, replayed after
-/// a crash: about a second per million)…
-const CHECKPOINT_RECORDS: usize = 2_000_000;
-/// …or this many different accounts (each held in memory until then, about
-/// 200 bytes). A checkpoint costs about one page write per accounts page it
-/// touches, so the more accounts it carries the less each one costs…
-const CHECKPOINT_ACCOUNTS: usize = 1_000_000;
-/// …or when the oldest change is this old.
-const CHECKPOINT_AGE: Duration = Duration::from_secs(60);
+/// When the engine folds the account stream into `accounts` rows, and in
+/// slices of how many accounts.
+#[derive(Clone, Copy, Debug)]
+pub struct CheckpointPolicy {
+    /// Once the stream holds this many account records (each about 100
+    /// bytes, replayed after a crash: about a second per million)…
+    pub records: usize,
+    /// …or this many different accounts (each held in memory until then,
+    /// about 200 bytes). A checkpoint costs about one page write per
+    /// accounts page it touches, so the more accounts it carries the less
+    /// each one costs…
+    pub accounts: usize,
+    /// …or when the oldest change is this old.
+    pub age: Duration,
+    /// Accounts written per slice: each slice is a write transaction of its
+    /// own between two batches, so a checkpoint of a million accounts (about
+    /// 4 s of writing) never holds the engine for more than one slice.
+    pub slice: usize,
+}
+
+/// The engine's policy: a slice takes about 70 ms, as long as a batch.
+pub const CHECKPOINT_POLICY: CheckpointPolicy = CheckpointPolicy { records: 2_000_000, accounts: 1_000_000, age: Duration::from_secs(60), slice: 16_384 };
+
+/// A checkpoint under way. Its slices write the accounts' current state into
+/// their rows while the stream keeps every change (readers prefer the
+/// stream, so a row written early is never read stale); the last one drops
+/// the stream rows it folded and moves `account_checkpoint`.
+#[derive(Debug)]
+struct Folding {
+    /// Every account the folded stream rows hold, in id order, and how many
+    /// are written.
+    ids: Vec<String>,
+    written: usize,
+    /// The stream rows it folds: those from `first_row` to `last_row`. If the
+    /// first is gone, another process checkpointed meanwhile.
+    first_row: i64,
+    last_row: i64,
+    /// The ledger-log head and checkpoint when it began: the rows are current
+    /// as of `through` once every slice is written.
+    through: i64,
+    base: i64,
+    /// Account records in the stream when it began.
+    records: usize,
+    started: std::time::Instant,
+    slices: usize,
+}
 
 impl SqliteWriter {
+    /// The engine with another checkpoint policy (tests use tiny slices).
+    pub fn with_checkpoint_policy(mut self, policy: CheckpointPolicy) -> SqliteWriter {
+        self.policy = policy;
+        self
+    }
+
     /// Folds the stream into `accounts` rows when it has grown enough (or
-    /// always, with `force`), in a transaction of its own between batches.
+    /// always, with `force`): one slice per call, each in a transaction of
+    /// its own between batches; with `force` (shutdown) every slice.
     fn checkpoint(&mut self, force: bool) -> Result<(), StoreError> {
-        let due = self.stream_records >= CHECKPOINT_RECORDS
-            || self.overlay.len() >= CHECKPOINT_ACCOUNTS
-            || (self.last_checkpoint.elapsed() >= CHECKPOINT_AGE && self.stream_records > 0);
-        if !(due || (force && (self.stream_records > 0 || !self.overlay.is_empty()))) {
-            return Ok(());
+        if self.folding.is_none() {
+            let p = &self.policy;
+            let due =
+                self.stream_records >= p.records || self.overlay.len() >= p.accounts || (self.last_checkpoint.elapsed() >= p.age && self.stream_records > 0);
+            if !(due || (force && (self.stream_records > 0 || !self.overlay.is_empty()))) {
+                return Ok(());
+            }
         }
-        let started = std::time::Instant::now();
-        if let Err(e) = self.begin_transaction() {
-            self.rollback_transaction();
-            return Err(e);
-        }
-        let conn = &self.conn;
-        let written = self.overlay.with_changes(|changes| {
-            let through = account_changes::log_head(conn)?;
-            account_changes::checkpoint(conn, changes, through)?;
-            conn.execute_batch("COMMIT")?;
-            Ok(through)
-        });
-        let (accounts, through) = match written {
-            Ok(through) => through,
-            Err(e) => {
+        loop {
+            if let Err(e) = self.begin_transaction() {
                 self.rollback_transaction();
                 return Err(e);
             }
+            let finished = match self.checkpoint_slice() {
+                Ok(finished) => finished,
+                Err(e) => {
+                    // A failed COMMIT may have happened or not: load again.
+                    self.rollback_transaction();
+                    self.folding = None;
+                    self.reload = true;
+                    return Err(e);
+                }
+            };
+            if finished || !force {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Writes the next slice of the checkpoint under way (starting one if
+    /// none is, or if another process checkpointed meanwhile) and commits;
+    /// true when that was the last.
+    fn checkpoint_slice(&mut self) -> Result<bool, StoreError> {
+        let conn = &self.conn;
+        // `begin_transaction` has just compared it with the database.
+        let (log_head, base) = self.known.ok_or_else(|| StoreError::Other(String::from("the writer does not know the log head")))?;
+        let (first_row, last_row) = account_changes::stream_bounds(conn)?;
+        let mut folding = match self.folding.take() {
+            Some(f) if f.first_row == first_row && f.base == base => f,
+            _ => {
+                let planned = std::time::Instant::now();
+                let ids = self.overlay.ids()?;
+                tracing::debug!(accounts = ids.len(), elapsed_ms = planned.elapsed().as_millis() as u64, "account checkpoint planned");
+                Folding {
+                    ids,
+                    written: 0,
+                    first_row,
+                    last_row,
+                    through: log_head,
+                    base,
+                    records: self.stream_records,
+                    started: std::time::Instant::now(),
+                    slices: 0,
+                }
+            }
         };
+        let end = folding.written.saturating_add(self.policy.slice.max(1)).min(folding.ids.len());
+        let (held, ()) = self.overlay.with_changes(&folding.ids[folding.written..end], |changes| account_changes::write_rows(conn, changes))?;
+        if held != end - folding.written {
+            // Its stream rows would be dropped with no row written.
+            return Err(StoreError::Other(String::from("an account of the checkpoint left the overlay; the checkpoint starts over")));
+        }
+        folding.written = end;
+        folding.slices += 1;
+        let finished = end == folding.ids.len();
+        if finished {
+            account_changes::finish_checkpoint(conn, folding.last_row, folding.through)?;
+        }
+        conn.execute_batch("COMMIT")?;
         self.in_transaction = false;
         self.turn = None;
-        self.known = Some((through, through));
-        self.overlay.pruned(through);
-        self.stream_records = 0;
+        if !finished {
+            self.folding = Some(folding);
+            return Ok(false);
+        }
+        self.known = Some((log_head, folding.through));
+        self.overlay.pruned(folding.through);
+        self.stream_records = self.stream_records.saturating_sub(folding.records);
         self.last_checkpoint = std::time::Instant::now();
-        tracing::debug!(accounts, elapsed_ms = started.elapsed().as_millis() as u64, "account changes checkpointed");
-        Ok(())
+        tracing::debug!(
+            accounts = folding.ids.len(),
+            slices = folding.slices,
+            elapsed_ms = folding.started.elapsed().as_millis() as u64,
+            "account changes checkpointed"
+        );
+        Ok(true)
     }
 
     /// Opens the write transaction, first loading the stream again when
@@ -1210,7 +1341,13 @@ impl WriteBackend for SqliteWriter {
         }
         match self.batch_log_seq {
             Some(seq) => self.overlay.publish(seq, changes),
-            None if !changes.is_empty() => self.overlay.publish(self.overlay.published(), changes),
+            None if !changes.is_empty() => {
+                // Tagged as of the newest batch published, which a checkpoint
+                // under way may already cover: it would prune these changes
+                // with the ones it folded. It starts over instead.
+                self.folding = None;
+                self.overlay.publish(self.overlay.published(), changes)
+            }
             None => {}
         }
         if self.cache.len() + self.written.len() > ACCOUNT_CACHE_LIMIT {

@@ -411,6 +411,8 @@ async fn measure(args: &BenchArgs, url: &str, key: &str) -> anyhow::Result<()> {
         "transfers_per_sec": (args.transfers as f64 / seconds).round(),
         "p50_ms": ms(0.50),
         "p99_ms": ms(0.99),
+        // The longest wait: a pause of the engine shows here, not in p99.
+        "max_ms": (histogram.max() as f64 / 1000.0 * 100.0).round() / 100.0,
         "errors": errors.load(Ordering::Relaxed),
         "requests": requests,
         "batch_size": args.batch_size,

@@ -25,7 +25,8 @@ use crate::rows::AccountRow;
 use rusqlite::{Connection, OptionalExtension};
 use settle_core::ledger::Counters;
 use std::collections::HashMap;
-use std::sync::RwLock;
+use std::sync::{Condvar, Mutex, RwLock};
+use std::time::Duration;
 
 /// One account's state as the stream records it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -175,17 +176,22 @@ pub fn log_head(conn: &Connection) -> Result<i64, StoreError> {
     Ok(conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM ledger_log", [], |r| r.get(0))?)
 }
 
-/// Writes `changes` into their `accounts` rows (in id order, so the pages are
-/// visited once each) and empties the stream, inside the caller's write
-/// transaction; `through` is the log sequence the rows are then current as of.
-pub fn checkpoint(tx: &Connection, changes: &mut [(&str, &AccountChange)], through: i64) -> Result<(), StoreError> {
-    changes.sort_unstable_by(|a, b| a.0.cmp(b.0));
+/// The first and the last row of the stream, `(0, 0)` when it is empty.
+pub fn stream_bounds(conn: &Connection) -> Result<(i64, i64), StoreError> {
+    Ok(conn.query_row("SELECT COALESCE(MIN(seq), 0), COALESCE(MAX(seq), 0) FROM account_changes", [], |r| Ok((r.get(0)?, r.get(1)?)))?)
+}
+
+/// Writes `changes` (in id order, so each page is visited once) into their
+/// `accounts` rows, inside the caller's write transaction. The stream keeps
+/// them: an account's row may then be newer than the checkpoint, never
+/// newer than the stream's newest change for it, which readers prefer.
+pub fn write_rows(tx: &Connection, changes: &[(&str, &AccountChange)]) -> Result<(), StoreError> {
     let mut stmt = tx.prepare_cached(
         "UPDATE accounts SET posted_debits = ?2, posted_credits = ?3, pending_debits = ?4, pending_credits = ?5, version = ?6,
          head_transaction_id = ?7, history_length = ?8 WHERE id = ?1",
     )?;
     // Bound in place: with a million accounts this loop is the checkpoint.
-    for (id, change) in changes.iter() {
+    for (id, change) in changes {
         let c = &change.counters;
         stmt.raw_bind_parameter(1, *id)?;
         stmt.raw_bind_parameter(2, c.posted_debits)?;
@@ -197,7 +203,14 @@ pub fn checkpoint(tx: &Connection, changes: &mut [(&str, &AccountChange)], throu
         stmt.raw_bind_parameter(8, change.head.length)?;
         stmt.raw_execute()?;
     }
-    tx.execute("DELETE FROM account_changes", [])?;
+    Ok(())
+}
+
+/// Ends a checkpoint whose rows are written: drops the stream rows up to
+/// `last_row` (what it folded; later rows hold later changes) and records
+/// that the `accounts` rows are current as of log sequence `through`.
+pub fn finish_checkpoint(tx: &Connection, last_row: i64, through: i64) -> Result<(), StoreError> {
+    tx.execute("DELETE FROM account_changes WHERE seq <= ?1", [last_row])?;
     tx.execute("INSERT INTO account_checkpoint (id, log_seq) VALUES (1, ?1) ON CONFLICT (id) DO UPDATE SET log_seq = excluded.log_seq", [through])?;
     Ok(())
 }
@@ -207,6 +220,10 @@ pub fn checkpoint(tx: &Connection, changes: &mut [(&str, &AccountChange)], throu
 #[derive(Debug, Default)]
 pub struct Overlay {
     state: RwLock<OverlayState>,
+    /// The newest log sequence published, signalled on every publish: a
+    /// reader whose snapshot already sees a commit waits here for the engine
+    /// to publish it (it does right after COMMIT), not replaying the stream.
+    published: (Mutex<i64>, Condvar),
 }
 
 #[derive(Debug, Default)]
@@ -233,6 +250,7 @@ impl Overlay {
             s.pruned_through = checkpointed_through;
             s.changes = folded.iter().map(|(id, c)| (id.clone(), (log_head, c.clone()))).collect();
         }
+        self.signal(log_head);
     }
 
     /// Readers replay the stream themselves until the next [`Overlay::reset`]
@@ -251,6 +269,25 @@ impl Overlay {
             for (id, change) in changes {
                 s.changes.insert(id, (log_seq, change));
             }
+        }
+        self.signal(log_seq);
+    }
+
+    fn signal(&self, log_seq: i64) {
+        if let Ok(mut published) = self.published.0.lock() {
+            *published = log_seq.max(*published);
+        }
+        self.published.1.notify_all();
+    }
+
+    /// Waits until a batch as new as `log_seq` is published, at most
+    /// `timeout`; false if it was not (another process wrote: the engine
+    /// loads the stream again at its next batch).
+    pub fn wait_published(&self, log_seq: i64, timeout: Duration) -> bool {
+        let Ok(published) = self.published.0.lock() else { return false };
+        match self.published.1.wait_timeout_while(published, timeout, |p| *p < log_seq) {
+            Ok((published, _)) => *published >= log_seq,
+            Err(_) => false,
         }
     }
 
@@ -282,18 +319,37 @@ impl Overlay {
         self.len() == 0
     }
 
-    /// Runs `write` on every change held, for a checkpoint, under the read
-    /// lock rather than on a copy (up to a million ids and heads allocated
-    /// and freed per checkpoint). Readers go on meanwhile; only the engine,
-    /// which is the one running this, ever takes the write lock. A poisoned
-    /// lock is an error: an empty copy would have emptied the stream with
-    /// no row written. The count is how many.
-    pub fn with_changes<T>(&self, write: impl FnOnce(&mut [(&str, &AccountChange)]) -> Result<T, StoreError>) -> Result<(usize, T), StoreError> {
+    /// The ids of every account changed since the last checkpoint, in
+    /// order: what a checkpoint will write. A poisoned lock is an error: an
+    /// empty list would have emptied the stream with no row written.
+    pub fn ids(&self) -> Result<Vec<String>, StoreError> {
         let state = self.state.read().map_err(|_| StoreError::Other(String::from("the account overlay was poisoned")))?;
-        let mut changes: Vec<(&str, &AccountChange)> = state.changes.iter().map(|(id, (_, c))| (id.as_str(), c)).collect();
-        let value = write(&mut changes)?;
+        let mut ids: Vec<String> = state.changes.keys().cloned().collect();
+        drop(state);
+        ids.sort_unstable();
+        Ok(ids)
+    }
+
+    /// Runs `write` on the current state of `ids` (those still held), for
+    /// a checkpoint, under the read lock rather than on a copy. Readers go
+    /// on meanwhile; only the engine, which is the one running this, ever
+    /// takes the write lock. The count is how many were held.
+    pub fn with_changes<T>(&self, ids: &[String], write: impl FnOnce(&[(&str, &AccountChange)]) -> Result<T, StoreError>) -> Result<(usize, T), StoreError> {
+        let state = self.state.read().map_err(|_| StoreError::Other(String::from("the account overlay was poisoned")))?;
+        let changes: Vec<(&str, &AccountChange)> = ids.iter().filter_map(|id| state.changes.get(id).map(|(_, c)| (id.as_str(), c))).collect();
+        let value = write(&changes)?;
         Ok((changes.len(), value))
     }
+}
+
+/// Why a read transaction got no [`View::Overlay`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NoView {
+    /// No engine of this process keeps the overlay: replay the stream.
+    NotLive,
+    /// Read again once the overlay has published this log sequence (0: at
+    /// once, with a newer snapshot).
+    Behind(i64),
 }
 
 /// How one read transaction sees accounts' current state.
@@ -306,23 +362,25 @@ pub enum View<'o> {
 
 impl<'o> View<'o> {
     /// The overlay's view for a read transaction just opened on `conn`, or
-    /// `None` when the overlay is not live or is behind the snapshot (then
-    /// retry, or replay the stream with [`View::folded`]).
-    pub fn open(conn: &Connection, overlay: &'o Overlay) -> Result<Option<View<'o>>, StoreError> {
+    /// why there is none.
+    pub fn open(conn: &Connection, overlay: &'o Overlay) -> Result<Result<View<'o>, NoView>, StoreError> {
         let (live, published, pruned_through) = match overlay.state.read() {
             Ok(s) => (s.live, s.published, s.pruned_through),
             Err(_) => (false, 0, 0),
         };
         if !live {
-            return Ok(None);
+            return Ok(Err(NoView::NotLive));
         }
         let log_head = log_head(conn)?;
-        // A commit the overlay has not been told of yet, or a snapshot from
-        // before a checkpoint whose pruned changes it would then miss.
-        if log_head > published || checkpointed_through(conn)? < pruned_through {
-            return Ok(None);
+        // A commit the overlay has not been told of yet…
+        if log_head > published {
+            return Ok(Err(NoView::Behind(log_head)));
         }
-        Ok(Some(View::Overlay { overlay, log_head, stale: std::cell::Cell::new(false) }))
+        // …or a snapshot from before a checkpoint whose pruned changes it would then miss.
+        if checkpointed_through(conn)? < pruned_through {
+            return Ok(Err(NoView::Behind(0)));
+        }
+        Ok(Ok(View::Overlay { overlay, log_head, stale: std::cell::Cell::new(false) }))
     }
 
     /// The replayed stream, for readers that scan everything (audits).
@@ -409,11 +467,19 @@ mod tests {
         )
         .expect("schema");
         let overlay = Overlay::default();
+        let why = |overlay: &Overlay| View::open(&conn, overlay).expect("opens").err();
         // Not live: the stream must be replayed.
-        assert!(View::open(&conn, &overlay).expect("opens").is_none());
+        assert_eq!(why(&overlay), Some(NoView::NotLive));
         overlay.reset(&HashMap::new(), 1, 0);
-        // The snapshot sees log record 2, the overlay only 1.
-        assert!(View::open(&conn, &overlay).expect("opens").is_none());
+        // The snapshot sees log record 2, the overlay only 1: the reader
+        // waits for it, and is woken by its publication.
+        assert_eq!(why(&overlay), Some(NoView::Behind(2)));
+        assert!(!overlay.wait_published(2, std::time::Duration::from_millis(1)));
+        std::thread::scope(|s| {
+            let waiter = s.spawn(|| overlay.wait_published(2, std::time::Duration::from_secs(10)));
+            overlay.publish(2, Vec::new());
+            assert!(waiter.join().expect("joins"));
+        });
         overlay.publish(2, vec![(String::from("acct_a"), AccountChange { version: 1, ..AccountChange::default() })]);
         let view = View::open(&conn, &overlay).expect("opens").expect("current");
         assert_eq!(view.get("acct_a").map(|c| c.version), Some(1));
@@ -425,8 +491,8 @@ mod tests {
         // A checkpoint this snapshot does not see, once its changes are pruned.
         conn.execute("INSERT INTO ledger_log (seq) VALUES (3)", []).expect("log");
         overlay.pruned(3);
-        assert!(View::open(&conn, &overlay).expect("opens").is_none());
+        assert_eq!(why(&overlay), Some(NoView::Behind(0)));
         conn.execute("INSERT INTO account_checkpoint (id, log_seq) VALUES (1, 3)", []).expect("checkpoint");
-        assert!(View::open(&conn, &overlay).expect("opens").is_some());
+        assert!(View::open(&conn, &overlay).expect("opens").is_ok());
     }
 }
