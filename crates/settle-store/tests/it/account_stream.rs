@@ -92,6 +92,15 @@ fn killable_engine(
     (handle, kill, thread)
 }
 
+/// A migrated SQLite store with no engine yet (the scenario starts its own), and a tenant.
+async fn migrated_sqlite() -> (Database, Store, settle_core::tenancy::TenantId) {
+    let database = Database::sqlite();
+    let store = Store::open(Some(database.url()), std::path::Path::new("unused")).await.unwrap();
+    store.migrate().await.unwrap();
+    let tenant = new_tenant(&store, "acme").await;
+    (database, store, tenant)
+}
+
 async fn submit(engine: &settle_store::engine::EngineHandle, tenant: settle_core::tenancy::TenantId, command: Command) -> Outcome {
     match engine.submit(tenant, command, None).await.unwrap() {
         Reply::Done { result: Ok(outcome), .. } => outcome,
@@ -105,10 +114,7 @@ fn transfer(from: &settle_core::ids::AccountId, to: &settle_core::ids::AccountId
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_before_any_checkpoint_loses_nothing() {
-    let database = Database::sqlite();
-    let store = Store::open(Some(database.url()), std::path::Path::new("unused")).await.unwrap();
-    store.migrate().await.unwrap();
-    let tenant = new_tenant(&store, "acme").await;
+    let (database, store, tenant) = migrated_sqlite().await;
     let (engine, kill, thread) = killable_engine(&store, CHECKPOINT_POLICY);
     let open = |name: &str, normal| Command::CreateAccount(new_account(name, normal, None));
     let Outcome::Account(funding) = submit(&engine, tenant, open("funding", Direction::Debit)).await else { panic!("an account") };
@@ -189,10 +195,7 @@ async fn assert_balances(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_checkpoint_written_a_slice_per_batch_never_shows_a_stale_balance_even_across_a_crash() {
-    let database = Database::sqlite();
-    let store = Store::open(Some(database.url()), std::path::Path::new("unused")).await.unwrap();
-    store.migrate().await.unwrap();
-    let tenant = new_tenant(&store, "acme").await;
+    let (database, store, tenant) = migrated_sqlite().await;
     let db = rusqlite::Connection::open(database.url().trim_start_matches("sqlite://")).unwrap();
     let (engine, kill, thread) = killable_engine(&store, TINY_SLICES);
     let open = |name: String, normal| Command::CreateAccount(new_account(&name, normal, None));
