@@ -220,10 +220,10 @@ pub fn finish_checkpoint(tx: &Connection, last_row: i64, through: i64) -> Result
 #[derive(Debug, Default)]
 pub struct Overlay {
     state: RwLock<OverlayState>,
-    /// The newest log sequence published, signalled on every publish: a
-    /// reader whose snapshot already sees a commit waits here for the engine
-    /// to publish it (it does right after COMMIT), not replaying the stream.
-    published: (Mutex<i64>, Condvar),
+    /// Signalled on every publish: a reader whose snapshot already sees a
+    /// commit waits here for the engine to publish it (it does right after
+    /// COMMIT), not replaying the stream.
+    publishes: (Mutex<()>, Condvar),
 }
 
 #[derive(Debug, Default)]
@@ -250,7 +250,7 @@ impl Overlay {
             s.pruned_through = checkpointed_through;
             s.changes = folded.iter().map(|(id, c)| (id.clone(), (log_head, c.clone()))).collect();
         }
-        self.signal(log_head);
+        self.signal();
     }
 
     /// Readers replay the stream themselves until the next [`Overlay::reset`]
@@ -270,25 +270,23 @@ impl Overlay {
                 s.changes.insert(id, (log_seq, change));
             }
         }
-        self.signal(log_seq);
+        self.signal();
     }
 
-    fn signal(&self, log_seq: i64) {
-        if let Ok(mut published) = self.published.0.lock() {
-            *published = log_seq.max(*published);
-        }
-        self.published.1.notify_all();
+    /// Wakes the waiting readers. Taking the mutex first means a reader that
+    /// checked `published` before this publish is already waiting.
+    fn signal(&self) {
+        drop(self.publishes.0.lock());
+        self.publishes.1.notify_all();
     }
 
     /// Waits until a batch as new as `log_seq` is published, at most
     /// `timeout`; false if it was not (another process wrote: the engine
     /// loads the stream again at its next batch).
     pub fn wait_published(&self, log_seq: i64, timeout: Duration) -> bool {
-        let Ok(published) = self.published.0.lock() else { return false };
-        match self.published.1.wait_timeout_while(published, timeout, |p| *p < log_seq) {
-            Ok((published, _)) => *published >= log_seq,
-            Err(_) => false,
-        }
+        let caught_up = || self.state.read().is_ok_and(|s| s.published >= log_seq);
+        let Ok(guard) = self.publishes.0.lock() else { return false };
+        self.publishes.1.wait_timeout_while(guard, timeout, |_| !caught_up()).is_ok() && caught_up()
     }
 
     /// After a checkpoint through `log_seq` committed: the rows hold it all.
@@ -334,11 +332,11 @@ impl Overlay {
     /// a checkpoint, under the read lock rather than on a copy. Readers go
     /// on meanwhile; only the engine, which is the one running this, ever
     /// takes the write lock. The count is how many were held.
-    pub fn with_changes<T>(&self, ids: &[String], write: impl FnOnce(&[(&str, &AccountChange)]) -> Result<T, StoreError>) -> Result<(usize, T), StoreError> {
+    pub fn with_changes(&self, ids: &[String], write: impl FnOnce(&[(&str, &AccountChange)]) -> Result<(), StoreError>) -> Result<usize, StoreError> {
         let state = self.state.read().map_err(|_| StoreError::Other(String::from("the account overlay was poisoned")))?;
         let changes: Vec<(&str, &AccountChange)> = ids.iter().filter_map(|id| state.changes.get(id).map(|(_, c)| (id.as_str(), c))).collect();
-        let value = write(&changes)?;
-        Ok((changes.len(), value))
+        write(&changes)?;
+        Ok(changes.len())
     }
 }
 
@@ -347,9 +345,10 @@ impl Overlay {
 pub enum NoView {
     /// No engine of this process keeps the overlay: replay the stream.
     NotLive,
-    /// Read again once the overlay has published this log sequence (0: at
-    /// once, with a newer snapshot).
+    /// Read again once the overlay has published this log sequence.
     Behind(i64),
+    /// Read again at once, with a newer snapshot.
+    Retry,
 }
 
 /// How one read transaction sees accounts' current state.
@@ -378,7 +377,7 @@ impl<'o> View<'o> {
         }
         // …or a snapshot from before a checkpoint whose pruned changes it would then miss.
         if checkpointed_through(conn)? < pruned_through {
-            return Ok(Err(NoView::Behind(0)));
+            return Ok(Err(NoView::Retry));
         }
         Ok(Ok(View::Overlay { overlay, log_head, stale: std::cell::Cell::new(false) }))
     }
@@ -491,7 +490,7 @@ mod tests {
         // A checkpoint this snapshot does not see, once its changes are pruned.
         conn.execute("INSERT INTO ledger_log (seq) VALUES (3)", []).expect("log");
         overlay.pruned(3);
-        assert_eq!(why(&overlay), Some(NoView::Behind(0)));
+        assert_eq!(why(&overlay), Some(NoView::Retry));
         conn.execute("INSERT INTO account_checkpoint (id, log_seq) VALUES (1, 3)", []).expect("checkpoint");
         assert!(View::open(&conn, &overlay).expect("opens").is_ok());
     }
