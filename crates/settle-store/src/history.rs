@@ -17,6 +17,7 @@
 use crate::error::StoreError;
 use crate::sqlite::View;
 use rusqlite::{Connection, OptionalExtension, params};
+use settle_core::ids::{AccountId, TransactionId};
 use std::collections::BTreeMap;
 
 /// Every how many positions an account's history records a checkpoint.
@@ -34,8 +35,20 @@ pub struct Link {
 /// An account's newest transaction and how many it has.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Head {
-    pub transaction: Option<String>,
+    /// An id, not text: the engine copies heads several times per transfer.
+    pub transaction: Option<TransactionId>,
     pub length: i64,
+}
+
+impl Head {
+    /// A head as a row stores it.
+    pub fn from_row(transaction: Option<String>, length: i64) -> Head {
+        Head { transaction: transaction.map(TransactionId::from_trusted), length }
+    }
+
+    fn transaction_text(&self) -> Option<String> {
+        self.transaction.as_ref().map(|t| t.as_str().to_owned())
+    }
 }
 
 /// Links of one transaction, by account id, as stored in `transactions.chain`.
@@ -50,12 +63,12 @@ fn parse_links(text: &str) -> Result<Links, StoreError> {
 /// JSON of [`Links`], written here directly because the engine does this for
 /// every transfer — and noting the checkpoints it reaches.
 pub fn append<'a>(
-    heads: &mut foldhash::HashMap<String, Head>,
-    transaction: &str,
-    accounts: impl Iterator<Item = &'a str>,
-    checkpoints: &mut Vec<(String, i64, String)>,
+    heads: &mut foldhash::HashMap<AccountId, Head>,
+    transaction: &TransactionId,
+    accounts: impl Iterator<Item = &'a AccountId>,
+    checkpoints: &mut Vec<(AccountId, i64, TransactionId)>,
 ) -> Result<String, StoreError> {
-    let mut touched: Vec<&str> = accounts.collect();
+    let mut touched: Vec<&AccountId> = accounts.collect();
     // The order of a `Links` map, so the text is the same as serializing one.
     touched.sort_unstable();
     touched.dedup();
@@ -64,18 +77,18 @@ pub fn append<'a>(
     for (i, account) in touched.into_iter().enumerate() {
         let head = heads.get_mut(account).ok_or_else(|| StoreError::Other(format!("history head of {account} was not loaded")))?;
         let seq = head.length.checked_add(1).ok_or_else(|| StoreError::Corrupt(String::from("history length overflow")))?;
-        let prev = head.transaction.replace(transaction.to_owned());
+        let prev = head.transaction.replace(transaction.clone());
         head.length = seq;
         if seq % CHECKPOINT_EVERY == 0 {
-            checkpoints.push((account.to_owned(), seq, transaction.to_owned()));
+            checkpoints.push((account.clone(), seq, transaction.clone()));
         }
         if i > 0 {
             json.push(',');
         }
-        push_json_str(&mut json, account);
+        push_json_str(&mut json, account.as_str());
         json.push_str(r#":{"prev":"#);
         match &prev {
-            Some(p) => push_json_str(&mut json, p),
+            Some(p) => push_json_str(&mut json, p.as_str()),
             None => json.push_str("null"),
         }
         json.push_str(r#","seq":"#);
@@ -86,9 +99,21 @@ pub fn append<'a>(
     Ok(json)
 }
 
+/// Bytes a JSON string can hold unescaped that ids are made of: a table,
+/// because every transfer writes six ids this way.
+const PLAIN: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = (b as u8).is_ascii_alphanumeric() || b == b'_' as usize;
+        b += 1;
+    }
+    table
+};
+
 /// A JSON string: ids as they are (they need no escaping), anything else escaped.
 fn push_json_str(out: &mut String, s: &str) {
-    if s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+    if s.bytes().all(|b| PLAIN[usize::from(b)]) {
         out.push('"');
         out.push_str(s);
         out.push('"');
@@ -122,7 +147,7 @@ pub fn walk_all(conn: &Connection, view: &View<'_>) -> Result<Vec<Walked>, Store
         let mut problem: Option<String> = None;
         let mut expected_seq = history.head.length;
         let mut checkpoints: Vec<(i64, String)> = Vec::new();
-        let walked = history.walk_links(history.head.transaction.clone(), &mut |id, link| {
+        let walked = history.walk_links(history.head.transaction_text(), &mut |id, link| {
             if transactions.len() == limit {
                 problem = Some(format!("is longer than its stored length {limit}"));
                 return Ok(false);
@@ -167,7 +192,7 @@ impl<'c> History<'c> {
     /// `view` sees it (the row's, or a newer one not yet checkpointed).
     pub fn of(conn: &'c Connection, account: &'c str, tenant: i64, view: &View<'_>) -> Result<Option<History<'c>>, StoreError> {
         let mut stmt = conn.prepare_cached("SELECT head_transaction_id, history_length FROM accounts WHERE id = ?1 AND tenant_id = ?2")?;
-        let head = stmt.query_row(params![account, tenant], |r| Ok(Head { transaction: r.get(0)?, length: r.get(1)? })).optional()?;
+        let head = stmt.query_row(params![account, tenant], |r| Ok(Head::from_row(r.get(0)?, r.get(1)?))).optional()?;
         Ok(head.map(|head| History { conn, account, head: view.head(account, head) }))
     }
 
@@ -180,7 +205,7 @@ impl<'c> History<'c> {
 
     /// Calls `visit` with transaction ids, newest first, until it returns false.
     pub fn walk_back(&self, visit: &mut dyn FnMut(&str) -> Result<bool, StoreError>) -> Result<(), StoreError> {
-        self.walk_from(self.head.transaction.clone(), visit)
+        self.walk_from(self.head.transaction_text(), visit)
     }
 
     /// Like [`History::walk_back`], starting at `from` (inclusive; `None`: nothing).
@@ -276,7 +301,7 @@ impl<'c> History<'c> {
         if let Some(found) = stmt.query_row(params![self.account, seq], |r| Ok((r.get(0)?, r.get(1)?))).optional()? {
             return Ok(found);
         }
-        let head = self.head.transaction.clone().ok_or_else(|| StoreError::Corrupt(format!("account {} has history but no head", self.account)))?;
+        let head = self.head.transaction_text().ok_or_else(|| StoreError::Corrupt(format!("account {} has history but no head", self.account)))?;
         Ok((self.head.length, head))
     }
 }
@@ -294,20 +319,23 @@ mod tests {
     /// so chains written before and after read alike.
     #[test]
     fn appended_links_are_the_json_of_their_links() {
+        let acct = |text: &str| AccountId::from_trusted(String::from(text));
+        let ltx = |text: &str| TransactionId::from_trusted(String::from(text));
         let mut heads = foldhash::HashMap::default();
-        heads.insert(String::from("acct_b"), Head { transaction: Some(String::from("ltx_1")), length: 63 });
-        heads.insert(String::from("acct_a"), Head::default());
-        heads.insert(String::from("acct \"odd\""), Head { transaction: None, length: 5 });
+        heads.insert(acct("acct_b"), Head::from_row(Some(String::from("ltx_1")), 63));
+        heads.insert(acct("acct_a"), Head::default());
+        heads.insert(acct("acct \"odd\""), Head { transaction: None, length: 5 });
         let mut checkpoints = Vec::new();
-        let text = append(&mut heads, "ltx_2", ["acct_b", "acct_a", "acct_b", "acct \"odd\""].into_iter(), &mut checkpoints).expect("heads are loaded");
+        let touched = [acct("acct_b"), acct("acct_a"), acct("acct_b"), acct("acct \"odd\"")];
+        let text = append(&mut heads, &ltx("ltx_2"), touched.iter(), &mut checkpoints).expect("heads are loaded");
         let mut expected = Links::new();
         expected.insert(String::from("acct_a"), Link { prev: None, seq: 1 });
         expected.insert(String::from("acct_b"), Link { prev: Some(String::from("ltx_1")), seq: 64 });
         expected.insert(String::from("acct \"odd\""), Link { prev: None, seq: 6 });
         assert_eq!(text, serde_json::to_string(&expected).expect("serializes"));
         assert_eq!(parse_links(&text).expect("parses"), expected);
-        assert_eq!(checkpoints, vec![(String::from("acct_b"), 64, String::from("ltx_2"))]);
-        assert_eq!(heads.get("acct_b"), Some(&Head { transaction: Some(String::from("ltx_2")), length: 64 }));
-        assert!(append(&mut heads, "ltx_3", ["acct_missing"].into_iter(), &mut checkpoints).is_err());
+        assert_eq!(checkpoints, vec![(acct("acct_b"), 64, ltx("ltx_2"))]);
+        assert_eq!(heads.get("acct_b"), Some(&Head::from_row(Some(String::from("ltx_2")), 64)));
+        assert!(append(&mut heads, &ltx("ltx_3"), [acct("acct_missing")].iter(), &mut checkpoints).is_err());
     }
 }

@@ -829,14 +829,14 @@ pub struct SqliteWriter {
     turn: Option<gate::Turn>,
     in_transaction: bool,
     /// History heads of the accounts this batch loaded or created.
-    heads: foldhash::HashMap<String, Head>,
+    heads: foldhash::HashMap<AccountId, Head>,
     /// Accounts as last committed, so a batch need not read them again. Valid
     /// while no other writer has changed the ledger: another engine (a second
     /// process, `settle reconcile --repair`) always appends to the ledger log
     /// or checkpoints, so both are compared at every BEGIN, and the cache and
     /// the overlay are loaded again when they moved. Writes to other tables
     /// (events, webhooks, customers…) leave them valid.
-    cache: foldhash::HashMap<String, (AccountState, Head)>,
+    cache: foldhash::HashMap<AccountId, (AccountState, Head)>,
     /// What this batch wrote, for the cache once COMMIT succeeds.
     written: Vec<(AccountState, Head)>,
     /// (ledger-log head, checkpoint) as this writer last left them.
@@ -847,7 +847,7 @@ pub struct SqliteWriter {
     /// when this is its first writer).
     overlay: Arc<Overlay>,
     /// This batch's account changes, published to the overlay once COMMIT succeeds.
-    changes: Vec<(String, AccountChange)>,
+    changes: Vec<(AccountId, AccountChange)>,
     /// The log sequence of this batch's newest record.
     batch_log_seq: Option<i64>,
     /// The overlay must be loaded again from the stream (at the start, or
@@ -911,7 +911,7 @@ pub const CHECKPOINT_POLICY: CheckpointPolicy = CheckpointPolicy { records: 4_00
 struct Folding {
     /// Every account the folded stream rows hold, in id order, and how many
     /// are written.
-    ids: Vec<String>,
+    ids: Vec<AccountId>,
     written: usize,
     /// The stream rows it folds: those from `first_row` to `last_row`. If the
     /// first is gone, another process checkpointed meanwhile.
@@ -1135,11 +1135,11 @@ impl WriteBackend for SqliteWriter {
         for id in ids {
             let stored_only = self.reread.contains(id.as_str());
             if !stored_only && let Some((state, head)) = self.cache.get(id.as_str()) {
-                self.heads.insert(id.as_str().to_owned(), head.clone());
+                self.heads.insert(id.clone(), head.clone());
                 out.push(state.clone());
                 continue;
             }
-            let row = stmt.query_row([id.as_str()], |r| Ok((account_row(r)?, Head { transaction: r.get(15)?, length: r.get(16)? }))).optional()?;
+            let row = stmt.query_row([id.as_str()], |r| Ok((account_row(r)?, Head::from_row(r.get(15)?, r.get(16)?)))).optional()?;
             if let Some((mut row, mut head)) = row {
                 let change = if stored_only { account_changes::current(&self.conn, id.as_str())? } else { self.overlay.current(id.as_str()) };
                 if let Some(change) = change {
@@ -1147,8 +1147,8 @@ impl WriteBackend for SqliteWriter {
                     head = change.head;
                 }
                 let state = row.into_record()?.state;
-                self.heads.insert(id.as_str().to_owned(), head.clone());
-                self.cache.insert(id.as_str().to_owned(), (state.clone(), head));
+                self.heads.insert(id.clone(), head.clone());
+                self.cache.insert(id.clone(), (state.clone(), head));
                 out.push(state);
             }
         }
@@ -1191,13 +1191,13 @@ impl WriteBackend for SqliteWriter {
             self.enter_optimistic()?;
         }
         for a in &effects.new_accounts {
-            self.heads.insert(a.state.id.as_str().to_owned(), Head::default());
+            self.heads.insert(a.state.id.clone(), Head::default());
         }
         // Chain each new transaction into the history of every account it touches.
         let mut checkpoints = Vec::new();
         let mut chains = Vec::with_capacity(effects.new_transactions.len());
         for t in &effects.new_transactions {
-            chains.push(history::append(&mut self.heads, t.id.as_str(), t.entries.iter().map(|e| e.account_id.as_str()), &mut checkpoints)?);
+            chains.push(history::append(&mut self.heads, &t.id, t.entries.iter().map(|e| &e.account_id), &mut checkpoints)?);
         }
         let mut heads_written = foldhash::HashSet::default();
         let c = &self.conn;
@@ -1228,7 +1228,7 @@ impl WriteBackend for SqliteWriter {
                     s.counters.pending_credits,
                     s.version,
                     a.correlation_id.as_ref().map(|c| c.as_str()),
-                    head.transaction,
+                    head.transaction.as_ref().map(TransactionId::as_str),
                     head.length
                 ])?;
             }
@@ -1248,7 +1248,7 @@ impl WriteBackend for SqliteWriter {
                 let head = head_of(s.id.as_str());
                 heads_written.insert(s.id.as_str());
                 self.written.push((s.clone(), head.clone()));
-                self.changes.push((s.id.as_str().to_owned(), AccountChange { counters: s.counters, version: s.version, head }));
+                self.changes.push((s.id.clone(), AccountChange { counters: s.counters, version: s.version, head }));
             }
             // A head can only move with its account's counters, but never leave one behind.
             for t in &effects.new_transactions {
@@ -1258,7 +1258,7 @@ impl WriteBackend for SqliteWriter {
                             self.cache.get(e.account_id.as_str()).ok_or_else(|| StoreError::Other(format!("account {} was not loaded", e.account_id)))?;
                         let head = head_of(e.account_id.as_str());
                         self.written.push((state.clone(), head.clone()));
-                        self.changes.push((e.account_id.as_str().to_owned(), AccountChange { counters: state.counters, version: state.version, head }));
+                        self.changes.push((e.account_id.clone(), AccountChange { counters: state.counters, version: state.version, head }));
                     }
                 }
             }
@@ -1268,7 +1268,7 @@ impl WriteBackend for SqliteWriter {
             }
             let mut stmt = c.prepare_cached("INSERT INTO account_checkpoints (account_id, seq, transaction_id) VALUES (?1, ?2, ?3)")?;
             for (account, seq, transaction) in &checkpoints {
-                stmt.execute(params![account, seq, transaction])?;
+                stmt.execute(params![account.as_str(), seq, transaction.as_str()])?;
             }
         }
         {
@@ -1360,7 +1360,7 @@ impl WriteBackend for SqliteWriter {
             self.cache.clear();
         }
         for (state, head) in self.written.drain(..) {
-            self.cache.insert(state.id.as_str().to_owned(), (state, head));
+            self.cache.insert(state.id.clone(), (state, head));
         }
         Ok(())
     }

@@ -23,6 +23,7 @@ use crate::error::StoreError;
 use crate::history::Head;
 use crate::rows::AccountRow;
 use rusqlite::{Connection, OptionalExtension};
+use settle_core::ids::{AccountId, TransactionId};
 use settle_core::ledger::Counters;
 use std::collections::HashMap;
 use std::sync::{Condvar, Mutex, RwLock};
@@ -64,7 +65,7 @@ pub fn encode(changes: &[(&str, &AccountChange)]) -> Result<Vec<u8>, StoreError>
         for n in [c.posted_debits, c.posted_credits, c.pending_debits, c.pending_credits, change.version, change.head.length] {
             out.extend_from_slice(&n.to_le_bytes());
         }
-        put_text(&mut out, change.head.transaction.as_deref().unwrap_or(""))?;
+        put_text(&mut out, change.head.transaction.as_ref().map_or("", TransactionId::as_str))?;
     }
     Ok(out)
 }
@@ -92,7 +93,7 @@ pub fn decode(body: &[u8], each: &mut dyn FnMut(String, AccountChange)) -> Resul
         }
         let head = r.text()?;
         let counters = Counters { posted_debits: n[0], posted_credits: n[1], pending_debits: n[2], pending_credits: n[3] };
-        each(id, AccountChange { counters, version: n[4], head: Head { transaction: (!head.is_empty()).then_some(head), length: n[5] } });
+        each(id, AccountChange { counters, version: n[4], head: Head::from_row((!head.is_empty()).then_some(head), n[5]) });
     }
     if r.at != body.len() {
         return Err(StoreError::Corrupt(String::from("account change row has trailing bytes")));
@@ -160,7 +161,7 @@ pub fn current(conn: &Connection, account: &str) -> Result<Option<AccountChange>
             Ok(AccountChange {
                 counters: Counters { posted_debits: r.get(0)?, posted_credits: r.get(1)?, pending_debits: r.get(2)?, pending_credits: r.get(3)? },
                 version: r.get(4)?,
-                head: Head { transaction: r.get(5)?, length: r.get(6)? },
+                head: Head::from_row(r.get(5)?, r.get(6)?),
             })
         })
         .optional()?)
@@ -199,7 +200,7 @@ pub fn write_rows(tx: &Connection, changes: &[(&str, &AccountChange)]) -> Result
         stmt.raw_bind_parameter(4, c.pending_debits)?;
         stmt.raw_bind_parameter(5, c.pending_credits)?;
         stmt.raw_bind_parameter(6, change.version)?;
-        stmt.raw_bind_parameter(7, change.head.transaction.as_deref())?;
+        stmt.raw_bind_parameter(7, change.head.transaction.as_ref().map(TransactionId::as_str))?;
         stmt.raw_bind_parameter(8, change.head.length)?;
         stmt.raw_execute()?;
     }
@@ -237,7 +238,7 @@ struct OverlayState {
     /// log sequence; an older snapshot must not read those rows.
     pruned_through: i64,
     /// Per account: the log sequence of the batch that set it, and the state.
-    changes: foldhash::HashMap<String, (i64, AccountChange)>,
+    changes: foldhash::HashMap<AccountId, (i64, AccountChange)>,
 }
 
 impl Overlay {
@@ -248,7 +249,7 @@ impl Overlay {
             s.live = true;
             s.published = log_head;
             s.pruned_through = checkpointed_through;
-            s.changes = folded.iter().map(|(id, c)| (id.clone(), (log_head, c.clone()))).collect();
+            s.changes = folded.iter().map(|(id, c)| (AccountId::from_trusted(id.clone()), (log_head, c.clone()))).collect();
         }
         self.signal();
     }
@@ -263,7 +264,7 @@ impl Overlay {
     }
 
     /// Publishes a committed batch whose newest log record is `log_seq`.
-    pub fn publish(&self, log_seq: i64, changes: Vec<(String, AccountChange)>) {
+    pub fn publish(&self, log_seq: i64, changes: Vec<(AccountId, AccountChange)>) {
         if let Ok(mut s) = self.state.write() {
             s.published = s.published.max(log_seq);
             for (id, change) in changes {
@@ -320,9 +321,9 @@ impl Overlay {
     /// The ids of every account changed since the last checkpoint, in
     /// order: what a checkpoint will write. A poisoned lock is an error: an
     /// empty list would have emptied the stream with no row written.
-    pub fn ids(&self) -> Result<Vec<String>, StoreError> {
+    pub fn ids(&self) -> Result<Vec<AccountId>, StoreError> {
         let state = self.state.read().map_err(|_| StoreError::Other(String::from("the account overlay was poisoned")))?;
-        let mut ids: Vec<String> = state.changes.keys().cloned().collect();
+        let mut ids: Vec<AccountId> = state.changes.keys().cloned().collect();
         drop(state);
         ids.sort_unstable();
         Ok(ids)
@@ -332,7 +333,7 @@ impl Overlay {
     /// a checkpoint, under the read lock rather than on a copy. Readers go
     /// on meanwhile; only the engine, which is the one running this, ever
     /// takes the write lock. The count is how many were held.
-    pub fn with_changes(&self, ids: &[String], write: impl FnOnce(&[(&str, &AccountChange)]) -> Result<(), StoreError>) -> Result<usize, StoreError> {
+    pub fn with_changes(&self, ids: &[AccountId], write: impl FnOnce(&[(&str, &AccountChange)]) -> Result<(), StoreError>) -> Result<usize, StoreError> {
         let state = self.state.read().map_err(|_| StoreError::Other(String::from("the account overlay was poisoned")))?;
         let changes: Vec<(&str, &AccountChange)> = ids.iter().filter_map(|id| state.changes.get(id).map(|(_, c)| (id.as_str(), c))).collect();
         write(&changes)?;
@@ -432,7 +433,7 @@ mod tests {
         let a = AccountChange {
             counters: Counters { posted_debits: 1, posted_credits: i64::MAX, pending_debits: 0, pending_credits: 7 },
             version: 42,
-            head: Head { transaction: Some(String::from("ltx_01JABCDEFGHJKMNPQRSTVWXYZ0")), length: 9 },
+            head: Head::from_row(Some(String::from("ltx_01JABCDEFGHJKMNPQRSTVWXYZ0")), 9),
         };
         let b = AccountChange::default();
         let body = encode(&[("acct_a", &a), ("acct_b", &b)]).expect("encodes");
@@ -479,12 +480,12 @@ mod tests {
             overlay.publish(2, Vec::new());
             assert!(waiter.join().expect("joins"));
         });
-        overlay.publish(2, vec![(String::from("acct_a"), AccountChange { version: 1, ..AccountChange::default() })]);
+        overlay.publish(2, vec![(AccountId::from_trusted(String::from("acct_a")), AccountChange { version: 1, ..AccountChange::default() })]);
         let view = View::open(&conn, &overlay).expect("opens").expect("current");
         assert_eq!(view.get("acct_a").map(|c| c.version), Some(1));
         assert!(!view.is_stale());
         // A change published after this snapshot makes it stale.
-        overlay.publish(3, vec![(String::from("acct_a"), AccountChange { version: 2, ..AccountChange::default() })]);
+        overlay.publish(3, vec![(AccountId::from_trusted(String::from("acct_a")), AccountChange { version: 2, ..AccountChange::default() })]);
         assert_eq!(view.get("acct_a").map(|c| c.version), Some(2));
         assert!(view.is_stale());
         // A checkpoint this snapshot does not see, once its changes are pruned.
