@@ -48,11 +48,17 @@ pub const LEASE_SECS: i64 = 15;
 pub struct ProjectorConfig {
     /// How often an idle projector looks at the log (it is also woken by commits).
     pub poll_interval: Duration,
+    /// After a round that took every record there was, how long the
+    /// projector lets new ones gather before the next: each round is a write
+    /// transaction (a sync to disk, and the write lock the engine then waits
+    /// for), and under a steady stream of small commits back-to-back rounds
+    /// of a few records each cost more than their events.
+    pub gather: Duration,
 }
 
 impl Default for ProjectorConfig {
     fn default() -> Self {
-        ProjectorConfig { poll_interval: Duration::from_millis(100) }
+        ProjectorConfig { poll_interval: Duration::from_millis(100), gather: Duration::from_millis(20) }
     }
 }
 
@@ -110,9 +116,15 @@ async fn run(state: AppState, config: ProjectorConfig, mut stopped: watch::Recei
         };
         if let Some(cursor) = cursor {
             match project(&state, &owner, cursor, lease_until).await {
-                Ok(Round::Advanced { to }) => {
+                Ok(Round::Advanced { to, caught_up }) => {
                     held = Some((to, lease_until));
                     state.events.stored.notify_one();
+                    if caught_up {
+                        tokio::select! {
+                            () = tokio::time::sleep(config.gather) => {}
+                            _ = stopped.changed() => {}
+                        }
+                    }
                     more = true;
                 }
                 Ok(Round::Idle) => {}
@@ -328,8 +340,9 @@ struct Pending {
 pub enum Round {
     /// No record after the cursor.
     Idle,
-    /// Events stored up to log record `to`, and the lease renewed with them.
-    Advanced { to: i64 },
+    /// Events stored up to log record `to`, and the lease renewed with them;
+    /// `caught_up` when the round took every record there was.
+    Advanced { to: i64, caught_up: bool },
     /// Another server holds the lease, or moved the cursor meanwhile.
     Lost,
 }
@@ -530,7 +543,7 @@ pub async fn project(state: &AppState, owner: &str, cursor: i64, lease_until: Ti
         });
     }
     if state.store.append_events(owner, cursor, upto, lease_until, events, state.clock.now()).await? {
-        Ok(Round::Advanced { to: upto })
+        Ok(Round::Advanced { to: upto, caught_up: upto == last && i64::try_from(records.len()).is_ok_and(|n| n < MAX_RECORDS_PER_ROUND) })
     } else {
         // Another server took the lease meanwhile; it projects from the stored cursor.
         Ok(Round::Lost)

@@ -480,7 +480,7 @@ pub struct Background {
 
 impl Background {
     fn start(state: &AppState) -> Background {
-        let config = settle_api::events::projector::ProjectorConfig { poll_interval: Duration::from_millis(20) };
+        let config = settle_api::events::projector::ProjectorConfig { poll_interval: Duration::from_millis(20), ..Default::default() };
         Background { projector: settle_api::events::projector::spawn(state.clone(), config), deliveries: settle_api::webhooks::worker::spawn(state.clone()) }
     }
 

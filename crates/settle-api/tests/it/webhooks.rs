@@ -448,7 +448,7 @@ async fn without_background(mut app: crate::app::TestApp) -> crate::app::TestApp
 
 /// The projector of `app`, polling often (the tests here start servers without one).
 fn projector_of(app: &crate::app::TestApp) -> settle_api::events::projector::ProjectorHandle {
-    let config = settle_api::events::projector::ProjectorConfig { poll_interval: std::time::Duration::from_millis(20) };
+    let config = settle_api::events::projector::ProjectorConfig { poll_interval: std::time::Duration::from_millis(20), ..Default::default() };
     settle_api::events::projector::spawn(app.state.clone(), config)
 }
 
