@@ -453,6 +453,30 @@ fn projector_of(app: &crate::app::TestApp) -> settle_api::events::projector::Pro
 }
 
 ledger_test! {
+    async fn after_a_round_that_caught_up_the_projector_lets_records_gather_before_the_next(app) {
+        let app = without_background(app).await;
+        let funding = app.account("debit", None).await;
+        let wallet = app.account("credit", None).await;
+        let gather = std::time::Duration::from_secs(2);
+        let config = settle_api::events::projector::ProjectorConfig { poll_interval: std::time::Duration::from_millis(20), gather };
+        let projector = settle_api::events::projector::spawn(app.state.clone(), config);
+        // Its first round takes both accounts' events and so caught up: it pauses.
+        events_at_least(&app.api, "", 2).await;
+        let paused = std::time::Instant::now();
+        let tx = app.transfer_ok(&funding, &wallet, 1).await;
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        // (A machine so slow that the pause may be over proves nothing here.)
+        if paused.elapsed() < gather / 2 {
+            let listed = app.api.list_all(&format!("/v1/events?object_id={tx}")).await;
+            assert!(listed.is_empty(), "a commit during the pause waits for the next round, but {} event(s) are listed", listed.len());
+        }
+        // The round after the pause takes it.
+        events_at_least(&app.api, &format!("?object_id={tx}"), 1).await;
+        projector.stop().await;
+    }
+}
+
+ledger_test! {
     async fn deliveries_need_no_wake_up_a_worker_that_only_polls_delivers_everything(app) {
         let app = without_background(app).await;
         let receiver = Receiver::start(200).await;
