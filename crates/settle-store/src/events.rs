@@ -343,7 +343,10 @@ impl Store {
     /// each out to the endpoints subscribed to it, moves the cursor to `to`
     /// and renews the lease until `lease_until`, all in one transaction.
     /// `false` (nothing written) when `owner` no longer holds the lease or
-    /// the cursor moved meanwhile.
+    /// the cursor moved meanwhile. On SQLite the round's commit is synced by
+    /// the next synced commit (the engine's, or the delivery worker's claim,
+    /// which comes before any send): a power cut may lose the round, never
+    /// the ledger change, and the projector then projects it again.
     pub async fn append_events(
         &self,
         owner: &str,
@@ -357,7 +360,7 @@ impl Store {
         let owner = owner.to_owned();
         match self {
             Store::Sqlite(s) => {
-                s.write_pooled(move |tx| {
+                s.write_pooled_deferred(move |tx| {
                     if tx.execute(&ADVANCE.replace('#', "?"), params![to, from, owner, lease_until.micros()])? != 1 {
                         return Ok(false);
                     }

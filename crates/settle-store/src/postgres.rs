@@ -53,6 +53,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (20, include_str!("../migrations/postgres/0020_ach_retries.sql")),
     (22, include_str!("../migrations/postgres/0022_ach_ledger_repairs.sql")),
     (23, include_str!("../migrations/postgres/0023_events_without_rowid.sql")),
+    (24, include_str!("../migrations/postgres/0024_events_keyed_by_tenant.sql")),
 ];
 /// Connections per server, the engine's included. PostgreSQL's default
 /// `max_connections` (100) leaves room for several servers.

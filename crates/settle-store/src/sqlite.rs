@@ -55,6 +55,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (20, include_str!("../migrations/sqlite/0020_ach_retries.sql")),
     (22, include_str!("../migrations/sqlite/0022_ach_ledger_repairs.sql")),
     (23, include_str!("../migrations/sqlite/0023_events_without_rowid.sql")),
+    (24, include_str!("../migrations/sqlite/0024_events_keyed_by_tenant.sql")),
 ];
 /// Read connections kept open; more are opened on demand and dropped after.
 const READ_POOL_SIZE: usize = 8;
@@ -1425,11 +1426,44 @@ fn find_external_ids(c: &Connection, table: &str, keys: &[(TenantId, String)]) -
 
 // ---- signed requests: signing secrets and nonces --------------------------
 
+/// When a pooled write's commit reaches the disk.
+#[derive(Clone, Copy, Debug)]
+enum CommitSync {
+    /// Before `COMMIT` returns (`synchronous=FULL`), like every ledger write.
+    Full,
+    /// With the next synced commit of any writer, or the next checkpoint
+    /// (`synchronous=NORMAL`: the WAL is one file, synced whole, so a synced
+    /// commit carries every frame written before it). For what can be
+    /// rebuilt after a power cut: the event projector's rounds, which store
+    /// their cursor with their events, so a lost round is projected again.
+    /// Its commit then holds the write turn — which the engine waits for —
+    /// without a sync of its own.
+    Deferred,
+}
+
+impl CommitSync {
+    fn pragma(self) -> &'static str {
+        match self {
+            CommitSync::Full => "FULL",
+            CommitSync::Deferred => "NORMAL",
+        }
+    }
+}
+
 impl SqliteStore {
     /// Runs `f` in an immediate write transaction on a pooled connection:
     /// for small writes on the request path (nonces), which would pay for
     /// opening a connection each time with [`SqliteStore::write_blocking`].
     pub(crate) fn write_pooled_blocking<T>(&self, f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        self.write_pooled_with(CommitSync::Full, f)
+    }
+
+    /// A pooled write whose commit may wait for a later sync: see [`CommitSync::Deferred`].
+    pub(crate) fn write_pooled_deferred_blocking<T>(&self, f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        self.write_pooled_with(CommitSync::Deferred, f)
+    }
+
+    fn write_pooled_with<T>(&self, sync: CommitSync, f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T, StoreError>) -> Result<T, StoreError> {
         self.with_pooled(|conn| {
             // SQLite's automatic checkpoint runs inside COMMIT, so it would copy
             // the WAL into the database while this writer holds the turn, and
@@ -1437,6 +1471,8 @@ impl SqliteStore {
             // The `settle-checkpoint` thread does it outside any turn when it runs.
             let running = self.checkpointing.load(std::sync::atomic::Ordering::SeqCst);
             conn.pragma_update(None, "wal_autocheckpoint", if running { 0 } else { DEFAULT_WAL_AUTOCHECKPOINT })?;
+            // Set on every use: pooled connections serve both kinds of write.
+            conn.pragma_update(None, "synchronous", sync.pragma())?;
             let _turn = self.gate.enter();
             let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let value = f(&tx)?;
@@ -1490,9 +1526,10 @@ const PURGE_IDEMPOTENCY: &str = "DELETE FROM idempotency_keys WHERE created_at <
 mod migration_tests {
     use super::*;
 
-    /// 0023 rebuilds `events` without a rowid: the events already stored survive it.
+    /// 0023 rebuilds `events` without a rowid, 0024 keys it by (tenant_id,
+    /// id): the events already stored survive both.
     #[test]
-    fn events_survive_being_keyed_by_id_alone() {
+    fn events_survive_being_rekeyed() {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("m.db");
         let conn = open(&path).expect("open");
@@ -1509,15 +1546,53 @@ mod migration_tests {
         )
         .expect("an event");
         drop(conn);
-        migrate(&path).expect("0023");
+        migrate(&path).expect("0023 and 0024");
         let conn = open(&path).expect("open");
-        let kept: (String, i64, Vec<u8>) =
-            conn.query_row("SELECT object_id, log_seq, body FROM events WHERE id = 'evt_1'", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).expect("kept");
+        let kept: (String, i64, Vec<u8>) = conn
+            .query_row("SELECT object_id, log_seq, body FROM events WHERE tenant_id = 1 AND id = 'evt_1'", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .expect("kept");
         assert_eq!(kept, (String::from("acct_1"), 7, b"{}".to_vec()));
         assert!(conn.query_row("SELECT rowid FROM events", [], |r| r.get::<_, i64>(0)).is_err(), "events still has a rowid");
-        let indexes: i64 = conn
-            .query_row("SELECT COUNT(*) FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'events' AND name LIKE 'events_by_%'", [], |r| r.get(0))
+        let primary_key: Vec<String> = conn
+            .prepare("SELECT name FROM pragma_table_info('events') WHERE pk > 0 ORDER BY pk")
+            .expect("pk")
+            .query_map([], |r| r.get(0))
+            .expect("pk")
+            .collect::<Result<_, _>>()
+            .expect("pk");
+        assert_eq!(primary_key, ["tenant_id", "id"]);
+        let mut indexes: Vec<String> = conn
+            .prepare("SELECT name FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'events' AND name LIKE 'events_by_%'")
+            .expect("indexes")
+            .query_map([], |r| r.get(0))
+            .expect("indexes")
+            .collect::<Result<_, _>>()
             .expect("indexes");
-        assert_eq!(indexes, 3);
+        indexes.sort();
+        assert_eq!(indexes, ["events_by_object", "events_by_type"]);
+    }
+}
+
+#[cfg(test)]
+mod commit_sync_tests {
+    use super::*;
+
+    fn synchronous(tx: &rusqlite::Transaction<'_>) -> Result<i64, StoreError> {
+        Ok(tx.query_row("PRAGMA synchronous", [], |r| r.get(0))?)
+    }
+
+    /// Pooled connections serve both kinds of write: a deferred write must
+    /// not leave the next ledger-grade write on the same connection unsynced.
+    #[test]
+    fn a_full_write_after_a_deferred_one_on_the_same_connection_syncs() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("s.db");
+        migrate(&path).expect("migrate");
+        let store = SqliteStore::new(path);
+        // SQLite's values: 1 is NORMAL, 2 is FULL.
+        assert_eq!(store.write_pooled_deferred_blocking(synchronous).expect("deferred"), 1);
+        assert_eq!(store.readers.lock().map(|p| p.len()).unwrap_or(0), 1, "the connection went back to the pool");
+        assert_eq!(store.write_pooled_blocking(synchronous).expect("full"), 2);
+        assert_eq!(store.write_pooled_deferred_blocking(synchronous).expect("deferred again"), 1);
     }
 }

@@ -280,6 +280,17 @@ impl crate::sqlite::SqliteStore {
         let this = self.clone();
         tokio::task::spawn_blocking(move || this.write_pooled_blocking(f)).await.map_err(|e| StoreError::Other(e.to_string()))?
     }
+
+    /// [`Self::write_pooled`] whose commit is synced by the next synced
+    /// commit rather than its own: for what a power cut may lose and the
+    /// server rebuilds (the event projector's rounds; see `sqlite.rs`).
+    pub(crate) async fn write_pooled_deferred<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.write_pooled_deferred_blocking(f)).await.map_err(|e| StoreError::Other(e.to_string()))?
+    }
 }
 
 /// What an attempt writes: (its time, the delivery's new status, when the
@@ -811,7 +822,7 @@ impl Store {
         // same owner still holds, which a time-based lookup could return).
         let details = |p: &str| {
             format!(
-                "SELECT {CLAIMED_COLUMNS} FROM webhook_deliveries d JOIN events e ON e.id = d.event_id JOIN webhook_endpoints w ON w.id = d.endpoint_id
+                "SELECT {CLAIMED_COLUMNS} FROM webhook_deliveries d JOIN events e ON e.tenant_id = d.tenant_id AND e.id = d.event_id JOIN webhook_endpoints w ON w.id = d.endpoint_id
                  JOIN tenants t ON t.id = d.tenant_id WHERE d.endpoint_id = {p}1 AND d.event_id = {p}2 AND w.status = 'enabled'"
             )
         };
