@@ -175,8 +175,22 @@ impl EntryId {
         let body = &transaction.as_str()[TransactionId::PREFIX.len()..];
         // Pending legs are numbered 00..99, posted legs p0..p99 so both can coexist.
         let leg = if posted_leg { 'p' } else { 'h' };
-        // Built by hand: two per transfer, and `format!` showed in the engine's profile.
-        let mut text = String::with_capacity(Self::PREFIX.len() + body.len() + 3);
+        // Built by hand: two per transfer, and `format!` showed in the
+        // engine's profile. Positions under 100 (all but huge transactions)
+        // are written on the stack, so the id costs one allocation (the
+        // `Arc`), not a `String` copied into it.
+        if position < 100 && body.len() == ULID_CHARS {
+            let mut text = [0u8; Self::PREFIX.len() + ULID_CHARS + 3];
+            let (prefix, rest) = text.split_at_mut(Self::PREFIX.len());
+            prefix.copy_from_slice(Self::PREFIX.as_bytes());
+            let (ulid, suffix) = rest.split_at_mut(ULID_CHARS);
+            ulid.copy_from_slice(body.as_bytes());
+            suffix.copy_from_slice(&[leg as u8, b'0' + (position / 10) as u8, b'0' + (position % 10) as u8]);
+            if let Ok(text) = std::str::from_utf8(&text) {
+                return EntryId(Text::from(text));
+            }
+        }
+        let mut text = String::with_capacity(Self::PREFIX.len() + body.len() + 4);
         text.push_str(Self::PREFIX);
         text.push_str(body);
         text.push(leg);
