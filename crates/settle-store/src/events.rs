@@ -360,7 +360,7 @@ impl Store {
         let owner = owner.to_owned();
         match self {
             Store::Sqlite(s) => {
-                s.write_pooled_deferred(move |tx| {
+                s.write_pooled_as(crate::sqlite::CommitSync::Deferred, move |tx| {
                     if tx.execute(&ADVANCE.replace('#', "?"), params![to, from, owner, lease_until.micros()])? != 1 {
                         return Ok(false);
                     }

@@ -1428,7 +1428,7 @@ fn find_external_ids(c: &Connection, table: &str, keys: &[(TenantId, String)]) -
 
 /// When a pooled write's commit reaches the disk.
 #[derive(Clone, Copy, Debug)]
-enum CommitSync {
+pub(crate) enum CommitSync {
     /// Before `COMMIT` returns (`synchronous=FULL`), like every ledger write.
     Full,
     /// With the next synced commit of any writer, or the next checkpoint
@@ -1458,12 +1458,8 @@ impl SqliteStore {
         self.write_pooled_with(CommitSync::Full, f)
     }
 
-    /// A pooled write whose commit may wait for a later sync: see [`CommitSync::Deferred`].
-    pub(crate) fn write_pooled_deferred_blocking<T>(&self, f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T, StoreError>) -> Result<T, StoreError> {
-        self.write_pooled_with(CommitSync::Deferred, f)
-    }
-
-    fn write_pooled_with<T>(&self, sync: CommitSync, f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T, StoreError>) -> Result<T, StoreError> {
+    /// A pooled write whose commit reaches the disk as `sync` says.
+    pub(crate) fn write_pooled_with<T>(&self, sync: CommitSync, f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T, StoreError>) -> Result<T, StoreError> {
         self.with_pooled(|conn| {
             // SQLite's automatic checkpoint runs inside COMMIT, so it would copy
             // the WAL into the database while this writer holds the turn, and
@@ -1553,22 +1549,10 @@ mod migration_tests {
             .expect("kept");
         assert_eq!(kept, (String::from("acct_1"), 7, b"{}".to_vec()));
         assert!(conn.query_row("SELECT rowid FROM events", [], |r| r.get::<_, i64>(0)).is_err(), "events still has a rowid");
-        let primary_key: Vec<String> = conn
-            .prepare("SELECT name FROM pragma_table_info('events') WHERE pk > 0 ORDER BY pk")
-            .expect("pk")
-            .query_map([], |r| r.get(0))
-            .expect("pk")
-            .collect::<Result<_, _>>()
-            .expect("pk");
+        let names = |sql: &str| -> Vec<String> { conn.prepare(sql).expect(sql).query_map([], |r| r.get(0)).expect(sql).collect::<Result<_, _>>().expect(sql) };
+        let primary_key = names("SELECT name FROM pragma_table_info('events') WHERE pk > 0 ORDER BY pk");
         assert_eq!(primary_key, ["tenant_id", "id"]);
-        let mut indexes: Vec<String> = conn
-            .prepare("SELECT name FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'events' AND name LIKE 'events_by_%'")
-            .expect("indexes")
-            .query_map([], |r| r.get(0))
-            .expect("indexes")
-            .collect::<Result<_, _>>()
-            .expect("indexes");
-        indexes.sort();
+        let indexes = names("SELECT name FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'events' AND name LIKE 'events_by_%' ORDER BY name");
         assert_eq!(indexes, ["events_by_object", "events_by_type"]);
     }
 }
@@ -1590,9 +1574,9 @@ mod commit_sync_tests {
         migrate(&path).expect("migrate");
         let store = SqliteStore::new(path);
         // SQLite's values: 1 is NORMAL, 2 is FULL.
-        assert_eq!(store.write_pooled_deferred_blocking(synchronous).expect("deferred"), 1);
+        assert_eq!(store.write_pooled_with(CommitSync::Deferred, synchronous).expect("deferred"), 1);
         assert_eq!(store.readers.lock().map(|p| p.len()).unwrap_or(0), 1, "the connection went back to the pool");
         assert_eq!(store.write_pooled_blocking(synchronous).expect("full"), 2);
-        assert_eq!(store.write_pooled_deferred_blocking(synchronous).expect("deferred again"), 1);
+        assert_eq!(store.write_pooled_with(CommitSync::Deferred, synchronous).expect("deferred again"), 1);
     }
 }

@@ -277,19 +277,18 @@ impl crate::sqlite::SqliteStore {
         &self,
         f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let this = self.clone();
-        tokio::task::spawn_blocking(move || this.write_pooled_blocking(f)).await.map_err(|e| StoreError::Other(e.to_string()))?
+        self.write_pooled_as(crate::sqlite::CommitSync::Full, f).await
     }
 
-    /// [`Self::write_pooled`] whose commit is synced by the next synced
-    /// commit rather than its own: for what a power cut may lose and the
-    /// server rebuilds (the event projector's rounds; see `sqlite.rs`).
-    pub(crate) async fn write_pooled_deferred<T: Send + 'static>(
+    /// [`Self::write_pooled`] with the commit synced as `sync` says: the
+    /// event projector's rounds are [`crate::sqlite::CommitSync::Deferred`].
+    pub(crate) async fn write_pooled_as<T: Send + 'static>(
         &self,
+        sync: crate::sqlite::CommitSync,
         f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
         let this = self.clone();
-        tokio::task::spawn_blocking(move || this.write_pooled_deferred_blocking(f)).await.map_err(|e| StoreError::Other(e.to_string()))?
+        tokio::task::spawn_blocking(move || this.write_pooled_with(sync, f)).await.map_err(|e| StoreError::Other(e.to_string()))?
     }
 }
 
