@@ -352,6 +352,9 @@ pub struct EngineConfig {
     pub queue_capacity: usize,
     /// Told about every committed batch (metrics).
     pub observer: Option<Arc<dyn BatchObserver>>,
+    /// The nice value of SQLite's WAL checkpointer thread (0: the engine's
+    /// own priority; see `priority.rs`).
+    pub checkpointer_nice: i32,
 }
 
 /// Told about every batch the engine committed, for metrics. It runs on the
@@ -372,6 +375,7 @@ impl Default for EngineConfig {
             idempotency_retention: Duration::from_secs(24 * 3600),
             queue_capacity: QUEUE_CAPACITY,
             observer: None,
+            checkpointer_nice: 0,
         }
     }
 }

@@ -14,6 +14,7 @@ pub mod flags;
 pub mod history;
 pub mod operations;
 pub mod postgres;
+pub mod priority;
 pub mod reconcile;
 pub mod records;
 pub mod rows;

@@ -180,9 +180,10 @@ impl SqliteStore {
         })
     }
 
-    /// Starts the WAL checkpointer (`wal.rs`), so the engine's commits never pay for it.
-    pub fn start_checkpointer(&self) -> Result<Checkpointer, StoreError> {
-        Checkpointer::start(open(&self.path)?, Arc::clone(&self.gate), Arc::clone(&self.checkpointing), wal::POLICY)
+    /// Starts the WAL checkpointer (`wal.rs`), so the engine's commits never
+    /// pay for it, on a thread at `nice` (`priority.rs`).
+    pub fn start_checkpointer(&self, nice: i32) -> Result<Checkpointer, StoreError> {
+        Checkpointer::start(open(&self.path)?, Arc::clone(&self.gate), Arc::clone(&self.checkpointing), wal::POLICY, nice)
     }
 
     /// Runs `f` on a pooled read connection, off the async runtime.

@@ -76,11 +76,15 @@ impl Store {
         match self {
             Store::Sqlite(s) => {
                 let writer = s.writer()?;
-                let checkpointer = s.start_checkpointer()?;
+                let checkpointer = s.start_checkpointer(config.checkpointer_nice)?;
                 let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().map_err(|e| StoreError::Other(e.to_string()))?;
                 std::thread::Builder::new()
                     .name(String::from("settle-engine"))
                     .spawn(move || {
+                        let nice = crate::priority::current_thread_nice();
+                        if nice > 0 {
+                            tracing::warn!(nice, "the ledger engine was started from a lowered thread and runs at its priority (see priority.rs)");
+                        }
                         runtime.block_on(engine::run(writer, receiver, clock, ids, config));
                         checkpointer.stop();
                         let _ = done.send(());

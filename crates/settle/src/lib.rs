@@ -217,7 +217,17 @@ pub fn run() -> ExitCode {
     let cli = Cli::parse();
     // Before any HTTP client is built (webhook deliveries, listen, bench).
     settle_api::webhooks::worker::install_tls_provider();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    // `serve` runs its runtime's threads below the ledger engine, which it
+    // starts from this (main) thread (settle-store's priority.rs).
+    let worker_nice = match &cli.command {
+        Command::Serve(args) => args.worker_nice,
+        _ => 0,
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .on_thread_start(move || settle_store::priority::lower_current_thread(worker_nice))
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("settle: cannot start the async runtime: {e}");

@@ -42,6 +42,13 @@ pub struct ServeArgs {
     /// Batches with more transactions than this answer 202 and run as an operation (1–1000).
     #[arg(long, env = "SETTLE_ASYNC_BATCH_THRESHOLD", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=1000))]
     pub async_batch_threshold: u64,
+    /// How much lower than the ledger engine's the priority of the server's
+    /// other threads is, as a nice value (0–19; 0, the default: all the
+    /// same). The WAL checkpointer runs twice as low. Helps batched writes on
+    /// a machine with few cores, costs one-per-request writes; Linux only
+    /// (docs/operations.md, "Thread priorities").
+    #[arg(long, env = "SETTLE_WORKER_NICE", default_value_t = 0, value_parser = clap::value_parser!(i32).range(0..=19))]
+    pub worker_nice: i32,
     #[command(flatten)]
     pub db: DatabaseArgs,
     #[command(flatten)]
@@ -268,7 +275,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let hub = settle_api::events::Hub::default();
     let observer: Arc<dyn settle_store::engine::BatchObserver> =
         Arc::new(settle_api::events::CommitSignal { inner: Some(metrics.clone()), hub: Arc::clone(&hub) });
-    let config = EngineConfig { queue_capacity: args.http.engine_queue_capacity.max(1), observer: Some(observer), ..config };
+    let config = EngineConfig {
+        queue_capacity: args.http.engine_queue_capacity.max(1),
+        observer: Some(observer),
+        checkpointer_nice: args.worker_nice.saturating_mul(2).min(settle_store::priority::MAX_NICE),
+        ..config
+    };
     let (engine, engine_task) = store.start_engine(Arc::clone(&clock), Arc::new(IdGenerator::default()), config).await.context("starting the ledger engine")?;
     if args.reconcile_interval_secs > 0 {
         tokio::spawn(reconcile_periodically(store.clone(), Duration::from_secs(args.reconcile_interval_secs), Arc::clone(&metrics)));

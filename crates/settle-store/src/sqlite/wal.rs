@@ -43,8 +43,9 @@ pub struct Checkpointer {
 impl Checkpointer {
     /// Starts the `settle-checkpoint` thread on `conn`. `running` is set while
     /// it runs (pooled writers then leave checkpoints to it); `policy` is
-    /// [`POLICY`] except in tests.
-    pub fn start(conn: Connection, gate: Arc<WriteGate>, running: Arc<AtomicBool>, policy: Policy) -> Result<Checkpointer, StoreError> {
+    /// [`POLICY`] except in tests. The thread runs at `nice` (see
+    /// `priority.rs`: copying the WAL can wait while the engine needs the CPU).
+    pub fn start(conn: Connection, gate: Arc<WriteGate>, running: Arc<AtomicBool>, policy: Policy, nice: i32) -> Result<Checkpointer, StoreError> {
         // Only a restart waits for readers (a passive checkpoint never does).
         conn.busy_timeout(RESTART_PATIENCE)?;
         let stop = Arc::new(AtomicBool::new(false));
@@ -52,6 +53,7 @@ impl Checkpointer {
         running.store(true, Ordering::SeqCst);
         let thread_running = Arc::clone(&running);
         let spawned = std::thread::Builder::new().name(String::from("settle-checkpoint")).spawn(move || {
+            crate::priority::lower_current_thread(nice);
             while !flag.load(Ordering::Relaxed) {
                 std::thread::sleep(policy.interval);
                 match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))) {
@@ -114,7 +116,7 @@ mod tests {
         let running = Arc::new(AtomicBool::new(false));
         let gate: Arc<WriteGate> = Arc::default();
         let policy = Policy { interval: Duration::from_millis(10), restart_frames };
-        let checkpointer = Checkpointer::start(open(&path), Arc::clone(&gate), Arc::clone(&running), policy).expect("start");
+        let checkpointer = Checkpointer::start(open(&path), Arc::clone(&gate), Arc::clone(&running), policy, 0).expect("start");
         assert!(running.load(Ordering::SeqCst));
         let body = vec![7u8; 16 * 1024];
         let started = std::time::Instant::now();

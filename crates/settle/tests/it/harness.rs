@@ -112,6 +112,11 @@ impl Server {
         panic!("server did not become ready: {}", std::fs::read_to_string(&self.log).unwrap_or_default());
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }

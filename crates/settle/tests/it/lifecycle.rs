@@ -101,6 +101,44 @@ async fn metrics_can_live_on_their_own_address_and_the_server_still_stops_cleanl
     assert!(server.terminate().success(), "the metrics listener lets the engine drain and the process exit 0");
 }
 
+/// Each thread's name and nice value, from `/proc/<pid>/task/*/stat`.
+#[cfg(target_os = "linux")]
+fn thread_priorities(pid: u32) -> Vec<(String, i32)> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let stat = std::fs::read_to_string(task.unwrap().path().join("stat")).unwrap();
+        // `pid (comm) state …`: the comm may hold spaces, so split at its parentheses.
+        let (open, close) = (stat.find('(').unwrap(), stat.rfind(')').unwrap());
+        let fields: Vec<&str> = stat[close + 2..].split(' ').collect();
+        // Field 19 of stat is the nice value; `fields` starts at field 3.
+        out.push((stat[open + 1..close].to_owned(), fields[16].parse().unwrap()));
+    }
+    out
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn worker_nice_lowers_every_thread_but_the_engine_and_the_checkpointer_twice_as_much() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start_with_args(dir.path(), None, &["--worker-nice", "3"]).await;
+    let threads = thread_priorities(server.pid());
+    let nice_of = |name: &str| threads.iter().filter(|(n, _)| n == name).map(|(_, nice)| *nice).collect::<Vec<_>>();
+    let base = nice_of("settle-engine");
+    assert_eq!(base.len(), 1, "{threads:?}");
+    let base = base[0];
+    assert_eq!(nice_of("settle-checkpoi"), vec![(base + 6).min(19)], "{threads:?}");
+    let workers = nice_of("tokio-rt-worker");
+    assert!(!workers.is_empty() && workers.iter().all(|n| *n == (base + 3).min(19)), "{threads:?}");
+    assert!(server.terminate().success());
+
+    // By default every thread keeps the priority the server started with.
+    let other = tempfile::tempdir().unwrap();
+    let mut server = Server::start(other.path(), None).await;
+    let threads = thread_priorities(server.pid());
+    assert!(threads.iter().all(|(_, nice)| *nice == threads[0].1), "{threads:?}");
+    assert!(server.terminate().success());
+}
+
 #[test]
 fn calendar_prints_the_feds_closures_and_nothing_else() {
     let out = cli(&[String::from("calendar"), String::from("--year"), String::from("2027")]);
