@@ -60,6 +60,9 @@ impl<T: DeserializeOwned, S: Send + Sync, const LIMIT: usize> FromRequest<S> for
         if !text.trim_start().starts_with('{') {
             return Err(ApiError::invalid("body", "the request body must be a JSON object"));
         }
+        if has_nul_escape(text) {
+            return Err(nul_refused(text));
+        }
         let field_error = |path: String, message: String| ApiError::invalid(if path == "." { String::from("body") } else { path }, message);
         // The typed parse is the strict one (duplicate fields, trailing data,
         // unknown fields): it runs whether or not the request is keyed.
@@ -93,5 +96,57 @@ impl<T: DeserializeOwned, S: Send + Sync, const LIMIT: usize> FromRequest<S> for
             serde_json::from_str(text).map_err(|e| ApiError::invalid("body", format!("the request body is not valid JSON: {e}")))?;
         let canonical = serde_json::to_vec(&generic).map_err(|e| ApiError::internal(&e))?;
         Ok(JsonBody { value, canonical, raw })
+    }
+}
+
+/// Whether the JSON text holds a `\u0000` escape, the only way a string of
+/// JSON can carry a NUL character (raw control characters are not JSON).
+/// No string of any request may: PostgreSQL's text cannot store one, so the
+/// same name or description would be stored on SQLite and fail on
+/// PostgreSQL. A backslash escaped itself (`\\u0000`) is text, not a NUL.
+fn has_nul_escape(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    text.match_indices("\\u0000").any(|(at, _)| bytes[..at].iter().rev().take_while(|b| **b == b'\\').count() % 2 == 0)
+}
+
+/// The 400 for a body with a NUL, naming the first field that holds one
+/// (as the typed parse names a field: `entries[0].description`, `metadata.key`).
+fn nul_refused(text: &str) -> ApiError {
+    let param = serde_json::from_str::<serde_json::Value>(text).ok().and_then(|v| nul_path(&v, String::new())).unwrap_or_else(|| String::from("body"));
+    ApiError::invalid(param.clone(), format!("{param} must not contain the NUL character (\\u0000)"))
+}
+
+fn nul_path(value: &serde_json::Value, at: String) -> Option<String> {
+    let join = |key: &str| if at.is_empty() { key.to_owned() } else { format!("{at}.{key}") };
+    match value {
+        serde_json::Value::String(s) if s.contains('\0') => Some(if at.is_empty() { String::from("body") } else { at }),
+        serde_json::Value::Array(items) => items.iter().enumerate().find_map(|(i, item)| nul_path(item, format!("{at}[{i}]"))),
+        serde_json::Value::Object(map) => map.iter().find_map(|(key, item)| {
+            // A key with a NUL is named by its object (the key itself could not be printed).
+            if key.contains('\0') { Some(if at.is_empty() { String::from("body") } else { at.clone() }) } else { nul_path(item, join(key)) }
+        }),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_nul_escape_is_found_and_an_escaped_backslash_is_not_one() {
+        assert!(has_nul_escape(r#"{"name":"a\u0000b"}"#));
+        assert!(has_nul_escape(r#"{"name":"a\\\u0000"}"#), "an escaped backslash, then a NUL");
+        assert!(!has_nul_escape(r#"{"name":"a\\u0000"}"#), "a backslash, then the text u0000");
+        assert!(!has_nul_escape(r#"{"name":"a\u0001"}"#));
+    }
+
+    #[test]
+    fn the_refusal_names_the_field_with_the_nul() {
+        let param = |text: &str| nul_refused(text).param;
+        assert_eq!(param(r#"{"name":"a\u0000"}"#).as_deref(), Some("name"));
+        assert_eq!(param(r#"{"entries":[{"a":"x"},{"description":"\u0000"}]}"#).as_deref(), Some("entries[1].description"));
+        assert_eq!(param(r#"{"metadata":{"k":"v\u0000"}}"#).as_deref(), Some("metadata.k"));
+        assert_eq!(param(r#"{"metadata":{"k\u0000":"v"}}"#).as_deref(), Some("metadata"));
     }
 }

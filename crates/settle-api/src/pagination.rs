@@ -10,6 +10,11 @@ use settle_store::records::{Cursor, PageRequest};
 
 /// Parses a query string into `T` with the offending parameter named on error.
 pub fn parse_query<T: DeserializeOwned>(raw: Option<&str>) -> Result<T, ApiError> {
+    // No parameter may hold a NUL (`%00`): PostgreSQL's text cannot, and no id or filter value has one.
+    if let Some((name, _)) = form_urlencoded::parse(raw.unwrap_or("").as_bytes()).find(|(k, v)| k.contains('\0') || v.contains('\0')) {
+        let param = if name.contains('\0') { String::from("query") } else { name.into_owned() };
+        return Err(ApiError::invalid(param.clone(), format!("{param} must not contain the NUL character (%00)")));
+    }
     let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(raw.unwrap_or("").as_bytes()));
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();

@@ -1,6 +1,7 @@
 //! The `{id}` segment of a path, taken as text. Axum's own `Path` answers a
 //! segment that is not UTF-8 with a plain-text 400; no such segment can name
-//! an object, so it answers `not_found` in the error envelope instead.
+//! an object, so it answers `not_found` in the error envelope instead; so
+//! does a segment with a NUL (`%00`).
 
 use crate::error::ApiError;
 use axum::extract::{FromRequestParts, Path};
@@ -13,8 +14,9 @@ impl<S: Send + Sync> FromRequestParts<S> for IdPath {
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         match Path::<String>::from_request_parts(parts, state).await {
-            Ok(Path(id)) => Ok(IdPath(id)),
-            Err(_) => Err(ApiError::not_found("object")),
+            // No object's id holds a NUL (and PostgreSQL's text cannot).
+            Ok(Path(id)) if !id.contains('\0') => Ok(IdPath(id)),
+            _ => Err(ApiError::not_found("object")),
         }
     }
 }

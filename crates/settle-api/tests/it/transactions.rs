@@ -430,3 +430,37 @@ ledger_test! {
         }
     }
 }
+
+ledger_test! {
+    async fn a_nul_character_anywhere_is_refused_naming_its_field_on_every_backend(app) {
+        let source = app.account("debit", None).await;
+        let wallet = app.account("credit", None).await;
+        let before = snapshot(&app, &[&source, &wallet]).await;
+        let accounts = app.list_all("/v1/accounts").await.len();
+        // PostgreSQL's text cannot hold a NUL: refused before any backend sees it.
+        let reply = app.post("/v1/accounts", &json!({"name": "a\u{0}b", "currency": "USD", "normal_balance": "debit"})).await;
+        reply.expect_error(400, "invalid_request");
+        assert_eq!(reply.param(), Some("name"), "{}", reply.body);
+        let mut transfer = transfer_body(&source, &wallet, 5);
+        transfer["description"] = json!("rent\u{0}");
+        let reply = app.post("/v1/transactions", &transfer).await;
+        reply.expect_error(400, "invalid_request");
+        assert_eq!(reply.param(), Some("description"));
+        let good = transfer_body(&source, &wallet, 5);
+        let mut bad = transfer_body(&source, &wallet, 5);
+        bad["metadata"] = json!({"order": "o\u{0}"});
+        let reply = app.post("/v1/transactions/batch", &json!({"atomic": false, "transactions": [good, bad]})).await;
+        reply.expect_error(400, "invalid_request");
+        assert_eq!(reply.param(), Some("transactions[1].metadata.order"));
+        // A backslash followed by the text u0000 is no NUL.
+        let reply = app.post("/v1/accounts", &json!({"name": "C:\\u0000", "currency": "USD", "normal_balance": "debit"})).await;
+        reply.expect_status(201);
+        assert_eq!(reply.body["name"], "C:\\u0000");
+        app.get("/v1/transactions?account_id=%00").await.expect_error(400, "invalid_request");
+        app.get("/v1/events?object_id=x%00").await.expect_error(400, "invalid_request");
+        app.get("/v1/transactions/ltx_%00").await.expect_error(404, "not_found");
+        assert_eq!(snapshot(&app, &[&source, &wallet]).await, before);
+        assert_eq!(transaction_count(&app).await, 0);
+        assert_eq!(app.list_all("/v1/accounts").await.len(), accounts + 1);
+    }
+}
