@@ -58,6 +58,27 @@ pub async fn create(
     .await
 }
 
+/// In an atomic batch an `external_id` given twice can never succeed (the
+/// second item always meets the first), and the engine's refusal would name
+/// the first item's id, which the rollback leaves to no transaction: refused
+/// as bad input instead, naming the second. (Not atomic, the first is created
+/// and the second is a `duplicate_external_id` naming it.)
+fn refuse_repeated_external_ids(items: &[settle_core::ledger::TransactionDraft]) -> Result<(), ApiError> {
+    let mut seen = std::collections::HashMap::new();
+    for (i, draft) in items.iter().enumerate() {
+        if let Some(ext) = draft.external_id.as_deref()
+            && let Some(first) = seen.insert(ext, i)
+        {
+            let param = format!("transactions[{i}].external_id");
+            return Err(ApiError::invalid(
+                param.clone(),
+                format!("{param} repeats transactions[{first}].external_id: an atomic batch with both can never succeed"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Up to 1000 transactions in one request and one commit; `atomic` chooses all-or-nothing.
 #[utoipa::path(post, path = "/v1/transactions/batch", tag = "Transactions", operation_id = "create_transaction_batch",
     params(crate::openapi::IdempotencyKey),
@@ -82,6 +103,9 @@ pub async fn batch(
     }
     let items =
         req.transactions.into_iter().enumerate().map(|(i, t)| wire::transaction_draft(&format!("transactions[{i}]."), t)).collect::<Result<Vec<_>, _>>()?;
+    if req.atomic {
+        refuse_repeated_external_ids(&items)?;
+    }
     let command = Command::CreateBatch { atomic: req.atomic, items };
     let canonical = if over_threshold && body.canonical.is_empty() { crate::operations::canonical(&body.raw)? } else { body.canonical };
     let submission = Submission {

@@ -154,3 +154,28 @@ ledger_test! {
         assert_eq!(app.balances(&wallet).await.posted, 0);
     }
 }
+
+ledger_test! {
+    async fn an_atomic_batch_repeating_an_external_id_is_refused_whole_and_a_plain_one_names_the_real_first(app) {
+        let source = app.account("debit", None).await;
+        let wallet = app.account("credit", None).await;
+        let item = |ext: &str| {
+            let mut t = transfer_body(&source, &wallet, 1);
+            t["external_id"] = json!(ext);
+            t
+        };
+        // All or none: the second would always meet the first, which the rollback removes.
+        let reply = app.post("/v1/transactions/batch", &json!({"atomic": true, "transactions": [item("a"), item("dup"), item("dup")]})).await;
+        reply.expect_error(400, "invalid_request");
+        assert_eq!(reply.param(), Some("transactions[2].external_id"), "{}", reply.body);
+        assert_eq!(app.balances(&wallet).await.posted, 0);
+        // Not atomic: the first is created and the second is refused naming it.
+        let reply = app.post("/v1/transactions/batch", &json!({"atomic": false, "transactions": [item("dup"), item("dup")]})).await;
+        reply.expect_status(200);
+        let first = reply.body["results"][0]["transaction"]["id"].as_str().unwrap().to_owned();
+        assert_eq!(reply.body["results"][1]["error"]["code"], "duplicate_external_id");
+        assert!(reply.body["results"][1]["error"]["message"].as_str().unwrap().contains(&first), "{}", reply.body);
+        app.get(&format!("/v1/transactions/{first}")).await.expect_status(200);
+        assert_eq!(app.balances(&wallet).await.posted, 1);
+    }
+}
