@@ -351,6 +351,7 @@ pub struct CreateWebhookEndpointRequest {
     /// The API version to render events in (default: the organization's pinned version).
     #[schema(example = "2026-11-30")]
     pub api_version: Option<String>,
+    #[serde(default, deserialize_with = "settle_core::metadata::deserialize_optional")]
     #[schema(value_type = Option<BTreeMap<String, String>>)]
     pub metadata: Option<Metadata>,
 }
@@ -445,6 +446,7 @@ pub struct UpdateWebhookEndpointRequest {
     pub url: Option<String>,
     pub enabled_events: Option<Vec<String>>,
     pub description: Option<String>,
+    #[serde(default, deserialize_with = "settle_core::metadata::deserialize_optional")]
     #[schema(value_type = Option<BTreeMap<String, String>>)]
     pub metadata: Option<Metadata>,
     /// `true` stops deliveries (what is owed is dead-lettered; `recover` replays it); `false` starts them again.

@@ -60,7 +60,7 @@ pub struct CreateAccountRequest {
     #[serde(default)]
     pub external_id: Option<String>,
     /// Up to 50 keys of 1 to 40 characters, values of at most 500 characters.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "settle_core::metadata::deserialize_optional")]
     #[schema(value_type = Option<BTreeMap<String, String>>)]
     pub metadata: Option<Metadata>,
     /// The customer (`cus_…`) the account belongs to, linked in the same
@@ -113,7 +113,7 @@ pub struct CreateTransactionRequest {
     /// The name `expected_versions` (API version 2026-11-25) is still accepted as a deprecated alias.
     #[serde(default, alias = "expected_versions")]
     pub expected_lock_versions: Option<BTreeMap<String, i64>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "settle_core::metadata::deserialize_optional")]
     #[schema(value_type = Option<BTreeMap<String, String>>)]
     pub metadata: Option<Metadata>,
 }

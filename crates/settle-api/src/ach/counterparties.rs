@@ -76,6 +76,7 @@ pub struct CreateCounterpartyRequest {
     pub customer_id: Option<String>,
     /// 1 to 10 bank accounts.
     pub bank_accounts: Vec<BankAccountRequest>,
+    #[serde(default, deserialize_with = "settle_core::metadata::deserialize_optional")]
     #[schema(value_type = Option<BTreeMap<String, String>>)]
     pub metadata: Option<Metadata>,
     /// Sandbox only: the test clock (`clock_…`) the prenotes of bank accounts

@@ -81,6 +81,7 @@ pub struct CreatePaymentRequest {
     pub addenda: Option<String>,
     /// Your reference, unique per environment (1 to 255 characters).
     pub external_id: Option<String>,
+    #[serde(default, deserialize_with = "settle_core::metadata::deserialize_optional")]
     #[schema(value_type = Option<BTreeMap<String, String>>)]
     pub metadata: Option<Metadata>,
     /// Sandbox only: a test clock (`clock_…`) the payment follows; its

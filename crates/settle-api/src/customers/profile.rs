@@ -69,6 +69,7 @@ pub struct CustomerFieldsRequest {
     pub tax_id: Option<TaxIdRequest>,
     pub nationality: Option<String>,
     pub external_id: Option<String>,
+    #[serde(default, deserialize_with = "settle_core::metadata::deserialize_optional")]
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<Metadata>,
 }
@@ -103,6 +104,7 @@ pub struct CreateCustomerRequest {
     pub nationality: Option<String>,
     /// Unique per environment: a retried create cannot make a second customer.
     pub external_id: Option<String>,
+    #[serde(default, deserialize_with = "settle_core::metadata::deserialize_optional")]
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<Metadata>,
 }

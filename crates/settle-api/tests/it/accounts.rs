@@ -280,3 +280,16 @@ ledger_test! {
         app.post("/v1/transactions/%FF/void", &json!({})).await.expect_error(404, "not_found");
     }
 }
+
+ledger_test! {
+    async fn a_metadata_key_given_twice_is_refused_like_any_duplicate_field(app) {
+        let body = br#"{"name":"X","currency":"USD","normal_balance":"debit","metadata":{"a":"1","a":"2"}}"#.to_vec();
+        let reply = app.post_raw("/v1/accounts", body).await;
+        reply.expect_error(400, "invalid_request");
+        assert_eq!(reply.param(), Some("metadata"), "{}", reply.body);
+        assert!(app.list_all("/v1/accounts").await.is_empty());
+        let reply = app.post("/v1/accounts", &json!({"name": "X", "currency": "USD", "normal_balance": "debit", "metadata": null})).await;
+        reply.expect_status(201);
+        assert_eq!(reply.body["metadata"], json!({}));
+    }
+}
