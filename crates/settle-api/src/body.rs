@@ -41,6 +41,22 @@ fn too_large(limit: usize) -> ApiError {
     ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, ErrorType::InvalidRequestError, "request_too_large", format!("request bodies are limited to {limit} bytes"))
 }
 
+/// Why a body could not be read: past its limit (`too_large`, a 413), or
+/// broken on the way — chunked encoding that is not, a connection that
+/// ended before the length it declared — which is the client's fault and
+/// no size at all: a 400.
+pub fn unreadable(error: axum::Error, too_large: impl FnOnce() -> ApiError) -> ApiError {
+    let inner = error.into_inner();
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(inner.as_ref());
+    while let Some(e) = cause {
+        if e.is::<http_body_util::LengthLimitError>() {
+            return too_large();
+        }
+        cause = e.source();
+    }
+    ApiError::invalid("body", "the request body could not be read: its chunked encoding is broken or it ended before its Content-Length")
+}
+
 impl<T: DeserializeOwned, S: Send + Sync, const LIMIT: usize> FromRequest<S> for JsonBody<T, LIMIT> {
     type Rejection = ApiError;
 
@@ -53,7 +69,7 @@ impl<T: DeserializeOwned, S: Send + Sync, const LIMIT: usize> FromRequest<S> for
             }
             return Err(too_large(LIMIT));
         }
-        let bytes = axum::body::to_bytes(req.into_body(), LIMIT).await.map_err(|_| too_large(LIMIT))?;
+        let bytes = axum::body::to_bytes(req.into_body(), LIMIT).await.map_err(|e| unreadable(e, || too_large(LIMIT)))?;
         let raw = if bytes.iter().all(u8::is_ascii_whitespace) { axum::body::Bytes::from_static(b"{}") } else { bytes };
         let bytes: &[u8] = &raw;
         let text = std::str::from_utf8(bytes).map_err(|_| ApiError::invalid("body", "the request body is not valid UTF-8"))?;

@@ -171,8 +171,9 @@ pub async fn verify_layer(State(state): State<AppState>, req: Request, next: Nex
     if declared.is_some_and(|n| n > MAX_BATCH_BODY_BYTES) {
         return too_large().into_response();
     }
-    let Ok(bytes) = axum::body::to_bytes(body, MAX_BATCH_BODY_BYTES).await else {
-        return too_large().into_response();
+    let bytes = match axum::body::to_bytes(body, MAX_BATCH_BODY_BYTES).await {
+        Ok(bytes) => bytes,
+        Err(e) => return crate::body::unreadable(e, too_large).into_response(),
     };
     let view = MessageView { method: parts.method.as_str(), path: parts.uri.path(), query: parts.uri.query(), headers: &parts.headers };
     if let Err(error) = verify(&state, &principal.key_id, &secret, &view, &bytes).await {

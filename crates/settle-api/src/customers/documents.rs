@@ -212,7 +212,7 @@ pub async fn upload(
         }
         return Err(too_large());
     }
-    let bytes = axum::body::to_bytes(body, MAX_UPLOAD_BYTES).await.map_err(|_| too_large())?;
+    let bytes = axum::body::to_bytes(body, MAX_UPLOAD_BYTES).await.map_err(|e| crate::body::unreadable(e, too_large))?;
     let digest = Sha256::digest(&bytes).to_vec();
     let Keyed { key, replay, _guard } = keyed(&state, &principal, &headers, &format!("/v1/customers/{id}/documents"), &digest).await?;
     if let Some(r) = replay {

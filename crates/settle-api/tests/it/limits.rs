@@ -273,12 +273,27 @@ async fn bodies_over_one_mib_answer_413_with_or_without_a_length_and_create_noth
     let bytes = serde_json::to_vec(&big).unwrap();
     app.post_raw("/v1/accounts", bytes.clone()).await.expect_error(413, "request_too_large");
     assert_eq!(chunked_post_status(&app, "/v1/accounts", &bytes).await, 413, "without Content-Length (chunked) too");
+    // A body broken on the way is no size at all: the client's fault, a 400.
+    assert_eq!(raw_chunked_post_status(&app, "/v1/accounts", b"2\r\n{}".to_vec()).await, 400, "chunks that end without their last");
     assert!(app.list_all("/v1/accounts").await.is_empty());
 }
 
 /// POSTs `body` with `Transfer-Encoding: chunked` (no length) over a raw
 /// connection and returns the status of the answer.
 async fn chunked_post_status(app: &TestApp, path: &str, body: &[u8]) -> u16 {
+    let mut chunks = Vec::new();
+    for chunk in body.chunks(64 * 1024) {
+        chunks.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+        chunks.extend_from_slice(chunk);
+        chunks.extend_from_slice(b"\r\n");
+    }
+    chunks.extend_from_slice(b"0\r\n\r\n");
+    raw_chunked_post_status(app, path, chunks).await
+}
+
+/// POSTs `chunks`, already in chunked encoding (or not quite), over a raw
+/// connection and returns the status of the answer.
+async fn raw_chunked_post_status(app: &TestApp, path: &str, chunks: Vec<u8>) -> u16 {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let address = app.url.trim_start_matches("http://").to_owned();
     let stream = tokio::net::TcpStream::connect(&address).await.unwrap();
@@ -288,15 +303,14 @@ async fn chunked_post_status(app: &TestApp, path: &str, body: &[u8]) -> u16 {
         app.key.as_deref().unwrap()
     );
     let mut wire = head.into_bytes();
-    for chunk in body.chunks(64 * 1024) {
-        wire.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
-        wire.extend_from_slice(chunk);
-        wire.extend_from_slice(b"\r\n");
-    }
-    wire.extend_from_slice(b"0\r\n\r\n");
-    // The server may answer (and stop reading) before the body is sent.
+    wire.extend_from_slice(&chunks);
+    // The server may answer (and stop reading) before the body is sent. Then
+    // the client stops sending (and keeps reading): a body cut short ends
+    // here (the server drops a connection closed this way before answering a
+    // request that it had in full: this is for refusals only).
     let writing = tokio::spawn(async move {
         let _ = writer.write_all(&wire).await;
+        let _ = writer.shutdown().await;
     });
     let mut answer = [0u8; 64];
     let mut read = 0;
