@@ -57,6 +57,8 @@ pub async fn request_layer(State(state): State<AppState>, mut req: Request, next
     // The route template, never the path itself: metrics labels stay bounded.
     let route = req.extensions().get::<MatchedPath>().map_or("unmatched", |m| m.as_str()).to_owned();
     req.extensions_mut().insert(RequestId(id.clone()));
+    let sent = crate::hygiene::SentHeaders::of(req.headers());
+    req.extensions_mut().insert(sent);
     let (correlation_id, refusal) = correlation::resolve(req.headers_mut());
     let mut trace = TraceContext::from_headers(req.headers());
     // OpenTelemetry's name, kind and HTTP attributes are recorded only when

@@ -263,6 +263,19 @@ async fn too_many_or_too_large_headers_answer_431() {
     let status = request.send().await.map(|r| r.status().as_u16());
     assert!(matches!(status, Ok(431)), "{status:?}");
     app.get("/v1/accounts").await.expect_status(200);
+    // Exactly the limit passes: the server's own headers (a correlation id it
+    // generates) do not count against the client's.
+    let exactly = |headers: usize| {
+        let address = app.url.trim_start_matches("http://").to_owned();
+        let mut head = format!("GET /v1/accounts HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {}\r\n", app.key.as_deref().unwrap());
+        for i in 2..headers {
+            head.push_str(&format!("x-extra-{i}: 1\r\n"));
+        }
+        head.push_str("\r\n");
+        head.into_bytes()
+    };
+    assert_eq!(raw_status(&app, exactly(64), false).await, 200, "64 headers");
+    assert_eq!(raw_status(&app, exactly(65), false).await, 431, "65 headers");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -294,23 +307,33 @@ async fn chunked_post_status(app: &TestApp, path: &str, body: &[u8]) -> u16 {
 /// POSTs `chunks`, already in chunked encoding (or not quite), over a raw
 /// connection and returns the status of the answer.
 async fn raw_chunked_post_status(app: &TestApp, path: &str, chunks: Vec<u8>) -> u16 {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let address = app.url.trim_start_matches("http://").to_owned();
-    let stream = tokio::net::TcpStream::connect(&address).await.unwrap();
-    let (mut reader, mut writer) = stream.into_split();
     let head = format!(
         "POST {path} HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n",
         app.key.as_deref().unwrap()
     );
     let mut wire = head.into_bytes();
     wire.extend_from_slice(&chunks);
-    // The server may answer (and stop reading) before the body is sent. Then
-    // the client stops sending (and keeps reading): a body cut short ends
-    // here (the server drops a connection closed this way before answering a
-    // request that it had in full: this is for refusals only).
+    // Then the client stops sending (and keeps reading): a body cut short
+    // ends there. (The server drops a connection closed this way before
+    // answering a request it had in full: this is for refusals only.)
+    raw_status(app, wire, true).await
+}
+
+/// Sends `wire` as it is over a new connection (then, with `close`, stops
+/// sending) and returns the status of the answer.
+async fn raw_status(app: &TestApp, wire: Vec<u8>, close: bool) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let address = app.url.trim_start_matches("http://").to_owned();
+    let stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let (mut reader, mut writer) = stream.into_split();
+    // The server may answer (and stop reading) before the request is sent.
     let writing = tokio::spawn(async move {
         let _ = writer.write_all(&wire).await;
-        let _ = writer.shutdown().await;
+        if close {
+            let _ = writer.shutdown().await;
+        }
+        writer
     });
     let mut answer = [0u8; 64];
     let mut read = 0;
