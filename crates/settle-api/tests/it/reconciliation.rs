@@ -158,8 +158,12 @@ ledger_test! {
         let reply = app.post("/v1/reconciliation/statements", &json!({"format": "camt.053", "content": camt, "ledger_account_id": bank})).await;
         reply.expect_error(422, "statement_invalid");
         assert!(reply.param().unwrap().starts_with("element /Document[1]/BkToCstmrStmt[1]/Stmt[1]/Ntry[1]"), "{}", reply.body);
-        let reply = app.post("/v1/reconciliation/statements", &json!({"format": "bai2", "content": "\u{0}\u{1}garbage", "ledger_account_id": bank})).await;
+        let reply = app.post("/v1/reconciliation/statements", &json!({"format": "bai2", "content": "\u{1}garbage", "ledger_account_id": bank})).await;
         reply.expect_error(422, "statement_invalid");
+        // No request string may hold a NUL (PostgreSQL's text cannot): refused before parsing.
+        let reply = app.post("/v1/reconciliation/statements", &json!({"format": "bai2", "content": "\u{0}garbage", "ledger_account_id": bank})).await;
+        reply.expect_error(400, "invalid_request");
+        assert_eq!(reply.param(), Some("content"));
         app.post("/v1/reconciliation/statements", &json!({"format": "ofx", "content": "x", "ledger_account_id": bank})).await.expect_error(400, "invalid_request");
         let fixed = mt940.replace("106,00", "105,00");
         app.post("/v1/reconciliation/statements", &json!({"format": "mt940", "content": fixed, "ledger_account_id": "acct_01jdx3q5g3n3n5v8y2w4h6k9m1"})).await.expect_error(422, "account_not_found");
