@@ -96,7 +96,7 @@ mod tests {
     #[test]
     fn a_key_given_twice_is_refused_and_absent_or_null_is_none() {
         assert_eq!(parse(r#"{"metadata":{"a":"1","b":"2"}}"#), Ok(Some(Metadata::from([("a".into(), "1".into()), ("b".into(), "2".into())]))));
-        let refused = parse(r#"{"metadata":{"a":"1","a":"2"}}"#).unwrap_err();
+        let refused = parse(r#"{"metadata":{"a":"1","a":"2"}}"#).expect_err("a key given twice");
         assert!(refused.contains("duplicate metadata key `a`"), "{refused}");
         assert_eq!(parse("{}"), Ok(None));
         assert_eq!(parse(r#"{"metadata":null}"#), Ok(None));
