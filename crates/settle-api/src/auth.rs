@@ -112,3 +112,43 @@ impl FromRequestParts<AppState> for Writer {
         Ok(Writer(principal))
     }
 }
+
+/// A scope named by a type, for [`Scoped`].
+pub trait ScopeName: Send + Sync {
+    const SCOPE: Scope;
+}
+
+/// The scopes endpoints that take a body require, as types.
+pub mod scope {
+    use super::ScopeName;
+    use settle_core::tenancy::Scope;
+
+    macro_rules! names {
+        ($($name:ident),* $(,)?) => {
+            $(
+                #[doc = concat!("`Scope::", stringify!($name), "`.")]
+                pub struct $name;
+                impl ScopeName for $name {
+                    const SCOPE: Scope = Scope::$name;
+                }
+            )*
+        };
+    }
+
+    names!(ReconciliationWrite, WebhooksWrite, CustomersWrite, CustomersReview, PaymentsWrite);
+}
+
+/// A principal holding scope `S`. Taken before the body, as [`Writer`] is
+/// for the ledger: a key without the scope is refused (403) whatever the
+/// body holds, and its body is never read.
+pub struct Scoped<S: ScopeName>(pub Principal, pub std::marker::PhantomData<S>);
+
+impl<S: ScopeName> FromRequestParts<AppState> for Scoped<S> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Scoped<S>, ApiError> {
+        let principal = Principal::from_request_parts(parts, state).await?;
+        require(&principal, S::SCOPE)?;
+        Ok(Scoped(principal, std::marker::PhantomData))
+    }
+}

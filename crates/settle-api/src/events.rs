@@ -11,7 +11,7 @@ pub mod catalog;
 pub mod deferred;
 pub mod projector;
 
-use crate::auth::require;
+use crate::auth::{Scoped, require, scope};
 use crate::body::JsonBody;
 use crate::error::ApiError;
 use crate::observe::RequestId;
@@ -270,13 +270,12 @@ pub struct RedeliveryJson {
     responses((status = 200, description = "What was queued.", body = RedeliveryJson)))]
 pub async fn redeliver(
     State(state): State<AppState>,
-    principal: Principal,
+    Scoped(principal, _): Scoped<scope::WebhooksWrite>,
     Extension(request_id): Extension<RequestId>,
     headers: HeaderMap,
     IdPath(id): IdPath,
     body: JsonBody<RedeliverRequest>,
 ) -> Result<Response, ApiError> {
-    require(&principal, Scope::WebhooksWrite)?;
     let id = event_id(&id)?;
     let event = state.store.get_event(principal.tenant, id.clone()).await?.ok_or_else(|| ApiError::not_found("event"))?;
     let endpoint = match body.value.endpoint_id.as_deref() {

@@ -10,7 +10,7 @@
 //! the statement's ledger account. A future `payments` source adds its own
 //! [`settle_recon::matcher::Candidate`]s here; the matcher needs no change.
 
-use crate::auth::require;
+use crate::auth::{Scoped, require, scope};
 use crate::body::JsonBody;
 use crate::error::{ApiError, ErrorType};
 use crate::idempotency;
@@ -755,12 +755,11 @@ fn keyed_record(principal: &Principal, key: Option<(String, String)>, status: St
         (status = 200, description = "The same statement was imported before: that import, unchanged.", body = StatementJson)))]
 pub async fn import_statement(
     State(state): State<AppState>,
-    principal: Principal,
+    Scoped(principal, _): Scoped<scope::ReconciliationWrite>,
     Extension(_request_id): Extension<RequestId>,
     headers: HeaderMap,
     body: JsonBody<ImportStatementRequest, MAX_STATEMENT_BODY_BYTES>,
 ) -> Result<Response, ApiError> {
-    require(&principal, Scope::ReconciliationWrite)?;
     let path = "/v1/reconciliation/statements";
     let key = idempotency::key_from(&headers)?;
     let keyed = key.map(|k| (k, idempotency::fingerprint(&principal, "POST", path, &body.canonical)));
@@ -915,13 +914,12 @@ impl Manual<'_> {
     responses((status = 200, description = "The line with its matches.", body = LineJson)))]
 pub async fn match_line(
     State(state): State<AppState>,
-    principal: Principal,
+    Scoped(principal, _): Scoped<scope::ReconciliationWrite>,
     Extension(request_id): Extension<RequestId>,
     headers: HeaderMap,
     IdPath(id): IdPath,
     body: JsonBody<ManualMatchRequest>,
 ) -> Result<Response, ApiError> {
-    require(&principal, Scope::ReconciliationWrite)?;
     let manual =
         Manual { state: &state, principal: &principal, headers: &headers, path: format!("/v1/reconciliation/lines/{id}/match"), canonical: &body.canonical };
     let (keyed, replayed, _guard) = manual.keyed().await?;
@@ -1006,13 +1004,12 @@ pub async fn match_line(
     responses((status = 200, description = "The line, now unmatched.", body = LineJson)))]
 pub async fn unmatch_line(
     State(state): State<AppState>,
-    principal: Principal,
+    Scoped(principal, _): Scoped<scope::ReconciliationWrite>,
     Extension(request_id): Extension<RequestId>,
     headers: HeaderMap,
     IdPath(id): IdPath,
     body: JsonBody<UnmatchRequest>,
 ) -> Result<Response, ApiError> {
-    require(&principal, Scope::ReconciliationWrite)?;
     let manual =
         Manual { state: &state, principal: &principal, headers: &headers, path: format!("/v1/reconciliation/lines/{id}/unmatch"), canonical: &body.canonical };
     let (keyed, replayed, _guard) = manual.keyed().await?;

@@ -12,7 +12,7 @@ pub mod destination;
 pub mod signature;
 pub mod worker;
 
-use crate::auth::require;
+use crate::auth::{Scoped, require, scope};
 use crate::body::JsonBody;
 use crate::error::{ApiError, ErrorType};
 use crate::idempotency::{self, InFlightGuard};
@@ -374,11 +374,10 @@ fn api_version(principal: &Principal, text: Option<String>) -> Result<String, Ap
     responses((status = 201, description = "The new endpoint, with its `secret`.", body = WebhookEndpointJson)))]
 pub async fn create(
     State(state): State<AppState>,
-    principal: Principal,
+    Scoped(principal, _): Scoped<scope::WebhooksWrite>,
     headers: HeaderMap,
     body: JsonBody<CreateWebhookEndpointRequest>,
 ) -> Result<Response, ApiError> {
-    require(&principal, Scope::WebhooksWrite)?;
     let request = body.value;
     let url = checked_url(&state, &principal, &request.url).await?;
     let enabled_events = enabled_events(request.enabled_events)?;
@@ -460,11 +459,10 @@ pub struct UpdateWebhookEndpointRequest {
     responses((status = 200, description = "The endpoint.", body = WebhookEndpointJson)))]
 pub async fn update(
     State(state): State<AppState>,
-    principal: Principal,
+    Scoped(principal, _): Scoped<scope::WebhooksWrite>,
     IdPath(id): IdPath,
     body: JsonBody<UpdateWebhookEndpointRequest>,
 ) -> Result<Response, ApiError> {
-    require(&principal, Scope::WebhooksWrite)?;
     let id = endpoint_id(&id)?;
     let request = body.value;
     let url = match request.url {
@@ -512,12 +510,11 @@ pub struct RotateSecretRequest {
     responses((status = 200, description = "The endpoint, with its new `secret`.", body = WebhookEndpointJson)))]
 pub async fn rotate_secret(
     State(state): State<AppState>,
-    principal: Principal,
+    Scoped(principal, _): Scoped<scope::WebhooksWrite>,
     headers: HeaderMap,
     IdPath(id): IdPath,
     body: JsonBody<RotateSecretRequest>,
 ) -> Result<Response, ApiError> {
-    require(&principal, Scope::WebhooksWrite)?;
     let id = endpoint_id(&id)?;
     let overlap = body.value.expires_in_secs.unwrap_or(DEFAULT_ROTATION_OVERLAP_SECS);
     if overlap > MAX_ROTATION_OVERLAP_SECS {
@@ -588,13 +585,12 @@ pub struct RecoveryJson {
     responses((status = 200, description = "What was queued.", body = RecoveryJson)))]
 pub async fn recover(
     State(state): State<AppState>,
-    principal: Principal,
+    Scoped(principal, _): Scoped<scope::WebhooksWrite>,
     Extension(request_id): Extension<RequestId>,
     headers: HeaderMap,
     IdPath(id): IdPath,
     body: JsonBody<RecoverRequest>,
 ) -> Result<Response, ApiError> {
-    require(&principal, Scope::WebhooksWrite)?;
     let id = endpoint_id(&id)?;
     let since = Timestamp::parse_rfc3339(&body.value.since).ok_or_else(|| ApiError::invalid("since", "since must be an RFC 3339 timestamp"))?;
     if state.store.get_webhook_endpoint(principal.tenant, id.clone()).await?.is_none() {

@@ -4,7 +4,7 @@
 //! keyring's KEK, and only their last four characters are ever answered.
 
 use super::{applied, decode, encode};
-use crate::auth::require;
+use crate::auth::{Scoped, require, scope};
 use crate::body::JsonBody;
 use crate::customers::keyring::DataKey;
 use crate::customers::{idempotency_record, json_response, keyed};
@@ -259,11 +259,10 @@ async fn counterparty_json(state: &AppState, tenant: TenantId, record: Counterpa
     responses((status = 201, description = "The new counterparty.", body = CounterpartyJson)))]
 pub async fn create(
     State(state): State<AppState>,
-    principal: Principal,
+    Scoped(principal, _): Scoped<scope::PaymentsWrite>,
     headers: HeaderMap,
     body: JsonBody<CreateCounterpartyRequest>,
 ) -> Result<Response, ApiError> {
-    require(&principal, Scope::PaymentsWrite)?;
     let keyed = keyed(&state, &principal, &headers, "/v1/counterparties", &body.canonical).await?;
     if let Some(replay) = keyed.replay {
         return Ok(replay);

@@ -6,7 +6,7 @@
 
 use super::counterparties::{BankAccountJson, BankAccountRecord, bank_account_row, load_bank_account};
 use super::{LedgerRefusal, applied, clearing_account, conflict, decode, encode, submit_ledger, unprocessable};
-use crate::auth::require;
+use crate::auth::{Scoped, require, scope};
 use crate::body::JsonBody;
 use crate::customers::{idempotency_record, json_response, keyed};
 use crate::error::ApiError;
@@ -497,11 +497,10 @@ pub fn utc(now: Timestamp) -> time::OffsetDateTime {
     responses((status = 201, description = "The new payment, pending.", body = PaymentJson)))]
 pub async fn create(
     State(state): State<AppState>,
-    principal: Principal,
+    Scoped(principal, _): Scoped<scope::PaymentsWrite>,
     headers: HeaderMap,
     body: JsonBody<CreatePaymentRequest>,
 ) -> Result<Response, ApiError> {
-    require(&principal, Scope::PaymentsWrite)?;
     let keyed = keyed(&state, &principal, &headers, "/v1/payments", &body.canonical).await?;
     if let Some(replay) = keyed.replay {
         return Ok(replay);
@@ -738,12 +737,11 @@ const MAX_DUE_RETRIES_SCANNED: i64 = 10_000;
     responses((status = 201, description = "The new payment, pending; `retry_of` names the original.", body = PaymentJson)))]
 pub async fn retry(
     State(state): State<AppState>,
-    principal: Principal,
+    Scoped(principal, _): Scoped<scope::PaymentsWrite>,
     headers: HeaderMap,
     IdPath(id): IdPath,
     body: JsonBody<EmptyRequest>,
 ) -> Result<Response, ApiError> {
-    require(&principal, Scope::PaymentsWrite)?;
     let path = format!("/v1/payments/{id}/retry");
     let keyed = keyed(&state, &principal, &headers, &path, &body.canonical).await?;
     if let Some(replay) = keyed.replay {
@@ -1015,12 +1013,11 @@ pub async fn list(State(state): State<AppState>, principal: Principal, RawQuery(
     responses((status = 200, description = "The canceled payment.", body = PaymentJson)))]
 pub async fn cancel(
     State(state): State<AppState>,
-    principal: Principal,
+    Scoped(principal, _): Scoped<scope::PaymentsWrite>,
     headers: HeaderMap,
     IdPath(id): IdPath,
     body: JsonBody<EmptyRequest>,
 ) -> Result<Response, ApiError> {
-    require(&principal, Scope::PaymentsWrite)?;
     let path = format!("/v1/payments/{id}/cancel");
     let keyed = keyed(&state, &principal, &headers, &path, &body.canonical).await?;
     if let Some(replay) = keyed.replay {

@@ -28,7 +28,7 @@
 use super::counterparties::{BankAccountJson, BankAccountRecord, bank_account_row, load_bank_account};
 use super::payments::{NewEntry, PaymentDirection, PaymentJson};
 use super::{applied, conflict, decode, encode, unprocessable};
-use crate::auth::require;
+use crate::auth::{Scoped, scope};
 use crate::body::JsonBody;
 use crate::customers::{idempotency_record, json_response, keyed};
 use crate::error::ApiError;
@@ -42,7 +42,7 @@ use settle_ach::nacha::SecCode;
 use settle_ach::payment::PaymentStatus;
 use settle_core::clock::Timestamp;
 use settle_core::ids::{BankAccountId, CounterpartyId};
-use settle_core::tenancy::{Environment, Principal, Scope, TenantId};
+use settle_core::tenancy::{Environment, Principal, TenantId};
 use settle_store::ach::{AchRow, AchTable, AchWrite};
 use settle_store::events::NewEvent;
 use utoipa::ToSchema;
@@ -363,12 +363,11 @@ impl<S: Send + Sync> FromRequestParts<S> for BankAccountPath {
     responses((status = 200, description = "The bank account, its verification `pending`; `verification.prenote_payment_id` names the prenote.", body = BankAccountJson)))]
 pub async fn verify(
     State(state): State<AppState>,
-    principal: Principal,
+    Scoped(principal, _): Scoped<scope::PaymentsWrite>,
     headers: HeaderMap,
     BankAccountPath(counterparty_id, bank_id): BankAccountPath,
     body: JsonBody<VerifyBankAccountRequest>,
 ) -> Result<Response, ApiError> {
-    require(&principal, Scope::PaymentsWrite)?;
     let path = format!("/v1/counterparties/{counterparty_id}/bank_accounts/{bank_id}/verify");
     let keyed = keyed(&state, &principal, &headers, &path, &body.canonical).await?;
     if let Some(replay) = keyed.replay {

@@ -16,7 +16,7 @@
 //! a `compliance_review.closed` event (opening writes `compliance_review.opened`
 //! in the return's transaction).
 
-use crate::auth::require;
+use crate::auth::{Scoped, require, scope};
 use crate::body::JsonBody;
 use crate::error::ApiError;
 use crate::pagination::{page, parse_query};
@@ -219,14 +219,13 @@ pub struct CloseReviewRequest {
     responses((status = 200, description = "The closed review.", body = ComplianceReviewJson)))]
 pub async fn close(
     State(state): State<AppState>,
-    principal: Principal,
+    Scoped(principal, _): Scoped<scope::CustomersReview>,
     Extension(request_id): Extension<crate::observe::RequestId>,
     client: crate::observe::ClientIp,
     headers: HeaderMap,
     IdPath(id): IdPath,
     body: JsonBody<CloseReviewRequest>,
 ) -> Result<Response, ApiError> {
-    require(&principal, Scope::CustomersReview)?;
     let path = format!("/v1/compliance_reviews/{id}/close");
     let keyed = crate::customers::keyed(&state, &principal, &headers, &path, &body.canonical).await?;
     if let Some(replay) = keyed.replay {

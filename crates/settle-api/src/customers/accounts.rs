@@ -13,7 +13,7 @@
 //! blocked can still commit.
 
 use super::{Actor, Keyed, conflict, idempotency_record, json_response, keyed, load_customer};
-use crate::auth::require;
+use crate::auth::{Scoped, require, scope};
 use crate::body::JsonBody;
 use crate::error::{ApiError, ErrorType};
 use crate::observe::{ClientIp, RequestId};
@@ -118,14 +118,13 @@ pub struct CustomerAccountJson {
     responses((status = 201, description = "The link.", body = CustomerAccountJson)))]
 pub async fn link(
     State(state): State<AppState>,
-    principal: Principal,
+    Scoped(principal, _): Scoped<scope::CustomersWrite>,
     Extension(request_id): Extension<RequestId>,
     client: ClientIp,
     headers: HeaderMap,
     IdPath(id): IdPath,
     body: JsonBody<LinkAccountRequest>,
 ) -> Result<Response, ApiError> {
-    require(&principal, Scope::CustomersWrite)?;
     let Keyed { key, replay, _guard } = keyed(&state, &principal, &headers, &format!("/v1/customers/{id}/accounts"), &body.canonical).await?;
     if let Some(r) = replay {
         return Ok(r);

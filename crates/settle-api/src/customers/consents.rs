@@ -5,7 +5,7 @@
 
 use super::profile::data_key;
 use super::{Actor, Keyed, conflict, idempotency_record, json_response, keyed, load_customer, reason_of};
-use crate::auth::require;
+use crate::auth::{Scoped, require, scope};
 use crate::body::JsonBody;
 use crate::error::ApiError;
 use crate::observe::{ClientIp, RequestId};
@@ -131,14 +131,13 @@ fn parse_time(text: &str, param: &str, now: Timestamp) -> Result<i64, ApiError> 
     responses((status = 201, description = "The consent.", body = ConsentJson)))]
 pub async fn create(
     State(state): State<AppState>,
-    principal: Principal,
+    Scoped(principal, _): Scoped<scope::CustomersWrite>,
     Extension(request_id): Extension<RequestId>,
     client: ClientIp,
     headers: HeaderMap,
     IdPath(id): IdPath,
     body: JsonBody<CreateConsentRequest>,
 ) -> Result<Response, ApiError> {
-    require(&principal, Scope::CustomersWrite)?;
     let Keyed { key, replay, _guard } = keyed(&state, &principal, &headers, &format!("/v1/customers/{id}/consents"), &body.canonical).await?;
     if let Some(r) = replay {
         return Ok(r);
@@ -238,14 +237,13 @@ impl<S: Send + Sync> FromRequestParts<S> for ConsentPath {
     responses((status = 200, description = "The consent, revoked.", body = ConsentJson)))]
 pub async fn revoke(
     State(state): State<AppState>,
-    principal: Principal,
+    Scoped(principal, _): Scoped<scope::CustomersWrite>,
     Extension(request_id): Extension<RequestId>,
     client: ClientIp,
     headers: HeaderMap,
     ConsentPath(customer_id, consent_id): ConsentPath,
     body: JsonBody<RevokeConsentRequest>,
 ) -> Result<Response, ApiError> {
-    require(&principal, Scope::CustomersWrite)?;
     let Keyed { key, replay, _guard } =
         keyed(&state, &principal, &headers, &format!("/v1/customers/{customer_id}/consents/{consent_id}/revoke"), &body.canonical).await?;
     if let Some(r) = replay {

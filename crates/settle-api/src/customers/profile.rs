@@ -2,7 +2,7 @@
 //! list, patch, submit for verification, KYC history, and erasure.
 
 use super::{Actor, Keyed, conflict, idempotency_record, json_response, key_fault, keyed, load_customer};
-use crate::auth::require;
+use crate::auth::{Scoped, require, scope};
 use crate::body::JsonBody;
 use crate::error::{ApiError, ErrorType};
 use crate::observe::{ClientIp, RequestId};
@@ -545,13 +545,12 @@ fn kyc_event(state: &AppState, customer_id: &str, from: &str, to: KycStatus, dec
     responses((status = 201, description = "The new customer.", body = CustomerJson)))]
 pub async fn create(
     State(state): State<AppState>,
-    principal: Principal,
+    Scoped(principal, _): Scoped<scope::CustomersWrite>,
     Extension(request_id): Extension<RequestId>,
     client: ClientIp,
     headers: HeaderMap,
     body: JsonBody<CreateCustomerRequest>,
 ) -> Result<Response, ApiError> {
-    require(&principal, Scope::CustomersWrite)?;
     let Keyed { key, replay, _guard } = keyed(&state, &principal, &headers, "/v1/customers", &body.canonical).await?;
     if let Some(r) = replay {
         return Ok(r);
@@ -690,14 +689,13 @@ pub async fn list(State(state): State<AppState>, principal: Principal, RawQuery(
     responses((status = 200, description = "The customer after the change.", body = CustomerJson)))]
 pub async fn update(
     State(state): State<AppState>,
-    principal: Principal,
+    Scoped(principal, _): Scoped<scope::CustomersWrite>,
     Extension(request_id): Extension<RequestId>,
     client: ClientIp,
     headers: HeaderMap,
     IdPath(id): IdPath,
     body: JsonBody<CustomerFieldsRequest>,
 ) -> Result<Response, ApiError> {
-    require(&principal, Scope::CustomersWrite)?;
     let Keyed { key, replay, _guard } = keyed(&state, &principal, &headers, &format!("PATCH /v1/customers/{id}"), &body.canonical).await?;
     if let Some(r) = replay {
         return Ok(r);
@@ -801,14 +799,13 @@ pub async fn update(
     responses((status = 200, description = "The customer with its new KYC status.", body = CustomerJson)))]
 pub async fn verify(
     State(state): State<AppState>,
-    principal: Principal,
+    Scoped(principal, _): Scoped<scope::CustomersWrite>,
     Extension(request_id): Extension<RequestId>,
     client: ClientIp,
     headers: HeaderMap,
     IdPath(id): IdPath,
     body: JsonBody<EmptyRequest>,
 ) -> Result<Response, ApiError> {
-    require(&principal, Scope::CustomersWrite)?;
     let Keyed { key, replay, _guard } = keyed(&state, &principal, &headers, &format!("/v1/customers/{id}/verify"), &body.canonical).await?;
     if let Some(r) = replay {
         return Ok(r);
@@ -958,14 +955,13 @@ pub struct KycDecisionRequest {
     responses((status = 200, description = "The customer with its new KYC status.", body = CustomerJson)))]
 pub async fn kyc_decision(
     State(state): State<AppState>,
-    principal: Principal,
+    Scoped(principal, _): Scoped<scope::CustomersReview>,
     Extension(request_id): Extension<RequestId>,
     client: ClientIp,
     headers: HeaderMap,
     IdPath(id): IdPath,
     body: JsonBody<KycDecisionRequest>,
 ) -> Result<Response, ApiError> {
-    require(&principal, Scope::CustomersReview)?;
     let Keyed { key, replay, _guard } = keyed(&state, &principal, &headers, &format!("/v1/customers/{id}/kyc_decisions"), &body.canonical).await?;
     if let Some(r) = replay {
         return Ok(r);

@@ -10,7 +10,7 @@
 
 use super::profile::{Personal, unseal};
 use super::{Actor, Keyed, conflict, idempotency_record, json_response, keyed, reason_of};
-use crate::auth::require;
+use crate::auth::{Scoped, require, scope};
 use crate::body::JsonBody;
 use crate::error::ApiError;
 use crate::observe::{ClientIp, RequestId};
@@ -321,14 +321,13 @@ pub struct ResolveScreeningRequest {
     responses((status = 200, description = "The resolved screening.", body = ScreeningJson)))]
 pub async fn resolve(
     State(state): State<AppState>,
-    principal: Principal,
+    Scoped(principal, _): Scoped<scope::CustomersWrite>,
     Extension(request_id): Extension<RequestId>,
     client: ClientIp,
     headers: HeaderMap,
     IdPath(id): IdPath,
     body: JsonBody<ResolveScreeningRequest>,
 ) -> Result<Response, ApiError> {
-    require(&principal, Scope::CustomersWrite)?;
     let Keyed { key, replay, _guard } = keyed(&state, &principal, &headers, &format!("/v1/screenings/{id}/resolve"), &body.canonical).await?;
     if let Some(r) = replay {
         return Ok(r);

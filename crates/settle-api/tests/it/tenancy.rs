@@ -73,5 +73,20 @@ ledger_test! {
         let write_key = app.key("acme", Environment::Sandbox, &[Scope::LedgerWrite]).await;
         let writer = app.api.with_key(Some(&write_key));
         writer.get("/v1/accounts").await.expect_error(403, "insufficient_scope");
+
+        // Outside the ledger too: the body of a key without the scope is never read.
+        for path in [
+            "/v1/customers",
+            "/v1/customers/cus_01kaaaaaaaaaaaaaaaaaaaaaaa/kyc_decisions",
+            "/v1/webhook_endpoints",
+            "/v1/events/evt_01kaaaaaaaaaaaaaaaaaaaaaaa/redeliver",
+            "/v1/reconciliation/statements",
+            "/v1/counterparties",
+            "/v1/payments",
+            "/v1/screenings/scr_01kaaaaaaaaaaaaaaaaaaaaaaa/resolve",
+        ] {
+            let reply = reader.post_raw(path, b"{not json".to_vec()).await;
+            reply.expect_error(403, "insufficient_scope");
+        }
     }
 }
