@@ -5,10 +5,12 @@
 //! machine with fewer cores than busy threads (two cores: the engine, two
 //! HTTP workers, the WAL checkpointer, the bench client) every moment the
 //! engine waits for a CPU is a moment every writer waits: in a batched bench
-//! on two cores it spent 1.2 – 2.4 s of 7 s runnable but not running.
-//! `settle serve` therefore runs its other threads at a lower priority (a
-//! higher nice value) than the engine, and the checkpointer lower still:
-//! lowering needs no privilege, raising the engine would.
+//! on two cores it spent 0.8 – 1.3 s of about 5 s runnable but not running.
+//! `settle serve --worker-nice N` therefore runs its other threads at a
+//! lower priority (a higher nice value) than the engine, and the
+//! checkpointer lower still: lowering needs no privilege, raising the engine
+//! would. It is off by default: where the HTTP workers are the bound (one
+//! transfer per request) it costs more than it gives (docs/benchmarks.md).
 //!
 //! Linux only: there a nice value belongs to one thread (elsewhere
 //! `setpriority` would change the whole process, so this does nothing).
