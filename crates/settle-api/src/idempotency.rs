@@ -13,9 +13,13 @@ use std::sync::{Arc, Mutex};
 
 pub const HEADER: &str = "idempotency-key";
 
-/// The key from the request, if any, validated: 1–255 printable ASCII characters.
+/// The key from the request, if any, validated: sent once, 1–255 printable ASCII characters.
 pub fn key_from(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     let Some(value) = headers.get(HEADER) else { return Ok(None) };
+    // Two keys would leave it to chance which one guards the request.
+    if headers.get_all(HEADER).iter().nth(1).is_some() {
+        return Err(ApiError::invalid("Idempotency-Key", "Idempotency-Key must be sent once"));
+    }
     let bad = || ApiError::invalid("Idempotency-Key", format!("Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_BYTES} printable ASCII characters"));
     let text = value.to_str().map_err(|_| bad())?;
     if text.is_empty() || text.len() > MAX_IDEMPOTENCY_KEY_BYTES || !text.bytes().all(|b| (0x20..0x7f).contains(&b)) {

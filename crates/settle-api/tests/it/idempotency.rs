@@ -116,6 +116,13 @@ ledger_test! {
             reply.expect_error(400, "invalid_request");
             assert_eq!(reply.param(), Some("Idempotency-Key"), "key {:?}", String::from_utf8_lossy(key));
         }
+        // Sent twice, even the same key twice: which one guards the request is not the client's to guess.
+        for second in ["b", "a"] {
+            let request = app.request(Method::POST, "/v1/transactions").header("Idempotency-Key", "a").header("Idempotency-Key", second).json(&body);
+            let reply = app.send(request).await;
+            reply.expect_error(400, "invalid_request");
+            assert_eq!(reply.param(), Some("Idempotency-Key"));
+        }
         assert_eq!(app.balances(&wallet).await.posted, 0);
         let longest = "k".repeat(255);
         app.post_idempotent("/v1/transactions", &longest, &body).await.expect_status(201);
