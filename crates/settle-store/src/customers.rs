@@ -1288,7 +1288,7 @@ impl Store {
                 String::from("(convert_from(l.content, 'UTF8')::jsonb -> 0 ->> 'actor')")
             } else {
                 params.push(text("$[0].actor"));
-                format!("json_extract(CAST(l.content AS TEXT), ${})", params.len())
+                format!("json_extract(settle_log_json(l.content), ${})", params.len())
             };
             if actor == "system" {
                 sql.push_str(&format!(" AND {logged} IS NULL"));
@@ -1382,7 +1382,7 @@ fn ledger_audit_of(tenant: TenantId, r: &Row) -> Result<StoredAudit, StoreError>
     let action = kind.strip_prefix("ledger.").unwrap_or(&kind).to_owned();
     let changed: &[&str] = LEDGER_AUDIT_ACTIONS.iter().find(|(a, _)| *a == action).map_or(&[], |(_, fields)| fields);
     let bytes = |i: usize| r.opt_bytes(i)?.ok_or_else(|| Row::corrupt(i));
-    let content = bytes(5)?;
+    let content = crate::log_content::unpack_owned(bytes(5)?)?;
     // A record that does not open with a context was written by the engine on its own.
     let context = serde_json::from_slice::<Vec<serde_json::Value>>(&content)
         .ok()
@@ -1471,7 +1471,10 @@ impl Store {
             .await?;
         let bytes = |r: &Row, i: usize| r.opt_bytes(i)?.ok_or_else(|| Row::corrupt(i));
         rows.iter()
-            .map(|r| Ok(ExportedLogRecord { seq: r.int(0)?, created_at: r.int(1)?, content: bytes(r, 2)?, prev_hash: bytes(r, 3)?, hash: bytes(r, 4)? }))
+            .map(|r| {
+                let content = crate::log_content::unpack_owned(bytes(r, 2)?)?;
+                Ok(ExportedLogRecord { seq: r.int(0)?, created_at: r.int(1)?, content, prev_hash: bytes(r, 3)?, hash: bytes(r, 4)? })
+            })
             .collect()
     }
 }

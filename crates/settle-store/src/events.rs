@@ -172,7 +172,9 @@ impl Store {
                 out
             }
         };
-        Ok(rows.into_iter().map(|(seq, content, at)| LoggedChange { seq, content, created_at: Timestamp::from_micros(at) }).collect())
+        rows.into_iter()
+            .map(|(seq, content, at)| Ok(LoggedChange { seq, content: crate::log_content::unpack_owned(content)?, created_at: Timestamp::from_micros(at) }))
+            .collect()
     }
 
     /// The newest ledger log sequence number (0 when the log is empty).

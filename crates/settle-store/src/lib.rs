@@ -12,6 +12,7 @@ pub mod events;
 pub mod faults;
 pub mod flags;
 pub mod history;
+pub mod log_content;
 pub mod operations;
 pub mod postgres;
 pub mod priority;

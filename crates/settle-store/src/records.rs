@@ -147,6 +147,14 @@ pub struct LogRecord {
     pub hash: Vec<u8>,
 }
 
+impl LogRecord {
+    /// The record with its content as JSON, however it was stored (`log_content.rs`).
+    pub fn unpacked(mut self) -> Result<LogRecord, crate::StoreError> {
+        self.content = crate::log_content::unpack_owned(std::mem::take(&mut self.content))?;
+        Ok(self)
+    }
+}
+
 /// A stored entry row with its transaction's status, for entry lists and audits.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EntryRow {

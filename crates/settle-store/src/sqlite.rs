@@ -71,6 +71,7 @@ fn open(path: &Path) -> Result<Connection, StoreError> {
     conn.busy_timeout(BUSY_TIMEOUT)?;
     // The engine alone runs more than rusqlite's default 16 statements.
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    register_functions(&conn)?;
     // Two connections turning a new file to WAL at once can deadlock on the
     // lock upgrade; SQLite then answers BUSY at once instead of waiting, so wait here.
     let started = std::time::Instant::now();
@@ -89,6 +90,25 @@ fn open(path: &Path) -> Result<Connection, StoreError> {
             Err(e) => return Err(e.into()),
         }
     }
+}
+
+/// `settle_log_json(content)`: a ledger log record's JSON as text, for SQL
+/// that looks inside it (`json_extract`) whichever form it is stored in
+/// (`log_content.rs`).
+fn register_functions(conn: &Connection) -> Result<(), StoreError> {
+    use rusqlite::functions::FunctionFlags;
+    use rusqlite::types::ValueRef;
+    let failed = |e: Box<dyn std::error::Error + Send + Sync>| rusqlite::Error::UserFunctionError(e);
+    conn.create_scalar_function("settle_log_json", 1, FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC, move |ctx| {
+        let stored = match ctx.get_raw(0) {
+            ValueRef::Blob(b) | ValueRef::Text(b) => b,
+            ValueRef::Null => return Ok(None),
+            other => return Err(rusqlite::Error::InvalidFunctionParameterType(0, other.data_type())),
+        };
+        let json = crate::log_content::unpack(stored).map_err(|e| failed(Box::new(e)))?;
+        String::from_utf8(json.into_owned()).map(Some).map_err(|e| failed(Box::new(e)))
+    })?;
+    Ok(())
 }
 
 /// Applies pending migrations; safe to run from several processes at once.
@@ -709,7 +729,7 @@ impl SqliteStore {
             let mut stmt = c.prepare_cached("SELECT seq, content, prev_hash, hash FROM ledger_log WHERE seq > ?1 ORDER BY seq LIMIT ?2")?;
             let rows =
                 stmt.query_map(params![after, limit], |r| Ok(LogRecord { seq: r.get(0)?, content: r.get(1)?, prev_hash: r.get(2)?, hash: r.get(3)? }))?;
-            Ok(rows.collect::<Result<_, _>>()?)
+            rows.map(|row| row?.unpacked()).collect()
         })
     }
 
@@ -1321,7 +1341,7 @@ impl WriteBackend for SqliteWriter {
         {
             let mut stmt = c.prepare_cached("INSERT INTO ledger_log (seq, content, prev_hash, hash, created_at) VALUES (?1, ?2, ?3, ?4, ?5)")?;
             for (content, (seq, prev, hash)) in effects.log.iter().zip(log) {
-                stmt.execute(params![seq, content, &prev[..], &hash[..], now.micros()])?;
+                stmt.execute(params![seq, crate::log_content::pack(content).as_ref(), &prev[..], &hash[..], now.micros()])?;
             }
             self.batch_log_seq = log.last().map(|(seq, _, _)| *seq);
         }

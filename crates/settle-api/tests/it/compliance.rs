@@ -148,6 +148,53 @@ ledger_test! {
 }
 
 ledger_test! {
+    async fn a_batch_whose_log_record_is_stored_packed_reads_as_json_to_the_audit_trail_the_events_and_verify(app) {
+        let key_id = app.store.find_api_key(settle_api::auth::hash_secret(app.api.key.as_deref().unwrap())).await.unwrap().unwrap().id.to_string();
+        let wallet = app.account("credit", None).await;
+        let funding = app.account("debit", None).await;
+        let items: Vec<Value> = (0..40).map(|i| transfer_body(&funding, &wallet, 100 + i)).collect();
+        let reply = app.post("/v1/transactions/batch", &json!({"atomic": true, "transactions": items})).await;
+        reply.expect_status(200);
+        let created: std::collections::BTreeSet<String> =
+            reply.body["results"].as_array().unwrap().iter().map(|r| r["transaction"]["id"].as_str().unwrap().to_owned()).collect();
+        assert_eq!(created.len(), 40);
+
+        // The batch's record is past the packing threshold and reads as its JSON.
+        let records = app.store.log_records(0, 100).await.unwrap();
+        let batch = records.iter().find(|r| r.content.len() >= settle_store::log_content::PACK_FROM).expect("the batch's record");
+        let fragments: Vec<Value> = serde_json::from_slice(&batch.content).unwrap();
+        assert_eq!(fragments.iter().filter(|f| f["op"] == "transaction_created").count(), 40);
+        if let settle_store::Store::Sqlite(store) = &app.store {
+            let stored: Vec<u8> =
+                store.read_blocking(|c| Ok(c.query_row("SELECT content FROM ledger_log WHERE seq = ?1", [batch.seq], |r| r.get(0))?)).unwrap();
+            assert!(settle_store::log_content::is_packed(&stored), "SQLite stores it packed");
+            assert!(stored.len() * 3 < batch.content.len(), "{} bytes stored for {}", stored.len(), batch.content.len());
+        }
+
+        // The audit trail, filtered by actor in SQL that looks inside the record.
+        let audited = eventually("the batch's audit records", || {
+            let api = app.api.clone();
+            let path = format!("/v1/audit_events?trail=ledger&resource_type=transaction&actor={key_id}");
+            async move {
+                let listed = api.list_all(&path).await;
+                (listed.len() == 40).then_some(listed)
+            }
+        })
+        .await;
+        let audited: std::collections::BTreeSet<String> = audited.iter().map(|a| a["resource_id"].as_str().unwrap().to_owned()).collect();
+        assert_eq!(audited, created);
+        assert_eq!(app.list_all("/v1/audit_events?trail=ledger&resource_type=transaction&actor=system").await.len(), 0);
+        // The events, projected from the record.
+        let events = app.list_all("/v1/events?type=ledger.transaction.created").await;
+        let evented: std::collections::BTreeSet<String> = events.iter().map(|e| e["data"]["object"]["id"].as_str().unwrap().to_owned()).collect();
+        assert_eq!(evented, created);
+        // The chain verifies: it hashes the JSON, not the stored form.
+        let report = settle_store::audit::verify(&app.store).await.unwrap().expect("the log verifies");
+        assert_eq!(report.log_records, i64::try_from(records.len()).unwrap());
+    }
+}
+
+ledger_test! {
     async fn audit_events_list_ledger_changes_with_their_actor_and_request_beside_compliance_records_under_one_cursor(app) {
         let key_id = app.store.find_api_key(settle_api::auth::hash_secret(app.api.key.as_deref().unwrap())).await.unwrap().unwrap().id.to_string();
         let start = app.now();
