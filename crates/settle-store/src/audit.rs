@@ -122,6 +122,10 @@ pub async fn fold(store: &Store) -> Result<Result<Folded, AuditFailure>, StoreEr
             if r.prev_hash != prev {
                 return broken("prev_hash does not match the previous record's hash");
             }
+            // Unpacked contents are JSON; one still packed could not be unpacked.
+            if crate::log_content::is_packed(&r.content) {
+                return broken("content is packed and cannot be unpacked");
+            }
             let hash = chain::link(&prev, r.seq, &r.content);
             if r.hash != hash {
                 return broken("hash does not match its content");

@@ -1382,7 +1382,7 @@ fn ledger_audit_of(tenant: TenantId, r: &Row) -> Result<StoredAudit, StoreError>
     let action = kind.strip_prefix("ledger.").unwrap_or(&kind).to_owned();
     let changed: &[&str] = LEDGER_AUDIT_ACTIONS.iter().find(|(a, _)| *a == action).map_or(&[], |(_, fields)| fields);
     let bytes = |i: usize| r.opt_bytes(i)?.ok_or_else(|| Row::corrupt(i));
-    let content = crate::log_content::unpack_owned(bytes(5)?)?;
+    let content = crate::log_content::readable(r.int(4)?, bytes(5)?);
     // A record that does not open with a context was written by the engine on its own.
     let context = serde_json::from_slice::<Vec<serde_json::Value>>(&content)
         .ok()
@@ -1472,7 +1472,7 @@ impl Store {
         let bytes = |r: &Row, i: usize| r.opt_bytes(i)?.ok_or_else(|| Row::corrupt(i));
         rows.iter()
             .map(|r| {
-                let content = crate::log_content::unpack_owned(bytes(r, 2)?)?;
+                let content = crate::log_content::readable(r.int(0)?, bytes(r, 2)?);
                 Ok(ExportedLogRecord { seq: r.int(0)?, created_at: r.int(1)?, content, prev_hash: bytes(r, 3)?, hash: bytes(r, 4)? })
             })
             .collect()

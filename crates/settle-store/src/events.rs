@@ -172,9 +172,10 @@ impl Store {
                 out
             }
         };
-        rows.into_iter()
-            .map(|(seq, content, at)| Ok(LoggedChange { seq, content: crate::log_content::unpack_owned(content)?, created_at: Timestamp::from_micros(at) }))
-            .collect()
+        Ok(rows
+            .into_iter()
+            .map(|(seq, content, at)| LoggedChange { seq, content: crate::log_content::readable(seq, content), created_at: Timestamp::from_micros(at) })
+            .collect())
     }
 
     /// The newest ledger log sequence number (0 when the log is empty).

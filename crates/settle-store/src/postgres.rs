@@ -474,7 +474,7 @@ impl PgStore {
         let client = self.pool.get().await?;
         let stmt = client.prepare_cached("SELECT seq, content, prev_hash, hash FROM ledger_log WHERE seq > $1 ORDER BY seq LIMIT $2").await?;
         let found = client.query(&stmt, &[&after, &limit]).await?;
-        found.iter().map(|r| LogRecord { seq: get(r, 0)?, content: get(r, 1)?, prev_hash: get(r, 2)?, hash: get(r, 3)? }.unpacked()).collect()
+        found.iter().map(|r| Ok(LogRecord { seq: get(r, 0)?, content: get(r, 1)?, prev_hash: get(r, 2)?, hash: get(r, 3)? }.unpacked())).collect()
     }
 
     /// Up to `limit` entry rows with ids above `after`, in id order, each with

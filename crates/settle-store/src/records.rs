@@ -148,10 +148,11 @@ pub struct LogRecord {
 }
 
 impl LogRecord {
-    /// The record with its content as JSON, however it was stored (`log_content.rs`).
-    pub fn unpacked(mut self) -> Result<LogRecord, crate::StoreError> {
-        self.content = crate::log_content::unpack_owned(std::mem::take(&mut self.content))?;
-        Ok(self)
+    /// The record with its content as JSON, however it was stored, or as
+    /// stored when it cannot be unpacked ([`crate::log_content::readable`]).
+    pub fn unpacked(mut self) -> LogRecord {
+        self.content = crate::log_content::readable(self.seq, std::mem::take(&mut self.content));
+        self
     }
 }
 

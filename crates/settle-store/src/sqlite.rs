@@ -729,7 +729,7 @@ impl SqliteStore {
             let mut stmt = c.prepare_cached("SELECT seq, content, prev_hash, hash FROM ledger_log WHERE seq > ?1 ORDER BY seq LIMIT ?2")?;
             let rows =
                 stmt.query_map(params![after, limit], |r| Ok(LogRecord { seq: r.get(0)?, content: r.get(1)?, prev_hash: r.get(2)?, hash: r.get(3)? }))?;
-            rows.map(|row| row?.unpacked()).collect()
+            Ok(rows.map(|row| row.map(LogRecord::unpacked)).collect::<Result<_, _>>()?)
         })
     }
 

@@ -57,3 +57,42 @@ async fn ledger_log_and_entries_refuse_updates_and_deletes(l: TestLedger) {
     assert_eq!(l.store.log_records(0, 100).await.unwrap().len(), 5);
     l.finish().await;
 }
+
+/// On SQLite a batch's record is stored packed (`log_content.rs`). Damage to
+/// the packed bytes is a broken chain named by its sequence, and the records
+/// after it are still read (the projector and audits go on past it).
+#[tokio::test]
+async fn a_packed_record_that_cannot_be_unpacked_is_a_broken_chain_and_the_rest_still_reads() {
+    let l = TestLedger::sqlite().await;
+    let (_, wallet) = l.funded_wallet(100).await;
+    let merchant = l.open_account("merchant", Direction::Credit, None).await;
+    let pay = |amount| draft(vec![leg(&wallet, Direction::Debit, amount), leg(&merchant, Direction::Credit, amount)], TransactionStatus::Posted);
+    l.submit(Command::CreateBatch { atomic: true, items: (0..40).map(|_| pay(1)).collect() }).await.unwrap();
+    l.transfer(&wallet, &merchant, 1).await.unwrap();
+    let (store, database) = l.stop().await;
+    let records = store.log_records(0, 100).await.unwrap();
+    let batch = records.iter().find(|r| r.content.len() >= settle_store::log_content::PACK_FROM).expect("the batch's record").seq;
+    assert!(settle_store::audit::verify(&store).await.unwrap().is_ok(), "intact, it verifies");
+
+    let settle_store::Store::Sqlite(sqlite) = &store else { panic!("SQLite only") };
+    let db = rusqlite::Connection::open(sqlite.path()).unwrap();
+    let mut stored: Vec<u8> = db.query_row("SELECT content FROM ledger_log WHERE seq = ?1", [batch], |r| r.get(0)).unwrap();
+    assert!(settle_store::log_content::is_packed(&stored));
+    // The length field claims ten bytes: the block does not decode to them.
+    stored[4..8].copy_from_slice(&10u32.to_le_bytes());
+    db.execute_batch("DROP TRIGGER ledger_log_no_update").unwrap();
+    db.execute("UPDATE ledger_log SET content = ?2 WHERE seq = ?1", rusqlite::params![batch, stored]).unwrap();
+
+    match settle_store::audit::verify(&store).await.unwrap() {
+        Err(settle_store::audit::AuditFailure::BrokenChain { seq, reason }) => {
+            assert_eq!(seq, batch);
+            assert!(reason.contains("unpacked"), "{reason}");
+        }
+        other => panic!("expected a broken chain at {batch}, got {other:?}"),
+    }
+    let read = store.logged_changes(0, 100).await.unwrap();
+    assert_eq!(read.iter().map(|r| r.seq).collect::<Vec<_>>(), records.iter().map(|r| r.seq).collect::<Vec<_>>(), "every record still reads");
+    assert!(serde_json::from_slice::<serde_json::Value>(&read.last().unwrap().content).is_ok(), "the record after it is JSON");
+    drop(store);
+    drop(database);
+}
