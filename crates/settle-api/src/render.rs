@@ -353,23 +353,14 @@ mod direct {
         }
     }
 
-    fn optional_text(out: &mut Vec<u8>, s: Option<&str>) -> Result<(), ApiError> {
-        match s {
-            Some(s) => text(out, s),
-            None => {
-                out.extend_from_slice(b"null");
-                Ok(())
-            }
-        }
-    }
-
     fn time(out: &mut Vec<u8>, at: Timestamp) -> Result<(), ApiError> {
         text(out, &at.to_rfc3339())
     }
 
-    fn optional_time(out: &mut Vec<u8>, at: Option<Timestamp>) -> Result<(), ApiError> {
-        match at {
-            Some(at) => time(out, at),
+    /// `value` written by `write`, or `null`.
+    fn or_null<T>(out: &mut Vec<u8>, value: Option<T>, write: fn(&mut Vec<u8>, T) -> Result<(), ApiError>) -> Result<(), ApiError> {
+        match value {
+            Some(value) => write(out, value),
             None => {
                 out.extend_from_slice(b"null");
                 Ok(())
@@ -418,23 +409,23 @@ mod direct {
             entry(out, e, t)?;
         }
         out.extend_from_slice(br#"],"description":"#);
-        optional_text(out, t.description.as_deref())?;
+        or_null(out, t.description.as_deref(), text)?;
         out.extend_from_slice(br#","external_id":"#);
-        optional_text(out, t.external_id.as_deref())?;
+        or_null(out, t.external_id.as_deref(), text)?;
         out.extend_from_slice(br#","effective_at":"#);
         time(out, t.effective_at)?;
         out.extend_from_slice(br#","expires_at":"#);
-        optional_time(out, t.expires_at)?;
+        or_null(out, t.expires_at, time)?;
         out.extend_from_slice(br#","posted_at":"#);
-        optional_time(out, t.posted_at)?;
+        or_null(out, t.posted_at, time)?;
         out.extend_from_slice(br#","voided_at":"#);
-        optional_time(out, t.voided_at)?;
+        or_null(out, t.voided_at, time)?;
         out.extend_from_slice(br#","void_reason":"#);
-        optional_text(out, t.void_reason.map(|r| r.as_str()))?;
+        or_null(out, t.void_reason.map(|r| r.as_str()), text)?;
         out.extend_from_slice(br#","reverses":"#);
-        optional_text(out, t.reverses.as_ref().map(|x| x.as_str()))?;
+        or_null(out, t.reverses.as_ref().map(|x| x.as_str()), text)?;
         out.extend_from_slice(br#","reversed_by":"#);
-        optional_text(out, t.reversed_by.as_ref().map(|x| x.as_str()))?;
+        or_null(out, t.reversed_by.as_ref().map(|x| x.as_str()), text)?;
         out.extend_from_slice(br#","metadata":{"#);
         for (i, (key, value)) in t.metadata.iter().enumerate() {
             if i > 0 {
@@ -445,7 +436,7 @@ mod direct {
             text(out, value)?;
         }
         out.extend_from_slice(br#"},"correlation_id":"#);
-        optional_text(out, t.correlation_id.as_ref().map(|c| c.as_str()))?;
+        or_null(out, t.correlation_id.as_ref().map(|c| c.as_str()), text)?;
         out.extend_from_slice(br#","created_at":"#);
         time(out, t.created_at)?;
         out.push(b'}');
