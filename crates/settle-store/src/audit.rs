@@ -184,7 +184,7 @@ pub async fn fold(store: &Store) -> Result<Result<Folded, AuditFailure>, StoreEr
         }
     }
     if let Some(id) = entries.keys().min() {
-        return Ok(Err(AuditFailure::Entry { entry: id.clone(), reason: String::from("in the ledger log but missing from the entries table") }));
+        return Ok(Err(AuditFailure::Entry { entry: id.clone(), reason: String::from("in the ledger log but not stored") }));
     }
     Ok(Ok(Folded { log_records: report.log_records, entries: report.entries, counters: folded, touched }))
 }

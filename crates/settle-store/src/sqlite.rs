@@ -6,7 +6,7 @@ use crate::engine::{BatchEffects, WriteBackend};
 use crate::error::StoreError;
 use crate::history::{self, Head, History};
 use crate::records::{AccountRecord, ApiKeyRecord, Cursor, EntryRow, IdempotencyRecord, LogRecord, Page, PageRequest, StoredResponse};
-use crate::rows::{self, AccountRow, EntryRowData, KeyFilter, KeyRow, TransactionRow, scopes_text};
+use crate::rows::{self, AccountRow, KeyFilter, KeyRow, TransactionRow, scopes_text};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use settle_core::chain::{GENESIS, Hash};
 use settle_core::clock::Timestamp;
@@ -25,6 +25,7 @@ pub(crate) use blocked::BUMP as BLOCKED_BUMP;
 pub(crate) mod bulk;
 use bulk::BulkInsert;
 pub mod gate;
+mod legs;
 mod versioning;
 mod wal;
 pub use wal::Checkpointer;
@@ -56,6 +57,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (22, include_str!("../migrations/sqlite/0022_ach_ledger_repairs.sql")),
     (23, include_str!("../migrations/sqlite/0023_events_without_rowid.sql")),
     (24, include_str!("../migrations/sqlite/0024_events_keyed_by_tenant.sql")),
+    (25, include_str!("../migrations/sqlite/0025_entries_in_transactions.sql")),
 ];
 /// Read connections kept open; more are opened on demand and dropped after.
 const READ_POOL_SIZE: usize = 8;
@@ -312,7 +314,6 @@ impl SqliteStore {
 
 const ACCOUNT_COLUMNS: &str = "id, tenant_id, name, currency, normal_balance, min_available_balance, external_id, metadata, created_at, posted_debits, posted_credits, pending_debits, pending_credits, version, correlation_id";
 const TRANSACTION_COLUMNS: &str = "id, tenant_id, status, description, external_id, effective_at, expires_at, created_at, posted_at, voided_at, void_reason, reverses, reversed_by, metadata, correlation_id";
-const ENTRY_COLUMNS: &str = "id, transaction_id, account_id, direction, amount, currency, leg, effective_at, created_at";
 
 fn account_row(r: &Row<'_>) -> rusqlite::Result<AccountRow> {
     Ok(AccountRow {
@@ -354,33 +355,23 @@ fn transaction_row(r: &Row<'_>) -> rusqlite::Result<TransactionRow> {
     })
 }
 
-fn entry_row(r: &Row<'_>) -> rusqlite::Result<EntryRowData> {
-    Ok(EntryRowData {
-        id: r.get(0)?,
-        transaction_id: r.get(1)?,
-        account_id: r.get(2)?,
-        direction: r.get(3)?,
-        amount: r.get(4)?,
-        currency: r.get(5)?,
-        leg: r.get(6)?,
-        effective_at: r.get(7)?,
-        created_at: r.get(8)?,
-    })
-}
-
+/// A transaction's entries, from its stored legs (see `legs.rs`).
 fn entries_of(conn: &Connection, id: &TransactionId) -> Result<Vec<Entry>, StoreError> {
-    let (lo, hi) = EntryId::range_of(id);
-    let mut stmt = conn.prepare_cached(&format!("SELECT {ENTRY_COLUMNS} FROM entries WHERE id > ?1 AND id < ?2 ORDER BY id"))?;
-    let rows = stmt.query_map(params![lo, hi], entry_row)?;
-    rows.map(|r| r.map_err(StoreError::from).and_then(EntryRowData::into_entry)).collect()
+    let mut stmt = conn.prepare_cached("SELECT effective_at, created_at, legs FROM transactions WHERE id = ?1")?;
+    let Some((effective_at, created_at, stored)) =
+        stmt.query_row([id.as_str()], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?))).optional()?
+    else {
+        return Ok(Vec::new());
+    };
+    legs::decode(id, effective_at, created_at, &stored)
 }
 
 pub(crate) fn transaction_by_id(conn: &Connection, id: &str) -> Result<Option<Transaction>, StoreError> {
-    let mut stmt = conn.prepare_cached(&format!("SELECT {TRANSACTION_COLUMNS} FROM transactions WHERE id = ?1"))?;
-    let Some(row) = stmt.query_row([id], transaction_row).optional()? else {
+    let mut stmt = conn.prepare_cached(&format!("SELECT {TRANSACTION_COLUMNS}, legs FROM transactions WHERE id = ?1"))?;
+    let Some((row, stored)) = stmt.query_row([id], |r| Ok((transaction_row(r)?, r.get::<_, String>(15)?))).optional()? else {
         return Ok(None);
     };
-    let entries = entries_of(conn, &TransactionId::from_trusted(row.id.clone()))?;
+    let entries = legs::decode(&TransactionId::from_trusted(row.id.clone()), row.effective_at, row.created_at, &stored)?;
     Ok(Some(row.into_transaction(entries)?))
 }
 
@@ -733,21 +724,40 @@ impl SqliteStore {
         })
     }
 
-    /// Up to `limit` entry rows with ids above `after`, in id order, each with
-    /// its transaction's stored status (audits walk the whole table this way).
+    /// Up to `limit` entries with ids above `after`, in id order, each with
+    /// its transaction's stored status (audits walk every entry this way).
+    /// Entries live in their transaction's row and sort with it, so the walk
+    /// goes through the transactions from the one `after` belongs to.
     pub fn entries_chunk(&self, after: &str, limit: i64) -> Result<Vec<(Entry, TransactionStatus)>, StoreError> {
+        const CHUNK: usize = 256;
+        let limit = usize::try_from(limit).unwrap_or(0);
         self.read_blocking(|c| {
-            let sql = format!(
-                "SELECT e.{}, t.status FROM entries e JOIN transactions t ON t.id = e.transaction_id WHERE e.id > ?1 ORDER BY e.id LIMIT ?2",
-                ENTRY_COLUMNS.replace(", ", ", e.")
-            );
-            let mut stmt = c.prepare_cached(&sql)?;
-            let mut rows = stmt.query(params![after, limit])?;
+            let mut stmt =
+                c.prepare_cached(&format!("SELECT id, status, effective_at, created_at, legs FROM transactions WHERE id >= ?1 ORDER BY id LIMIT {CHUNK}"))?;
             let mut out = Vec::new();
-            while let Some(r) = rows.next()? {
-                let status: String = r.get(9)?;
-                let status = TransactionStatus::parse(&status).ok_or_else(|| StoreError::Corrupt(format!("status {status:?}")))?;
-                out.push((entry_row(r)?.into_entry()?, status));
+            let mut bound = entry_transaction(after);
+            let mut seen: Option<String> = None;
+            while out.len() < limit {
+                let rows: Vec<(String, String, i64, i64, String)> =
+                    stmt.query_map([&bound], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))?.collect::<Result<_, _>>()?;
+                let full = rows.len() == CHUNK;
+                for (id, status, effective_at, created_at, stored) in rows {
+                    if seen.as_deref() == Some(id.as_str()) {
+                        continue;
+                    }
+                    let status = TransactionStatus::parse(&status).ok_or_else(|| StoreError::Corrupt(format!("status {status:?}")))?;
+                    let transaction = TransactionId::from_trusted(id.clone());
+                    for entry in legs::decode(&transaction, effective_at, created_at, &stored)? {
+                        if entry.id.as_str() > after && out.len() < limit {
+                            out.push((entry, status));
+                        }
+                    }
+                    bound.clone_from(&id);
+                    seen = Some(id);
+                }
+                if !full {
+                    break;
+                }
             }
             Ok(out)
         })
@@ -811,16 +821,20 @@ impl SqliteStore {
 
 /// What the stored entries of an account sum to. No index leads from an
 /// account to its entries here (its history is a chain), so this scans the
-/// entries: fine for the rare account a reconciliation finds drifted.
+/// transactions: fine for the rare account a reconciliation finds drifted.
 fn sum_entries(c: &Connection, id: &AccountId) -> Result<Counters, StoreError> {
-    let mut stmt = c.prepare_cached(
-        "SELECT e.leg, e.direction, e.amount, t.status FROM entries e JOIN transactions t ON t.id = e.transaction_id WHERE e.account_id = ?1",
-    )?;
+    // `instr` only narrows the scan; the decoded legs decide.
+    let mut stmt = c.prepare_cached("SELECT id, status, effective_at, created_at, legs FROM transactions WHERE instr(legs, ?1) > 0")?;
     let mut sum = Counters::default();
-    let mut found = stmt.query([id.as_str()])?;
+    let mut found = stmt.query([format!("\"{}\"", id.as_str())])?;
     while let Some(r) = found.next()? {
-        let (leg, direction, amount, status): (String, String, i64, String) = (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?);
-        rows::fold_entry(&mut sum, &leg, &direction, amount, &status)?;
+        let (transaction, status, effective_at, created_at, stored): (String, String, i64, i64, String) =
+            (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?);
+        let status = TransactionStatus::parse(&status).ok_or_else(|| StoreError::Corrupt(format!("status {status:?}")))?;
+        for e in legs::decode(&TransactionId::from_trusted(transaction), effective_at, created_at, &stored)?.iter().filter(|e| e.account_id == *id) {
+            sum.add_entry(e.leg, e.direction, e.amount, status)
+                .ok_or_else(|| StoreError::Corrupt(String::from("an account's entries overflow its counters")))?;
+        }
     }
     Ok(sum)
 }
@@ -1294,8 +1308,10 @@ impl WriteBackend for SqliteWriter {
             }
         }
         {
-            let rows: Vec<(&Transaction, &String)> = effects.new_transactions.iter().zip(&chains).collect();
-            TRANSACTION_INSERT.run(c, &rows, |s, at, (t, chain)| {
+            let encoded: Vec<String> =
+                effects.new_transactions.iter().map(|t| legs::encode(&t.id, t.effective_at, t.created_at, &t.entries)).collect::<Result<_, _>>()?;
+            let rows: Vec<((&Transaction, &String), &String)> = effects.new_transactions.iter().zip(&chains).zip(&encoded).collect();
+            TRANSACTION_INSERT.run(c, &rows, |s, at, ((t, chain), stored_legs)| {
                 s.raw_bind_parameter(at, t.id.as_str())?;
                 s.raw_bind_parameter(at + 1, t.tenant.0)?;
                 s.raw_bind_parameter(at + 2, t.status.as_str())?;
@@ -1311,23 +1327,27 @@ impl WriteBackend for SqliteWriter {
                 s.raw_bind_parameter(at + 12, t.reversed_by.as_ref().map(TransactionId::as_str))?;
                 s.raw_bind_parameter(at + 13, rows::metadata_json(&t.metadata))?;
                 s.raw_bind_parameter(at + 14, t.correlation_id.as_ref().map(|c| c.as_str()))?;
-                s.raw_bind_parameter(at + 15, chain.as_str())
+                s.raw_bind_parameter(at + 15, chain.as_str())?;
+                s.raw_bind_parameter(at + 16, stored_legs.as_str())
             })?;
-            let new_entries = effects.new_transactions.iter().flat_map(|t| &t.entries);
-            let added_entries = effects.transaction_updates.iter().flat_map(|u| u.transaction.entries.get(u.stored_entries..).unwrap_or(&[]));
-            let entries: Vec<&Entry> = new_entries.chain(added_entries).collect();
-            insert_entries(c, &entries)?;
-            let mut update =
-                c.prepare_cached("UPDATE transactions SET status = ?2, posted_at = ?3, voided_at = ?4, void_reason = ?5, reversed_by = ?6 WHERE id = ?1")?;
+            // A posting's new legs are spliced in before the stored array's
+            // closing bracket: what is stored is only ever appended to.
+            let mut update = c.prepare_cached(
+                "UPDATE transactions SET status = ?2, posted_at = ?3, voided_at = ?4, void_reason = ?5, reversed_by = ?6,
+                 legs = CASE WHEN ?7 = '' THEN legs WHEN legs = '[]' THEN '[' || substr(?7, 2) || ']' ELSE substr(legs, 1, length(legs) - 1) || ?7 || ']' END
+                 WHERE id = ?1",
+            )?;
             for u in &effects.transaction_updates {
                 let t = &u.transaction;
+                let added = legs::encode_tail(&t.id, t.effective_at, t.created_at, t.entries.get(u.stored_entries..).unwrap_or(&[]))?;
                 update.execute(params![
                     t.id.as_str(),
                     t.status.as_str(),
                     t.posted_at.map(Timestamp::micros),
                     t.voided_at.map(Timestamp::micros),
                     t.void_reason.map(|r| r.as_str()),
-                    t.reversed_by.as_ref().map(TransactionId::as_str)
+                    t.reversed_by.as_ref().map(TransactionId::as_str),
+                    added
                 ])?;
             }
         }
@@ -1417,22 +1437,7 @@ impl WriteBackend for SqliteWriter {
 }
 
 /// The engine's rows, many per statement (see `bulk.rs`).
-static TRANSACTION_INSERT: LazyLock<BulkInsert> = LazyLock::new(|| BulkInsert::new("transactions", &format!("{TRANSACTION_COLUMNS}, chain"), ""));
-static ENTRY_INSERT: LazyLock<BulkInsert> = LazyLock::new(|| BulkInsert::new("entries", ENTRY_COLUMNS, ""));
-
-fn insert_entries(c: &Connection, entries: &[&Entry]) -> Result<(), StoreError> {
-    ENTRY_INSERT.run(c, entries, |s, at, e| {
-        s.raw_bind_parameter(at, e.id.as_str())?;
-        s.raw_bind_parameter(at + 1, e.transaction_id.as_str())?;
-        s.raw_bind_parameter(at + 2, e.account_id.as_str())?;
-        s.raw_bind_parameter(at + 3, e.direction.as_str())?;
-        s.raw_bind_parameter(at + 4, e.amount)?;
-        s.raw_bind_parameter(at + 5, e.currency.code())?;
-        s.raw_bind_parameter(at + 6, e.leg.as_str())?;
-        s.raw_bind_parameter(at + 7, e.effective_at.micros())?;
-        s.raw_bind_parameter(at + 8, e.created_at.micros())
-    })
-}
+static TRANSACTION_INSERT: LazyLock<BulkInsert> = LazyLock::new(|| BulkInsert::new("transactions", &format!("{TRANSACTION_COLUMNS}, chain, legs"), ""));
 
 fn find_external_ids(c: &Connection, table: &str, keys: &[(TenantId, String)]) -> Result<HashMap<(TenantId, String), String>, StoreError> {
     let mut stmt = c.prepare_cached(&format!("SELECT id FROM {table} WHERE tenant_id = ?1 AND external_id = ?2"))?;
@@ -1575,6 +1580,99 @@ mod migration_tests {
         assert_eq!(primary_key, ["tenant_id", "id"]);
         let indexes = names("SELECT name FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'events' AND name LIKE 'events_by_%' ORDER BY name");
         assert_eq!(indexes, ["events_by_object", "events_by_type"]);
+    }
+
+    /// A database with every migration before `version` applied.
+    fn migrated_before(path: &Path, version: i64) -> Connection {
+        let conn = open(path).expect("open");
+        conn.execute_batch("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)").expect("table");
+        for (v, sql) in MIGRATIONS.iter().filter(|(v, _)| *v < version) {
+            conn.execute_batch(sql).unwrap_or_else(|e| panic!("migration {v}: {e}"));
+            conn.execute("INSERT INTO schema_migrations (version, applied_at) VALUES (?1, 0)", [v]).expect("record");
+        }
+        conn
+    }
+
+    const HOLD: &str = "ltx_01m8vehdq0qsfd8r6ank3abcde";
+    const TRANSFER: &str = "ltx_01m8vehdq0qsfd8r6ank3fghjk";
+
+    /// Two transactions of the old shape: a transfer, and a hold posted in
+    /// part later (its posted legs have their own times).
+    fn old_rows(conn: &Connection) {
+        conn.execute_batch(&format!(
+            "INSERT INTO transactions (id, tenant_id, status, effective_at, created_at, posted_at, metadata, chain) VALUES
+                ('{HOLD}', 1, 'posted', 100, 100, 500, '{{}}', '{{}}'), ('{TRANSFER}', 1, 'posted', 200, 200, 200, '{{}}', '{{}}');
+             INSERT INTO entries (id, transaction_id, account_id, direction, amount, currency, leg, effective_at, created_at) VALUES
+                ('ent_01m8vehdq0qsfd8r6ank3abcdeh00', '{HOLD}', 'acct_a', 'debit', 70, 'EUR', 'pending', 100, 100),
+                ('ent_01m8vehdq0qsfd8r6ank3abcdeh01', '{HOLD}', 'acct_b', 'credit', 70, 'EUR', 'pending', 100, 100),
+                ('ent_01m8vehdq0qsfd8r6ank3abcdep00', '{HOLD}', 'acct_a', 'debit', 50, 'EUR', 'posted', 500, 500),
+                ('ent_01m8vehdq0qsfd8r6ank3abcdep01', '{HOLD}', 'acct_b', 'credit', 50, 'EUR', 'posted', 500, 500),
+                ('ent_01m8vehdq0qsfd8r6ank3fghjkp00', '{TRANSFER}', 'acct_b', 'debit', 9, 'EUR', 'posted', 200, 200),
+                ('ent_01m8vehdq0qsfd8r6ank3fghjkp01', '{TRANSFER}', 'acct_a', 'credit', 9, 'EUR', 'posted', 200, 200);"
+        ))
+        .expect("old rows");
+    }
+
+    /// 0025 moves every entry into its transaction's row: each reads back
+    /// as it was, the table is gone, and the stored legs only grow.
+    #[test]
+    fn entries_move_into_their_transactions_unchanged() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("m.db");
+        let conn = migrated_before(&path, 25);
+        old_rows(&conn);
+        let before: Vec<(String, String, String, i64, String, i64, i64)> = conn
+            .prepare("SELECT id, account_id, direction, amount, leg, effective_at, created_at FROM entries ORDER BY id")
+            .expect("entries")
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?)))
+            .expect("entries")
+            .collect::<Result<_, _>>()
+            .expect("entries");
+        drop(conn);
+        migrate(&path).expect("0025");
+        let conn = open(&path).expect("open");
+        let mut after = Vec::new();
+        for id in [HOLD, TRANSFER] {
+            let t = transaction_by_id(&conn, id).expect("read").expect("kept");
+            after.extend(t.entries.iter().map(|e| {
+                (
+                    e.id.as_str().to_owned(),
+                    e.account_id.as_str().to_owned(),
+                    e.direction.as_str().to_owned(),
+                    e.amount,
+                    e.leg.as_str().to_owned(),
+                    e.effective_at.micros(),
+                    e.created_at.micros(),
+                )
+            }));
+        }
+        assert_eq!(after, before);
+        let stored: String = conn.query_row("SELECT legs FROM transactions WHERE id = ?1", [TRANSFER], |r| r.get(0)).expect("legs");
+        assert_eq!(stored, r#"[["p00","acct_b","debit",9,"EUR"],["p01","acct_a","credit",9,"EUR"]]"#, "times equal to the transaction's are not repeated");
+        assert!(conn.query_row("SELECT count(*) FROM entries", [], |r| r.get::<_, i64>(0)).is_err(), "the entries table is gone");
+        assert!(conn.execute("UPDATE transactions SET legs = json_set(legs, '$[0][3]', 10) WHERE id = ?1", [TRANSFER]).is_err());
+        let appended = format!("{},[\"p02\",\"acct_c\",\"debit\",1,\"EUR\"]]", &stored[..stored.len() - 1]);
+        assert_eq!(conn.execute("UPDATE transactions SET legs = ?2 WHERE id = ?1", [TRANSFER, appended.as_str()]).expect("an append is allowed"), 1);
+    }
+
+    /// An entry whose transaction is missing would be lost with the table:
+    /// the migration stops and changes nothing.
+    #[test]
+    fn an_entry_without_its_transaction_stops_the_move() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("m.db");
+        let conn = migrated_before(&path, 25);
+        old_rows(&conn);
+        conn.execute_batch(
+            "INSERT INTO entries (id, transaction_id, account_id, direction, amount, currency, leg, effective_at, created_at) VALUES
+                ('ent_01m8vehdq0qsfd8r6ank3zzzzzp00', 'ltx_01m8vehdq0qsfd8r6ank3zzzzz', 'acct_a', 'debit', 1, 'EUR', 'posted', 1, 1)",
+        )
+        .expect("orphan");
+        drop(conn);
+        assert!(migrate(&path).is_err());
+        let conn = open(&path).expect("open");
+        assert_eq!(conn.query_row("SELECT count(*) FROM entries", [], |r| r.get::<_, i64>(0)).expect("still there"), 7);
+        assert!(conn.query_row("SELECT legs FROM transactions", [], |r| r.get::<_, String>(0)).is_err(), "the transactions were left as they were");
     }
 }
 

@@ -1,5 +1,5 @@
 //! Many rows per `INSERT` statement, for the writers that store a row per
-//! transfer (the engine's transactions and entries, the projector's events).
+//! transfer (the engine's transactions, the projector's events).
 //!
 //! SQLite pays for every statement run (bind, step, reset, the VDBE's
 //! set-up and halt) besides the rows it writes; with one statement per row
@@ -10,8 +10,8 @@
 use crate::error::StoreError;
 use rusqlite::{CachedStatement, Connection};
 
-/// Rows per full statement: 32 rows of the widest table (transactions, 16
-/// columns) bind 512 values, far below SQLite's limit of 32,766.
+/// Rows per full statement: 32 rows of the widest table (transactions, 17
+/// columns) bind 544 values, far below SQLite's limit of 32,766.
 pub const ROWS_PER_STATEMENT: usize = 32;
 
 /// One table's multi-row insert: `INSERT INTO {table} ({columns}) VALUES

@@ -38,18 +38,28 @@ async fn ledger_log_and_entries_refuse_updates_and_deletes(l: TestLedger) {
     let (_, wallet) = l.funded_wallet(100).await;
     let merchant = l.open_account("merchant", Direction::Credit, None).await;
     l.transfer(&wallet, &merchant, 10).await.unwrap();
-    let statements = ["UPDATE ledger_log SET created_at = 0", "DELETE FROM ledger_log", "UPDATE entries SET amount = amount + 1", "DELETE FROM entries"];
+    let statements = ["UPDATE ledger_log SET created_at = 0", "DELETE FROM ledger_log"];
     match &l.database {
         Database::Sqlite { url, .. } => {
+            // Entries are legs inside their transaction's row: they may be
+            // appended to (a hold's posting) but never changed or removed.
             let conn = rusqlite::Connection::open(url.trim_start_matches("sqlite://")).unwrap();
-            for sql in statements {
+            let sqlite_entries = [
+                "UPDATE transactions SET legs = json_set(legs, '$[0][3]', 11)",
+                "UPDATE transactions SET legs = '[]'",
+                "UPDATE transactions SET legs = substr(legs, 1, length(legs) - 1)",
+                "DELETE FROM transactions",
+            ];
+            for sql in statements.into_iter().chain(sqlite_entries) {
                 assert!(conn.execute(sql, []).is_err(), "{sql} must be refused");
             }
         }
         Database::Postgres(pg) => {
             let (client, connection) = tokio_postgres::connect(&pg.url, tokio_postgres::NoTls).await.unwrap();
             tokio::spawn(connection);
-            for sql in statements.into_iter().chain(["TRUNCATE ledger_log", "TRUNCATE entries"]) {
+            for sql in
+                statements.into_iter().chain(["UPDATE entries SET amount = amount + 1", "DELETE FROM entries", "TRUNCATE ledger_log", "TRUNCATE entries"])
+            {
                 assert!(client.batch_execute(sql).await.is_err(), "{sql} must be refused");
             }
         }

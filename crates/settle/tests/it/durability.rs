@@ -91,14 +91,20 @@ async fn audit_verify_names_the_first_tampered_entry_and_a_drifted_counter() {
     assert!(clean.status.success(), "{}", String::from_utf8_lossy(&clean.stdout));
 
     let db = rusqlite::Connection::open(dir.path().join("settle.sqlite3")).unwrap();
-    let victim: String = db.query_row("SELECT id FROM entries WHERE amount = 200 ORDER BY id LIMIT 1", [], |r| r.get(0)).unwrap();
-    db.execute_batch("DROP TRIGGER entries_no_update").unwrap();
-    db.execute("UPDATE entries SET amount = 250 WHERE id = ?1", [&victim]).unwrap();
+    // An entry is a leg stored in its transaction's row (`legs`, see the
+    // SQLite store): its id is the transaction's ULID and the leg's suffix.
+    let (middle, victim): (String, String) = db
+        .query_row("SELECT id, 'ent_' || substr(id, 5) || json_extract(legs, '$[0][0]') FROM transactions WHERE json_extract(legs, '$[0][3]') = 200", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    db.execute_batch("DROP TRIGGER transactions_legs_append_only").unwrap();
+    db.execute("UPDATE transactions SET legs = json_set(legs, '$[0][3]', 250) WHERE id = ?1", [&middle]).unwrap();
     let tampered = verify();
     assert_eq!(tampered.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&tampered.stdout).contains(&victim), "must name the tampered entry");
 
-    db.execute("UPDATE entries SET amount = 200 WHERE id = ?1", [&victim]).unwrap();
+    db.execute("UPDATE transactions SET legs = json_set(legs, '$[0][3]', 200) WHERE id = ?1", [&middle]).unwrap();
     db.execute("UPDATE accounts SET posted_credits = posted_credits + 1 WHERE id = ?1", [&b]).unwrap();
     let drifted = verify();
     assert_eq!(drifted.status.code(), Some(1));
@@ -106,7 +112,6 @@ async fn audit_verify_names_the_first_tampered_entry_and_a_drifted_counter() {
 
     db.execute("UPDATE accounts SET posted_credits = posted_credits - 1 WHERE id = ?1", [&b]).unwrap();
     // The history chain is derived data too: a broken link is found and named.
-    let middle: String = db.query_row("SELECT transaction_id FROM entries WHERE amount = 200 LIMIT 1", [], |r| r.get(0)).unwrap();
     let chain: String = db.query_row("SELECT chain FROM transactions WHERE id = ?1", [&middle], |r| r.get(0)).unwrap();
     db.execute("UPDATE transactions SET chain = '{}' WHERE id = ?1", [&middle]).unwrap();
     let unlinked = verify();

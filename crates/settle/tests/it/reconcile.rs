@@ -144,8 +144,10 @@ async fn a_tampered_entry_is_reported_and_nothing_is_repaired() {
     assert_eq!(api.post("/v1/transactions", Api::transfer_body(&a, &b, 100)).await.0, 201);
     assert!(server.terminate().success());
     let db = rusqlite::Connection::open(dir.path().join("settle.sqlite3")).unwrap();
-    db.execute_batch("DROP TRIGGER entries_no_update").unwrap();
-    db.execute("UPDATE entries SET amount = 150 WHERE account_id = ?1", [&b]).unwrap();
+    // b's leg (the credit, second in the transaction's stored legs) now says 150.
+    db.execute_batch("DROP TRIGGER transactions_legs_append_only").unwrap();
+    let changed = db.execute("UPDATE transactions SET legs = json_set(legs, '$[1][3]', 150) WHERE json_extract(legs, '$[1][1]') = ?1", [&b]).unwrap();
+    assert_eq!(changed, 1);
     let (code, out) = reconcile(dir.path(), None, &["--repair"]);
     assert_eq!(code, Some(2), "{out}");
     assert!(out.contains("BROKEN") && out.contains("nothing was repaired"), "{out}");
