@@ -197,6 +197,36 @@ mod tests {
         assert!(encode(&other, Timestamp::from_micros(1), Timestamp::from_micros(2), &[e]).is_err());
     }
 
+    proptest::proptest! {
+        /// Whatever a transaction's legs are (how many, which kind, their
+        /// amounts, currencies and times), what is stored reads back as
+        /// them, and a posting's legs spliced in read back as the whole.
+        #[test]
+        fn any_legs_read_back_as_written(
+            legs in proptest::collection::vec((0..120usize, proptest::bool::ANY, 1..=i64::MAX, proptest::bool::ANY, 0..3usize, 0..3i64), 2..8),
+            split in 0..8usize,
+        ) {
+            let tx = transaction_id();
+            let codes = ["EUR", "JPY", "BHD"];
+            let entries: Vec<Entry> = legs
+                .iter()
+                .map(|&(position, posted, amount, debit, currency, shift)| {
+                    let mut e = entry(position, if posted { Leg::Posted } else { Leg::Pending }, "acct_01m8vehc9abk5mq0000001", if debit { Direction::Debit } else { Direction::Credit }, amount, 10 + shift);
+                    e.currency = Currency::parse(codes[currency]).expect("code");
+                    e
+                })
+                .collect();
+            let (at, created) = (Timestamp::from_micros(10), Timestamp::from_micros(11));
+            let whole = encode(&tx, at, created, &entries).expect("encode");
+            proptest::prop_assert_eq!(&decode(&tx, 10, 11, &whole).expect("decode"), &entries);
+            let split = split.min(entries.len());
+            let head = encode(&tx, at, created, &entries[..split]).expect("head");
+            let tail = encode_tail(&tx, at, created, &entries[split..]).expect("tail");
+            let spliced = if head == "[]" { format!("[{}]", tail.get(1..).unwrap_or("")) } else { format!("{}{tail}]", &head[..head.len() - 1]) };
+            proptest::prop_assert_eq!(spliced, whole);
+        }
+    }
+
     #[test]
     fn damaged_legs_are_corruption() {
         let tx = transaction_id();
