@@ -747,7 +747,11 @@ impl SqliteStore {
                     }
                     let status = TransactionStatus::parse(&status).ok_or_else(|| StoreError::Corrupt(format!("status {status:?}")))?;
                     let transaction = TransactionId::from_trusted(id.clone());
-                    for entry in legs::decode(&transaction, effective_at, created_at, &stored)? {
+                    let mut entries = legs::decode(&transaction, effective_at, created_at, &stored)?;
+                    // Stored in the order they were written, which is id order for
+                    // every position the engine gives (under 100); sorted to be sure.
+                    entries.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+                    for entry in entries {
                         if entry.id.as_str() > after && out.len() < limit {
                             out.push((entry, status));
                         }
