@@ -751,13 +751,12 @@ impl SqliteStore {
                     // Stored in the order they were written, which is id order for
                     // every position the engine gives (under 100); sorted to be sure.
                     entries.sort_unstable_by(|a, b| a.id.cmp(&b.id));
-                    for entry in entries {
-                        if entry.id.as_str() > after && out.len() < limit {
-                            out.push((entry, status));
-                        }
-                    }
+                    out.extend(entries.into_iter().filter(|e| e.id.as_str() > after).take(limit - out.len()).map(|e| (e, status)));
                     bound.clone_from(&id);
                     seen = Some(id);
+                    if out.len() >= limit {
+                        break;
+                    }
                 }
                 if !full {
                     break;
@@ -1655,6 +1654,16 @@ mod migration_tests {
         assert_eq!(stored, r#"[["p00","acct_b","debit",9,"EUR"],["p01","acct_a","credit",9,"EUR"]]"#, "times equal to the transaction's are not repeated");
         assert!(conn.query_row("SELECT count(*) FROM entries", [], |r| r.get::<_, i64>(0)).is_err(), "the entries table is gone");
         assert!(conn.execute("UPDATE transactions SET legs = json_set(legs, '$[0][3]', 10) WHERE id = ?1", [TRANSFER]).is_err());
+        for column in ["id = id || 'x'", "tenant_id = 2", "effective_at = 0", "created_at = 0"] {
+            assert!(
+                conn.execute(&format!("UPDATE transactions SET {column} WHERE id = ?1"), [TRANSFER]).is_err(),
+                "{column}: what entries derive from is fixed"
+            );
+        }
+        assert_eq!(
+            conn.execute("UPDATE transactions SET status = 'posted', created_at = created_at WHERE id = ?1", [TRANSFER]).expect("unchanged values pass"),
+            1
+        );
         let appended = format!("{},[\"p02\",\"acct_c\",\"debit\",1,\"EUR\"]]", &stored[..stored.len() - 1]);
         assert_eq!(conn.execute("UPDATE transactions SET legs = ?2 WHERE id = ?1", [TRANSFER, appended.as_str()]).expect("an append is allowed"), 1);
     }

@@ -36,3 +36,8 @@ WHEN NOT json_valid(NEW.legs) OR json_type(NEW.legs) IS NOT 'array'
     OR substr(NEW.legs, 1, length(OLD.legs) - 1) IS NOT substr(OLD.legs, 1, length(OLD.legs) - 1)
 BEGIN SELECT RAISE(ABORT, 'entries are immutable'); END;
 CREATE TRIGGER transactions_no_delete BEFORE DELETE ON transactions BEGIN SELECT RAISE(ABORT, 'entries are immutable'); END;
+-- An entry's id and (unless its leg says otherwise) its times come from its
+-- transaction's row, so those columns never change either.
+CREATE TRIGGER transactions_entry_fields_fixed BEFORE UPDATE OF id, tenant_id, effective_at, created_at ON transactions
+WHEN NEW.id IS NOT OLD.id OR NEW.tenant_id IS NOT OLD.tenant_id OR NEW.effective_at IS NOT OLD.effective_at OR NEW.created_at IS NOT OLD.created_at
+BEGIN SELECT RAISE(ABORT, 'entries are immutable'); END;
