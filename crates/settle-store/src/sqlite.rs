@@ -1616,14 +1616,20 @@ mod migration_tests {
         .expect("old rows");
     }
 
+    /// A database at migration 24 (`m.db` in the returned directory) holding [`old_rows`].
+    fn old_database() -> (tempfile::TempDir, Connection) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let conn = migrated_before(&dir.path().join("m.db"), 25);
+        old_rows(&conn);
+        (dir, conn)
+    }
+
     /// 0025 moves every entry into its transaction's row: each reads back
     /// as it was, the table is gone, and the stored legs only grow.
     #[test]
     fn entries_move_into_their_transactions_unchanged() {
-        let dir = tempfile::tempdir().expect("temp dir");
+        let (dir, conn) = old_database();
         let path = dir.path().join("m.db");
-        let conn = migrated_before(&path, 25);
-        old_rows(&conn);
         let before: Vec<(String, String, String, i64, String, i64, i64)> = conn
             .prepare("SELECT id, account_id, direction, amount, leg, effective_at, created_at FROM entries ORDER BY id")
             .expect("entries")
@@ -1672,10 +1678,8 @@ mod migration_tests {
     /// the migration stops and changes nothing.
     #[test]
     fn an_entry_without_its_transaction_stops_the_move() {
-        let dir = tempfile::tempdir().expect("temp dir");
+        let (dir, conn) = old_database();
         let path = dir.path().join("m.db");
-        let conn = migrated_before(&path, 25);
-        old_rows(&conn);
         conn.execute_batch(
             "INSERT INTO entries (id, transaction_id, account_id, direction, amount, currency, leg, effective_at, created_at) VALUES
                 ('ent_01m8vehdq0qsfd8r6ank3zzzzzp00', 'ltx_01m8vehdq0qsfd8r6ank3zzzzz', 'acct_a', 'debit', 1, 'EUR', 'posted', 1, 1)",
