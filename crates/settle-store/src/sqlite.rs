@@ -732,28 +732,25 @@ impl SqliteStore {
         const CHUNK: usize = 256;
         let limit = usize::try_from(limit).unwrap_or(0);
         self.read_blocking(|c| {
-            let mut stmt =
-                c.prepare_cached(&format!("SELECT id, status, effective_at, created_at, legs FROM transactions WHERE id >= ?1 ORDER BY id LIMIT {CHUNK}"))?;
+            let mut stmt = c.prepare_cached(&format!("SELECT {LEGS_COLUMNS} FROM transactions WHERE id >= ?1 ORDER BY id LIMIT {CHUNK}"))?;
             let mut out = Vec::new();
             let mut bound = entry_transaction(after);
-            let mut seen: Option<String> = None;
+            // After the first chunk, `bound` is the last transaction walked: skip it.
+            let mut walked = false;
             while out.len() < limit {
-                let rows: Vec<(String, String, i64, i64, String)> =
-                    stmt.query_map([&bound], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))?.collect::<Result<_, _>>()?;
+                let rows: Vec<LegsRow> = stmt.query_map([&bound], legs_row)?.collect::<Result<_, _>>()?;
                 let full = rows.len() == CHUNK;
-                for (id, status, effective_at, created_at, stored) in rows {
-                    if seen.as_deref() == Some(id.as_str()) {
+                for row in rows {
+                    if walked && row.0 == bound {
                         continue;
                     }
-                    let status = TransactionStatus::parse(&status).ok_or_else(|| StoreError::Corrupt(format!("status {status:?}")))?;
-                    let transaction = TransactionId::from_trusted(id.clone());
-                    let mut entries = legs::decode(&transaction, effective_at, created_at, &stored)?;
+                    bound.clone_from(&row.0);
+                    walked = true;
+                    let (status, mut entries) = decode_legs_row(row)?;
                     // Stored in the order they were written, which is id order for
                     // every position the engine gives (under 100); sorted to be sure.
                     entries.sort_unstable_by(|a, b| a.id.cmp(&b.id));
                     out.extend(entries.into_iter().filter(|e| e.id.as_str() > after).take(limit - out.len()).map(|e| (e, status)));
-                    bound.clone_from(&id);
-                    seen = Some(id);
                     if out.len() >= limit {
                         break;
                     }
@@ -822,19 +819,32 @@ impl SqliteStore {
     }
 }
 
+/// What the scans of every entry read of a transaction: its id, status,
+/// times and stored legs (see `legs.rs`).
+const LEGS_COLUMNS: &str = "id, status, effective_at, created_at, legs";
+type LegsRow = (String, String, i64, i64, String);
+
+fn legs_row(r: &Row<'_>) -> rusqlite::Result<LegsRow> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+}
+
+/// A transaction's stored status and its entries.
+fn decode_legs_row((id, status, effective_at, created_at, stored): LegsRow) -> Result<(TransactionStatus, Vec<Entry>), StoreError> {
+    let status = TransactionStatus::parse(&status).ok_or_else(|| StoreError::Corrupt(format!("status {status:?}")))?;
+    Ok((status, legs::decode(&TransactionId::from_trusted(id), effective_at, created_at, &stored)?))
+}
+
 /// What the stored entries of an account sum to. No index leads from an
 /// account to its entries here (its history is a chain), so this scans the
 /// transactions: fine for the rare account a reconciliation finds drifted.
 fn sum_entries(c: &Connection, id: &AccountId) -> Result<Counters, StoreError> {
     // `instr` only narrows the scan; the decoded legs decide.
-    let mut stmt = c.prepare_cached("SELECT id, status, effective_at, created_at, legs FROM transactions WHERE instr(legs, ?1) > 0")?;
+    let mut stmt = c.prepare_cached(&format!("SELECT {LEGS_COLUMNS} FROM transactions WHERE instr(legs, ?1) > 0"))?;
     let mut sum = Counters::default();
     let mut found = stmt.query([format!("\"{}\"", id.as_str())])?;
     while let Some(r) = found.next()? {
-        let (transaction, status, effective_at, created_at, stored): (String, String, i64, i64, String) =
-            (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?);
-        let status = TransactionStatus::parse(&status).ok_or_else(|| StoreError::Corrupt(format!("status {status:?}")))?;
-        for e in legs::decode(&TransactionId::from_trusted(transaction), effective_at, created_at, &stored)?.iter().filter(|e| e.account_id == *id) {
+        let (status, entries) = decode_legs_row(legs_row(r)?)?;
+        for e in entries.iter().filter(|e| e.account_id == *id) {
             sum.add_entry(e.leg, e.direction, e.amount, status)
                 .ok_or_else(|| StoreError::Corrupt(String::from("an account's entries overflow its counters")))?;
         }

@@ -37,9 +37,9 @@ pub fn encode(transaction_id: &TransactionId, effective_at: Timestamp, created_a
 /// splices in before the stored array's closing bracket.
 pub fn encode_tail(transaction_id: &TransactionId, effective_at: Timestamp, created_at: Timestamp, entries: &[Entry]) -> Result<String, StoreError> {
     let mut out = String::with_capacity(entries.len() * 80);
-    for entry in entries {
+    if !entries.is_empty() {
         out.push(',');
-        append(&mut out, transaction_id, effective_at, created_at, std::slice::from_ref(entry))?;
+        append(&mut out, transaction_id, effective_at, created_at, entries)?;
     }
     Ok(out)
 }
