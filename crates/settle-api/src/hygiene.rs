@@ -68,6 +68,11 @@ impl SentHeaders {
 
 /// 431 for too many or too large request headers, before anything else runs.
 pub async fn header_limits(request: Request, next: Next) -> Response {
+    limit_headers(request, |request| next.run(request)).await
+}
+
+/// [`header_limits`] around any continuation (see `middleware.rs`).
+pub async fn limit_headers<F: Future<Output = Response>>(request: Request, next: impl FnOnce(Request) -> F) -> Response {
     let SentHeaders { count, bytes } = request.extensions().get::<SentHeaders>().copied().unwrap_or_else(|| SentHeaders::of(request.headers()));
     if count > MAX_REQUEST_HEADERS || bytes > MAX_REQUEST_HEADER_BYTES {
         return ApiError::new(
@@ -78,15 +83,20 @@ pub async fn header_limits(request: Request, next: Next) -> Response {
         )
         .into_response();
     }
-    next.run(request).await
+    next(request).await
 }
 
 /// Bounds the time of a request. The handler is dropped on expiry; a write
 /// already handed to the engine may still commit, so the answer says to
 /// retry with the same `Idempotency-Key` to learn the outcome.
 pub async fn timeout(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    bounded(&state, request, |request| next.run(request)).await
+}
+
+/// [`timeout`] around any continuation (see `middleware.rs`).
+pub async fn bounded<F: Future<Output = Response>>(state: &AppState, request: Request, next: impl FnOnce(Request) -> F) -> Response {
     let limit = state.http.request_timeout;
-    match tokio::time::timeout(limit, next.run(request)).await {
+    match tokio::time::timeout(limit, next(request)).await {
         Ok(response) => response,
         Err(_) => unavailable_now(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -103,7 +113,11 @@ pub async fn timeout(State(state): State<AppState>, request: Request, next: Next
 /// Security headers on every response. `Cache-Control` and the others are
 /// only set when a handler did not choose its own.
 pub async fn security_headers(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let mut response = next.run(request).await;
+    secure(&state, next.run(request).await)
+}
+
+/// Adds the security headers to an answer (see [`security_headers`]).
+pub fn secure(state: &AppState, mut response: Response) -> Response {
     let headers = response.headers_mut();
     let defaults = [
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),

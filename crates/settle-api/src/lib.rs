@@ -18,6 +18,7 @@ pub mod feature_flags;
 pub mod hygiene;
 pub mod idempotency;
 pub mod metrics;
+pub mod middleware;
 pub mod observe;
 pub mod openapi;
 pub mod operations;
@@ -143,22 +144,14 @@ pub fn router(state: AppState) -> Router {
         .merge(faults::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        // One composed layer, not eight `Router::layer` calls: each of those
-        // boxes every route again, so a request paid a boxed clone of its
-        // route per layer (about a tenth of a worker's time with one
-        // transfer per request). The order is the same: the first here is
-        // the outermost.
+        // One composed layer, not one `Router::layer` call per middleware:
+        // each of those boxes every route again, so a request paid a boxed
+        // clone of its route per layer. The first here is the outermost.
         .layer(
             tower::ServiceBuilder::new()
-                // Outermost, so that every answer has them, refusals of `observe` included.
-                .layer(axum::middleware::from_fn_with_state(state.clone(), hygiene::security_headers))
-                .layer(axum::middleware::from_fn_with_state(state.clone(), observe::request_layer))
+                .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::outer))
                 .layer(hygiene::cors(&state))
-                .layer(axum::middleware::from_fn(hygiene::header_limits))
-                .layer(axum::middleware::from_fn_with_state(state.clone(), hygiene::timeout))
-                .layer(axum::middleware::from_fn_with_state(state.clone(), rate_limit::layer))
-                .layer(axum::middleware::from_fn_with_state(state.clone(), signing::verify_layer))
-                .layer(axum::middleware::from_fn_with_state(state.clone(), versions::layer::layer)),
+                .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::inner)),
         )
         .with_state(state)
 }

@@ -49,7 +49,12 @@ fn new_request_id() -> String {
     format!("req_{start:x}{:08x}", COUNTER.fetch_add(1, Ordering::Relaxed))
 }
 
-pub async fn request_layer(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+pub async fn request_layer(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    observe(&state, req, |req| next.run(req)).await
+}
+
+/// [`request_layer`] around any continuation (see `middleware.rs`).
+pub async fn observe<F: Future<Output = Response>>(state: &AppState, mut req: Request, next: impl FnOnce(Request) -> F) -> Response {
     let started = Instant::now();
     let id = new_request_id();
     let method = req.method().clone();
@@ -90,7 +95,7 @@ pub async fn request_layer(State(state): State<AppState>, mut req: Request, next
     req.extensions_mut().insert(trace.clone());
     let mut response = match refusal {
         Some(error) => axum::response::IntoResponse::into_response(error),
-        None => next.run(req).instrument(span.clone()).await,
+        None => next(req).instrument(span.clone()).await,
     };
     if let Some(PendingErrorBody(error)) = response.extensions_mut().remove::<PendingErrorBody>() {
         state.metrics.error(error.code);

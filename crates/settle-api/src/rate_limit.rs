@@ -328,20 +328,25 @@ fn set(headers: &mut HeaderMap, name: &'static str, value: String) {
 /// The middleware: resolves the caller, takes a token, and answers 429
 /// before the handler when the bucket is empty.
 pub async fn layer(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    limit(&state, request, |request| next.run(request)).await
+}
+
+/// [`layer`] around any continuation (see `middleware.rs`).
+pub async fn limit<F: Future<Output = Response>>(state: &AppState, request: Request, next: impl FnOnce(Request) -> F) -> Response {
     let path = request.uri().path();
     if EXEMPT_PATHS.contains(&path) {
-        return next.run(request).await;
+        return next(request).await;
     }
     let limits = &state.http.rate_limits;
     let (mut parts, body) = request.into_parts();
     // A key that does not resolve (absent, unknown, or the store is down)
     // counts against the client's IP; the handler then answers as it would.
-    let principal = if parts.headers.contains_key(header::AUTHORIZATION) { Principal::from_request_parts(&mut parts, &state).await.ok() } else { None };
+    let principal = if parts.headers.contains_key(header::AUTHORIZATION) { Principal::from_request_parts(&mut parts, state).await.ok() } else { None };
     let request = Request::from_parts(parts, body);
     let (partition, limit) = match principal {
         Some(p) => (Partition::Key(p.key_id.as_str().to_owned()), p.rate_limit.unwrap_or(limits.default)),
         None => match limits.unauthenticated {
-            None => return next.run(request).await,
+            None => return next(request).await,
             Some(limit) => {
                 let ip = request.extensions().get::<ConnectInfo<SocketAddr>>().map_or_else(|| String::from("unknown"), |c| c.0.ip().to_string());
                 (Partition::Ip(ip), limit)
@@ -364,7 +369,7 @@ pub async fn layer(State(state): State<AppState>, request: Request, next: Next) 
     };
     let policy = partition.policy();
     let mut response = if decision.allowed {
-        next.run(request).await
+        next(request).await
     } else {
         let retry_secs = ceil_secs(decision.retry_in_micros).max(1);
         let error = ApiError::new(

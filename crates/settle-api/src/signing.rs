@@ -150,21 +150,26 @@ impl From<Malformed> for ApiError {
 
 /// The layer: checks signatures of keys that require them, before the handler.
 pub async fn verify_layer(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    verify_request(&state, req, |req| next.run(req)).await
+}
+
+/// [`verify_layer`] around any continuation (see `middleware.rs`).
+pub async fn verify_request<F: Future<Output = Response>>(state: &AppState, req: Request, next: impl FnOnce(Request) -> F) -> Response {
     if !req.uri().path().starts_with("/v1/") || !req.headers().contains_key(header::AUTHORIZATION) {
-        return next.run(req).await;
+        return next(req).await;
     }
     let (mut parts, body) = req.into_parts();
-    let principal = match Principal::from_request_parts(&mut parts, &state).await {
+    let principal = match Principal::from_request_parts(&mut parts, state).await {
         Ok(principal) => principal,
         // A malformed, unknown or revoked key is the handler's 401 (the lookup is cached for it).
-        Err(error) if error.status == axum::http::StatusCode::UNAUTHORIZED => return next.run(Request::from_parts(parts, body)).await,
+        Err(error) if error.status == axum::http::StatusCode::UNAUTHORIZED => return next(Request::from_parts(parts, body)).await,
         // The key could not be looked up (database trouble): whether it must
         // sign is unknown, so nothing may run unverified.
         Err(error) => return error.into_response(),
     };
     let secret = match state.signing.secret_for(&state.store, &principal.key_id).await {
         Ok(Some(secret)) => secret,
-        Ok(None) => return next.run(Request::from_parts(parts, body)).await,
+        Ok(None) => return next(Request::from_parts(parts, body)).await,
         Err(error) => return error.into_response(),
     };
     let declared = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
@@ -176,11 +181,11 @@ pub async fn verify_layer(State(state): State<AppState>, req: Request, next: Nex
         Err(e) => return crate::body::unreadable(e, too_large).into_response(),
     };
     let view = MessageView { method: parts.method.as_str(), path: parts.uri.path(), query: parts.uri.query(), headers: &parts.headers };
-    if let Err(error) = verify(&state, &principal.key_id, &secret, &view, &bytes).await {
+    if let Err(error) = verify(state, &principal.key_id, &secret, &view, &bytes).await {
         tracing::info!(key_id = %principal.key_id, code = error.code, reason = %error.message, "request signature refused");
         return error.into_response();
     }
-    next.run(Request::from_parts(parts, axum::body::Body::from(bytes))).await
+    next(Request::from_parts(parts, axum::body::Body::from(bytes))).await
 }
 
 fn too_large() -> ApiError {

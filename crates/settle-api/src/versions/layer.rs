@@ -38,6 +38,11 @@ fn with_version(mut response: Response, version: ApiVersion) -> Response {
 }
 
 pub async fn layer(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    serve(&state, request, |request| next.run(request)).await
+}
+
+/// [`layer`] around any continuation (see `middleware.rs`).
+pub async fn serve<F: Future<Output = Response>>(state: &AppState, request: Request, next: impl FnOnce(Request) -> F) -> Response {
     let requested = match request.headers().get(HEADER).map(from_header).transpose() {
         Ok(v) => v,
         Err(error) => return with_version(error.into_response(), NEWEST),
@@ -46,7 +51,7 @@ pub async fn layer(State(state): State<AppState>, request: Request, next: Next) 
     // A missing, bad or unknown key is the handler's to refuse; a key that
     // could not be looked up must not be answered in a shape it did not pin.
     let principal = if parts.headers.contains_key(header::AUTHORIZATION) {
-        match Principal::from_request_parts(&mut parts, &state).await {
+        match Principal::from_request_parts(&mut parts, state).await {
             Ok(principal) => Some(principal),
             Err(error) if error.status == axum::http::StatusCode::UNAUTHORIZED => None,
             Err(error) => return with_version(error.into_response(), requested.unwrap_or(NEWEST)),
@@ -66,11 +71,11 @@ pub async fn layer(State(state): State<AppState>, request: Request, next: Next) 
     {
         request = match upgrade_request(request, route, &changes).await {
             Ok(r) => r,
-            Err(error) => return finish(error.into_response(), version, &state, principal.as_ref(), &[]),
+            Err(error) => return finish(error.into_response(), version, state, principal.as_ref(), &[]),
         };
     }
 
-    let mut response = next.run(request).await;
+    let mut response = next(request).await;
     if !changes.is_empty() {
         response = downgrade_response(response, &changes).await;
     }
@@ -86,7 +91,7 @@ pub async fn layer(State(state): State<AppState>, request: Request, next: Next) 
             notices.push(Notice { label: e.label(), deprecated_at: e.deprecated_at, sunset_at: e.sunset_at, link: e.link.clone() });
         }
     }
-    finish(response, version, &state, principal.as_ref(), &notices)
+    finish(response, version, state, principal.as_ref(), &notices)
 }
 
 fn finish(response: Response, version: ApiVersion, state: &AppState, principal: Option<&Principal>, notices: &[Notice]) -> Response {
