@@ -156,8 +156,11 @@ impl Store {
         let rows: Vec<(i64, Vec<u8>, i64)> = match self {
             Store::Sqlite(s) => {
                 s.read(move |c| {
-                    let mut stmt = c.prepare_cached(&format!("{SQL}?1 ORDER BY seq LIMIT ?2"))?;
-                    let rows = stmt.query_map(params![after, limit], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+                    // The limit in the SQL, not bound: SQLite plans with a bound
+                    // LIMIT's value and so prepares the statement again at every
+                    // new binding (see `due_expiries` in sqlite.rs).
+                    let mut stmt = c.prepare_cached(&format!("{SQL}?1 ORDER BY seq LIMIT {limit}"))?;
+                    let rows = stmt.query_map(params![after], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
                     Ok(rows.collect::<Result<Vec<_>, _>>()?)
                 })
                 .await?

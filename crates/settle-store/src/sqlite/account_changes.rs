@@ -169,12 +169,12 @@ pub fn current(conn: &Connection, account: &str) -> Result<Option<AccountChange>
 
 /// The ledger-log sequence that the `accounts` rows are current as of.
 pub fn checkpointed_through(conn: &Connection) -> Result<i64, StoreError> {
-    Ok(conn.query_row("SELECT log_seq FROM account_checkpoint WHERE id = 1", [], |r| r.get(0)).optional()?.unwrap_or(0))
+    Ok(conn.prepare_cached("SELECT log_seq FROM account_checkpoint WHERE id = 1")?.query_row([], |r| r.get(0)).optional()?.unwrap_or(0))
 }
 
 /// The newest ledger-log sequence visible to `conn`.
 pub fn log_head(conn: &Connection) -> Result<i64, StoreError> {
-    Ok(conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM ledger_log", [], |r| r.get(0))?)
+    Ok(conn.prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM ledger_log")?.query_row([], |r| r.get(0))?)
 }
 
 /// The first and the last row of the stream, `(0, 0)` when it is empty.
