@@ -811,13 +811,10 @@ impl Store {
     /// until `lease_until`, oldest due first.
     pub async fn claim_deliveries(&self, owner: &str, now: Timestamp, lease_until: Timestamp, limit: i64) -> Result<Vec<ClaimedDelivery>, StoreError> {
         let owner = owner.to_owned();
-        // SQLite gets the limit in the SQL, not bound: it plans with a bound
-        // LIMIT's value and so prepares the statement again at every new
-        // binding (see `due_expiries` in sqlite.rs).
-        let select = |lock: &str, p: &str, limit: &str| {
+        let select = |lock: &str, p: &str| {
             format!(
                 "SELECT d.endpoint_id, d.event_id FROM webhook_deliveries d WHERE d.status = 'pending' AND d.next_attempt_at <= {p}1
-                 ORDER BY d.next_attempt_at LIMIT {limit} {lock}"
+                 ORDER BY d.next_attempt_at LIMIT {p}2 {lock}"
             )
         };
         // Exactly the rows this claim took (never ones an earlier claim of the
@@ -833,8 +830,8 @@ impl Store {
             Store::Sqlite(s) => {
                 s.write_pooled(move |tx| {
                     let keys = tx
-                        .prepare_cached(&select("", "?", &limit.to_string()))?
-                        .query_map(params![now.micros()], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?
+                        .prepare_cached(&select("", "?"))?
+                        .query_map(params![now.micros(), limit], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?
                         .collect::<Result<Vec<_>, _>>()?;
                     if keys.is_empty() {
                         return Ok(Vec::new());
@@ -880,7 +877,7 @@ impl Store {
                                     RETURNING endpoint_id, event_id, tenant_id, attempts)
                      SELECT {CLAIMED_COLUMNS} FROM taken d JOIN events e ON e.id = d.event_id JOIN webhook_endpoints w ON w.id = d.endpoint_id
                      JOIN tenants t ON t.id = d.tenant_id WHERE w.status = 'enabled' ORDER BY d.event_id",
-                    select("FOR UPDATE SKIP LOCKED", "$", "$2")
+                    select("FOR UPDATE SKIP LOCKED", "$")
                 );
                 let client = p.pool().get().await?;
                 let stmt = client.prepare_cached(&claim).await?;
