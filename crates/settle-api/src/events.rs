@@ -155,7 +155,7 @@ pub async fn get(
 ) -> Result<Response, ApiError> {
     require(&principal, Scope::EventsRead)?;
     let mut record = state.store.get_event(principal.tenant, event_id(&id)?).await?.ok_or_else(|| ApiError::not_found("event"))?;
-    deferred::complete(&state.store, &mut [&mut record.body]).await?;
+    deferred::complete(&state.store, &mut [stored(&mut record)]).await?;
     Ok(json_response(StatusCode::OK, stamp_version(&record.body, served.0)?))
 }
 
@@ -219,8 +219,13 @@ pub async fn list(
         created_lt: instant("created[lt]", params.created_lt)?,
     };
     let mut result = state.store.list_events(principal.tenant, filter, page).await?;
-    deferred::complete(&state.store, &mut result.items.iter_mut().map(|e| &mut e.body).collect::<Vec<_>>()).await?;
+    deferred::complete(&state.store, &mut result.items.iter_mut().map(stored).collect::<Vec<_>>()).await?;
     Ok(json_response(StatusCode::OK, list_body(&result.items, result.has_more, served.0)?))
+}
+
+/// A stored event as [`deferred::complete`] reads it.
+fn stored(record: &mut EventRecord) -> deferred::Stored<'_> {
+    deferred::Stored { id: record.id.as_str(), object_id: &record.object_id, sequence: record.sequence, created_at: record.created_at, body: &mut record.body }
 }
 
 /// A list of stored events, without parsing them again (newest version).

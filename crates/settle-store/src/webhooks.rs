@@ -90,6 +90,10 @@ pub struct ClaimedDelivery {
     pub event_type: String,
     pub event_body: Vec<u8>,
     pub event_created_at: Timestamp,
+    /// The event's object and its place among that object's events (a
+    /// deferred body leaves them to its row).
+    pub event_object_id: String,
+    pub event_sequence: i64,
     pub url: String,
     pub api_version: String,
     pub secret: Vec<u8>,
@@ -268,7 +272,7 @@ async fn pg_idempotency(tx: &deadpool_postgres::Transaction<'_>, record: Option<
 
 /// A delivery's columns when claimed, joined with its event, endpoint and tenant.
 const CLAIMED_COLUMNS: &str = "d.endpoint_id, d.event_id, d.tenant_id, t.environment, d.attempts, e.type, e.body, e.created_at, w.url, w.api_version, w.secret, \
-                               w.previous_secret, w.previous_secret_expires_at, w.failing_since";
+                               w.previous_secret, w.previous_secret_expires_at, w.failing_since, e.object_id, e.sequence";
 
 impl crate::sqlite::SqliteStore {
     /// [`crate::sqlite::SqliteStore::write`] on a pooled connection: for
@@ -825,7 +829,8 @@ impl Store {
                  JOIN tenants t ON t.id = d.tenant_id WHERE d.endpoint_id = {p}1 AND d.event_id = {p}2 AND w.status = 'enabled'"
             )
         };
-        type Claimed = (String, String, i64, String, i64, String, Vec<u8>, i64, String, String, Vec<u8>, Option<Vec<u8>>, Option<i64>, Option<i64>);
+        type Claimed =
+            ((String, String, i64, String, i64, String, Vec<u8>, i64, String, String, Vec<u8>, Option<Vec<u8>>, Option<i64>, Option<i64>), (String, i64));
         let rows: Vec<Claimed> = match self {
             Store::Sqlite(s) => {
                 s.write_pooled(move |tx| {
@@ -845,20 +850,23 @@ impl Store {
                         let row = read
                             .query_row(params![endpoint, event], |r| {
                                 Ok((
-                                    r.get(0)?,
-                                    r.get(1)?,
-                                    r.get(2)?,
-                                    r.get(3)?,
-                                    r.get(4)?,
-                                    r.get(5)?,
-                                    r.get(6)?,
-                                    r.get(7)?,
-                                    r.get(8)?,
-                                    r.get(9)?,
-                                    r.get(10)?,
-                                    r.get(11)?,
-                                    r.get(12)?,
-                                    r.get(13)?,
+                                    (
+                                        r.get(0)?,
+                                        r.get(1)?,
+                                        r.get(2)?,
+                                        r.get(3)?,
+                                        r.get(4)?,
+                                        r.get(5)?,
+                                        r.get(6)?,
+                                        r.get(7)?,
+                                        r.get(8)?,
+                                        r.get(9)?,
+                                        r.get(10)?,
+                                        r.get(11)?,
+                                        r.get(12)?,
+                                        r.get(13)?,
+                                    ),
+                                    (r.get(14)?, r.get(15)?),
                                 ))
                             })
                             .optional()?;
@@ -884,27 +892,30 @@ impl Store {
                 let mut out = Vec::new();
                 for r in client.query(&stmt, &[&now.micros(), &limit, &owner, &lease_until.micros()]).await? {
                     out.push((
-                        pg(&r, 0)?,
-                        pg(&r, 1)?,
-                        pg(&r, 2)?,
-                        pg(&r, 3)?,
-                        pg(&r, 4)?,
-                        pg(&r, 5)?,
-                        pg(&r, 6)?,
-                        pg(&r, 7)?,
-                        pg(&r, 8)?,
-                        pg(&r, 9)?,
-                        pg(&r, 10)?,
-                        pg(&r, 11)?,
-                        pg(&r, 12)?,
-                        pg(&r, 13)?,
+                        (
+                            pg(&r, 0)?,
+                            pg(&r, 1)?,
+                            pg(&r, 2)?,
+                            pg(&r, 3)?,
+                            pg(&r, 4)?,
+                            pg(&r, 5)?,
+                            pg(&r, 6)?,
+                            pg(&r, 7)?,
+                            pg(&r, 8)?,
+                            pg(&r, 9)?,
+                            pg(&r, 10)?,
+                            pg(&r, 11)?,
+                            pg(&r, 12)?,
+                            pg(&r, 13)?,
+                        ),
+                        (pg(&r, 14)?, pg(&r, 15)?),
                     ));
                 }
                 out
             }
         };
         rows.into_iter()
-            .map(|r| {
+            .map(|(r, (event_object_id, event_sequence))| {
                 Ok(ClaimedDelivery {
                     endpoint_id: WebhookEndpointId::from_trusted(r.0),
                     event_id: EventId::from_trusted(r.1),
@@ -914,6 +925,8 @@ impl Store {
                     event_type: r.5,
                     event_body: r.6,
                     event_created_at: Timestamp::from_micros(r.7),
+                    event_object_id,
+                    event_sequence,
                     url: r.8,
                     api_version: r.9,
                     secret: r.10,

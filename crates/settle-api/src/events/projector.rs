@@ -520,14 +520,7 @@ pub async fn project(state: &AppState, owner: &str, cursor: i64, lease_until: Ti
             }),
             Data::Deferred(d) => deferred::deferred_body(
                 &d,
-                &deferred::EventFields {
-                    id: id.as_str(),
-                    api_version: &api_version,
-                    created_at: &created_at,
-                    request: &p.request,
-                    correlation_id: p.correlation_id.as_deref(),
-                    sequence: *sequence,
-                },
+                &deferred::EventFields { api_version: &api_version, request: &p.request, correlation_id: p.correlation_id.as_deref() },
             ),
         }
         .map_err(|e| StoreError::Other(e.to_string()))?;

@@ -243,9 +243,7 @@ async fn run(state: AppState, mut stopped: watch::Receiver<bool>) {
                     full = claimed.len() == free;
                     // Transaction events are rendered when read; a claim whose events cannot be
                     // rendered now is not attempted (its leases lapse and it comes due again).
-                    if let Err(error) =
-                        crate::events::deferred::complete(&state.store, &mut claimed.iter_mut().map(|d| &mut d.event_body).collect::<Vec<_>>()).await
-                    {
+                    if let Err(error) = crate::events::deferred::complete(&state.store, &mut claimed.iter_mut().map(stored).collect::<Vec<_>>()).await {
                         tracing::warn!(%error, "could not render claimed webhook events");
                         claimed.clear();
                     }
@@ -308,6 +306,17 @@ async fn listen(state: AppState) {
 /// Splits a claimed batch: the deliveries a `reorder` fault fired for,
 /// newest event first (event ids sort like their creation), and the others
 /// in claim order.
+/// A claimed delivery's event as [`crate::events::deferred::complete`] reads it.
+fn stored(d: &mut ClaimedDelivery) -> crate::events::deferred::Stored<'_> {
+    crate::events::deferred::Stored {
+        id: d.event_id.as_str(),
+        object_id: &d.event_object_id,
+        sequence: d.event_sequence,
+        created_at: d.event_created_at,
+        body: &mut d.event_body,
+    }
+}
+
 async fn reorder_faults(state: &AppState, claimed: Vec<ClaimedDelivery>, now: Timestamp) -> (Vec<ClaimedDelivery>, Vec<ClaimedDelivery>) {
     let mut reordered = Vec::new();
     let mut normal = Vec::with_capacity(claimed.len());
