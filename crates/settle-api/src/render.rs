@@ -342,7 +342,7 @@ mod direct {
     /// A JSON string: as it is when nothing in it needs escaping (ids, enum
     /// names, timestamps always), else escaped as serde_json escapes.
     fn text(out: &mut Vec<u8>, s: &str) -> Result<(), ApiError> {
-        if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        if settle_core::json_text::is_plain(s) {
             out.reserve(s.len() + 2);
             out.push(b'"');
             out.extend_from_slice(s.as_bytes());

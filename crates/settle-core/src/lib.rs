@@ -13,6 +13,7 @@ pub mod customers;
 pub mod faults;
 pub mod flags;
 pub mod ids;
+pub mod json_text;
 pub mod ledger;
 pub mod limits;
 pub mod metadata;

@@ -18,6 +18,7 @@ use crate::error::StoreError;
 use crate::sqlite::View;
 use rusqlite::{Connection, OptionalExtension, params};
 use settle_core::ids::{AccountId, TransactionId};
+use settle_core::json_text;
 use std::collections::BTreeMap;
 
 /// Every how many positions an account's history records a checkpoint.
@@ -85,10 +86,10 @@ pub fn append<'a>(
         if i > 0 {
             json.push(',');
         }
-        push_json_str(&mut json, account.as_str());
+        json_text::push_str(&mut json, account.as_str());
         json.push_str(r#":{"prev":"#);
         match &prev {
-            Some(p) => push_json_str(&mut json, p.as_str()),
+            Some(p) => json_text::push_str(&mut json, p.as_str()),
             None => json.push_str("null"),
         }
         json.push_str(r#","seq":"#);
@@ -97,29 +98,6 @@ pub fn append<'a>(
     }
     json.push('}');
     Ok(json)
-}
-
-/// Bytes a JSON string can hold unescaped that ids are made of: a table,
-/// because every transfer writes six ids this way.
-const PLAIN: [bool; 256] = {
-    let mut table = [false; 256];
-    let mut b = 0;
-    while b < 256 {
-        table[b] = (b as u8).is_ascii_alphanumeric() || b == b'_' as usize;
-        b += 1;
-    }
-    table
-};
-
-/// A JSON string: ids as they are (they need no escaping), anything else escaped.
-fn push_json_str(out: &mut String, s: &str) {
-    if s.bytes().all(|b| PLAIN[usize::from(b)]) {
-        out.push('"');
-        out.push_str(s);
-        out.push('"');
-    } else {
-        out.push_str(&serde_json::Value::from(s).to_string());
-    }
 }
 
 /// An account's history as walked from its head, for the audit.

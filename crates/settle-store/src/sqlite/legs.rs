@@ -19,6 +19,7 @@ use crate::error::StoreError;
 use serde::Deserialize;
 use settle_core::clock::Timestamp;
 use settle_core::ids::{AccountId, EntryId, TransactionId};
+use settle_core::json_text;
 use settle_core::ledger::{Direction, Entry, Leg};
 use settle_core::money::Currency;
 use std::borrow::Cow;
@@ -57,32 +58,20 @@ fn append(out: &mut String, transaction_id: &TransactionId, effective_at: Timest
                 .filter(|suffix| e.transaction_id == *transaction_id && leg_of(suffix) == Some(e.leg))
                 .ok_or_else(|| StoreError::Other(format!("entry {} does not belong to transaction {transaction_id} as its id says", e.id.as_str())))?;
         out.push('[');
-        text(out, suffix);
+        json_text::push_str(out, suffix);
         out.push(',');
-        text(out, e.account_id.as_str());
+        json_text::push_str(out, e.account_id.as_str());
         out.push(',');
-        text(out, e.direction.as_str());
+        json_text::push_str(out, e.direction.as_str());
         // Writing to a String cannot fail.
         let _ = write!(out, ",{},", e.amount);
-        text(out, e.currency.code());
+        json_text::push_str(out, e.currency.code());
         if e.effective_at != effective_at || e.created_at != created_at {
             let _ = write!(out, ",{},{}", e.effective_at.micros(), e.created_at.micros());
         }
         out.push(']');
     }
     Ok(())
-}
-
-/// A JSON string. Ids, directions and currency codes never need escaping;
-/// anything else goes through serde_json rather than being trusted.
-fn text(out: &mut String, value: &str) {
-    if value.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
-        out.push('"');
-        out.push_str(value);
-        out.push('"');
-    } else {
-        out.push_str(&serde_json::Value::from(value).to_string());
-    }
 }
 
 fn ulid_of(transaction_id: &TransactionId) -> &str {

@@ -1,0 +1,51 @@
+//! Text written into JSON by hand: the renderers and the SQLite store write
+//! ids, times and enum names straight into JSON strings, several per
+//! transfer, and only text that needs escaping goes through serde_json.
+
+/// Whether serde_json writes every byte of `s` unchanged inside a JSON
+/// string: nothing below 0x20, no `"` and no `\`. Every byte is looked at,
+/// with no early exit, so the compiler checks many at a time; the early-exit
+/// loop this replaces was about a tenth of the HTTP workers' CPU in a batched
+/// run (rendering a batch's answer) and 2 % of the engine's (docs/benchmarks.md).
+pub fn is_plain(s: &str) -> bool {
+    s.bytes().fold(true, |plain, b| plain & (b >= 0x20) & (b != b'"') & (b != b'\\'))
+}
+
+/// `s` as a JSON string, appended to `out`.
+pub fn push_str(out: &mut String, s: &str) {
+    if is_plain(s) {
+        out.reserve(s.len() + 2);
+        out.push('"');
+        out.push_str(s);
+        out.push('"');
+    } else {
+        out.push_str(&serde_json::Value::from(s).to_string());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn plain_text_is_exactly_what_serde_json_leaves_unescaped(s in "\\PC*|[\\x00-\\x7f]{0,40}") {
+            let escaped = serde_json::to_string(&s).unwrap_or_default();
+            prop_assert_eq!(is_plain(&s), escaped == format!("\"{s}\""));
+            let mut out = String::new();
+            push_str(&mut out, &s);
+            prop_assert_eq!(out, escaped);
+        }
+    }
+
+    #[test]
+    fn ids_times_and_names_are_plain_and_quotes_backslashes_and_controls_are_not() {
+        for s in ["acct_01m8xc3x7s19vxwvtgqdh9psj3", "2026-12-03T07:15:19.414617Z", "posted", "", "café"] {
+            assert!(is_plain(s), "{s}");
+        }
+        for s in ["a\"b", "a\\b", "a\nb", "\u{1}", "tab\there"] {
+            assert!(!is_plain(s), "{s:?}");
+        }
+    }
+}
