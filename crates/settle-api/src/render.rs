@@ -353,8 +353,12 @@ mod direct {
         }
     }
 
+    /// A time (digits, `-`, `:`, `T`, `.`, `Z`: nothing to escape).
     fn time(out: &mut Vec<u8>, at: Timestamp) -> Result<(), ApiError> {
-        text(out, &at.to_rfc3339())
+        out.push(b'"');
+        at.write_rfc3339(out);
+        out.push(b'"');
+        Ok(())
     }
 
     /// `value` written by `write`, or `null`.
