@@ -98,7 +98,6 @@ struct SecondDeferredBody {
 }
 
 /// An event with a null `data.object`.
-#[allow(clippy::too_many_arguments)]
 fn event_of(
     kind: &str,
     id: String,
