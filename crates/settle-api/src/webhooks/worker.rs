@@ -303,9 +303,6 @@ async fn listen(state: AppState) {
     }
 }
 
-/// Splits a claimed batch: the deliveries a `reorder` fault fired for,
-/// newest event first (event ids sort like their creation), and the others
-/// in claim order.
 /// A claimed delivery's event as [`crate::events::deferred::complete`] reads it.
 fn stored(d: &mut ClaimedDelivery) -> crate::events::deferred::Stored<'_> {
     crate::events::deferred::Stored {
@@ -317,6 +314,9 @@ fn stored(d: &mut ClaimedDelivery) -> crate::events::deferred::Stored<'_> {
     }
 }
 
+/// Splits a claimed batch: the deliveries a `reorder` fault fired for,
+/// newest event first (event ids sort like their creation), and the others
+/// in claim order.
 async fn reorder_faults(state: &AppState, claimed: Vec<ClaimedDelivery>, now: Timestamp) -> (Vec<ClaimedDelivery>, Vec<ClaimedDelivery>) {
     let mut reordered = Vec::new();
     let mut normal = Vec::with_capacity(claimed.len());
