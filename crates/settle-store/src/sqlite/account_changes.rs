@@ -354,8 +354,9 @@ pub enum NoView {
 
 /// How one read transaction sees accounts' current state.
 pub enum View<'o> {
-    /// The overlay matches this snapshot: `log_head` is what the snapshot sees.
-    Overlay { overlay: &'o Overlay, log_head: i64, stale: std::cell::Cell<bool> },
+    /// The overlay matches this snapshot: `log_head` and `checkpointed` are
+    /// what the snapshot sees.
+    Overlay { overlay: &'o Overlay, log_head: i64, checkpointed: i64, stale: std::cell::Cell<bool> },
     /// The stream as replayed inside this snapshot.
     Folded(HashMap<String, AccountChange>),
 }
@@ -377,10 +378,11 @@ impl<'o> View<'o> {
             return Ok(Err(NoView::Behind(log_head)));
         }
         // …or a snapshot from before a checkpoint whose pruned changes it would then miss.
-        if checkpointed_through(conn)? < pruned_through {
+        let checkpointed = checkpointed_through(conn)?;
+        if checkpointed < pruned_through {
             return Ok(Err(NoView::Retry));
         }
-        Ok(Ok(View::Overlay { overlay, log_head, stale: std::cell::Cell::new(false) }))
+        Ok(Ok(View::Overlay { overlay, log_head, checkpointed, stale: std::cell::Cell::new(false) }))
     }
 
     /// The replayed stream, for readers that scan everything (audits).
@@ -393,8 +395,13 @@ impl<'o> View<'o> {
     pub fn get(&self, account: &str) -> Option<AccountChange> {
         match self {
             View::Folded(map) => map.get(account).cloned(),
-            View::Overlay { overlay, log_head, stale } => {
+            View::Overlay { overlay, log_head, checkpointed, stale } => {
                 let s = overlay.state.read().ok()?;
+                if s.pruned_through > *checkpointed {
+                    // A checkpoint committed after this snapshot and pruned
+                    // changes its rows may not hold yet: the read starts again.
+                    stale.set(true);
+                }
                 let (tag, change) = s.changes.get(account)?;
                 if tag > log_head {
                     // Changed after this snapshot was taken: the read starts again.
