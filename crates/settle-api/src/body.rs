@@ -57,61 +57,89 @@ pub fn unreadable(error: axum::Error, too_large: impl FnOnce() -> ApiError) -> A
     ApiError::invalid("body", "the request body could not be read: its chunked encoding is broken or it ended before its Content-Length")
 }
 
+/// A body as read, before its type matters. This part and [`checked_text`]
+/// are not generic, so they are compiled once rather than once per request
+/// type (docs/benchmarks.md, "Build time").
+struct Received {
+    raw: axum::body::Bytes,
+    wants_canonical: bool,
+}
+
+/// Reads at most `limit` bytes (`{}` for an empty body).
+async fn receive(req: Request, limit: usize) -> Result<Received, ApiError> {
+    let wants_canonical = req.headers().contains_key(crate::idempotency::HEADER) || crate::operations::prefers_async(req.headers());
+    let declared = req.headers().get(axum::http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        if declared.is_some_and(|n| n <= MAX_DRAIN_BYTES) {
+            drain(req.into_body()).await;
+        }
+        return Err(too_large(limit));
+    }
+    let bytes = axum::body::to_bytes(req.into_body(), limit).await.map_err(|e| unreadable(e, || too_large(limit)))?;
+    let raw = if bytes.iter().all(u8::is_ascii_whitespace) { axum::body::Bytes::from_static(b"{}") } else { bytes };
+    Ok(Received { raw, wants_canonical })
+}
+
+/// The body as text: UTF-8, a JSON object, no NUL.
+fn checked_text(raw: &[u8]) -> Result<&str, ApiError> {
+    let text = std::str::from_utf8(raw).map_err(|_| ApiError::invalid("body", "the request body is not valid UTF-8"))?;
+    if !text.trim_start().starts_with('{') {
+        return Err(ApiError::invalid("body", "the request body must be a JSON object"));
+    }
+    if has_nul_escape(text) {
+        return Err(nul_refused(text));
+    }
+    Ok(text)
+}
+
+/// The error of a body that failed its typed parse, naming the field at
+/// fault when the JSON itself is sound.
+fn parse_error(path: String, inner: serde_json::Error) -> ApiError {
+    if inner.is_syntax() || inner.is_eof() {
+        ApiError::invalid("body", format!("the request body is not valid JSON: {inner}"))
+    } else {
+        ApiError::invalid(if path == "." { String::from("body") } else { path }, inner.to_string())
+    }
+}
+
+/// Key order and whitespace do not change a request's fingerprint.
+fn canonical(text: &str) -> Result<Vec<u8>, ApiError> {
+    let generic: serde_json::Value = serde_json::from_str(text).map_err(|e| ApiError::invalid("body", format!("the request body is not valid JSON: {e}")))?;
+    serde_json::to_vec(&generic).map_err(|e| ApiError::internal(&e))
+}
+
+/// The typed parse is the strict one (duplicate fields, trailing data,
+/// unknown fields): it runs whether or not the request is keyed.
+///
+/// It runs without tracking the path first (tracking costs on every value of
+/// every request); only a body that fails is parsed again with it, to name
+/// the offending field.
+fn parse<T: DeserializeOwned>(text: &str) -> Result<T, ApiError> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    let value = match <T as serde::Deserialize>::deserialize(&mut de) {
+        Ok(value) => value,
+        Err(_) => {
+            de = serde_json::Deserializer::from_str(text);
+            let tracked: Result<T, _> = serde_path_to_error::deserialize(&mut de);
+            tracked.map_err(|e| {
+                let path = e.path().to_string();
+                parse_error(path, e.into_inner())
+            })?
+        }
+    };
+    de.end().map_err(|e| ApiError::invalid("body", format!("the request body is not valid JSON: {e}")))?;
+    Ok(value)
+}
+
 impl<T: DeserializeOwned, S: Send + Sync, const LIMIT: usize> FromRequest<S> for JsonBody<T, LIMIT> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, _state: &S) -> Result<Self, ApiError> {
-        let wants_canonical = req.headers().contains_key(crate::idempotency::HEADER) || crate::operations::prefers_async(req.headers());
-        let declared = req.headers().get(axum::http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
-        if declared.is_some_and(|n| n > LIMIT) {
-            if declared.is_some_and(|n| n <= MAX_DRAIN_BYTES) {
-                drain(req.into_body()).await;
-            }
-            return Err(too_large(LIMIT));
-        }
-        let bytes = axum::body::to_bytes(req.into_body(), LIMIT).await.map_err(|e| unreadable(e, || too_large(LIMIT)))?;
-        let raw = if bytes.iter().all(u8::is_ascii_whitespace) { axum::body::Bytes::from_static(b"{}") } else { bytes };
-        let bytes: &[u8] = &raw;
-        let text = std::str::from_utf8(bytes).map_err(|_| ApiError::invalid("body", "the request body is not valid UTF-8"))?;
-        if !text.trim_start().starts_with('{') {
-            return Err(ApiError::invalid("body", "the request body must be a JSON object"));
-        }
-        if has_nul_escape(text) {
-            return Err(nul_refused(text));
-        }
-        let field_error = |path: String, message: String| ApiError::invalid(if path == "." { String::from("body") } else { path }, message);
-        // The typed parse is the strict one (duplicate fields, trailing data,
-        // unknown fields): it runs whether or not the request is keyed.
-        //
-        // It runs without tracking the path first (tracking costs on every
-        // value of every request); only a body that fails is parsed again
-        // with it, to name the offending field.
-        let mut de = serde_json::Deserializer::from_str(text);
-        let value = match <T as serde::Deserialize>::deserialize(&mut de) {
-            Ok(value) => value,
-            Err(_) => {
-                de = serde_json::Deserializer::from_str(text);
-                let tracked: Result<T, _> = serde_path_to_error::deserialize(&mut de);
-                tracked.map_err(|e| {
-                    let path = e.path().to_string();
-                    let inner = e.into_inner();
-                    if inner.is_syntax() || inner.is_eof() {
-                        ApiError::invalid("body", format!("the request body is not valid JSON: {inner}"))
-                    } else {
-                        field_error(path, inner.to_string())
-                    }
-                })?
-            }
-        };
-        de.end().map_err(|e| ApiError::invalid("body", format!("the request body is not valid JSON: {e}")))?;
-        if !wants_canonical {
-            return Ok(JsonBody { value, canonical: Vec::new(), raw });
-        }
-        // Key order and whitespace do not change a request's fingerprint.
-        let generic: serde_json::Value =
-            serde_json::from_str(text).map_err(|e| ApiError::invalid("body", format!("the request body is not valid JSON: {e}")))?;
-        let canonical = serde_json::to_vec(&generic).map_err(|e| ApiError::internal(&e))?;
-        Ok(JsonBody { value, canonical, raw })
+        let received = receive(req, LIMIT).await?;
+        let text = checked_text(&received.raw)?;
+        let value = parse::<T>(text)?;
+        let canonical = if received.wants_canonical { canonical(text)? } else { Vec::new() };
+        Ok(JsonBody { value, canonical, raw: received.raw })
     }
 }
 

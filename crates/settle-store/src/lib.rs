@@ -5,6 +5,7 @@
 pub mod ach;
 pub mod audit;
 pub mod bank_recon;
+pub mod blocking;
 pub mod customers;
 pub mod engine;
 pub mod error;

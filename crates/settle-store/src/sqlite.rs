@@ -211,7 +211,7 @@ impl SqliteStore {
     /// Runs `f` on a pooled read connection, off the async runtime.
     pub async fn read<T: Send + 'static>(&self, f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static) -> Result<T, StoreError> {
         let this = self.clone();
-        tokio::task::spawn_blocking(move || this.read_blocking(f)).await.map_err(|e| StoreError::Other(e.to_string()))?
+        crate::blocking::run(move || this.read_blocking(f)).await
     }
 
     /// Runs `f` on a connection of the pool (opening one when none is idle)
@@ -287,7 +287,7 @@ impl SqliteStore {
     /// [`SqliteStore::read_accounts_blocking`], off the async runtime.
     async fn read_accounts<T: Send + 'static>(&self, f: impl Fn(&Connection, &View<'_>) -> Result<T, StoreError> + Send + 'static) -> Result<T, StoreError> {
         let this = self.clone();
-        tokio::task::spawn_blocking(move || this.read_accounts_blocking(f)).await.map_err(|e| StoreError::Other(e.to_string()))?
+        crate::blocking::run(move || this.read_accounts_blocking(f)).await
     }
 
     /// [`SqliteStore::write_blocking`], off the async runtime.
@@ -296,7 +296,7 @@ impl SqliteStore {
         f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
         let this = self.clone();
-        tokio::task::spawn_blocking(move || this.write_blocking(f)).await.map_err(|e| StoreError::Other(e.to_string()))?
+        crate::blocking::run(move || this.write_blocking(f)).await
     }
 
     /// Runs `f` in an immediate write transaction (operator commands: keys, orgs).

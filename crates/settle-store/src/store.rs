@@ -62,7 +62,7 @@ impl Store {
         match self {
             Store::Sqlite(s) => {
                 let path = s.path().to_owned();
-                tokio::task::spawn_blocking(move || sqlite::migrate(&path)).await.map_err(|e| StoreError::Other(e.to_string()))?
+                crate::blocking::run(move || sqlite::migrate(&path)).await
             }
             Store::Postgres(p) => p.migrate().await,
         }
@@ -182,7 +182,7 @@ impl Store {
         match self {
             Store::Sqlite(s) => {
                 let s = s.clone();
-                tokio::task::spawn_blocking(move || s.find_idempotency_blocking(tenant, &key)).await.map_err(|e| StoreError::Other(e.to_string()))?
+                crate::blocking::run(move || s.find_idempotency_blocking(tenant, &key)).await
             }
             Store::Postgres(p) => p.find_idempotency(tenant, &key).await,
         }
@@ -193,10 +193,7 @@ impl Store {
         match self {
             Store::Sqlite(s) => {
                 let s = s.clone();
-                tokio::task::spawn_blocking(move || s.api_keys(KeyFilter::SecretHash(&secret_hash)))
-                    .await
-                    .map_err(|e| StoreError::Other(e.to_string()))?
-                    .map(|v| v.into_iter().next())
+                crate::blocking::run(move || s.api_keys(KeyFilter::SecretHash(&secret_hash))).await.map(|v| v.into_iter().next())
             }
             Store::Postgres(p) => Ok(p.api_keys(KeyFilter::SecretHash(&secret_hash)).await?.into_iter().next()),
         }
@@ -268,7 +265,7 @@ impl Store {
         match self {
             Store::Sqlite(s) => {
                 let (s, id) = (s.clone(), id.clone());
-                tokio::task::spawn_blocking(move || s.recount(&id)).await.map_err(|e| StoreError::Other(e.to_string()))?
+                crate::blocking::run(move || s.recount(&id)).await
             }
             Store::Postgres(p) => p.recount(id).await,
         }
@@ -318,7 +315,7 @@ impl Store {
         match self {
             Store::Sqlite(s) => {
                 let (s, id) = (s.clone(), key_id.as_str().to_owned());
-                tokio::task::spawn_blocking(move || s.signing_secret_blocking(&id)).await.map_err(|e| StoreError::Other(e.to_string()))?
+                crate::blocking::run(move || s.signing_secret_blocking(&id)).await
             }
             Store::Postgres(p) => p.signing_secret(key_id.as_str()).await,
         }
@@ -338,7 +335,7 @@ impl Store {
         match self {
             Store::Sqlite(s) => {
                 let (s, id, nonce) = (s.clone(), key_id.as_str().to_owned(), nonce.to_owned());
-                tokio::task::spawn_blocking(move || s.record_nonce_blocking(&id, &nonce, expires_at)).await.map_err(|e| StoreError::Other(e.to_string()))?
+                crate::blocking::run(move || s.record_nonce_blocking(&id, &nonce, expires_at)).await
             }
             Store::Postgres(p) => p.record_nonce(key_id.as_str(), nonce, expires_at).await,
         }
@@ -349,7 +346,7 @@ impl Store {
         match self {
             Store::Sqlite(s) => {
                 let s = s.clone();
-                tokio::task::spawn_blocking(move || s.purge_nonces_blocking(before)).await.map_err(|e| StoreError::Other(e.to_string()))?
+                crate::blocking::run(move || s.purge_nonces_blocking(before)).await
             }
             Store::Postgres(p) => p.purge_nonces(before).await,
         }

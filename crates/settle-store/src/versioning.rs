@@ -49,7 +49,7 @@ impl Store {
         match self {
             Store::Sqlite(s) => {
                 let s = s.clone();
-                tokio::task::spawn_blocking(move || s.organizations()).await.map_err(|e| StoreError::Other(e.to_string()))?
+                crate::blocking::run(move || s.organizations()).await
             }
             Store::Postgres(p) => p.organizations().await,
         }
@@ -60,7 +60,7 @@ impl Store {
         match self {
             Store::Sqlite(s) => {
                 let (s, name) = (s.clone(), name.to_owned());
-                tokio::task::spawn_blocking(move || s.set_organization_api_version(&name, version)).await.map_err(|e| StoreError::Other(e.to_string()))?
+                crate::blocking::run(move || s.set_organization_api_version(&name, version)).await
             }
             Store::Postgres(p) => p.set_organization_api_version(name, version).await,
         }
@@ -74,7 +74,7 @@ impl Store {
         match self {
             Store::Sqlite(s) => {
                 let s = s.clone();
-                tokio::task::spawn_blocking(move || s.record_deprecation_uses(&uses)).await.map_err(|e| StoreError::Other(e.to_string()))?
+                crate::blocking::run(move || s.record_deprecation_uses(&uses)).await
             }
             Store::Postgres(p) => p.record_deprecation_uses(&uses).await,
         }
@@ -85,7 +85,7 @@ impl Store {
         match self {
             Store::Sqlite(s) => {
                 let s = s.clone();
-                tokio::task::spawn_blocking(move || s.deprecation_usage()).await.map_err(|e| StoreError::Other(e.to_string()))?
+                crate::blocking::run(move || s.deprecation_usage()).await
             }
             Store::Postgres(p) => p.deprecation_usage().await,
         }

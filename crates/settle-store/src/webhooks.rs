@@ -292,7 +292,7 @@ impl crate::sqlite::SqliteStore {
         f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
         let this = self.clone();
-        tokio::task::spawn_blocking(move || this.write_pooled_with(sync, f)).await.map_err(|e| StoreError::Other(e.to_string()))?
+        crate::blocking::run(move || this.write_pooled_with(sync, f)).await
     }
 }
 
