@@ -502,4 +502,41 @@ mod tests {
         conn.execute("INSERT INTO account_checkpoint (id, log_seq) VALUES (1, 3)", []).expect("checkpoint");
         assert!(View::open(&conn, &overlay).expect("opens").is_ok());
     }
+
+    /// The race fixed in `7e6ab8c`: a reader opened its snapshot before a
+    /// checkpoint's last slice committed, and the checkpoint pruned the
+    /// overlay while the reader was still reading. An account whose change
+    /// was pruned is no longer in the overlay, and the reader's snapshot
+    /// still has its row from before the checkpoint (the wallet paid 1 read
+    /// 0): the read must be marked stale even though the account it asked
+    /// for has no overlay entry at all.
+    #[test]
+    fn a_checkpoint_pruning_after_a_snapshot_opened_makes_its_reads_stale() {
+        let conn = Connection::open_in_memory().expect("opens");
+        conn.execute_batch(
+            "CREATE TABLE ledger_log (seq INTEGER PRIMARY KEY);
+             CREATE TABLE account_changes (seq INTEGER PRIMARY KEY, body BLOB NOT NULL);
+             CREATE TABLE account_checkpoint (id INTEGER PRIMARY KEY, log_seq INTEGER NOT NULL);
+             INSERT INTO ledger_log (seq) VALUES (1), (2);",
+        )
+        .expect("schema");
+        let overlay = Overlay::default();
+        overlay.reset(&HashMap::new(), 2, 0);
+        overlay.publish(2, vec![(AccountId::from_trusted(String::from("acct_paid")), AccountChange { version: 1, ..AccountChange::default() })]);
+        let view = View::open(&conn, &overlay).expect("opens").expect("current");
+        // Before the checkpoint: the change is there and the read is good.
+        assert_eq!(view.get("acct_paid").map(|c| c.version), Some(1));
+        assert!(!view.is_stale());
+        // The checkpoint through 2 commits (not in this snapshot) and prunes.
+        overlay.pruned(2);
+        assert_eq!(view.get("acct_paid"), None, "the pruned change is gone from the overlay");
+        assert!(view.is_stale(), "a read missing a pruned change must start again");
+        // Any account read through that view is suspect, not only the pruned one.
+        let other = View::open(&conn, &overlay).expect("opens");
+        assert_eq!(other.err(), Some(NoView::Retry), "a new snapshot that still predates the checkpoint is refused");
+        conn.execute("INSERT INTO account_checkpoint (id, log_seq) VALUES (1, 2)", []).expect("checkpoint");
+        let fresh = View::open(&conn, &overlay).expect("opens").expect("sees the checkpoint");
+        assert_eq!(fresh.get("acct_paid"), None);
+        assert!(!fresh.is_stale(), "a snapshot that sees the checkpoint reads the row");
+    }
 }
