@@ -40,6 +40,16 @@ pub fn push_str(out: &mut String, s: &str) {
     }
 }
 
+/// `name` as a JSON string, for names from a fixed set of plain ASCII
+/// (statuses, directions, legs, currency codes): nothing to check or escape.
+pub fn push_name(out: &mut String, name: &str) {
+    debug_assert!(is_plain(name), "{name:?} is not a plain name");
+    out.reserve(name.len() + 2);
+    out.push('"');
+    out.push_str(name);
+    out.push('"');
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -73,7 +73,8 @@ pub fn append<'a>(
     // The order of a `Links` map, so the text is the same as serializing one.
     touched.sort_unstable();
     touched.dedup();
-    let mut json = String::with_capacity(2 + touched.len() * 80);
+    // A link is about 85 bytes (two ids, a length, the punctuation).
+    let mut json = String::with_capacity(2 + touched.len() * 96);
     json.push('{');
     for (i, account) in touched.into_iter().enumerate() {
         let head = heads.get_mut(account).ok_or_else(|| StoreError::Other(format!("history head of {account} was not loaded")))?;
@@ -93,7 +94,7 @@ pub fn append<'a>(
             None => json.push_str("null"),
         }
         json.push_str(r#","seq":"#);
-        json.push_str(&seq.to_string());
+        json.push_str(itoa::Buffer::new().format(seq));
         json.push('}');
     }
     json.push('}');

@@ -23,7 +23,6 @@ use settle_core::json_text;
 use settle_core::ledger::{Direction, Entry, Leg};
 use settle_core::money::Currency;
 use std::borrow::Cow;
-use std::fmt::Write as _;
 
 /// The legs of a new transaction: a whole JSON array.
 pub fn encode(transaction_id: &TransactionId, effective_at: Timestamp, created_at: Timestamp, entries: &[Entry]) -> Result<String, StoreError> {
@@ -62,12 +61,16 @@ fn append(out: &mut String, transaction_id: &TransactionId, effective_at: Timest
         out.push(',');
         json_text::push_str(out, e.account_id.as_str());
         out.push(',');
-        json_text::push_str(out, e.direction.as_str());
-        // Writing to a String cannot fail.
-        let _ = write!(out, ",{},", e.amount);
-        json_text::push_str(out, e.currency.code());
+        json_text::push_name(out, e.direction.as_str());
+        out.push(',');
+        out.push_str(itoa::Buffer::new().format(e.amount));
+        out.push(',');
+        json_text::push_name(out, e.currency.code());
         if e.effective_at != effective_at || e.created_at != created_at {
-            let _ = write!(out, ",{},{}", e.effective_at.micros(), e.created_at.micros());
+            out.push(',');
+            out.push_str(itoa::Buffer::new().format(e.effective_at.micros()));
+            out.push(',');
+            out.push_str(itoa::Buffer::new().format(e.created_at.micros()));
         }
         out.push(']');
     }
