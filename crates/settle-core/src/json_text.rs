@@ -21,6 +21,27 @@ pub fn is_plain(s: &str) -> bool {
 
 const ONES: u64 = 0x0101_0101_0101_0101;
 
+/// How many bytes at the start of `bytes` JSON keeps as they are inside a
+/// string: the index of the first `"`, `\` or control byte, or the length.
+/// What a reader scans to find where a string ends, eight bytes at a time.
+pub fn plain_len(bytes: &[u8]) -> usize {
+    let mut words = bytes.chunks_exact(8);
+    let mut done = 0;
+    for word in &mut words {
+        let mut eight = [0u8; 8];
+        eight.copy_from_slice(word);
+        let v = u64::from_le_bytes(eight);
+        let flagged = below(v, 0x20) | below(v ^ (ONES * u64::from(b'"')), 1) | below(v ^ (ONES * u64::from(b'\\')), 1);
+        if flagged != 0 {
+            // The lowest flag is always a byte that matched (a borrow only
+            // runs upwards from one), so it is the first such byte.
+            return done + (flagged.trailing_zeros() / 8) as usize;
+        }
+        done += 8;
+    }
+    done + words.remainder().iter().position(|&b| b < 0x20 || b == b'"' || b == b'\\').unwrap_or(words.remainder().len())
+}
+
 /// Non-zero when some byte of `v` is below `n` (`n` at most 0x80). A byte at
 /// 0x80 or above never sets it, and a borrow only starts at a byte that is
 /// below `n`, so the answer is exact for the word as a whole.
@@ -63,6 +84,14 @@ mod tests {
             let mut out = String::new();
             push_str(&mut out, &s);
             prop_assert_eq!(out, escaped);
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn the_plain_length_is_where_the_first_special_byte_is(bytes in prop::collection::vec(prop_oneof![4 => 0x20u8..0x7f, 1 => any::<u8>()], 0..40)) {
+            let expected = bytes.iter().position(|&b| b < 0x20 || b == b'"' || b == b'\\').unwrap_or(bytes.len());
+            prop_assert_eq!(plain_len(&bytes), expected);
         }
     }
 

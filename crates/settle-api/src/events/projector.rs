@@ -36,6 +36,8 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 use tokio::sync::watch;
 
+mod scan;
+
 /// Log records projected per round (one database transaction).
 const MAX_RECORDS_PER_ROUND: i64 = 2_048;
 /// Events stored per round, whatever the records hold (a record of a batch holds thousands).
@@ -150,7 +152,8 @@ async fn run(state: AppState, config: ProjectorConfig, mut stopped: watch::Recei
 }
 
 /// One change in a log record, as far as events need it (the engine's
-/// `LogFragment`, read back through [`RawFragment`]).
+/// `LogFragment`, read back by [`scan`] or through [`RawFragment`]).
+#[cfg_attr(test, derive(Debug, PartialEq))]
 enum Fragment {
     Context {
         request_id: Option<String>,
@@ -307,6 +310,14 @@ impl RawFragment {
 
 /// A log record's fragments (an unreadable record yields none, and says so).
 fn parse_fragments(record: &LoggedChange) -> Vec<Fragment> {
+    if let Some(fragments) = scan::fragments(&record.content) {
+        return fragments;
+    }
+    read_with_serde(record)
+}
+
+/// Any record, however written: what [`scan`] is held to.
+fn read_with_serde(record: &LoggedChange) -> Vec<Fragment> {
     let parsed = serde_json::from_slice::<Vec<RawFragment>>(&record.content)
         .map_err(|e| e.to_string())
         .and_then(|raw| raw.into_iter().map(RawFragment::into_fragment).collect::<Result<Vec<_>, _>>());
