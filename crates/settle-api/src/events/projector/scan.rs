@@ -137,12 +137,13 @@ impl<'a> Scanner<'a> {
         if self.accept(b"null") { Some(None) } else { self.string().map(Some) }
     }
 
-    /// An integer as JSON writes it (`-?(0|[1-9][0-9]*)`) within `i64`.
+    /// An integer as JSON writes it (`-?(0|[1-9][0-9]*)`) within `i64`,
+    /// but not `-0`, which serde_json reads as a float.
     fn integer(&mut self) -> Option<i64> {
         let rest = self.bytes.get(self.at..)?;
         let sign = usize::from(rest.first() == Some(&b'-'));
         let digits = rest.get(sign..)?.iter().take_while(|b| b.is_ascii_digit()).count();
-        if digits == 0 || (digits > 1 && rest.get(sign) == Some(&b'0')) {
+        if digits == 0 || (rest.get(sign) == Some(&b'0') && (digits > 1 || sign == 1)) {
             return None;
         }
         let value = self.text.get(self.at..self.at + sign + digits)?.parse().ok()?;
@@ -320,6 +321,8 @@ mod tests {
             r#"[{"op":"transaction_created","tenant":3,"id":"ltx_1","status":"posted","entries":[]}]"#,
             r#"[{"op":"transaction_created","id":"ltx_1","tenant":03,"status":"posted","entries":[]}]"#,
             r#"[{"op":"transaction_created","id":"ltx_1","tenant":3.0,"status":"posted","entries":[]}]"#,
+            r#"[{"op":"transaction_created","id":"ltx_1","tenant":-0,"status":"posted","entries":[]}]"#,
+            r#"[{"op":"transaction_created","id":"ltx_1","tenant":3,"status":"posted","entries":[["a",-0]]}]"#,
             r#"[{"op":"transaction_created","id":"ltx_1","tenant":9223372036854775808,"status":"posted","entries":[]}]"#,
             r#"[{"op":"transaction_created","id":"ltx_\u0031","tenant":3,"status":"posted","entries":[]}]"#,
             r#"[{"op":"transaction_created","id":"ltx_1","tenant":3,"status":"posted","entries":[[]]}]"#,
@@ -331,7 +334,9 @@ mod tests {
         ] {
             assert!(fragments(content.as_bytes()).is_none(), "{content}");
         }
-        let engine = r#"[{"op":"context","request_id":"req_1","idempotency_key":null,"correlation_id":null,"actor":"key_1","client_ip":"127.0.0.1"},{"op":"transaction_created","id":"ltx_1","tenant":-3,"status":"posted","entries":[["ent_1h00","acct_1","debit",5,"USD","pending"],["ent_1h01","acct_2","credit",-0,"USD","pending"]]}]"#;
+        // serde_json reads `-0` as a float, so such a tenant is no tenant to it.
+        assert!(serde_reads(r#"[{"op":"transaction_created","id":"ltx_1","tenant":-0,"status":"posted","entries":[]}]"#).is_empty());
+        let engine = r#"[{"op":"context","request_id":"req_1","idempotency_key":null,"correlation_id":null,"actor":"key_1","client_ip":"127.0.0.1"},{"op":"transaction_created","id":"ltx_1","tenant":-3,"status":"posted","entries":[["ent_1h00","acct_1","debit",5,"USD","pending"],["ent_1h01","acct_2","credit",0,"USD","pending"]]}]"#;
         assert_eq!(fragments(engine.as_bytes()), Some(serde_reads(engine)));
     }
 }
