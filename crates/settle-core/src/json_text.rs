@@ -14,7 +14,7 @@ pub fn is_plain(s: &str) -> bool {
         let mut eight = [0u8; 8];
         eight.copy_from_slice(word);
         let v = u64::from_le_bytes(eight);
-        flagged |= below(v, 0x20) | below(v ^ (ONES * u64::from(b'"')), 1) | below(v ^ (ONES * u64::from(b'\\')), 1);
+        flagged |= special(v);
     }
     flagged == 0 && words.remainder().iter().all(|&b| b >= 0x20 && b != b'"' && b != b'\\')
 }
@@ -31,7 +31,7 @@ pub fn plain_len(bytes: &[u8]) -> usize {
         let mut eight = [0u8; 8];
         eight.copy_from_slice(word);
         let v = u64::from_le_bytes(eight);
-        let flagged = below(v, 0x20) | below(v ^ (ONES * u64::from(b'"')), 1) | below(v ^ (ONES * u64::from(b'\\')), 1);
+        let flagged = special(v);
         if flagged != 0 {
             // The lowest flag is always a byte that matched (a borrow only
             // runs upwards from one), so it is the first such byte.
@@ -40,6 +40,13 @@ pub fn plain_len(bytes: &[u8]) -> usize {
         done += 8;
     }
     done + words.remainder().iter().position(|&b| b < 0x20 || b == b'"' || b == b'\\').unwrap_or(words.remainder().len())
+}
+
+/// Non-zero when a byte of `v` is one JSON escapes inside a string (below
+/// 0x20, `"`, `\`); the lowest flag (bit 7 of a byte) marks the first such
+/// byte, while flags above it may come from a borrow.
+fn special(v: u64) -> u64 {
+    below(v, 0x20) | below(v ^ (ONES * u64::from(b'"')), 1) | below(v ^ (ONES * u64::from(b'\\')), 1)
 }
 
 /// Non-zero when some byte of `v` is below `n` (`n` at most 0x80). A byte at

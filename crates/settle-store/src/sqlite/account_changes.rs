@@ -463,8 +463,8 @@ mod tests {
         assert!(decode(&other_format, &mut |_, _| {}).is_err());
     }
 
-    #[test]
-    fn a_reader_behind_the_overlay_or_a_checkpoint_is_told_to_retry() {
+    /// The tables a [`View`] looks at, with log records 1 and 2.
+    fn log_with_two_records() -> Connection {
         let conn = Connection::open_in_memory().expect("opens");
         conn.execute_batch(
             "CREATE TABLE ledger_log (seq INTEGER PRIMARY KEY);
@@ -473,6 +473,12 @@ mod tests {
              INSERT INTO ledger_log (seq) VALUES (1), (2);",
         )
         .expect("schema");
+        conn
+    }
+
+    #[test]
+    fn a_reader_behind_the_overlay_or_a_checkpoint_is_told_to_retry() {
+        let conn = log_with_two_records();
         let overlay = Overlay::default();
         let why = |overlay: &Overlay| View::open(&conn, overlay).expect("opens").err();
         // Not live: the stream must be replayed.
@@ -512,14 +518,7 @@ mod tests {
     /// for has no overlay entry at all.
     #[test]
     fn a_checkpoint_pruning_after_a_snapshot_opened_makes_its_reads_stale() {
-        let conn = Connection::open_in_memory().expect("opens");
-        conn.execute_batch(
-            "CREATE TABLE ledger_log (seq INTEGER PRIMARY KEY);
-             CREATE TABLE account_changes (seq INTEGER PRIMARY KEY, body BLOB NOT NULL);
-             CREATE TABLE account_checkpoint (id INTEGER PRIMARY KEY, log_seq INTEGER NOT NULL);
-             INSERT INTO ledger_log (seq) VALUES (1), (2);",
-        )
-        .expect("schema");
+        let conn = log_with_two_records();
         let overlay = Overlay::default();
         overlay.reset(&HashMap::new(), 2, 0);
         overlay.publish(2, vec![(AccountId::from_trusted(String::from("acct_paid")), AccountChange { version: 1, ..AccountChange::default() })]);
