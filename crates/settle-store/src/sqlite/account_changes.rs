@@ -530,7 +530,7 @@ mod tests {
         overlay.pruned(2);
         assert_eq!(view.get("acct_paid"), None, "the pruned change is gone from the overlay");
         assert!(view.is_stale(), "a read missing a pruned change must start again");
-        // Any account read through that view is suspect, not only the pruned one.
+        // A snapshot opened now that still predates the checkpoint is refused outright.
         let other = View::open(&conn, &overlay).expect("opens");
         assert_eq!(other.err(), Some(NoView::Retry), "a new snapshot that still predates the checkpoint is refused");
         conn.execute("INSERT INTO account_checkpoint (id, log_seq) VALUES (1, 2)", []).expect("checkpoint");
