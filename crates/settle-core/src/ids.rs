@@ -146,6 +146,16 @@ impl EventId {
         let millis = u64::try_from(at.micros().max(0) / 1000).unwrap_or(0);
         prefixed_ulid(EventId::PREFIX, ulid::Ulid::from_parts(millis, 0)).to_string()
     }
+
+    /// The id `n` places after this one in the same log record (the next
+    /// events of a record have the next indexes): how a run of events stored
+    /// as one row names its members. `None` when this is no event id or the
+    /// index would leave its 16 bits.
+    pub fn nth_after(&self, n: usize) -> Option<EventId> {
+        let value = ulid::Ulid::from_string(self.as_str().strip_prefix(EventId::PREFIX)?).ok()?.0;
+        let index = usize::try_from(value & 0xFFFF).ok()?.checked_add(n)?;
+        (index <= usize::from(u16::MAX)).then(|| EventId(prefixed_ulid(EventId::PREFIX, ulid::Ulid((value & !0xFFFF) | index as u128))))
+    }
 }
 
 prefixed_id!(
@@ -421,6 +431,18 @@ mod tests {
     }
 
     /// Our encoding is the `ulid` crate's text, lowercased, at the edges and between.
+    #[test]
+    fn the_ids_after_an_event_are_its_records_next_indexes() {
+        let at = crate::clock::Timestamp::from_micros(1_796_323_558_998_520);
+        let first = EventId::for_log(at, 77, 3);
+        for n in [0, 1, 2, 500] {
+            assert_eq!(first.nth_after(n), Some(EventId::for_log(at, 77, 3 + n)), "{n}");
+        }
+        assert_eq!(EventId::for_log(at, 77, usize::from(u16::MAX) - 1).nth_after(1), Some(EventId::for_log(at, 77, usize::from(u16::MAX))));
+        assert_eq!(EventId::for_log(at, 77, usize::from(u16::MAX)).nth_after(1), None, "the index would carry into the record's seq");
+        assert_eq!(EventId::from_trusted(String::from("evt_x")).nth_after(1), None);
+    }
+
     #[test]
     fn prefixed_ulids_read_as_the_ulid_crate_writes_them() {
         let mut values = vec![0u128, 1, 31, 32, u128::MAX, u128::MAX >> 3, 1u128 << 125, (1u128 << 125) - 1];

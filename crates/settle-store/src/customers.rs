@@ -68,6 +68,7 @@ fn opt_int(v: Option<i64>) -> Val {
 }
 
 /// A row read by the executor.
+#[derive(Clone)]
 pub struct Row(Vec<Val>);
 
 impl Row {
@@ -1257,48 +1258,103 @@ impl Store {
     pub async fn list_ledger_audit(&self, tenant: TenantId, filter: AuditFilter, page: PageRequest) -> Result<Page<StoredAudit>, StoreError> {
         let (cmp, order, bound) = keyset(&page);
         let postgres = matches!(self, Store::Postgres(_));
-        let mut params = vec![int(tenant.0), text(bound)];
-        let mut sql = format!(
-            "SELECT e.id, e.type, e.object_id, e.created_at, l.seq, l.content, l.prev_hash, l.hash FROM events e JOIN ledger_log l ON l.seq = e.log_seq \
-             WHERE e.tenant_id = $1 AND e.id {cmp} $2 AND e.log_seq IS NOT NULL AND e.type LIKE 'ledger.%'"
-        );
-        fn push(clause: &str, value: Val, params: &mut Vec<Val>, sql: &mut String) {
-            params.push(value);
-            sql.push_str(&clause.replace('#', &format!("${}", params.len())));
-        }
-        if let Some(action) = filter.action {
-            push(" AND e.type = #", text(format!("ledger.{action}")), &mut params, &mut sql);
-        }
-        if let Some(kind) = filter.resource_type {
-            push(" AND e.type LIKE #", text(format!("ledger.{kind}.%")), &mut params, &mut sql);
-        }
-        if let Some(object) = filter.resource_id {
-            push(" AND e.object_id = #", text(object), &mut params, &mut sql);
-        }
-        if let Some(at) = filter.created_gte {
-            push(" AND e.created_at >= #", int(at), &mut params, &mut sql);
-        }
-        if let Some(at) = filter.created_lt {
-            push(" AND e.created_at < #", int(at), &mut params, &mut sql);
-        }
-        if let Some(actor) = filter.actor {
-            // The context fragment, when there is one, opens the record. (The
-            // SQLite path is a parameter: `$` in SQL text becomes a placeholder.)
-            let logged = if postgres {
-                String::from("(convert_from(l.content, 'UTF8')::jsonb -> 0 ->> 'actor')")
-            } else {
-                params.push(text("$[0].actor"));
-                format!("json_extract(settle_log_json(l.content), ${})", params.len())
-            };
-            if actor == "system" {
-                sql.push_str(&format!(" AND {logged} IS NULL"));
-            } else {
-                push(&format!(" AND {logged} = #"), text(actor), &mut params, &mut sql);
+        // `where_object`: the resource filter, or (a run's row) its id.
+        let build = |cmp: &str, order: &str, bound: &str, limit: i64, where_object: Option<(&str, &str)>| {
+            let mut params = vec![int(tenant.0), text(bound)];
+            // Column 8: a run's body, to expand (SQLite's runs of events, event_runs.rs); NULL otherwise.
+            let mut sql = format!(
+                "SELECT e.id, e.type, e.object_id, e.created_at, l.seq, l.content, l.prev_hash, l.hash, \
+                 CASE WHEN e.object_id = '' THEN e.body END FROM events e JOIN ledger_log l ON l.seq = e.log_seq \
+                 WHERE e.tenant_id = $1 AND e.id {cmp} $2 AND e.log_seq IS NOT NULL AND e.type LIKE 'ledger.%'"
+            );
+            fn push(clause: &str, value: Val, params: &mut Vec<Val>, sql: &mut String) {
+                params.push(value);
+                sql.push_str(&clause.replace('#', &format!("${}", params.len())));
             }
+            if let Some(action) = &filter.action {
+                push(" AND e.type = #", text(format!("ledger.{action}")), &mut params, &mut sql);
+            }
+            if let Some(kind) = &filter.resource_type {
+                push(" AND e.type LIKE #", text(format!("ledger.{kind}.%")), &mut params, &mut sql);
+            }
+            if let Some((column, value)) = where_object {
+                push(&format!(" AND e.{column} = #"), text(value), &mut params, &mut sql);
+            }
+            if let Some(at) = filter.created_gte {
+                push(" AND e.created_at >= #", int(at), &mut params, &mut sql);
+            }
+            if let Some(at) = filter.created_lt {
+                push(" AND e.created_at < #", int(at), &mut params, &mut sql);
+            }
+            if let Some(actor) = &filter.actor {
+                // The context fragment, when there is one, opens the record. (The
+                // SQLite path is a parameter: `$` in SQL text becomes a placeholder.)
+                let logged = if postgres {
+                    String::from("(convert_from(l.content, 'UTF8')::jsonb -> 0 ->> 'actor')")
+                } else {
+                    params.push(text("$[0].actor"));
+                    format!("json_extract(settle_log_json(l.content), ${})", params.len())
+                };
+                if actor == "system" {
+                    sql.push_str(&format!(" AND {logged} IS NULL"));
+                } else {
+                    push(&format!(" AND {logged} = #"), text(actor.clone()), &mut params, &mut sql);
+                }
+            }
+            params.push(int(limit));
+            sql.push_str(&format!(" ORDER BY e.id {order} LIMIT ${}", params.len()));
+            (sql, params)
+        };
+        let limit = i64::from(page.limit) + 1;
+        let object = filter.resource_id.as_deref().map(|o| ("object_id", o));
+        let (sql, params) = build(cmp, order, &bound, limit, object);
+        let mut rows = self.compliance_query(sql, params).await?;
+        if let Store::Sqlite(s) = self {
+            let runs_match =
+                filter.action.as_deref().is_none_or(|a| a == "transaction.created") && filter.resource_type.as_deref().is_none_or(|k| k == "transaction");
+            let descending = cmp == "<";
+            if runs_match && !descending && filter.resource_id.is_none() {
+                // A run whose row is at or before the bound may hold events after it.
+                let (sql, params) = build("<=", "DESC", &bound, 1, None);
+                rows.extend(self.compliance_query(sql, params).await?);
+            }
+            if runs_match && let Some(object) = filter.resource_id.clone() {
+                let found = s.read(move |c| Ok(crate::events::sqlite_created_in_run(c, tenant, &object)?.map(|(run, _)| run))).await?;
+                if let Some(run) = found {
+                    let (sql, params) = build("<=", "ASC", "~", 1, Some(("id", &run)));
+                    rows.extend(self.compliance_query(sql, params).await?);
+                }
+            }
+            let mut expanded = Vec::with_capacity(rows.len());
+            for row in rows {
+                let Some(Val::Bytes(Some(body))) = row.0.get(8) else {
+                    expanded.push(row);
+                    continue;
+                };
+                if !crate::event_runs::is_run(body) {
+                    expanded.push(row);
+                    continue;
+                }
+                for m in crate::event_runs::members(&row.text(0)?, body)? {
+                    let mut member = row.clone();
+                    member.0[0] = Val::Text(Some(m.id.as_str().to_owned()));
+                    member.0[2] = Val::Text(Some(m.object_id));
+                    expanded.push(member);
+                }
+            }
+            let key = |r: &Row| r.text(0).unwrap_or_default();
+            expanded.retain(|r| {
+                let id = key(r);
+                (if descending { id < bound } else { id > bound }) && filter.resource_id.as_ref().is_none_or(|o| r.text(2).is_ok_and(|t| &t == o))
+            });
+            expanded.sort_by_cached_key(key);
+            if descending {
+                expanded.reverse();
+            }
+            expanded.dedup_by(|a, b| key(a) == key(b));
+            expanded.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+            rows = expanded;
         }
-        params.push(int(i64::from(page.limit) + 1));
-        sql.push_str(&format!(" ORDER BY e.id {order} LIMIT ${}", params.len()));
-        let rows = self.compliance_query(sql, params).await?;
         let records = rows.iter().map(|r| ledger_audit_of(tenant, r)).collect::<Result<Vec<_>, _>>()?;
         Ok(Page::from_rows(records, &page))
     }

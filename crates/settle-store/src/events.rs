@@ -14,13 +14,14 @@
 //! is an id range on the same indexes as every other filter.
 
 use crate::error::StoreError;
+use crate::event_runs::{self, RUN_KIND};
 use crate::records::AccountRecord;
 use crate::records::{Page, PageRequest};
 use crate::store::Store;
 use crate::webhooks::subscribed;
 use rusqlite::{OptionalExtension, params};
 use settle_core::clock::Timestamp;
-use settle_core::ids::{AccountId, EventId};
+use settle_core::ids::{AccountId, EventId, TransactionId};
 use settle_core::ledger::Transaction;
 use settle_core::tenancy::TenantId;
 use std::collections::{HashMap, HashSet};
@@ -82,6 +83,58 @@ fn into_record(row: EventRow) -> EventRecord {
 
 fn sqlite_event(r: &rusqlite::Row<'_>) -> rusqlite::Result<EventRow> {
     Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
+}
+
+/// Stored rows with every run replaced by its events ([`event_runs`]).
+fn expand_runs(rows: Vec<EventRow>) -> Result<Vec<EventRow>, StoreError> {
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        if !event_runs::is_run(&row.6) {
+            out.push(row);
+            continue;
+        }
+        for m in event_runs::members(&row.0, &row.6)? {
+            out.push((m.id.as_str().to_owned(), row.1, row.2.clone(), m.object_id, row.4, row.5, m.body));
+        }
+    }
+    Ok(out)
+}
+
+/// The tenant's event `id`, stored alone or in a run: the row with the
+/// greatest id up to it (a run's row has its first member's id).
+fn sqlite_event_at(c: &rusqlite::Connection, tenant: TenantId, id: &str) -> Result<Option<EventRow>, StoreError> {
+    let mut stmt = c.prepare_cached(&format!("SELECT {COLUMNS} FROM events WHERE tenant_id = ?1 AND id <= ?2 ORDER BY id DESC LIMIT 1"))?;
+    let Some(row) = stmt.query_row(params![tenant.0, id], sqlite_event).optional()? else {
+        return Ok(None);
+    };
+    Ok(expand_runs(vec![row])?.into_iter().find(|r| r.0 == id))
+}
+
+/// The created event of transaction `object` when a run holds it (so no
+/// row names the transaction in `object_id`): among the tenant's runs of
+/// the transaction's `created_at`, which is its log record's time.
+/// Answers the run's row id and the event.
+pub(crate) fn sqlite_created_in_run(c: &rusqlite::Connection, tenant: TenantId, object: &str) -> Result<Option<(String, EventRow)>, StoreError> {
+    if TransactionId::parse(object).is_none() {
+        return Ok(None);
+    }
+    let mut created = c.prepare_cached("SELECT created_at FROM transactions WHERE id = ?1 AND tenant_id = ?2")?;
+    let Some(at) = created.query_row(params![object, tenant.0], |r| r.get::<_, i64>(0)).optional()? else {
+        return Ok(None);
+    };
+    let (from, to) = (EventId::floor_of(Timestamp::from_micros(at)), EventId::floor_of(Timestamp::from_micros(at.saturating_add(1000))));
+    let mut runs = c.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM events WHERE tenant_id = ?1 AND object_id = '{}' AND id >= ?2 AND id < ?3 AND created_at = ?4 AND type = '{RUN_KIND}'",
+        event_runs::RUN_OBJECT
+    ))?;
+    for row in runs.query_map(params![tenant.0, from, to, at], sqlite_event)? {
+        let row = row?;
+        let run = row.0.clone();
+        if let Some(event) = expand_runs(vec![row])?.into_iter().find(|r| r.3 == object) {
+            return Ok(Some((run, event)));
+        }
+    }
+    Ok(None)
 }
 
 fn pg_event(r: &tokio_postgres::Row) -> Result<EventRow, StoreError> {
@@ -319,7 +372,10 @@ impl Store {
                     let mut stmt = c.prepare_cached(&SQL.replace('#', "?"))?;
                     let mut out = HashMap::new();
                     for (tenant, object) in objects {
-                        let max: Option<i64> = stmt.query_row(params![tenant.0, object], |r| r.get(0))?;
+                        let mut max: Option<i64> = stmt.query_row(params![tenant.0, object], |r| r.get(0))?;
+                        if max.is_none() {
+                            max = sqlite_created_in_run(c, tenant, &object)?.map(|(_, r)| r.4);
+                        }
                         out.insert(object, max.unwrap_or(0));
                     }
                     Ok(out)
@@ -436,13 +492,7 @@ impl Store {
     /// The tenant's event `id`.
     pub async fn get_event(&self, tenant: TenantId, id: EventId) -> Result<Option<EventRecord>, StoreError> {
         let row = match self {
-            Store::Sqlite(s) => {
-                s.read(move |c| {
-                    let mut stmt = c.prepare_cached(&format!("SELECT {COLUMNS} FROM events WHERE id = ?1 AND tenant_id = ?2"))?;
-                    Ok(stmt.query_row(params![id.as_str(), tenant.0], sqlite_event).optional()?)
-                })
-                .await?
-            }
+            Store::Sqlite(s) => s.read(move |c| sqlite_event_at(c, tenant, id.as_str())).await?,
             Store::Postgres(p) => {
                 let client = p.pool().get().await?;
                 let stmt = client.prepare_cached(&format!("SELECT {COLUMNS} FROM events WHERE id = $1 AND tenant_id = $2")).await?;
@@ -457,9 +507,8 @@ impl Store {
     /// `(tenant_id, object_id, id)`; a time bound is an id bound too.
     pub async fn list_events(&self, tenant: TenantId, filter: EventFilter, page: PageRequest) -> Result<Page<EventRecord>, StoreError> {
         let (descending, bound) = page.cursor.keyset_start(false);
-        let (cmp, order) = if descending { ("<", "DESC") } else { (">", "ASC") };
         let limit = i64::from(page.limit) + 1;
-        let build = |postgres: bool| {
+        let build = |postgres: bool, cmp: &str, order: &str, limit: i64| {
             let mut q = Query::new(postgres);
             q.push("tenant_id = #", Bound::Int(tenant.0));
             if let Some(kind) = &filter.kind {
@@ -483,19 +532,41 @@ impl Store {
             let sql = format!("SELECT {COLUMNS} FROM events WHERE {}", q.clauses.join(" AND "));
             (sql, q)
         };
+        let (cmp, order) = if descending { ("<", "DESC") } else { (">", "ASC") };
         let rows = match self {
             Store::Sqlite(s) => {
-                let (sql, q) = build(false);
+                let runs_match = filter.kind.as_deref().is_none_or(|k| k == RUN_KIND);
+                let mut queries = vec![build(false, cmp, order, limit)];
+                if !descending && filter.object_id.is_none() && runs_match {
+                    // A run whose row is at or before the bound may hold events after it.
+                    queries.push(build(false, "<=", "DESC", 1));
+                }
+                let in_run = filter.object_id.clone().filter(|_| runs_match);
+                let within = move |at: i64| filter.created_gte.is_none_or(|t| at >= t.micros()) && filter.created_lt.is_none_or(|t| at < t.micros());
                 s.read(move |c| {
-                    let values = q.sqlite_values();
-                    let mut stmt = c.prepare_cached(&sql)?;
-                    let rows = stmt.query_map(rusqlite::params_from_iter(values.iter()), sqlite_event)?;
-                    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+                    let mut rows = Vec::new();
+                    for (sql, q) in &queries {
+                        let values = q.sqlite_values();
+                        let mut stmt = c.prepare_cached(sql)?;
+                        rows.extend(stmt.query_map(rusqlite::params_from_iter(values.iter()), sqlite_event)?.collect::<Result<Vec<_>, _>>()?);
+                    }
+                    if let Some(object) = &in_run
+                        && let Some((_, row)) = sqlite_created_in_run(c, tenant, object)?
+                        && within(row.5)
+                    {
+                        rows.push(row);
+                    }
+                    let mut rows = expand_runs(rows)?;
+                    rows.retain(|r| if descending { r.0 < bound } else { r.0 > bound });
+                    rows.sort_unstable_by(|a, b| if descending { b.0.cmp(&a.0) } else { a.0.cmp(&b.0) });
+                    rows.dedup_by(|a, b| a.0 == b.0);
+                    rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+                    Ok(rows)
                 })
                 .await?
             }
             Store::Postgres(p) => {
-                let (sql, q) = build(true);
+                let (sql, q) = build(true, cmp, order, limit);
                 let client = p.pool().get().await?;
                 let stmt = client.prepare_cached(&sql).await?;
                 let values = q.pg_values();
@@ -521,24 +592,30 @@ const INSERT_DELIVERY: &str = "INSERT INTO webhook_deliveries (endpoint_id, even
                                VALUES (#1, #2, #3, 'pending', 0, #4, #4, #4) ON CONFLICT (endpoint_id, event_id) DO NOTHING";
 
 /// Writes events and their deliveries inside the caller's SQLite transaction.
+/// Events no endpoint is owed are stored in runs where they can be ([`event_runs`]).
 pub(crate) fn sqlite_write_events(tx: &rusqlite::Transaction<'_>, events: &[NewEvent], now: Timestamp) -> Result<(), StoreError> {
-    SQLITE_INSERT_EVENTS.run(tx, events, |s, at, e| {
-        s.raw_bind_parameter(at, e.id.as_str())?;
-        s.raw_bind_parameter(at + 1, e.tenant.0)?;
-        s.raw_bind_parameter(at + 2, e.kind.as_str())?;
-        s.raw_bind_parameter(at + 3, e.object_id.as_str())?;
-        s.raw_bind_parameter(at + 4, e.sequence)?;
-        s.raw_bind_parameter(at + 5, e.log_seq)?;
-        s.raw_bind_parameter(at + 6, e.created_at.micros())?;
-        s.raw_bind_parameter(at + 7, e.body.as_slice())
-    })?;
     let mut subscribers: Subscribers = HashMap::new();
-    let mut deliver = tx.prepare_cached(&INSERT_DELIVERY.replace('#', "?"))?;
     for e in events {
         if let std::collections::hash_map::Entry::Vacant(slot) = subscribers.entry(e.tenant) {
             let mut stmt = tx.prepare_cached(&SUBSCRIBERS.replace('#', "?"))?;
             slot.insert(stmt.query_map([e.tenant.0], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<Vec<_>, _>>()?);
         }
+    }
+    let owed = |e: &NewEvent| subscribers.get(&e.tenant).into_iter().flatten().any(|(_, enabled)| subscribed(enabled, &e.kind));
+    let rows = event_runs::group(events, |e| !owed(e));
+    SQLITE_INSERT_EVENTS.run(tx, &rows, |s, at, row| {
+        let e = row.head();
+        s.raw_bind_parameter(at, e.id.as_str())?;
+        s.raw_bind_parameter(at + 1, e.tenant.0)?;
+        s.raw_bind_parameter(at + 2, e.kind.as_str())?;
+        s.raw_bind_parameter(at + 3, row.object_id())?;
+        s.raw_bind_parameter(at + 4, e.sequence)?;
+        s.raw_bind_parameter(at + 5, e.log_seq)?;
+        s.raw_bind_parameter(at + 6, e.created_at.micros())?;
+        s.raw_bind_parameter(at + 7, row.body())
+    })?;
+    let mut deliver = tx.prepare_cached(&INSERT_DELIVERY.replace('#', "?"))?;
+    for e in events {
         for (endpoint, enabled) in subscribers.get(&e.tenant).into_iter().flatten() {
             if subscribed(enabled, &e.kind) {
                 deliver.execute(params![endpoint, e.id.as_str(), e.tenant.0, now.micros()])?;

@@ -9,6 +9,7 @@ pub mod blocking;
 pub mod customers;
 pub mod engine;
 pub mod error;
+pub(crate) mod event_runs;
 pub mod events;
 pub mod faults;
 pub mod flags;

@@ -821,16 +821,8 @@ impl Store {
                  ORDER BY d.next_attempt_at LIMIT {p}2 {lock}"
             )
         };
-        // Exactly the rows this claim took (never ones an earlier claim of the
-        // same owner still holds, which a time-based lookup could return).
-        let details = |p: &str| {
-            format!(
-                "SELECT {CLAIMED_COLUMNS} FROM webhook_deliveries d JOIN events e ON e.tenant_id = d.tenant_id AND e.id = d.event_id JOIN webhook_endpoints w ON w.id = d.endpoint_id
-                 JOIN tenants t ON t.id = d.tenant_id WHERE d.endpoint_id = {p}1 AND d.event_id = {p}2 AND w.status = 'enabled'"
-            )
-        };
-        type Claimed =
-            ((String, String, i64, String, i64, String, Vec<u8>, i64, String, String, Vec<u8>, Option<Vec<u8>>, Option<i64>, Option<i64>), (String, i64));
+        type Details = (String, String, i64, String, i64, String, Vec<u8>, i64, String, String, Vec<u8>, Option<Vec<u8>>, Option<i64>, Option<i64>);
+        type Claimed = (Details, (String, i64));
         let rows: Vec<Claimed> = match self {
             Store::Sqlite(s) => {
                 s.write_pooled(move |tx| {
@@ -843,11 +835,21 @@ impl Store {
                     }
                     let mut take =
                         tx.prepare_cached("UPDATE webhook_deliveries SET lease_owner = ?1, next_attempt_at = ?2 WHERE endpoint_id = ?3 AND event_id = ?4")?;
-                    let mut read = tx.prepare_cached(&details("?"))?;
+                    // Exactly the rows this claim took (never ones an earlier claim of
+                    // the same owner still holds, which a time-based lookup could
+                    // return). The event's row is the one with the greatest id up to it:
+                    // itself, or the run holding it (event_runs.rs), whose
+                    // member this delivery then carries.
+                    let mut read = tx.prepare_cached(&format!(
+                        "SELECT {CLAIMED_COLUMNS}, e.id FROM webhook_deliveries d JOIN events e ON e.tenant_id = d.tenant_id
+                           AND e.id = (SELECT x.id FROM events x WHERE x.tenant_id = d.tenant_id AND x.id <= d.event_id ORDER BY x.id DESC LIMIT 1)
+                         JOIN webhook_endpoints w ON w.id = d.endpoint_id
+                         JOIN tenants t ON t.id = d.tenant_id WHERE d.endpoint_id = ?1 AND d.event_id = ?2 AND w.status = 'enabled'"
+                    ))?;
                     let mut out = Vec::with_capacity(keys.len());
                     for (endpoint, event) in &keys {
                         take.execute(params![owner, lease_until.micros(), endpoint, event])?;
-                        let row = read
+                        let row: Option<(Details, (String, i64), String)> = read
                             .query_row(params![endpoint, event], |r| {
                                 Ok((
                                     (
@@ -867,10 +869,22 @@ impl Store {
                                         r.get(13)?,
                                     ),
                                     (r.get(14)?, r.get(15)?),
+                                    r.get::<_, String>(16)?,
                                 ))
                             })
                             .optional()?;
-                        out.extend(row);
+                        let Some((mut claimed, (mut object_id, sequence), row_id)) = row else {
+                            continue;
+                        };
+                        if crate::event_runs::is_run(&claimed.6) {
+                            let Some(member) = crate::event_runs::members(&row_id, &claimed.6)?.into_iter().find(|m| m.id.as_str() == event) else {
+                                continue;
+                            };
+                            (claimed.6, object_id) = (member.body, member.object_id);
+                        } else if &row_id != event {
+                            continue;
+                        }
+                        out.push((claimed, (object_id, sequence)));
                     }
                     Ok(out)
                 })

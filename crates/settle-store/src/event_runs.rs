@@ -1,0 +1,268 @@
+//! Runs of events stored as one row (SQLite).
+//!
+//! A batch of a thousand transfers is one ledger log record, and the
+//! projector makes a `ledger.transaction.created` event of each transfer.
+//! One `events` row per event — three b-tree inserts (the table, its type
+//! and object indexes) while the ledger engine waits for the write turn —
+//! was about a fifth of the batched throughput (docs/benchmarks.md). So a
+//! round's consecutive events of one record that no webhook endpoint is owed
+//! (same tenant, type, time and sequence, ids one apart) are stored as one
+//! row: the first member's id, type and columns, `object_id` empty, and a
+//! body holding what the members do not share. Readers expand it
+//! ([`members`]); ids, lists, filters and bodies are what they were, and
+//! PostgreSQL stores a row per event as before.
+//!
+//! Only `ledger.transaction.created` events form runs: a transaction's
+//! `created_at` is its log record's time, so the `object_id` filter finds a
+//! transaction's created event inside a run through that millisecond
+//! (`events.rs`, `created_in_run`).
+
+use crate::error::StoreError;
+use crate::events::NewEvent;
+use settle_core::ids::EventId;
+
+/// The one event type stored in runs.
+pub(crate) const RUN_KIND: &str = "ledger.transaction.created";
+/// A run row's `object_id` (its members' are in its body).
+pub(crate) const RUN_OBJECT: &str = "";
+/// A run row's body begins with this; an event's own body is JSON (`{`).
+const MAGIC: &[u8] = b"\0settle-event-run-1\0";
+
+/// A row to store: one event, or a run of them.
+pub(crate) enum Row<'a> {
+    One(&'a NewEvent),
+    Run { head: &'a NewEvent, body: Vec<u8> },
+}
+
+impl Row<'_> {
+    /// The event whose columns the row carries (a run's first member).
+    pub(crate) fn head(&self) -> &NewEvent {
+        match self {
+            Row::One(e) | Row::Run { head: e, .. } => e,
+        }
+    }
+
+    pub(crate) fn object_id(&self) -> &str {
+        match self {
+            Row::One(e) => &e.object_id,
+            Row::Run { .. } => RUN_OBJECT,
+        }
+    }
+
+    pub(crate) fn body(&self) -> &[u8] {
+        match self {
+            Row::One(e) => &e.body,
+            Row::Run { body, .. } => body,
+        }
+    }
+}
+
+/// Groups a round's events (in id order) into rows; `may_run` says which
+/// events may go into a run (no delivery is owed for them).
+pub(crate) fn group<'a>(events: &'a [NewEvent], may_run: impl Fn(&NewEvent) -> bool) -> Vec<Row<'a>> {
+    let mut rows = Vec::new();
+    let mut start = 0;
+    while start < events.len() {
+        let head = &events[start];
+        if head.kind != RUN_KIND || head.log_seq.is_none() || !may_run(head) {
+            rows.push(Row::One(head));
+            start += 1;
+            continue;
+        }
+        let mut end = start + 1;
+        while let Some(next) = events.get(end) {
+            let last = &events[end - 1];
+            let joins = next.kind == head.kind
+                && next.tenant == head.tenant
+                && next.log_seq == head.log_seq
+                && next.created_at == head.created_at
+                && next.sequence == head.sequence
+                && last.id.nth_after(1).as_ref() == Some(&next.id)
+                && may_run(next);
+            if !joins {
+                break;
+            }
+            end += 1;
+        }
+        rows.push(Row::Run { head, body: encode(&events[start..end]) });
+        start = end;
+    }
+    rows
+}
+
+/// Whether a stored body is a run's.
+pub(crate) fn is_run(body: &[u8]) -> bool {
+    body.starts_with(MAGIC)
+}
+
+/// One event of a run, as stored before it was grouped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Member {
+    pub id: EventId,
+    pub object_id: String,
+    pub body: Vec<u8>,
+}
+
+/// The events of run row `id` with body `body`, in id order.
+pub(crate) fn members(id: &str, body: &[u8]) -> Result<Vec<Member>, StoreError> {
+    let corrupt = || StoreError::Corrupt(format!("event run {id}"));
+    let mut rest = body.strip_prefix(MAGIC).ok_or_else(corrupt)?;
+    let prefix = take(&mut rest).ok_or_else(corrupt)?;
+    let suffix = take(&mut rest).ok_or_else(corrupt)?;
+    let count = take_len(&mut rest).ok_or_else(corrupt)?;
+    let head = EventId::from_trusted(id.to_owned());
+    // Each member takes at least its two lengths: a count beyond that is corrupt, not an allocation.
+    let mut out = Vec::with_capacity(count.min(rest.len() / 8));
+    for n in 0..count {
+        let object = take(&mut rest).ok_or_else(corrupt)?;
+        let varying = take(&mut rest).ok_or_else(corrupt)?;
+        let object_id = std::str::from_utf8(object).map_err(|_| corrupt())?.to_owned();
+        let mut body = Vec::with_capacity(prefix.len() + varying.len() + suffix.len());
+        body.extend_from_slice(prefix);
+        body.extend_from_slice(varying);
+        body.extend_from_slice(suffix);
+        out.push(Member { id: head.nth_after(n).ok_or_else(corrupt)?, object_id, body });
+    }
+    if !rest.is_empty() || out.is_empty() {
+        return Err(corrupt());
+    }
+    Ok(out)
+}
+
+/// The run body of `events`: the bytes every member's body begins and ends
+/// with, once, then each member's object id and the bytes between.
+fn encode(events: &[NewEvent]) -> Vec<u8> {
+    let first = events.first().map_or(&[][..], |e| e.body.as_slice());
+    let shortest = events.iter().map(|e| e.body.len()).min().unwrap_or(0);
+    let prefix = events.iter().map(|e| common_prefix(first, &e.body)).min().unwrap_or(0);
+    let suffix = events.iter().map(|e| common_suffix(first, &e.body)).min().unwrap_or(0).min(shortest - prefix);
+    let varying: usize = events.iter().map(|e| e.object_id.len() + e.body.len() - prefix - suffix + 8).sum();
+    let mut out = Vec::with_capacity(MAGIC.len() + prefix + suffix + 12 + varying);
+    out.extend_from_slice(MAGIC);
+    put(&mut out, &first[..prefix]);
+    put(&mut out, &first[first.len() - suffix..]);
+    put_len(&mut out, events.len());
+    for e in events {
+        put(&mut out, e.object_id.as_bytes());
+        put(&mut out, &e.body[prefix..e.body.len() - suffix]);
+    }
+    out
+}
+
+fn common_prefix(a: &[u8], b: &[u8]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
+fn common_suffix(a: &[u8], b: &[u8]) -> usize {
+    a.iter().rev().zip(b.iter().rev()).take_while(|(x, y)| x == y).count()
+}
+
+fn put_len(out: &mut Vec<u8>, len: usize) {
+    // Bodies and runs are far below 4 GiB (a round holds at most a few thousand events).
+    out.extend_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_le_bytes());
+}
+
+fn put(out: &mut Vec<u8>, bytes: &[u8]) {
+    put_len(out, bytes.len());
+    out.extend_from_slice(bytes);
+}
+
+fn take_len(rest: &mut &[u8]) -> Option<usize> {
+    let (len, tail) = rest.split_first_chunk::<4>()?;
+    *rest = tail;
+    usize::try_from(u32::from_le_bytes(*len)).ok()
+}
+
+fn take<'a>(rest: &mut &'a [u8]) -> Option<&'a [u8]> {
+    let len = take_len(rest)?;
+    let (bytes, tail) = rest.split_at_checked(len)?;
+    *rest = tail;
+    Some(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use settle_core::clock::Timestamp;
+    use settle_core::tenancy::TenantId;
+
+    fn event(index: usize, tenant: i64, kind: &str, object: &str, body: &[u8]) -> NewEvent {
+        let at = Timestamp::from_micros(1_796_323_558_998_520);
+        NewEvent {
+            id: EventId::for_log(at, 9, index),
+            tenant: TenantId(tenant),
+            kind: kind.to_owned(),
+            object_id: object.to_owned(),
+            sequence: 1,
+            log_seq: Some(9),
+            created_at: at,
+            body: body.to_vec(),
+        }
+    }
+
+    fn expanded(rows: &[Row<'_>]) -> Vec<(EventId, String, Vec<u8>)> {
+        let mut out = Vec::new();
+        for row in rows {
+            match row {
+                Row::One(e) => out.push((e.id.clone(), e.object_id.clone(), e.body.clone())),
+                Row::Run { head, body } => {
+                    assert_eq!(row.object_id(), RUN_OBJECT);
+                    assert!(is_run(body));
+                    for m in members(head.id.as_str(), body).expect("members") {
+                        out.push((m.id, m.object_id, m.body));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn consecutive_created_events_of_one_tenant_become_one_row_and_read_back_whole() {
+        let events = vec![
+            event(0, 1, RUN_KIND, "ltx_a", br#"{"deferred_v3":[true,"posted",null,"2024-06-01"]}"#),
+            event(1, 1, RUN_KIND, "ltx_b", br#"{"deferred_v3":[true,"pending",null,"2024-06-01"]}"#),
+            event(2, 1, RUN_KIND, "ltx_c", br#"{"deferred_v3":[true,"posted",null,"2024-06-01"]}"#),
+            // Another tenant, another type, a gap in the indexes: each starts anew.
+            event(3, 2, RUN_KIND, "ltx_d", b"{}"),
+            event(4, 2, "ledger.account.created", "acct_e", b"{}"),
+            event(6, 2, RUN_KIND, "ltx_f", b"{\"x\"}"),
+            event(7, 2, RUN_KIND, "ltx_g", b"{\"x\"}"),
+            // Owed a delivery: alone.
+            event(8, 3, RUN_KIND, "ltx_h", b"{}"),
+        ];
+        let rows = group(&events, |e| e.tenant != TenantId(3));
+        let shapes: Vec<(&str, bool)> = rows.iter().map(|r| (r.head().object_id.as_str(), matches!(r, Row::Run { .. }))).collect();
+        assert_eq!(shapes, [("ltx_a", true), ("ltx_d", true), ("acct_e", false), ("ltx_f", true), ("ltx_h", false)]);
+        let whole: Vec<(EventId, String, Vec<u8>)> = events.iter().map(|e| (e.id.clone(), e.object_id.clone(), e.body.clone())).collect();
+        assert_eq!(expanded(&rows), whole);
+    }
+
+    #[test]
+    fn a_damaged_run_is_corrupt_not_a_panic() {
+        let events = [event(0, 1, RUN_KIND, "ltx_a", b"{1}"), event(1, 1, RUN_KIND, "ltx_b", b"{2}")];
+        let rows = group(&events, |_| true);
+        let (id, body) = (rows[0].head().id.as_str(), rows[0].body());
+        for cut in MAGIC.len()..body.len() {
+            assert!(members(id, &body[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut longer = body.to_vec();
+        longer.push(0);
+        assert!(members(id, &longer).is_err());
+        assert!(members(id, b"{}").is_err());
+    }
+
+    proptest! {
+        /// Whatever the bodies share or not, a run gives back each member's
+        /// id, object and body byte for byte.
+        #[test]
+        fn any_run_reads_back_as_its_events(bodies in proptest::collection::vec(proptest::collection::vec(prop_oneof![Just(b'a'), Just(b'b'), any::<u8>()], 0..12), 1..20)) {
+            let events: Vec<NewEvent> = bodies.iter().enumerate().map(|(i, b)| event(i, 1, RUN_KIND, &format!("ltx_{i}"), b)).collect();
+            let rows = group(&events, |_| true);
+            prop_assert_eq!(rows.len(), 1);
+            let whole: Vec<(EventId, String, Vec<u8>)> = events.iter().map(|e| (e.id.clone(), e.object_id.clone(), e.body.clone())).collect();
+            prop_assert_eq!(expanded(&rows), whole);
+        }
+    }
+}
