@@ -1325,6 +1325,9 @@ impl Store {
                     rows.extend(self.compliance_query(sql, params).await?);
                 }
             }
+            let key = |r: &Row| r.text(0).unwrap_or_default();
+            let past = |id: &str| if descending { id < bound.as_str() } else { id > bound.as_str() };
+            let wanted = |object: &str| filter.resource_id.as_deref().is_none_or(|o| o == object);
             let mut expanded = Vec::with_capacity(rows.len());
             for row in rows {
                 let Some(Val::Bytes(Some(body))) = row.0.get(8) else {
@@ -1335,18 +1338,14 @@ impl Store {
                     expanded.push(row);
                     continue;
                 }
-                for m in crate::event_runs::members(&row.text(0)?, body)? {
+                for m in crate::event_runs::members_where(&row.text(0)?, body, |member, object| past(member.as_str()) && wanted(object))? {
                     let mut member = row.clone();
                     member.0[0] = Val::Text(Some(m.id.as_str().to_owned()));
                     member.0[2] = Val::Text(Some(m.object_id));
                     expanded.push(member);
                 }
             }
-            let key = |r: &Row| r.text(0).unwrap_or_default();
-            expanded.retain(|r| {
-                let id = key(r);
-                (if descending { id < bound } else { id > bound }) && filter.resource_id.as_ref().is_none_or(|o| r.text(2).is_ok_and(|t| &t == o))
-            });
+            expanded.retain(|r| past(&key(r)) && r.text(2).is_ok_and(|object| wanted(&object)));
             expanded.sort_by_cached_key(key);
             if descending {
                 expanded.reverse();

@@ -104,26 +104,37 @@ pub(crate) struct Member {
 }
 
 /// The events of run row `id` with body `body`, in id order.
-pub(crate) fn members(id: &str, body: &[u8]) -> Result<Vec<Member>, StoreError> {
+#[cfg(test)]
+fn members(id: &str, body: &[u8]) -> Result<Vec<Member>, StoreError> {
+    members_where(id, body, |_, _| true)
+}
+
+/// The events of run row `id` that `keep` wants (by id and object id), in
+/// id order; the others' bodies are never built (a run may hold a thousand
+/// events and a reader want one of them).
+pub(crate) fn members_where(id: &str, body: &[u8], keep: impl Fn(&EventId, &str) -> bool) -> Result<Vec<Member>, StoreError> {
     let corrupt = || StoreError::Corrupt(format!("event run {id}"));
     let mut rest = body.strip_prefix(MAGIC).ok_or_else(corrupt)?;
     let prefix = take(&mut rest).ok_or_else(corrupt)?;
     let suffix = take(&mut rest).ok_or_else(corrupt)?;
     let count = take_len(&mut rest).ok_or_else(corrupt)?;
     let head = EventId::from_trusted(id.to_owned());
-    // Each member takes at least its two lengths: a count beyond that is corrupt, not an allocation.
-    let mut out = Vec::with_capacity(count.min(rest.len() / 8));
+    let mut out = Vec::new();
     for n in 0..count {
         let object = take(&mut rest).ok_or_else(corrupt)?;
         let varying = take(&mut rest).ok_or_else(corrupt)?;
-        let object_id = std::str::from_utf8(object).map_err(|_| corrupt())?.to_owned();
+        let object_id = std::str::from_utf8(object).map_err(|_| corrupt())?;
+        let member = head.nth_after(n).ok_or_else(corrupt)?;
+        if !keep(&member, object_id) {
+            continue;
+        }
         let mut body = Vec::with_capacity(prefix.len() + varying.len() + suffix.len());
         body.extend_from_slice(prefix);
         body.extend_from_slice(varying);
         body.extend_from_slice(suffix);
-        out.push(Member { id: head.nth_after(n).ok_or_else(corrupt)?, object_id, body });
+        out.push(Member { id: member, object_id: object_id.to_owned(), body });
     }
-    if !rest.is_empty() || out.is_empty() {
+    if !rest.is_empty() || count == 0 {
         return Err(corrupt());
     }
     Ok(out)
@@ -251,6 +262,17 @@ mod tests {
         longer.push(0);
         assert!(members(id, &longer).is_err());
         assert!(members(id, b"{}").is_err());
+    }
+
+    #[test]
+    fn a_reader_gets_the_members_it_asks_for() {
+        let events: Vec<NewEvent> = (0..5).map(|i| event(i, 1, RUN_KIND, &format!("ltx_{i}"), format!("{{{i}}}").as_bytes())).collect();
+        let rows = group(&events, |_| true);
+        let (id, body) = (rows[0].head().id.as_str(), rows[0].body());
+        let by_object = members_where(id, body, |_, object| object == "ltx_3").expect("members");
+        assert_eq!(by_object, [Member { id: events[3].id.clone(), object_id: String::from("ltx_3"), body: b"{3}".to_vec() }]);
+        let after = members_where(id, body, |member, _| member.as_str() > events[2].id.as_str()).expect("members");
+        assert_eq!(after.iter().map(|m| m.object_id.as_str()).collect::<Vec<_>>(), ["ltx_3", "ltx_4"]);
     }
 
     proptest! {

@@ -85,15 +85,16 @@ fn sqlite_event(r: &rusqlite::Row<'_>) -> rusqlite::Result<EventRow> {
     Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
 }
 
-/// Stored rows with every run replaced by its events ([`event_runs`]).
-fn expand_runs(rows: Vec<EventRow>) -> Result<Vec<EventRow>, StoreError> {
+/// Stored rows with every run replaced by those of its events `keep` wants
+/// (by id and object id) ([`event_runs`]); other rows as they are.
+fn expand_runs(rows: Vec<EventRow>, keep: impl Fn(&EventId, &str) -> bool) -> Result<Vec<EventRow>, StoreError> {
     let mut out = Vec::with_capacity(rows.len());
     for row in rows {
         if !event_runs::is_run(&row.6) {
             out.push(row);
             continue;
         }
-        for m in event_runs::members(&row.0, &row.6)? {
+        for m in event_runs::members_where(&row.0, &row.6, &keep)? {
             out.push((m.id.as_str().to_owned(), row.1, row.2.clone(), m.object_id, row.4, row.5, m.body));
         }
     }
@@ -107,7 +108,7 @@ fn sqlite_event_at(c: &rusqlite::Connection, tenant: TenantId, id: &str) -> Resu
     let Some(row) = stmt.query_row(params![tenant.0, id], sqlite_event).optional()? else {
         return Ok(None);
     };
-    Ok(expand_runs(vec![row])?.into_iter().find(|r| r.0 == id))
+    Ok(expand_runs(vec![row], |member, _| member.as_str() == id)?.into_iter().find(|r| r.0 == id))
 }
 
 /// The created event of transaction `object` when a run holds it (so no
@@ -130,7 +131,7 @@ pub(crate) fn sqlite_created_in_run(c: &rusqlite::Connection, tenant: TenantId, 
     for row in runs.query_map(params![tenant.0, from, to, at], sqlite_event)? {
         let row = row?;
         let run = row.0.clone();
-        if let Some(event) = expand_runs(vec![row])?.into_iter().find(|r| r.3 == object) {
+        if let Some(event) = expand_runs(vec![row], |_, of| of == object)?.into_iter().find(|r| r.3 == object) {
             return Ok(Some((run, event)));
         }
     }
@@ -556,8 +557,9 @@ impl Store {
                     {
                         rows.push(row);
                     }
-                    let mut rows = expand_runs(rows)?;
-                    rows.retain(|r| if descending { r.0 < bound } else { r.0 > bound });
+                    let past = |id: &str| if descending { id < bound.as_str() } else { id > bound.as_str() };
+                    let mut rows = expand_runs(rows, |member, _| past(member.as_str()))?;
+                    rows.retain(|r| past(&r.0));
                     rows.sort_unstable_by(|a, b| if descending { b.0.cmp(&a.0) } else { a.0.cmp(&b.0) });
                     rows.dedup_by(|a, b| a.0 == b.0);
                     rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));

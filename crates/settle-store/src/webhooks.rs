@@ -877,7 +877,7 @@ impl Store {
                             continue;
                         };
                         if crate::event_runs::is_run(&claimed.6) {
-                            let Some(member) = crate::event_runs::members(&row_id, &claimed.6)?.into_iter().find(|m| m.id.as_str() == event) else {
+                            let Some(member) = crate::event_runs::members_where(&row_id, &claimed.6, |m, _| m.as_str() == event)?.into_iter().next() else {
                                 continue;
                             };
                             (claimed.6, object_id) = (member.body, member.object_id);
