@@ -39,6 +39,23 @@ fn prefixed_ulid(prefix: &str, ulid: ulid::Ulid) -> Text {
 /// Whether `body` is 26 lowercase Crockford digits within 128 bits. Every id
 /// in a request is checked, two or more per transfer: every byte is looked
 /// at with no early exit, so the compiler checks many at a time.
+/// The value of a ULID body as [`prefixed_ulid`] writes it (lowercase), or `None`.
+fn ulid_value(body: &str) -> Option<u128> {
+    const DIGITS: [u8; 128] = {
+        let mut table = [u8::MAX; 128];
+        let mut i = 0;
+        while i < CROCKFORD.len() {
+            table[CROCKFORD[i] as usize] = i as u8;
+            i += 1;
+        }
+        table
+    };
+    if !is_ulid_body(body) {
+        return None;
+    }
+    Some(body.bytes().fold(0u128, |value, b| (value << 5) | u128::from(DIGITS[usize::from(b & 127)])))
+}
+
 fn is_ulid_body(body: &str) -> bool {
     let crockford = |b: u8| b.is_ascii_digit() | (b.is_ascii_lowercase() & (b != b'i') & (b != b'l') & (b != b'o') & (b != b'u'));
     body.len() == ULID_CHARS && body.bytes().fold(true, |ok, b| ok & crockford(b)) && body.as_bytes()[0] <= b'7'
@@ -152,9 +169,15 @@ impl EventId {
     /// as one row names its members. `None` when this is no event id or the
     /// index would leave its 16 bits.
     pub fn nth_after(&self, n: usize) -> Option<EventId> {
-        let value = ulid::Ulid::from_string(self.as_str().strip_prefix(EventId::PREFIX)?).ok()?.0;
+        let value = ulid_value(self.as_str().strip_prefix(EventId::PREFIX)?)?;
         let index = usize::try_from(value & 0xFFFF).ok()?.checked_add(n)?;
         (index <= usize::from(u16::MAX)).then(|| EventId(prefixed_ulid(EventId::PREFIX, ulid::Ulid((value & !0xFFFF) | index as u128))))
+    }
+
+    /// Whether this is `previous.nth_after(1)`, without making that id.
+    pub fn follows(&self, previous: &EventId) -> bool {
+        let value = |id: &EventId| id.as_str().strip_prefix(EventId::PREFIX).and_then(ulid_value);
+        matches!((value(previous), value(self)), (Some(a), Some(b)) if a & 0xFFFF != 0xFFFF && b == a + 1)
     }
 }
 
@@ -441,6 +464,14 @@ mod tests {
         assert_eq!(EventId::for_log(at, 77, usize::from(u16::MAX) - 1).nth_after(1), Some(EventId::for_log(at, 77, usize::from(u16::MAX))));
         assert_eq!(EventId::for_log(at, 77, usize::from(u16::MAX)).nth_after(1), None, "the index would carry into the record's seq");
         assert_eq!(EventId::from_trusted(String::from("evt_x")).nth_after(1), None);
+        for index in [0, 1, 31, 32, 1023, 1024, usize::from(u16::MAX) - 1, usize::from(u16::MAX)] {
+            let id = EventId::for_log(at, 77, index);
+            let next = EventId::for_log(at, 77, index + 1);
+            assert_eq!(next.follows(&id), id.nth_after(1).as_ref() == Some(&next), "{index}");
+            assert!(!id.follows(&id) && !id.follows(&next));
+        }
+        assert!(!EventId::for_log(at, 78, 0).follows(&EventId::for_log(at, 77, 0)), "another record");
+        assert!(!EventId::from_trusted(String::from("evt_x")).follows(&first));
     }
 
     #[test]

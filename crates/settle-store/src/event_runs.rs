@@ -77,7 +77,7 @@ pub(crate) fn group<'a>(events: &'a [NewEvent], may_run: impl Fn(&NewEvent) -> b
                 && next.log_seq == head.log_seq
                 && next.created_at == head.created_at
                 && next.sequence == head.sequence
-                && last.id.nth_after(1).as_ref() == Some(&next.id)
+                && next.id.follows(&last.id)
                 && may_run(next);
             if !joins {
                 break;
@@ -144,9 +144,20 @@ pub(crate) fn members_where(id: &str, body: &[u8], keep: impl Fn(&EventId, &str)
 /// with, once, then each member's object id and the bytes between.
 fn encode(events: &[NewEvent]) -> Vec<u8> {
     let first = events.first().map_or(&[][..], |e| e.body.as_slice());
-    let shortest = events.iter().map(|e| e.body.len()).min().unwrap_or(0);
-    let prefix = events.iter().map(|e| common_prefix(first, &e.body)).min().unwrap_or(0);
-    let suffix = events.iter().map(|e| common_suffix(first, &e.body)).min().unwrap_or(0).min(shortest - prefix);
+    let (mut prefix, mut suffix, mut shortest) = (first.len(), first.len(), first.len());
+    for body in events.iter().map(|e| e.body.as_slice()) {
+        // Mostly the same bytes as the first: compared whole, searched only when not.
+        shortest = shortest.min(body.len());
+        prefix = prefix.min(body.len());
+        if first[..prefix] != body[..prefix] {
+            prefix = common_prefix(&first[..prefix], body);
+        }
+        suffix = suffix.min(body.len());
+        if first[first.len() - suffix..] != body[body.len() - suffix..] {
+            suffix = common_suffix(&first[first.len() - suffix..], body);
+        }
+    }
+    let suffix = suffix.min(shortest - prefix);
     let varying: usize = events.iter().map(|e| e.object_id.len() + e.body.len() - prefix - suffix + 8).sum();
     let mut out = Vec::with_capacity(MAGIC.len() + prefix + suffix + 12 + varying);
     out.extend_from_slice(MAGIC);
