@@ -542,7 +542,8 @@ impl Store {
                     // A run whose row is at or before the bound may hold events after it.
                     queries.push(build(false, "<=", "DESC", 1));
                 }
-                let in_run = filter.object_id.clone().filter(|_| runs_match);
+                let object = filter.object_id.clone();
+                let in_run = object.clone().filter(|_| runs_match);
                 let within = move |at: i64| filter.created_gte.is_none_or(|t| at >= t.micros()) && filter.created_lt.is_none_or(|t| at < t.micros());
                 s.read(move |c| {
                     let mut rows = Vec::new();
@@ -558,8 +559,10 @@ impl Store {
                         rows.push(row);
                     }
                     let past = |id: &str| if descending { id < bound.as_str() } else { id > bound.as_str() };
-                    let mut rows = expand_runs(rows, |member, _| past(member.as_str()))?;
-                    rows.retain(|r| past(&r.0));
+                    // (A run's row matches `object_id = ''`; its members never do.)
+                    let wanted = |of: &str| object.as_deref().is_none_or(|o| o == of);
+                    let mut rows = expand_runs(rows, |member, of| past(member.as_str()) && wanted(of))?;
+                    rows.retain(|r| past(&r.0) && wanted(&r.3));
                     rows.sort_unstable_by(|a, b| if descending { b.0.cmp(&a.0) } else { a.0.cmp(&b.0) });
                     rows.dedup_by(|a, b| a.0 == b.0);
                     rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
