@@ -36,9 +36,6 @@ fn prefixed_ulid(prefix: &str, ulid: ulid::Ulid) -> Text {
     Text::from(format!("{prefix}{}", ulid.to_string().to_ascii_lowercase()))
 }
 
-/// Whether `body` is 26 lowercase Crockford digits within 128 bits. Every id
-/// in a request is checked, two or more per transfer: every byte is looked
-/// at with no early exit, so the compiler checks many at a time.
 /// The value of a ULID body as [`prefixed_ulid`] writes it (lowercase), or `None`.
 fn ulid_value(body: &str) -> Option<u128> {
     const DIGITS: [u8; 128] = {
@@ -56,6 +53,9 @@ fn ulid_value(body: &str) -> Option<u128> {
     Some(body.bytes().fold(0u128, |value, b| (value << 5) | u128::from(DIGITS[usize::from(b & 127)])))
 }
 
+/// Whether `body` is 26 lowercase Crockford digits within 128 bits. Every id
+/// in a request is checked, two or more per transfer: every byte is looked
+/// at with no early exit, so the compiler checks many at a time.
 fn is_ulid_body(body: &str) -> bool {
     let crockford = |b: u8| b.is_ascii_digit() | (b.is_ascii_lowercase() & (b != b'i') & (b != b'l') & (b != b'o') & (b != b'u'));
     body.len() == ULID_CHARS && body.bytes().fold(true, |ok, b| ok & crockford(b)) && body.as_bytes()[0] <= b'7'
@@ -453,7 +453,6 @@ mod tests {
         assert!(!is_ulid_body("8zzzzzzzzzzzzzzzzzzzzzzzzz") && !is_ulid_body("01m8xc3x7s19vxwvtgqdh9psj") && !is_ulid_body("01M8XC3X7S19VXWVTGQDH9PSJ3"));
     }
 
-    /// Our encoding is the `ulid` crate's text, lowercased, at the edges and between.
     #[test]
     fn the_ids_after_an_event_are_its_records_next_indexes() {
         let at = crate::clock::Timestamp::from_micros(1_796_323_558_998_520);
@@ -474,6 +473,7 @@ mod tests {
         assert!(!EventId::from_trusted(String::from("evt_x")).follows(&first));
     }
 
+    /// Our encoding is the `ulid` crate's text, lowercased, at the edges and between.
     #[test]
     fn prefixed_ulids_read_as_the_ulid_crate_writes_them() {
         let mut values = vec![0u128, 1, 31, 32, u128::MAX, u128::MAX >> 3, 1u128 << 125, (1u128 << 125) - 1];

@@ -9,7 +9,7 @@
 //! (same tenant, type, time and sequence, ids one apart) are stored as one
 //! row: the first member's id, type and columns, `object_id` empty, and a
 //! body holding what the members do not share. Readers expand it
-//! ([`members`]); ids, lists, filters and bodies are what they were, and
+//! ([`members_where`]); ids, lists, filters and bodies are what they were, and
 //! PostgreSQL stores a row per event as before.
 //!
 //! Only `ledger.transaction.created` events form runs: a transaction's
