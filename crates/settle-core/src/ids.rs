@@ -174,10 +174,19 @@ impl EventId {
         (index <= usize::from(u16::MAX)).then(|| EventId(prefixed_ulid(EventId::PREFIX, ulid::Ulid((value & !0xFFFF) | index as u128))))
     }
 
+    /// The id as a number (its ULID), to step through a record's events.
+    pub fn value(&self) -> Option<u128> {
+        self.as_str().strip_prefix(EventId::PREFIX).and_then(ulid_value)
+    }
+
+    /// The event id of ULID `value` ([`EventId::value`]'s inverse).
+    pub fn from_value(value: u128) -> EventId {
+        EventId(prefixed_ulid(EventId::PREFIX, ulid::Ulid(value)))
+    }
+
     /// Whether this is `previous.nth_after(1)`, without making that id.
     pub fn follows(&self, previous: &EventId) -> bool {
-        let value = |id: &EventId| id.as_str().strip_prefix(EventId::PREFIX).and_then(ulid_value);
-        matches!((value(previous), value(self)), (Some(a), Some(b)) if a & 0xFFFF != 0xFFFF && b == a + 1)
+        matches!((previous.value(), self.value()), (Some(a), Some(b)) if a & 0xFFFF != 0xFFFF && b == a + 1)
     }
 }
 
@@ -471,6 +480,7 @@ mod tests {
         }
         assert!(!EventId::for_log(at, 78, 0).follows(&EventId::for_log(at, 77, 0)), "another record");
         assert!(!EventId::from_trusted(String::from("evt_x")).follows(&first));
+        assert_eq!(first.value().map(EventId::from_value), Some(first.clone()));
     }
 
     /// Our encoding is the `ulid` crate's text, lowercased, at the edges and between.

@@ -1328,31 +1328,45 @@ impl Store {
             let key = |r: &Row| r.text(0).unwrap_or_default();
             let past = |id: &str| if descending { id < bound.as_str() } else { id > bound.as_str() };
             let wanted = |object: &str| filter.resource_id.as_deref().is_none_or(|o| o == object);
-            let mut expanded = Vec::with_capacity(rows.len());
-            for row in rows {
-                let Some(Val::Bytes(Some(body))) = row.0.get(8) else {
-                    expanded.push(row);
+            // Rows are disjoint id ranges: in page order, a run's members are
+            // built only as far as the page reaches (crate::events::page_of).
+            rows.sort_by_cached_key(key);
+            if descending {
+                rows.reverse();
+            }
+            rows.dedup_by(|a, b| key(a) == key(b));
+            let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+            let mut page = Vec::with_capacity(limit.min(rows.len()));
+            for mut row in rows {
+                if page.len() >= limit {
+                    break;
+                }
+                // The run's body leaves the row, so its members do not copy it.
+                let body = match row.0.get_mut(8) {
+                    Some(Val::Bytes(body)) if body.as_deref().is_some_and(crate::event_runs::is_run) => body.take(),
+                    _ => None,
+                };
+                let Some(body) = body else {
+                    if past(&key(&row)) && row.text(2).is_ok_and(|object| wanted(&object)) {
+                        page.push(row);
+                    }
                     continue;
                 };
-                if !crate::event_runs::is_run(body) {
-                    expanded.push(row);
-                    continue;
-                }
-                for m in crate::event_runs::members_where(&row.text(0)?, body, |member, object| past(member.as_str()) && wanted(object))? {
-                    let mut member = row.clone();
-                    member.0[0] = Val::Text(Some(m.id.as_str().to_owned()));
-                    member.0[2] = Val::Text(Some(m.object_id));
-                    expanded.push(member);
+                let run = crate::event_runs::Run::read(&row.text(0)?, &body)?;
+                for n in run.in_order(descending) {
+                    if page.len() >= limit {
+                        break;
+                    }
+                    let id = run.id(n);
+                    if past(id.as_str()) && wanted(run.object_id(n)) {
+                        let mut member = row.clone();
+                        member.0[0] = Val::Text(Some(id.as_str().to_owned()));
+                        member.0[2] = Val::Text(Some(run.object_id(n).to_owned()));
+                        page.push(member);
+                    }
                 }
             }
-            expanded.retain(|r| past(&key(r)) && r.text(2).is_ok_and(|object| wanted(&object)));
-            expanded.sort_by_cached_key(key);
-            if descending {
-                expanded.reverse();
-            }
-            expanded.dedup_by(|a, b| key(a) == key(b));
-            expanded.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
-            rows = expanded;
+            rows = page;
         }
         let records = rows.iter().map(|r| ledger_audit_of(tenant, r)).collect::<Result<Vec<_>, _>>()?;
         Ok(Page::from_rows(records, &page))

@@ -9,7 +9,7 @@
 //! (same tenant, type, time and sequence, ids one apart) are stored as one
 //! row: the first member's id, type and columns, `object_id` empty, and a
 //! body holding what the members do not share. Readers expand it
-//! ([`members_where`]); ids, lists, filters and bodies are what they were, and
+//! ([`Run`]); ids, lists, filters and bodies are what they were, and
 //! PostgreSQL stores a row per event as before.
 //!
 //! Only `ledger.transaction.created` events form runs: a transaction's
@@ -106,38 +106,84 @@ pub(crate) struct Member {
 /// The events of run row `id` with body `body`, in id order.
 #[cfg(test)]
 fn members(id: &str, body: &[u8]) -> Result<Vec<Member>, StoreError> {
-    members_where(id, body, |_, _| true)
+    let run = Run::read(id, body)?;
+    Ok((0..run.len()).map(|n| run.member(n)).collect())
 }
 
-/// The events of run row `id` that `keep` wants (by id and object id), in
-/// id order; the others' bodies are never built (a run may hold a thousand
-/// events and a reader want one of them).
-pub(crate) fn members_where(id: &str, body: &[u8], keep: impl Fn(&EventId, &str) -> bool) -> Result<Vec<Member>, StoreError> {
-    let corrupt = || StoreError::Corrupt(format!("event run {id}"));
-    let mut rest = body.strip_prefix(MAGIC).ok_or_else(corrupt)?;
-    let prefix = take(&mut rest).ok_or_else(corrupt)?;
-    let suffix = take(&mut rest).ok_or_else(corrupt)?;
-    let count = take_len(&mut rest).ok_or_else(corrupt)?;
-    let head = EventId::from_trusted(id.to_owned());
-    let mut out = Vec::new();
-    for n in 0..count {
-        let object = take(&mut rest).ok_or_else(corrupt)?;
-        let varying = take(&mut rest).ok_or_else(corrupt)?;
-        let object_id = std::str::from_utf8(object).map_err(|_| corrupt())?;
-        let member = head.nth_after(n).ok_or_else(corrupt)?;
-        if !keep(&member, object_id) {
-            continue;
+/// A stored run, read without building its members: a reader wants a page
+/// of them or one (a run may hold a thousand events).
+pub(crate) struct Run<'a> {
+    /// The first member's id as a number: member `n` is `first + n`.
+    first: u128,
+    prefix: &'a [u8],
+    suffix: &'a [u8],
+    /// Each member's object id and the bytes of its body between the two.
+    members: Vec<(&'a str, &'a [u8])>,
+}
+
+impl<'a> Run<'a> {
+    /// Reads run row `id` with body `body` (an error when it is no run or damaged).
+    pub(crate) fn read(id: &str, body: &'a [u8]) -> Result<Run<'a>, StoreError> {
+        let corrupt = || StoreError::Corrupt(format!("event run {id}"));
+        let first = EventId::from_trusted(id.to_owned()).value().ok_or_else(corrupt)?;
+        let mut rest = body.strip_prefix(MAGIC).ok_or_else(corrupt)?;
+        let prefix = take(&mut rest).ok_or_else(corrupt)?;
+        let suffix = take(&mut rest).ok_or_else(corrupt)?;
+        let count = take_len(&mut rest).ok_or_else(corrupt)?;
+        // Every member's index fits the id's 16 bits (`group` only joins ids one apart).
+        if count == 0 || (first & 0xFFFF) + count as u128 - 1 > 0xFFFF {
+            return Err(corrupt());
         }
-        let mut body = Vec::with_capacity(prefix.len() + varying.len() + suffix.len());
-        body.extend_from_slice(prefix);
+        let mut members = Vec::with_capacity(count);
+        for _ in 0..count {
+            let object = take(&mut rest).ok_or_else(corrupt)?;
+            let varying = take(&mut rest).ok_or_else(corrupt)?;
+            members.push((std::str::from_utf8(object).map_err(|_| corrupt())?, varying));
+        }
+        if !rest.is_empty() {
+            return Err(corrupt());
+        }
+        Ok(Run { first, prefix, suffix, members })
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    pub(crate) fn id(&self, n: usize) -> EventId {
+        EventId::from_value(self.first + n as u128)
+    }
+
+    pub(crate) fn object_id(&self, n: usize) -> &'a str {
+        self.members[n].0
+    }
+
+    /// The member with id `id`, if the run holds it.
+    pub(crate) fn position(&self, id: &EventId) -> Option<usize> {
+        let n = usize::try_from(id.value()?.checked_sub(self.first)?).ok()?;
+        (n < self.len()).then_some(n)
+    }
+
+    /// The member of object `object`, if the run holds it.
+    pub(crate) fn position_of_object(&self, object: &str) -> Option<usize> {
+        self.members.iter().position(|(o, _)| *o == object)
+    }
+
+    /// Member `n` (`n < len()`), its body built.
+    pub(crate) fn member(&self, n: usize) -> Member {
+        let (object_id, varying) = self.members[n];
+        let mut body = Vec::with_capacity(self.prefix.len() + varying.len() + self.suffix.len());
+        body.extend_from_slice(self.prefix);
         body.extend_from_slice(varying);
-        body.extend_from_slice(suffix);
-        out.push(Member { id: member, object_id: object_id.to_owned(), body });
+        body.extend_from_slice(self.suffix);
+        Member { id: self.id(n), object_id: object_id.to_owned(), body }
     }
-    if !rest.is_empty() || count == 0 {
-        return Err(corrupt());
+
+    /// Member indexes in a page's order: newest first when `descending`.
+    pub(crate) fn in_order(&self, descending: bool) -> impl Iterator<Item = usize> + use<> {
+        let len = self.len();
+        (0..len).map(move |i| if descending { len - 1 - i } else { i })
     }
-    Ok(out)
 }
 
 /// The run body of `events`: the bytes every member's body begins and ends
@@ -276,14 +322,18 @@ mod tests {
     }
 
     #[test]
-    fn a_reader_gets_the_members_it_asks_for() {
+    fn a_reader_finds_a_member_by_id_or_object_and_builds_only_it() {
         let events: Vec<NewEvent> = (0..5).map(|i| event(i, 1, RUN_KIND, &format!("ltx_{i}"), format!("{{{i}}}").as_bytes())).collect();
         let rows = group(&events, |_| true);
-        let (id, body) = (rows[0].head().id.as_str(), rows[0].body());
-        let by_object = members_where(id, body, |_, object| object == "ltx_3").expect("members");
-        assert_eq!(by_object, [Member { id: events[3].id.clone(), object_id: String::from("ltx_3"), body: b"{3}".to_vec() }]);
-        let after = members_where(id, body, |member, _| member.as_str() > events[2].id.as_str()).expect("members");
-        assert_eq!(after.iter().map(|m| m.object_id.as_str()).collect::<Vec<_>>(), ["ltx_3", "ltx_4"]);
+        let run = Run::read(rows[0].head().id.as_str(), rows[0].body()).expect("a run");
+        assert_eq!(run.len(), 5);
+        assert_eq!(run.position(&events[3].id), Some(3));
+        assert_eq!(run.position(&EventId::for_log(events[0].created_at, 9, 5)), None, "past its end");
+        assert_eq!(run.position(&EventId::for_log(events[0].created_at, 8, 2)), None, "another record");
+        assert_eq!(run.position_of_object("ltx_3"), Some(3));
+        assert_eq!(run.member(3), Member { id: events[3].id.clone(), object_id: String::from("ltx_3"), body: b"{3}".to_vec() });
+        assert_eq!(run.in_order(true).collect::<Vec<_>>(), [4, 3, 2, 1, 0]);
+        assert_eq!(run.in_order(false).collect::<Vec<_>>(), [0, 1, 2, 3, 4]);
     }
 
     proptest! {

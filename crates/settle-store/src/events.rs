@@ -85,17 +85,38 @@ fn sqlite_event(r: &rusqlite::Row<'_>) -> rusqlite::Result<EventRow> {
     Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
 }
 
-/// Stored rows with every run replaced by those of its events `keep` wants
-/// (by id and object id) ([`event_runs`]); other rows as they are.
-fn expand_runs(rows: Vec<EventRow>, keep: impl Fn(&EventId, &str) -> bool) -> Result<Vec<EventRow>, StoreError> {
-    let mut out = Vec::with_capacity(rows.len());
+/// Member `n` of `run`, stored in row `row`, as a row of its own.
+fn member_row(row: &EventRow, run: &event_runs::Run<'_>, n: usize) -> EventRow {
+    let m = run.member(n);
+    (m.id.as_str().to_owned(), row.1, row.2.clone(), m.object_id, row.4, row.5, m.body)
+}
+
+/// The first `limit` events of `rows` in a page's order that `keep` wants
+/// (by id and object id), each row one event or a run of them
+/// ([`event_runs`]). Rows are disjoint id ranges, so they are put in order
+/// first and a run's members are built only as far as the page reaches.
+fn page_of(mut rows: Vec<EventRow>, descending: bool, limit: usize, keep: impl Fn(&str, &str) -> bool) -> Result<Vec<EventRow>, StoreError> {
+    rows.sort_unstable_by(|a, b| if descending { b.0.cmp(&a.0) } else { a.0.cmp(&b.0) });
+    rows.dedup_by(|a, b| a.0 == b.0);
+    let mut out = Vec::with_capacity(limit.min(rows.len()));
     for row in rows {
+        if out.len() >= limit {
+            break;
+        }
         if !event_runs::is_run(&row.6) {
-            out.push(row);
+            if keep(&row.0, &row.3) {
+                out.push(row);
+            }
             continue;
         }
-        for m in event_runs::members_where(&row.0, &row.6, &keep)? {
-            out.push((m.id.as_str().to_owned(), row.1, row.2.clone(), m.object_id, row.4, row.5, m.body));
+        let run = event_runs::Run::read(&row.0, &row.6)?;
+        for n in run.in_order(descending) {
+            if out.len() >= limit {
+                break;
+            }
+            if keep(run.id(n).as_str(), run.object_id(n)) {
+                out.push(member_row(&row, &run, n));
+            }
         }
     }
     Ok(out)
@@ -108,7 +129,11 @@ fn sqlite_event_at(c: &rusqlite::Connection, tenant: TenantId, id: &str) -> Resu
     let Some(row) = stmt.query_row(params![tenant.0, id], sqlite_event).optional()? else {
         return Ok(None);
     };
-    Ok(expand_runs(vec![row], |member, _| member.as_str() == id)?.into_iter().find(|r| r.0 == id))
+    if !event_runs::is_run(&row.6) {
+        return Ok((row.0 == id).then_some(row));
+    }
+    let run = event_runs::Run::read(&row.0, &row.6)?;
+    Ok(run.position(&EventId::from_trusted(id.to_owned())).map(|n| member_row(&row, &run, n)))
 }
 
 /// The created event of transaction `object` when a run holds it (so no
@@ -131,8 +156,9 @@ pub(crate) fn sqlite_created_in_run(c: &rusqlite::Connection, tenant: TenantId, 
     for row in runs.query_map(params![tenant.0, from, to, at], sqlite_event)? {
         let row = row?;
         let run = row.0.clone();
-        if let Some(event) = expand_runs(vec![row], |_, of| of == object)?.into_iter().find(|r| r.3 == object) {
-            return Ok(Some((run, event)));
+        let found = event_runs::Run::read(&row.0, &row.6)?;
+        if let Some(n) = found.position_of_object(object) {
+            return Ok(Some((run, member_row(&row, &found, n))));
         }
     }
     Ok(None)
@@ -561,12 +587,7 @@ impl Store {
                     let past = |id: &str| if descending { id < bound.as_str() } else { id > bound.as_str() };
                     // (A run's row matches `object_id = ''`; its members never do.)
                     let wanted = |of: &str| object.as_deref().is_none_or(|o| o == of);
-                    let mut rows = expand_runs(rows, |member, of| past(member.as_str()) && wanted(of))?;
-                    rows.retain(|r| past(&r.0) && wanted(&r.3));
-                    rows.sort_unstable_by(|a, b| if descending { b.0.cmp(&a.0) } else { a.0.cmp(&b.0) });
-                    rows.dedup_by(|a, b| a.0 == b.0);
-                    rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
-                    Ok(rows)
+                    page_of(rows, descending, usize::try_from(limit).unwrap_or(usize::MAX), |id, of| past(id) && wanted(of))
                 })
                 .await?
             }

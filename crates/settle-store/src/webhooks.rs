@@ -877,9 +877,11 @@ impl Store {
                             continue;
                         };
                         if crate::event_runs::is_run(&claimed.6) {
-                            let Some(member) = crate::event_runs::members_where(&row_id, &claimed.6, |m, _| m.as_str() == event)?.into_iter().next() else {
+                            let run = crate::event_runs::Run::read(&row_id, &claimed.6)?;
+                            let Some(n) = run.position(&EventId::from_trusted(event.clone())) else {
                                 continue;
                             };
+                            let member = run.member(n);
                             (claimed.6, object_id) = (member.body, member.object_id);
                         } else if &row_id != event {
                             continue;
