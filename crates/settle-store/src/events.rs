@@ -91,18 +91,23 @@ fn member_row(row: &EventRow, run: &event_runs::Run<'_>, n: usize) -> EventRow {
     (m.id.as_str().to_owned(), row.1, row.2.clone(), m.object_id, row.4, row.5, m.body)
 }
 
-/// The first `limit` events of `rows` in a page's order that `keep` wants
-/// (by id and object id), each row one event or a run of them
-/// ([`event_runs`]). Rows are disjoint id ranges, so they are put in order
-/// first and a run's members are built only as far as the page reaches.
-fn page_of(mut rows: Vec<EventRow>, descending: bool, limit: usize, keep: impl Fn(&str, &str) -> bool) -> Result<Vec<EventRow>, StoreError> {
-    rows.sort_unstable_by(|a, b| if descending { b.0.cmp(&a.0) } else { a.0.cmp(&b.0) });
-    rows.dedup_by(|a, b| a.0 == b.0);
-    let mut out = Vec::with_capacity(limit.min(rows.len()));
+/// The first `limit` events that `keep` wants (by id and object id) of
+/// `rows`, given in a page's order without repeats, each row one event or a
+/// run of them ([`event_runs`]). Rows are disjoint id ranges, so a run's
+/// members are built only as far as the page reaches, and rows are read
+/// only until it is full (a run's row holds up to a thousand events).
+fn page_of(
+    rows: impl IntoIterator<Item = Result<EventRow, StoreError>>,
+    descending: bool,
+    limit: usize,
+    keep: impl Fn(&str, &str) -> bool,
+) -> Result<Vec<EventRow>, StoreError> {
+    let mut out = Vec::new();
     for row in rows {
         if out.len() >= limit {
             break;
         }
+        let row = row?;
         if !event_runs::is_run(&row.6) {
             if keep(&row.0, &row.3) {
                 out.push(row);
@@ -563,31 +568,42 @@ impl Store {
         let rows = match self {
             Store::Sqlite(s) => {
                 let runs_match = filter.kind.as_deref().is_none_or(|k| k == RUN_KIND);
-                let mut queries = vec![build(false, cmp, order, limit)];
-                if !descending && filter.object_id.is_none() && runs_match {
-                    // A run whose row is at or before the bound may hold events after it.
-                    queries.push(build(false, "<=", "DESC", 1));
-                }
+                let main = build(false, cmp, order, limit);
+                // A run whose row is at or before an ascending bound may hold events after it.
+                let straddle = (!descending && filter.object_id.is_none() && runs_match).then(|| build(false, "<=", "DESC", 1));
                 let object = filter.object_id.clone();
                 let in_run = object.clone().filter(|_| runs_match);
                 let within = move |at: i64| filter.created_gte.is_none_or(|t| at >= t.micros()) && filter.created_lt.is_none_or(|t| at < t.micros());
                 s.read(move |c| {
-                    let mut rows = Vec::new();
-                    for (sql, q) in &queries {
-                        let values = q.sqlite_values();
-                        let mut stmt = c.prepare_cached(sql)?;
-                        rows.extend(stmt.query_map(rusqlite::params_from_iter(values.iter()), sqlite_event)?.collect::<Result<Vec<_>, _>>()?);
-                    }
-                    if let Some(object) = &in_run
-                        && let Some((_, row)) = sqlite_created_in_run(c, tenant, object)?
-                        && within(row.5)
-                    {
-                        rows.push(row);
-                    }
                     let past = |id: &str| if descending { id < bound.as_str() } else { id > bound.as_str() };
                     // (A run's row matches `object_id = ''`; its members never do.)
                     let wanted = |of: &str| object.as_deref().is_none_or(|o| o == of);
-                    page_of(rows, descending, usize::try_from(limit).unwrap_or(usize::MAX), |id, of| past(id) && wanted(of))
+                    let keep = |id: &str, of: &str| past(id) && wanted(of);
+                    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+                    let mut first = Vec::new();
+                    if let Some((sql, q)) = &straddle {
+                        let values = q.sqlite_values();
+                        first
+                            .extend(c.prepare_cached(sql)?.query_map(rusqlite::params_from_iter(values.iter()), sqlite_event)?.collect::<Result<Vec<_>, _>>()?);
+                    }
+                    let (sql, q) = &main;
+                    let values = q.sqlite_values();
+                    let mut stmt = c.prepare_cached(sql)?;
+                    let rows = stmt.query_map(rusqlite::params_from_iter(values.iter()), sqlite_event)?.map(|r| r.map_err(StoreError::from));
+                    let Some(object) = &in_run else {
+                        // In page order already: the straddling run comes before every row past the bound.
+                        return page_of(first.into_iter().map(Ok).chain(rows), descending, limit, keep);
+                    };
+                    // An object's rows are few: gathered, with its created event from a run, then ordered.
+                    let mut all = rows.collect::<Result<Vec<_>, _>>()?;
+                    if let Some((_, row)) = sqlite_created_in_run(c, tenant, object)?
+                        && within(row.5)
+                    {
+                        all.push(row);
+                    }
+                    all.sort_unstable_by(|a, b| if descending { b.0.cmp(&a.0) } else { a.0.cmp(&b.0) });
+                    all.dedup_by(|a, b| a.0 == b.0);
+                    page_of(all.into_iter().map(Ok), descending, limit, keep)
                 })
                 .await?
             }
